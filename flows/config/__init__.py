@@ -1,0 +1,1 @@
+"""One pydantic config model per flow. Prefect renders them as forms; the CLI is generated from them."""

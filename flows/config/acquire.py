@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from flows.config.base import StageConfig
+
+
+class AcquireConfig(StageConfig):
+    """Bring images into FACEGAN_HOME/raw/<name>: import a local folder, download URLs, URL lists,
+    archives or a dataset preset, or scrape image links from web pages. Give exactly one source.
+
+    CelebA's official copy is on Google Drive, which often refuses automated downloads: then pass
+    --url to a mirror of img_align_celeba.zip, or --path to a local copy."""
+
+    path: Path | None = Field(None, description="local folder to import in place (recursive)")
+    url: str | None = Field(None, description="one image or archive (zip/tar/tgz) URL")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="expected sha256 of --url")
+    url_list: Path | None = Field(None, description="txt/csv/parquet file of URLs (column `url`, optional `identity`)")
+    preset: Literal["lfw", "celeba"] | None = Field(None, description="dataset preset: lfw (deep-funneled) or celeba (Google Drive, often refused: use --url/--path then)")
+    scrape: list[str] | None = Field(None, description="start page URL(s) to crawl for <img> links")
+    depth: int = Field(1, ge=0, le=10, description="link depth for --scrape")
+    allow_domain: list[str] | None = Field(None, description="domains --scrape may visit (default: the start pages' hosts)")
+    max_pages: int = Field(50, ge=1, description="page budget for --scrape")
+    name: str | None = Field(None, description="raw set name (default: derived from the source)")
+    workers: int = Field(16, ge=1, le=256, description="concurrent downloads")
+    timeout: float = Field(20.0, gt=0, description="per-request connect/read timeout in seconds")
+    retries: int = Field(3, ge=0, le=10, description="retries on 5xx and connection errors (exponential backoff)")
+    max_bytes: int = Field(50_000_000, ge=1, description="max bytes per downloaded image")
+    max_archive_bytes: int = Field(20_000_000_000, ge=1, description="cap on an archive download and on its extracted size")
+    max_archive_files: int = Field(2_000_000, ge=1, description="cap on files extracted from one archive")
+    delay: float = Field(1.0, ge=0, description="per-host delay between page fetches when scraping, seconds")
+    shard_size: int = Field(200, ge=1, description="URLs (or files) per Prefect task")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        given = [k for k in ("path", "url", "url_list", "preset", "scrape") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one source: --path, --url, --url-list, --preset or --scrape"
+                             + (f" (got {', '.join('--' + g.replace('_', '-') for g in given)})" if given else ""))
+        if self.sha256 and not self.url:
+            raise ValueError("--sha256 goes with --url")
+        return self

@@ -1,0 +1,23 @@
+"""Base class for every flow's config: strict (unknown keys fail), validated on assignment."""
+from __future__ import annotations
+
+import os
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SIZES = (48, 64, 128)
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def hidden(default=None, description: str = ""):
+    """A field the pipeline/deployments set but the CLI does not show."""
+    return Field(default, description=description, json_schema_extra={"cli": False})
+
+
+class StageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    parent_run_id: str | None = hidden(None, "MLflow run id of the enclosing pipeline run")

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from flows.config.base import SIZES, StageConfig, default_workers
+
+
+class CropConfig(StageConfig):
+    """Detect faces with OpenCV's Haar cascade and crop them into 48/64/128 px datasets."""
+
+    raw: str | None = Field(None, description="raw image set to crop; none = the only or most recent one")
+    name: str | None = Field(None, description="output dataset name; none = the raw set's name")
+    sizes: list[Literal[48, 64, 128]] = Field(list(SIZES), description="crop sizes in px, written in one pass")
+    largest_only: bool = Field(False, description="keep only the largest face per image instead of all faces")
+    min_face: int = Field(25, ge=8, description="minimum face size in source pixels (Haar minSize)")
+    scale_factor: float = Field(1.16, gt=1.0, le=2.0, description="Haar cascade scaleFactor")
+    min_neighbors: int = Field(5, ge=0, le=50, description="Haar cascade minNeighbors")
+    margin: float = Field(0.10, ge=0.0, le=1.0, description="box growth per side, as a fraction of the face box")
+    dedupe: bool = Field(True, description="drop exact-duplicate crops (identical pixels)")
+    workers: int = Field(default_workers(), ge=1, le=64, description="parallel crop workers (processes)")
+    shard_size: int = Field(500, ge=1, description="images per Prefect task (shard)")
+    seed: int = Field(0, description="seed for the contact sheet's random sample")
+
+    @field_validator("sizes")
+    @classmethod
+    def _unique_sorted(cls, sizes: list[int]) -> list[int]:
+        if not sizes:
+            raise ValueError("give at least one size")
+        return sorted(set(sizes))

@@ -1,0 +1,85 @@
+"""Where facegan keeps its data: FACEGAN_HOME (default ./facegan-data).
+
+    raw/<name>/                 images (or an index of imported files) + manifest.parquet
+    datasets/<name>/<size>/     PNG crops + faces.npy (uint8 N×H×W×3) + manifest.parquet
+    runs/<run>/                 training checkpoints, samples
+    mlflow.db                   MLflow tracking store (unless MLFLOW_TRACKING_URI is set)
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from tasks.errors import InputError, NotFoundError
+
+MANIFEST = "manifest.parquet"
+FACES_ARRAY = "faces.npy"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def data_home() -> Path:
+    return Path(os.environ.get("FACEGAN_HOME", "facegan-data")).expanduser().resolve()
+
+
+def check_name(name: str) -> str:
+    if not _NAME_RE.match(name or ""):
+        raise InputError(f"invalid name {name!r}: use letters, digits, '.', '_' or '-' (max 100)")
+    return name
+
+
+def raw_root() -> Path:
+    return data_home() / "raw"
+
+
+def raw_dir(name: str) -> Path:
+    return raw_root() / check_name(name)
+
+
+def datasets_root() -> Path:
+    return data_home() / "datasets"
+
+
+def dataset_dir(name: str, size: int | None = None) -> Path:
+    path = datasets_root() / check_name(name)
+    return path / str(size) if size is not None else path
+
+
+def runs_root() -> Path:
+    return data_home() / "runs"
+
+
+def _complete_sets(root: Path, marker: str) -> list[Path]:
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+             and list(p.glob(marker))]
+    return sorted(found, key=lambda p: max(m.stat().st_mtime for m in p.glob(marker)))
+
+
+def resolve_raw(name: str | None) -> str:
+    """The raw set called `name`, or the only / most recent one when name is None."""
+    sets = _complete_sets(raw_root(), MANIFEST)
+    if name is None:
+        if not sets:
+            raise NotFoundError(f"no raw image sets under {raw_root()}: run `facegan acquire` first")
+        return sets[-1].name
+    if not (raw_dir(name) / MANIFEST).is_file():
+        known = ", ".join(p.name for p in sets) or "none"
+        raise NotFoundError(f"unknown raw set {name!r} (known: {known})")
+    return name
+
+
+def resolve_dataset(name: str | None, size: int | None = None) -> str:
+    """The crop dataset called `name`, or the only / most recent one when name is None."""
+    marker = f"{size}/{MANIFEST}" if size else f"*/{MANIFEST}"
+    sets = _complete_sets(datasets_root(), marker)
+    if name is None:
+        if not sets:
+            raise NotFoundError(f"no crop datasets under {datasets_root()}: run `facegan crop` first")
+        return sets[-1].name
+    if not list(dataset_dir(name).glob(marker)):
+        known = ", ".join(p.name for p in sets) or "none"
+        raise NotFoundError(f"unknown crop dataset {name!r}" + (f" at size {size}" if size else "")
+                            + f" (known: {known})")
+    return name

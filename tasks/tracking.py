@@ -1,0 +1,224 @@
+"""The only module that talks to MLflow.
+
+MLflow's fluent API keeps the active run per thread, so everything here goes through an
+explicit run id (`MlflowClient`), which is safe from Prefect worker threads. Stages hand
+each other run ids, never run objects.
+
+Store: MLFLOW_TRACKING_URI if set, else sqlite:///$FACEGAN_HOME/mlflow.db with artifacts in
+$FACEGAN_HOME/mlartifacts.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import mlflow
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+
+from tasks.paths import data_home
+
+EXPERIMENT = os.environ.get("FACEGAN_EXPERIMENT", "facegan")
+PARENT_TAG = "mlflow.parentRunId"
+STAGE_TAG = "facegan.stage"
+
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def tracking_uri() -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    home = data_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'mlflow.db'}"
+
+
+def _client() -> MlflowClient:
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def _experiment_id(client: MlflowClient, name: str = EXPERIMENT) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    artifact_location = None
+    if tracking_uri().startswith("sqlite:"):
+        artifact_location = (data_home() / "mlartifacts").as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except mlflow.exceptions.MlflowException:  # created concurrently
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def _flat(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{name}."))
+        else:
+            text = json.dumps(value, default=str) if isinstance(value, (list, tuple)) else str(value)
+            out[name] = text[:6000]
+    return out
+
+
+class TrackedRun:
+    """A handle on one MLflow run, usable from any thread."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+        self.client = _client()
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        existing = self.client.get_run(self.run_id).data.params
+        fresh = [Param(k, v) for k, v in _flat(params).items() if k not in existing]
+        for i in range(0, len(fresh), 100):
+            self.client.log_batch(self.run_id, params=fresh[i:i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import time
+
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items() if v is not None]
+        for i in range(0, len(batch), 500):
+            self.client.log_batch(self.run_id, metrics=batch[i:i + 500])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_dict(self, data: dict, artifact_file: str) -> None:
+        self.client.log_dict(self.run_id, data, artifact_file)
+
+    def log_image(self, image, artifact_file: str) -> None:
+        """`image`: a PIL image or an HxWx3 uint8 array."""
+        self.client.log_image(self.run_id, image, artifact_file)
+
+    def log_figure(self, figure, artifact_file: str) -> None:
+        self.client.log_figure(self.run_id, figure, artifact_file)
+
+    def log_table(self, df, artifact_file: str) -> None:
+        self.client.log_table(self.run_id, df, artifact_file)
+
+    def artifact_uri(self) -> str:
+        return self.client.get_run(self.run_id).info.artifact_uri
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)
+
+    def log_pytorch_model(self, model, artifact_path: str, registered_name: str | None = None,
+                          input_example=None) -> str | None:
+        """Log a torch module with the pytorch flavor; register it when a name is given.
+        Returns the registered version (as a string) or None."""
+        import mlflow.pytorch
+
+        with mlflow.start_run(run_id=self.run_id, nested=True), contextlib.ExitStack():
+            info = mlflow.pytorch.log_model(model, name=artifact_path, input_example=input_example,
+                                            registered_model_name=registered_name)
+        mlflow.end_run() if mlflow.active_run() else None
+        version = getattr(info, "registered_model_version", None)
+        return str(version) if version is not None else None
+
+
+def start_run(stage: str, run_name: str | None = None, params: Mapping[str, Any] | None = None,
+              parent_run_id: str | None = None, tags: Mapping[str, Any] | None = None) -> TrackedRun:
+    client = _client()
+    all_tags = {STAGE_TAG: stage, **(tags or {})}
+    if parent_run_id:
+        all_tags[PARENT_TAG] = parent_run_id
+    run = client.create_run(_experiment_id(client), run_name=run_name or stage,
+                            tags={k: str(v) for k, v in all_tags.items()})
+    tracked = TrackedRun(run.info.run_id)
+    if params:
+        tracked.log_params(params)
+    return tracked
+
+
+def resume_run(run_id: str) -> TrackedRun:
+    client = _client()
+    client.update_run(run_id, status="RUNNING")
+    return TrackedRun(run_id)
+
+
+@contextlib.contextmanager
+def run(stage: str, run_name: str | None = None, params: Mapping[str, Any] | None = None,
+        parent_run_id: str | None = None, tags: Mapping[str, Any] | None = None,
+        run_id: str | None = None) -> Iterator[TrackedRun]:
+    """Start (or resume, with run_id) a run; mark it FINISHED, or FAILED on an exception."""
+    tracked = resume_run(run_id) if run_id else start_run(stage, run_name, params, parent_run_id, tags)
+    if run_id and params:
+        tracked.log_params(params)
+    try:
+        yield tracked
+    except BaseException:
+        tracked.finish(RunStatus.to_string(RunStatus.FAILED))
+        raise
+    tracked.finish()
+
+
+def get_run(run_id: str):
+    return _client().get_run(run_id)
+
+
+def find_runs(stage: str | None = None, filter_string: str = "", max_results: int = 1000):
+    client = _client()
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        return []
+    clauses = [c for c in (filter_string, f"tags.`{STAGE_TAG}` = '{stage}'" if stage else "") if c]
+    return client.search_runs([exp.experiment_id], " and ".join(clauses), max_results=max_results)
+
+
+def metric_history(run_id: str, key: str):
+    return _client().get_metric_history(run_id, key)
+
+
+def download_artifacts(run_id: str, path: str, dst: str | Path | None = None) -> Path:
+    dst = Path(dst or tempfile.mkdtemp(prefix="facegan-artifacts-"))
+    return Path(_client().download_artifacts(run_id, path, str(dst)))
+
+
+def list_artifacts(run_id: str, path: str | None = None) -> list[str]:
+    return [a.path for a in _client().list_artifacts(run_id, path)]
+
+
+def load_pytorch_model(model_uri: str, map_location: str = "cpu"):
+    import mlflow.pytorch
+
+    _client()
+    return mlflow.pytorch.load_model(model_uri, map_location=map_location)
+
+
+def resolve_model_uri(model_uri: str) -> tuple[str | None, str]:
+    """For `models:/name/version` return (source run id, uri)."""
+    if model_uri.startswith("models:/"):
+        name, _, version = model_uri[len("models:/"):].partition("/")
+        client = _client()
+        if version in ("", "latest"):
+            versions = client.search_model_versions(f"name = '{name}'")
+            if not versions:
+                raise LookupError(f"no registered model {name!r}")
+            mv = max(versions, key=lambda v: int(v.version))
+        else:
+            mv = client.get_model_version(name, version)
+        return mv.run_id, f"models:/{name}/{mv.version}"
+    return None, model_uri

@@ -1,0 +1,71 @@
+"""Shared test fixtures.
+
+- One Prefect ephemeral server for the whole session (starting one takes ~8 s); its URL is
+  exported as PREFECT_API_URL so `facegan` subprocesses reuse it.
+- One sqlite MLflow store for the session (MLFLOW_TRACKING_URI); FACEGAN_HOME per test.
+- Real data from $FACEGAN_SHARED_DATA (default ../shared/data relative to the repo root).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("FACEGAN_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
+
+
+def shared(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data missing: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder missing: {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_env(tmp_path_factory):
+    """Ephemeral Prefect server + sqlite MLflow store shared by all tests of the session."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    mlflow_dir = tmp_path_factory.mktemp("mlflow")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{mlflow_dir / 'mlflow.db'}"
+    os.environ["FACEGAN_MLFLOW_ARTIFACTS"] = str(mlflow_dir / "artifacts")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    with prefect_test_harness(server_startup_timeout=120):
+        os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()
+        yield
+    os.environ.pop("PREFECT_API_URL", None)
+
+
+@pytest.fixture(autouse=True)
+def facegan_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "facegan-home"
+    monkeypatch.setenv("FACEGAN_HOME", str(home))
+    return home
+
+
+def run_cli(*args: str, timeout: float = 600, env: dict | None = None, check: bool = False):
+    """Run the real `facegan` command in a subprocess (as a user would)."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=full_env, cwd=REPO)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"facegan {' '.join(map(str, args))} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture
+def cli():
+    return run_cli
