@@ -69,3 +69,52 @@ def run_cli(*args: str, timeout: float = 600, env: dict | None = None, check: bo
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def extract_lfw_subset(dest: Path, limit: int, skip_people: int = 0) -> Path:
+    """The first `limit` photos of the published LFW tgz (after `skip_people` people), extracted
+    in their original layout lfw-deepfunneled/<Name>/<Name>_NNNN.jpg."""
+    import tarfile
+
+    tgz = shared("archives", "lfw-deepfunneled.tgz")
+    dest.mkdir(parents=True, exist_ok=True)
+    people: list[str] = []
+    taken = 0
+    with tarfile.open(tgz, "r:gz") as tar:
+        for member in tar:
+            if not member.isfile() or not member.name.endswith(".jpg"):
+                continue
+            person = member.name.split("/")[-2]
+            if person not in people:
+                people.append(person)
+            if len(people) <= skip_people:
+                continue
+            tar.extract(member, dest, filter="data")
+            taken += 1
+            if taken >= limit:
+                break
+    return dest
+
+
+@pytest.fixture(scope="session")
+def lfw_crops(tmp_path_factory) -> Path:
+    """A data home holding crop dataset "lfw-sample" (48/64/128 px), made by the real acquire and
+    crop flows from 300 LFW photos. Tests use it with monkeypatch.setenv("FACEGAN_HOME", home)."""
+    from flows.acquire import acquire
+    from flows.config.acquire import AcquireConfig
+    from flows.config.crop import CropConfig
+    from flows.crop import crop
+
+    home = tmp_path_factory.mktemp("lfw-crops-home")
+    src = extract_lfw_subset(tmp_path_factory.mktemp("lfw-src") / "lfw-sample", 300)
+    old = os.environ.get("FACEGAN_HOME")
+    os.environ["FACEGAN_HOME"] = str(home)
+    try:
+        acquire(AcquireConfig(path=src, name="lfw-sample"))
+        crop(CropConfig(raw="lfw-sample", largest_only=True))
+    finally:
+        if old is None:
+            os.environ.pop("FACEGAN_HOME", None)
+        else:
+            os.environ["FACEGAN_HOME"] = old
+    return home

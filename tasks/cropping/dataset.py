@@ -1,0 +1,118 @@
+"""Assemble cropped shards into one dataset per size:
+
+    datasets/<name>/<size>/NNNNNN.png      crops for people to look at
+    datasets/<name>/<size>/faces.npy       uint8 N×size×size×3 RGB, row i == NNNNNN.png
+    datasets/<name>/<size>/manifest.parquet  where every crop came from
+    datasets/<name>/<size>/meta.json       fingerprint + stats (a rerun with the same one is skipped)
+
+Each size is built in a staging folder and swapped in with renames, so an interrupted or failed
+crop never leaves a half-written dataset where a good one was."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torchvision.utils import make_grid
+
+from tasks.atomic import write_npy, write_parquet, write_text
+from tasks.cropping.shards import ShardResult
+from tasks.paths import FACES_ARRAY, MANIFEST
+
+META = "meta.json"
+CONTACT_SHEET = "contact_sheet.png"
+
+
+def merge_shards(shards: list[ShardResult], sizes: list[int], dedupe: bool) -> tuple[pd.DataFrame, dict[int, np.ndarray], int]:
+    """Concatenate shards in order; drop exact-duplicate crops (identical pixels at the largest size)."""
+    records = [r for s in shards for r in s.records]
+    arrays = {size: np.concatenate([s.crops[size] for s in shards]) if shards else
+              np.zeros((0, size, size, 3), np.uint8) for size in sizes}
+    manifest = pd.DataFrame.from_records(records)
+    if manifest.empty:
+        return manifest, arrays, 0
+    largest = arrays[max(sizes)]
+    manifest["crop_sha256"] = [hashlib.sha256(a.tobytes()).hexdigest() for a in largest]
+    keep = ~manifest["crop_sha256"].duplicated() if dedupe else pd.Series(True, index=manifest.index)
+    dropped = int((~keep).sum())
+    manifest = manifest[keep.values].reset_index(drop=True)
+    arrays = {size: a[keep.values] for size, a in arrays.items()}
+    return manifest, arrays, dropped
+
+
+def contact_sheet(faces: np.ndarray, n: int = 64, seed: int = 0) -> np.ndarray:
+    """A grid (uint8 H×W×3) of up to n random crops."""
+    if len(faces) == 0:
+        return np.zeros((8, 8, 3), np.uint8)
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(faces), size=min(n, len(faces)), replace=False))
+    tensor = torch.from_numpy(faces[pick]).permute(0, 3, 1, 2)
+    grid = make_grid(tensor, nrow=8, padding=2, pad_value=255)
+    return grid.permute(1, 2, 0).numpy().copy()
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise OSError(f"cannot encode {path}")
+    tmp.write_bytes(buf.tobytes())
+    tmp.replace(path)
+
+
+def write_size(folder: Path, size: int, manifest: pd.DataFrame, faces: np.ndarray, meta: dict,
+               workers: int = 2, seed: int = 0) -> Path:
+    """Write one size's dataset into `folder` (a fresh staging folder)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    table = manifest.copy()
+    table.insert(0, "file", [f"{i:06d}.png" for i in range(len(table))])
+    table["size"] = size
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        list(pool.map(lambda i: _write_png(folder / table["file"].iat[i], faces[i]), range(len(table))))
+    write_npy(faces, folder / FACES_ARRAY)
+    write_parquet(table, folder / MANIFEST)
+    _write_png(folder / CONTACT_SHEET, contact_sheet(faces, seed=seed))
+    write_text(folder / META, json.dumps({**meta, "size": size, "crops": int(len(table))}, indent=2, default=str))
+    return folder
+
+
+def swap_in(staging: Path, target: Path) -> None:
+    """Replace `target` by `staging` with renames (old data removed only after the new is in place)."""
+    trash = target.with_name(f".trash-{target.name}")
+    if trash.exists():
+        shutil.rmtree(trash)
+    if target.exists():
+        target.rename(trash)
+    staging.rename(target)
+    if trash.exists():
+        shutil.rmtree(trash)
+
+
+def recover(dataset_root: Path) -> None:
+    """Undo what a crop killed mid-swap left: a `.trash-<size>` whose `<size>` is missing goes back."""
+    if not dataset_root.is_dir():
+        return
+    for trash in dataset_root.glob(".trash-*"):
+        target = trash.with_name(trash.name.removeprefix(".trash-"))
+        if target.exists():
+            shutil.rmtree(trash)
+        else:
+            trash.rename(target)
+
+
+def read_meta(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / META).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def load_dataset(folder: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """A dataset's manifest and its faces array (memory-mapped)."""
+    return pd.read_parquet(folder / MANIFEST), np.load(folder / FACES_ARRAY, mmap_mode="r")
