@@ -1,0 +1,153 @@
+"""Import a local folder in place: every file is decoded (not judged by its extension),
+hashed, and listed in raw/<name>/manifest.parquet with its absolute path. Nothing is copied.
+
+Shards of files are checked in a process pool; a rerun reuses the rows of files whose
+path, size and mtime are unchanged.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+from tqdm import tqdm
+
+from tasks.acquisition import manifest
+from tasks.errors import InputError, NotFoundError
+from tasks.paths import raw_dir
+
+
+def default_name(text: str, fallback: str = "images") -> str:
+    """A raw set name (tasks.paths.check_name rules) made from a folder, file or host name."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")[:100]
+    return name if name else fallback
+
+
+def identity_of(path: Path, root: Path) -> str | None:
+    """The parent folder's name when `path` sits in a subfolder of `root` (LFW layout)."""
+    rel = path.relative_to(root)
+    return rel.parent.name if len(rel.parts) > 1 else None
+
+
+def list_files(root: Path) -> list[Path]:
+    files = []
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        files.extend(Path(folder) / n for n in sorted(names))
+    return [f for f in files if f.is_file()]
+
+
+def inspect_file(path: str) -> dict:
+    """One manifest row for a local file: decoded, measured and hashed."""
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        return manifest.row(path=path, status="failed", reason=f"unreadable: {exc.strerror or exc}")
+    checked = manifest.check_image(data)
+    base = dict(path=path, bytes=st.st_size, mtime_ns=st.st_mtime_ns, sha256=manifest.sha256_bytes(data))
+    if isinstance(checked, str):
+        return manifest.row(**base, status="failed", reason=checked)
+    return manifest.row(**base, status="ok", width=checked[0], height=checked[1])
+
+
+def inspect_shard(paths: list[str]) -> list[dict]:
+    """Check one shard of files (runs in a worker process)."""
+    return [inspect_file(p) for p in paths]
+
+
+def _unchanged(previous: pd.DataFrame | None, files: list[Path]) -> dict[str, dict]:
+    if previous is None or previous.empty:
+        return {}
+    old = {r["path"]: r for r in previous.to_dict("records") if r.get("path")}
+    reused = {}
+    for f in files:
+        r = old.get(str(f))
+        if r is None or r.get("mtime_ns") is None or pd.isna(r.get("mtime_ns")):
+            continue
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        if st.st_size == r["bytes"] and st.st_mtime_ns == r["mtime_ns"]:
+            reused[str(f)] = r
+    return reused
+
+
+def inspect_files(paths: list[str], workers: int = 2, shard_size: int = 200,
+                  progress: bool = True, desc: str = "checking images") -> list[dict]:
+    """Rows for `paths`, in order, checked in shards by a process pool."""
+    shards = [paths[i:i + shard_size] for i in range(0, len(paths), shard_size)]
+    rows: list[dict] = []
+    bar = tqdm(total=len(paths), desc=desc, unit="file", disable=not progress, mininterval=1.0)
+    if workers <= 1 or len(shards) <= 1:
+        for shard in shards:
+            rows.extend(inspect_shard(shard))
+            bar.update(len(shard))
+    else:
+        ctx = multiprocessing.get_context("spawn")  # safe beside Prefect's threads
+        with ProcessPoolExecutor(max_workers=min(workers, len(shards)), mp_context=ctx) as pool:
+            for shard_rows in pool.map(inspect_shard, shards):
+                rows.extend(shard_rows)
+                bar.update(len(shard_rows))
+    bar.close()
+    return rows
+
+
+def check_folder(path: str | Path) -> Path:
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise NotFoundError(f"folder not found: {root}")
+    if not root.is_dir():
+        raise InputError(f"not a folder: {root}")
+    return root.resolve()
+
+
+def claim_raw(name: str, info: dict) -> Path:
+    """raw/<name>, refusing to mix a local import with another source under one name."""
+    raw = raw_dir(name)
+    existing = manifest.read_source(raw)
+    if existing is not None and existing != info:
+        what = existing.get("source") or existing.get("kind")
+        raise InputError(f"raw set {name!r} already holds images from {what}; choose another --name")
+    return raw
+
+
+def import_folder(path: str | Path, name: str | None = None, workers: int = 2, shard_size: int = 200,
+                  progress: bool = True, log: Callable[[str], None] = lambda _m: None) -> dict:
+    """Import `path` (recursive) as raw set `name`. Returns {name, raw_dir, manifest, stats}.
+
+    Raises FaceganError for a missing or empty folder, or one without any decodable image;
+    then nothing under raw/<name> is touched."""
+    started = time.perf_counter()
+    root = check_folder(path)
+    name = name or default_name(root.name)
+    source = {"kind": "path", "source": str(root)}
+    files = list_files(root)
+    if not files:
+        raise InputError(f"folder is empty: {root}")
+    raw = claim_raw(name, source)
+    reused = _unchanged(manifest.read(raw), files)
+    todo = [str(f) for f in files if str(f) not in reused]
+    log(f"{len(files)} files under {root}: {len(reused)} unchanged since the last import, {len(todo)} to check")
+    fresh = {r["path"]: r for r in inspect_files(todo, workers, shard_size, progress)}
+    rows = []
+    for f in files:
+        r = dict(reused.get(str(f)) or fresh[str(f)])
+        r["identity"] = identity_of(f, root)
+        rows.append(r)
+    df = manifest.mark_duplicates(manifest.frame(rows))
+    if not (df["status"] == "ok").any():
+        reasons = df["reason"].map(manifest.reason_key).value_counts()
+        detail = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in reasons.items())
+        raise InputError(f"no decodable image in {root} ({len(df)} files: {detail})")
+    manifest.write_source(raw, source)
+    manifest.write(df, raw)
+    return {"name": name, "raw_dir": str(raw), "manifest": str(raw / "manifest.parquet"),
+            "stats": manifest.stats(df, time.perf_counter() - started), "reused": len(reused)}
