@@ -1,0 +1,125 @@
+"""Configs of `facegan train` and `facegan generate`."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from flows.config.base import StageConfig
+
+Model = Literal["dcgan", "wgan-gp", "began"]
+
+# Per-model recipe defaults (the papers' / canonical examples' values). A field left at None
+# takes its model's value; the resolved values are what is logged to MLflow.
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dcgan": dict(batch_size=64, lr=2e-4, beta1=0.5, beta2=0.999, d_steps=1, z_dim=100, features=64,
+                  score_every=500),
+    "wgan-gp": dict(batch_size=64, lr=1e-4, beta1=0.0, beta2=0.9, d_steps=5, z_dim=100, features=64,
+                    score_every=0),
+    "began": dict(batch_size=16, lr=1e-4, beta1=0.5, beta2=0.999, d_steps=1, z_dim=64, features=32,
+                  score_every=0),
+}
+
+# Fields that define WHAT is trained. The default run name hashes them, so rerunning the same
+# command resumes the same run, and changing the recipe starts a new one.
+RECIPE_FIELDS = ("dataset", "size", "model", "batch_size", "lr", "beta1", "beta2", "d_steps", "z_dim",
+                 "features", "critic_norm", "gp_lambda", "gamma", "lambda_k", "ema", "ema_decay",
+                 "diffaugment", "lr_decay", "lr_decay_every", "precision", "seed")
+
+
+def _model_default(what: str) -> str:
+    return ", ".join(f"{m} {d[what]}" for m, d in MODEL_DEFAULTS.items())
+
+
+class TrainConfig(StageConfig):
+    """Train a GAN (DCGAN, WGAN-GP or BEGAN) on one crop dataset and log it to MLflow.
+
+    Training stops at the first budget reached: --steps, --epochs or --cpu-minutes (CPU time of
+    the training steps, cumulative over resumes; for equal-budget comparisons). Rerunning the same
+    command resumes the same run from its latest checkpoint (same step, same MLflow run);
+    --name picks a run explicitly. Prints the MLflow run id."""
+
+    dataset: str | None = Field(None, description="crop dataset name or path (default: the only or most recent dataset)")
+    size: Literal[48, 64, 128] = Field(64, description="image size in px")
+    model: Model = Field("dcgan", description="GAN to train")
+    steps: int | None = Field(None, ge=1, description="generator updates to train for (default 3000 when no budget is given)")
+    epochs: float | None = Field(None, gt=0, description="passes over the dataset to train for")
+    cpu_minutes: float | None = Field(None, gt=0, description="CPU-time budget of the training steps, in minutes")
+    batch_size: int | None = Field(None, ge=1, le=4096, description=f"batch size ({_model_default('batch_size')})")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="device: auto picks CUDA, then MPS, then CPU")
+    precision: Literal["bf16", "fp32"] = Field("bf16", description="bf16 autocast (CPU/CUDA) or plain fp32")
+    channels_last: bool = Field(True, description="channels_last memory format (faster convs on CPU)")
+    threads: int | None = Field(None, ge=1, le=256, description="torch CPU threads (default: torch's choice)")
+    resume: bool = Field(False, description="require an existing checkpoint and continue from it")
+    name: str | None = Field(None, description="run name (default: <dataset>-<size>-<model>-<recipe hash>)")
+    lr: float | None = Field(None, gt=0, lt=1, description=f"Adam learning rate ({_model_default('lr')})")
+    beta1: float | None = Field(None, ge=0, lt=1, description=f"Adam beta1 ({_model_default('beta1')})")
+    beta2: float | None = Field(None, ge=0, lt=1, description=f"Adam beta2 ({_model_default('beta2')})")
+    d_steps: int | None = Field(None, ge=1, le=100, description=f"discriminator/critic updates per generator update ({_model_default('d_steps')})")
+    z_dim: int | None = Field(None, ge=1, le=4096, description=f"latent size ({_model_default('z_dim')})")
+    features: int | None = Field(None, ge=4, le=1024, description=f"base feature maps ({_model_default('features')})")
+    critic_norm: Literal["layer", "none"] = Field("layer", description="WGAN-GP critic normalisation")
+    gp_lambda: float = Field(10.0, ge=0, description="WGAN-GP gradient-penalty weight")
+    gamma: float = Field(0.5, gt=0, le=1, description="BEGAN diversity ratio gamma")
+    lambda_k: float = Field(0.001, ge=0, description="BEGAN k_t learning rate")
+    ema: bool = Field(True, description="keep an EMA of the generator (used for samples, checkpoints and evaluation)")
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="generator EMA decay")
+    diffaugment: str = Field("", description="DiffAugment policy for small datasets, e.g. color,translation,cutout (default: off)")
+    lr_decay: float = Field(1.0, gt=0, le=1, description="multiply the learning rates by this every --lr-decay-every steps (the paper: 0.9)")
+    lr_decay_every: int = Field(2000, ge=1, description="steps between learning-rate decays")
+    seed: int = Field(0, ge=0, description="random seed (runs are reproducible on CPU)")
+    log_every: int = Field(20, ge=1, description="log losses, D(x), D(G(z)) to MLflow every N steps")
+    sample_every: int = Field(100, ge=1, description="save a fixed-noise 8x8 sample grid every N steps")
+    checkpoint_every: int = Field(500, ge=1, description="write a checkpoint every N steps (and at the end)")
+    keep_checkpoints: int = Field(3, ge=1, description="how many step checkpoints to keep (plus best.pt)")
+    score_every: int | None = Field(None, ge=0, description=f"score realism (face_recognition detection rate) every N steps, 0 = off ({_model_default('score_every')})")
+    score_samples: int = Field(256, ge=8, le=10000, description="samples per realism score")
+    register_model: bool = Field(True, description="register the generator in the MLflow model registry as facegan-<model>-<size>")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            model = data.get("model") or "dcgan"
+            defaults = MODEL_DEFAULTS.get(model, MODEL_DEFAULTS["dcgan"])
+            data = {**data, **{k: v for k, v in defaults.items() if data.get(k) is None}}
+        return data
+
+    @field_validator("diffaugment")
+    @classmethod
+    def _policy(cls, policy: str) -> str:
+        from models.diffaugment import parse_policy
+
+        return ",".join(parse_policy(policy))
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str | None) -> str | None:
+        from tasks.paths import check_name
+
+        return check_name(name) if name is not None else None
+
+    def recipe(self, dataset: str) -> dict[str, Any]:
+        values = self.model_dump()
+        values["dataset"] = dataset
+        return {k: values[k] for k in RECIPE_FIELDS}
+
+    def run_name(self, dataset: str) -> str:
+        if self.name:
+            return self.name
+        digest = hashlib.sha1(json.dumps(self.recipe(dataset), sort_keys=True).encode()).hexdigest()
+        return f"{dataset}-{self.size}-{self.model}-{digest[:6]}"
+
+
+class GenerateConfig(StageConfig):
+    """Generate faces with a trained generator: N PNGs plus a grid."""
+
+    run: str = Field(..., description="MLflow run id, checkpoint .pt path or models:/name/version")
+    n: int = Field(10, ge=1, le=100000, description="how many faces", json_schema_extra={"aliases": ["-n"]})
+    seed: int = Field(0, ge=0, description="noise seed (same seed, same faces)")
+    out: Path | None = Field(None, description="output folder (default: $FACEGAN_HOME/generated/<run>-seed<seed>)")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("cpu", description="device to generate on")
+    nrow: int = Field(10, ge=1, le=100, description="images per row of the grid")

@@ -1,0 +1,107 @@
+"""DCGAN (Radford et al. 2016), as in the canonical PyTorch example, for 48, 64 and 128 px.
+
+Generator: z (B, z_dim, 1, 1) -> transposed convs with BatchNorm + ReLU -> Tanh image in [-1, 1].
+Discriminator: strided convs with LeakyReLU(0.2), BatchNorm except on the first layer -> one logit.
+No pooling, no fully-connected hidden layers. Weights N(0, 0.02), BatchNorm weights N(1, 0.02).
+
+One definition for every size: the first feature map is 3x3 for sizes divisible by 3 (48 = 3 x 16)
+and 4x4 otherwise (64 = 4 x 16, 128 = 4 x 32); each stride-2 stage doubles it, so 128 px simply
+has one stage more than 64 px. At 64 px with 64 base maps the generator's maps are 512/256/128/64,
+exactly the canonical example.
+
+The discriminator's `norm` is "batch" for DCGAN; the WGAN-GP critic reuses it with "layer" or
+"none" (a gradient penalty is per-sample, BatchNorm would mix samples).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+SIZES = (48, 64, 128)
+
+
+def geometry(size: int) -> tuple[int, int]:
+    """(first feature map side, number of stride-2 stages) for an image side."""
+    start = 3 if size % 3 == 0 else 4
+    stages = round(math.log2(size / start))
+    if size not in SIZES or start * 2 ** stages != size:
+        raise ValueError(f"unsupported image size {size}: use one of {SIZES}")
+    return start, stages
+
+
+def init_weights(module: nn.Module) -> None:
+    """The DCGAN paper's initialisation: convs N(0, 0.02); norm weights N(1, 0.02), bias 0."""
+    name = type(module).__name__
+    if "Conv" in name:
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif ("BatchNorm" in name or "GroupNorm" in name) and module.weight is not None:
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class Generator(nn.Module):
+    def __init__(self, size: int = 64, z_dim: int = 100, features: int = 64, channels: int = 3):
+        super().__init__()
+        self.size, self.z_dim = size, z_dim
+        start, stages = geometry(size)
+        maps = [features * 2 ** i for i in reversed(range(stages))]  # 64 px: 512, 256, 128, 64
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(z_dim, maps[0], start, 1, 0, bias=False),
+            nn.BatchNorm2d(maps[0]), nn.ReLU(True)]
+        for c_in, c_out in zip(maps, maps[1:]):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),
+                       nn.BatchNorm2d(c_out), nn.ReLU(True)]
+        layers += [nn.ConvTranspose2d(maps[-1], channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+        self.apply(init_weights)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if z.dim() == 2:
+            z = z[:, :, None, None]
+        return self.main(z)
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "layer":  # LayerNorm over (C, H, W) with a per-channel affine
+        return nn.GroupNorm(1, channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}: use batch, layer or none")
+
+
+class Discriminator(nn.Module):
+    """Returns raw logits (B,); apply a sigmoid for D(x) as a probability."""
+
+    def __init__(self, size: int = 64, features: int = 64, channels: int = 3, norm: str = "batch"):
+        super().__init__()
+        start, stages = geometry(size)
+        maps = [features * 2 ** i for i in range(stages)]  # 64 px: 64, 128, 256, 512
+        layers: list[nn.Module] = [nn.Conv2d(channels, maps[0], 4, 2, 1, bias=False),
+                                   nn.LeakyReLU(0.2, inplace=True)]
+        for c_in, c_out in zip(maps, maps[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=norm != "batch"),
+                       _norm(norm, c_out), nn.LeakyReLU(0.2, inplace=True)]
+        layers += [nn.Conv2d(maps[-1], 1, start, 1, 0, bias=False)]
+        self.main = nn.Sequential(*layers)
+        self.apply(init_weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x).flatten()
+
+
+def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Non-saturating GAN discriminator loss: BCE(D(x), 1) + BCE(D(G(z)), 0)."""
+    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+
+
+def g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Non-saturating generator loss: BCE(D(G(z)), 1)."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))

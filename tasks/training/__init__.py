@@ -1,0 +1,1 @@
+"""Training steps: data in memory, device choice, the GAN loop, checkpoints, generators."""

@@ -1,0 +1,96 @@
+"""Training data: a crop dataset's faces.npy loaded into memory once, served as batches.
+
+No image decoding per step: the uint8 array is kept as one (N, 3, H, W) tensor; a batch is an
+index into it, a random horizontal flip, and a scale to [-1, 1]. The order is a function of the
+seed and the batch counter only (epoch e uses randperm seeded by (seed, e)), so a resumed run sees
+exactly the batches the uninterrupted run would have seen — no sampler state to save.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tasks.errors import InputError, NotFoundError
+from tasks.paths import FACES_ARRAY, data_home, dataset_dir, resolve_dataset
+
+
+def resolve_dataset_path(dataset: str | None, size: int) -> tuple[str, Path]:
+    """(dataset name, folder holding faces.npy) for a dataset name, a path, or None (latest)."""
+    if dataset and ("/" in dataset or dataset.startswith(".") or Path(dataset).is_absolute()):
+        path = Path(dataset).expanduser().resolve()
+        if not path.exists():
+            raise NotFoundError(f"dataset path {path} does not exist")
+        if not (path / FACES_ARRAY).is_file() and (path / str(size)).is_dir():
+            path = path / str(size)
+        if not (path / FACES_ARRAY).is_file():
+            raise NotFoundError(f"no crops in {path} ({FACES_ARRAY} missing): run `facegan crop` first")
+        name = path.parent.name if path.name == str(size) else path.name
+        return name, path
+    name = resolve_dataset(dataset, size)
+    path = dataset_dir(name, size)
+    if not (path / FACES_ARRAY).is_file():
+        raise NotFoundError(f"no crops in {path} ({FACES_ARRAY} missing): run `facegan crop` first")
+    return name, path
+
+
+def display_path(path: Path) -> str:
+    """The dataset path relative to FACEGAN_HOME when inside it, else absolute."""
+    try:
+        return str(path.resolve().relative_to(data_home()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def load_faces(path: Path, size: int) -> torch.Tensor:
+    """The dataset as a uint8 (N, 3, size, size) tensor, checked against its declared size."""
+    try:
+        faces = np.load(path / FACES_ARRAY)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {path / FACES_ARRAY}: {exc}") from None
+    if faces.ndim != 4 or faces.shape[1:] != (size, size, 3) or faces.dtype != np.uint8:
+        raise InputError(f"{path / FACES_ARRAY} holds {faces.dtype} {faces.shape}, expected uint8 "
+                         f"(N, {size}, {size}, 3): wrong --size or not a facegan dataset")
+    if len(faces) == 0:
+        raise InputError(f"no crops in {path}: the dataset is empty")
+    return torch.from_numpy(faces).permute(0, 3, 1, 2).contiguous()
+
+
+def dataset_info(path: Path) -> dict:
+    meta = path / "meta.json"
+    try:
+        return json.loads(meta.read_text()) if meta.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+class FaceBatches:
+    """Batches of real faces in [-1, 1] (float32, on `device`), drop-last epochs."""
+
+    def __init__(self, faces: torch.Tensor, batch_size: int, seed: int = 0, device="cpu",
+                 memory_format=torch.contiguous_format):
+        if batch_size > len(faces):
+            raise InputError(f"--batch-size {batch_size} is larger than the dataset ({len(faces)} crops)")
+        self.faces, self.batch_size, self.seed = faces, batch_size, seed
+        self.device, self.memory_format = torch.device(device), memory_format
+        self.per_epoch = len(faces) // batch_size
+        self._epoch, self._perm = -1, None
+
+    def epoch_of(self, batch_index: int) -> int:
+        return batch_index // self.per_epoch
+
+    def get(self, batch_index: int) -> torch.Tensor:
+        """Batch number `batch_index` (0-based, counted over all epochs)."""
+        epoch, i = divmod(batch_index, self.per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(len(self.faces), generator=g)
+        idx = self._perm[i * self.batch_size:(i + 1) * self.batch_size]
+        batch = self.faces[idx]
+        flip = torch.rand(len(idx), generator=torch.Generator().manual_seed(
+            self.seed * 7_919 + batch_index)) < 0.5
+        batch[flip] = batch[flip].flip(-1)
+        batch = batch.to(self.device, non_blocking=True).float().div_(127.5).sub_(1.0)
+        return batch.contiguous(memory_format=self.memory_format)

@@ -1,0 +1,136 @@
+"""Trained generators: build, save, load (from a run id, a checkpoint or a registered model)
+and sample.
+
+    G, meta = load_generator("<mlflow run id>" | "runs/x/checkpoints/step-000500.pt" | "models:/facegan-dcgan-64/1")
+    images = sample_images(G, meta, 1000, seed=0)      # uint8 (1000, size, size, 3) RGB
+
+meta: model ('dcgan' | 'wgan-gp' | 'began'), size, z_dim, features, dataset (name),
+dataset_path (relative to FACEGAN_HOME when inside it, else absolute), run_id, run_name, step,
+ema (whether the weights are the EMA generator's, which is preferred whenever it exists).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from tasks.errors import NotFoundError
+
+GENERATOR_ARTIFACT = "generator/generator.pt"
+META_ARTIFACT = "generator/meta.json"
+RUN_DIR_TAG = "facegan.run_dir"
+
+
+def build_generator(model: str, size: int, z_dim: int, features: int) -> nn.Module:
+    if model == "began":
+        from models.began import Generator
+    elif model in ("dcgan", "wgan-gp"):
+        from models.dcgan import Generator
+    else:
+        raise NotFoundError(f"unknown model {model!r}: use dcgan, wgan-gp or began")
+    return Generator(size=size, z_dim=z_dim, features=features)
+
+
+def generator_payload(state_dict: dict, meta: dict) -> dict:
+    return {"format": "facegan-generator-1", "meta": dict(meta), "state_dict": state_dict}
+
+
+def _from_payload(payload: dict, device) -> tuple[nn.Module, dict]:
+    if payload.get("format") == "facegan-generator-1":
+        meta, state = dict(payload["meta"]), payload["state_dict"]
+    elif "config" in payload and "G" in payload:  # a full training checkpoint
+        meta = dict(payload["meta"])
+        meta["step"] = payload["step"]
+        state = payload["ema"] if payload.get("ema") is not None else payload["G"]
+        meta["ema"] = payload.get("ema") is not None
+    else:
+        raise NotFoundError("not a facegan checkpoint or generator file")
+    G = build_generator(meta["model"], meta["size"], meta["z_dim"], meta["features"])
+    G.load_state_dict(state)
+    return G.to(device).eval(), meta
+
+
+def _load_file(path: Path, device) -> tuple[nn.Module, dict]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise NotFoundError(f"cannot read generator file {path}: {exc}") from None
+    if not isinstance(payload, dict):
+        raise NotFoundError(f"{path} is not a facegan checkpoint or generator file")
+    return _from_payload(payload, device)
+
+
+def _load_run(run_id: str, device) -> tuple[nn.Module, dict]:
+    from tasks import tracking
+
+    try:
+        run = tracking.get_run(run_id)
+    except Exception:
+        raise NotFoundError(f"no MLflow run, checkpoint or registered model {run_id!r}") from None
+    try:
+        with tempfile.TemporaryDirectory(prefix="facegan-gen-") as tmp:
+            G, meta = _load_file(tracking.download_artifacts(run_id, GENERATOR_ARTIFACT, tmp), device)
+    except Exception:  # the run is still training: use its newest checkpoint
+        from tasks.training.checkpoints import latest_checkpoint
+
+        run_dir = run.data.tags.get(RUN_DIR_TAG)
+        latest = latest_checkpoint(Path(run_dir) / "checkpoints") if run_dir else None
+        if latest is None:
+            raise NotFoundError(f"MLflow run {run_id} has no generator (not a facegan training run, "
+                                "or no checkpoint yet)") from None
+        G, meta = _load_file(latest, device)
+    meta["run_id"] = run_id
+    return G, meta
+
+
+def _load_registered(uri: str, device) -> tuple[nn.Module, dict]:
+    """A registered version: the generator file logged by its source run (the registered
+    MLflow model itself is a torch.export program, handy for serving but not a trainable module)."""
+    from tasks import tracking
+
+    try:
+        run_id, uri = tracking.resolve_model_uri(uri)
+    except Exception as exc:
+        raise NotFoundError(f"no registered model {uri}: {exc}") from None
+    G, meta = _load_run(run_id, device)
+    meta["model_uri"] = uri
+    return G, meta
+
+
+def load_generator(ref: str, device="cpu") -> tuple[nn.Module, dict]:
+    """A generator in eval mode (the EMA weights when the run kept them) and its meta."""
+    ref = str(ref).strip()
+    device = torch.device(device)
+    if ref.startswith("models:/"):
+        return _load_registered(ref, device)
+    path = Path(ref).expanduser()
+    if ref.endswith(".pt") or path.is_file():
+        if not path.is_file():
+            raise NotFoundError(f"checkpoint {path} does not exist")
+        return _load_file(path, device)
+    return _load_run(ref, device)
+
+
+@torch.no_grad()
+def sample_images(G: nn.Module, meta: dict, n: int, seed: int = 0, batch_size: int = 250,
+                  device=None) -> np.ndarray:
+    """n images as uint8 (n, size, size, 3) RGB. The noise is drawn on the CPU from `seed` in
+    one piece, so the result depends on the seed only (not on batch size or device)."""
+    if device is None:
+        device = next(G.parameters()).device
+    else:
+        G = G.to(device)
+    z = torch.randn(n, meta["z_dim"], generator=torch.Generator().manual_seed(seed))
+    was_training = G.training
+    G.eval()
+    out = np.empty((n, meta["size"], meta["size"], 3), dtype=np.uint8)
+    for start in range(0, n, batch_size):
+        x = G(z[start:start + batch_size].to(device)).float().clamp_(-1, 1)
+        x = ((x + 1) * 127.5).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        out[start:start + len(x)] = x
+    G.train(was_training)
+    return out

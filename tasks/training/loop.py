@@ -1,0 +1,182 @@
+"""The training loop: budgets (steps / epochs / CPU minutes), resume, logging, samples,
+checkpoints, realism scoring and the NaN guard. Plain functions; flows/train.py wires them.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from flows.config.train import TrainConfig
+from models.began import AutoEncoder, Equilibrium
+from models.dcgan import Discriminator
+from models.ema import EMA
+from models.wgan_gp import Critic
+from tasks.errors import TrainingError
+from tasks.training import checkpoints as ckpt
+from tasks.training.data import FaceBatches, load_faces
+from tasks.training.device import amp_dtype, memory_format, pick_device, set_threads
+from tasks.training.generator import build_generator
+from tasks.training.samples import RealismScorer, save_grid
+from tasks.training.steps import STEPS, Parts
+
+log = logging.getLogger("facegan.train")
+DEFAULT_STEPS = 3000
+
+
+def build_parts(cfg: TrainConfig, device: torch.device) -> Parts:
+    """Fresh models, optimizers and schedulers for a recipe (seeded by the caller)."""
+    G = build_generator(cfg.model, cfg.size, cfg.z_dim, cfg.features)
+    if cfg.model == "dcgan":
+        D = Discriminator(cfg.size, cfg.features)
+    elif cfg.model == "wgan-gp":
+        D = Critic(cfg.size, cfg.features, norm=cfg.critic_norm)
+    else:
+        D = AutoEncoder(cfg.size, cfg.z_dim, cfg.features)
+    fmt = memory_format(cfg.channels_last and device.type != "mps")
+    G, D = G.to(device, memory_format=fmt), D.to(device, memory_format=fmt)
+    betas = (cfg.beta1, cfg.beta2)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=betas)
+    sched = lambda opt: torch.optim.lr_scheduler.StepLR(opt, cfg.lr_decay_every, cfg.lr_decay)  # noqa: E731
+    return Parts(G=G, D=D, opt_g=opt_g, opt_d=opt_d, sched_g=sched(opt_g), sched_d=sched(opt_d),
+                 ema=EMA(G, cfg.ema_decay) if cfg.ema else None, device=device,
+                 amp=amp_dtype(device, cfg.precision), z_dim=cfg.z_dim, d_steps=cfg.d_steps,
+                 augment=cfg.diffaugment, gp_lambda=cfg.gp_lambda,
+                 equilibrium=Equilibrium(cfg.gamma, cfg.lambda_k) if cfg.model == "began" else None)
+
+
+def state_dict(p: Parts, cfg: TrainConfig, meta: dict, counters: dict) -> dict:
+    return {"config": cfg.model_dump(mode="json"), "meta": meta, **counters,
+            "G": p.G.state_dict(), "D": p.D.state_dict(),
+            "ema": p.ema.model.state_dict() if p.ema else None,
+            "opt_g": p.opt_g.state_dict(), "opt_d": p.opt_d.state_dict(),
+            "sched_g": p.sched_g.state_dict(), "sched_d": p.sched_d.state_dict(),
+            "k_t": p.equilibrium.k if p.equilibrium else None, "rng": ckpt.rng_state()}
+
+
+def load_state(p: Parts, state: dict) -> dict:
+    """Restore a checkpoint into `p`; returns its counters."""
+    p.G.load_state_dict(state["G"])
+    p.D.load_state_dict(state["D"])
+    if p.ema is not None:
+        p.ema.model.load_state_dict(state["ema"] if state.get("ema") is not None else state["G"])
+    for name in ("opt_g", "opt_d", "sched_g", "sched_d"):
+        getattr(p, name).load_state_dict(state[name])
+    if p.equilibrium is not None and state.get("k_t") is not None:
+        p.equilibrium.k = state["k_t"]
+    ckpt.set_rng_state(state["rng"])
+    return {k: state[k] for k in COUNTERS}
+
+
+COUNTERS = ("step", "batches", "cpu_seconds", "best_detection_rate", "best_step")
+
+
+class Budget:
+    def __init__(self, cfg: TrainConfig, per_epoch: int):
+        steps = cfg.steps or (None if (cfg.epochs or cfg.cpu_minutes) else DEFAULT_STEPS)
+        self.steps = steps
+        self.batches = math.ceil(cfg.epochs * per_epoch) if cfg.epochs else None
+        self.cpu_seconds = cfg.cpu_minutes * 60 if cfg.cpu_minutes else None
+        per_step = cfg.d_steps if cfg.model != "dcgan" or cfg.d_steps > 1 else 1
+        totals = [t for t in (steps, self.batches and math.ceil(self.batches / per_step)) if t]
+        self.total = min(totals) if totals else None
+
+    def done(self, c: dict) -> bool:
+        return bool((self.steps and c["step"] >= self.steps)
+                    or (self.batches and c["batches"] >= self.batches)
+                    or (self.cpu_seconds and c["cpu_seconds"] >= self.cpu_seconds))
+
+
+def _check_finite(metrics: dict, step: int, last_ckpt: Path | None, cfg: TrainConfig) -> None:
+    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+    if bad:
+        kept = f"the last good checkpoint {last_ckpt} is kept" if last_ckpt else "no checkpoint was written yet"
+        raise TrainingError(f"{bad[0]} became {metrics[bad[0]]} at step {step} ({cfg.model}, lr {cfg.lr}, "
+                            f"{cfg.precision}): training stopped; {kept}. Resume with a lower --lr "
+                            "or --precision fp32 under a new --name")
+
+
+def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, run) -> dict:
+    """Train until the budget is reached; resumes from run_dir/checkpoints when possible.
+    `run` is a tasks.tracking.TrackedRun. Returns the final counters and checkpoint path."""
+    set_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    faces = load_faces(dataset_path, cfg.size)
+    ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
+    ckpt.seed_everything(cfg.seed)
+    parts = build_parts(cfg, device)
+    fmt = memory_format(cfg.channels_last and device.type != "mps")
+    data = FaceBatches(faces, cfg.batch_size, cfg.seed, device, fmt)
+    budget = Budget(cfg, data.per_epoch)
+    c = {"step": 0, "batches": 0, "cpu_seconds": 0.0, "best_detection_rate": None, "best_step": None}
+    last = ckpt.latest_checkpoint(ckpt_dir)
+    if last is not None:
+        c = load_state(parts, ckpt.load_checkpoint(last, map_location=device))
+        log.warning("resuming %s from %s (step %d)", meta["run_name"], last.name, c["step"])
+        run.log_metrics({"resumed_from_step": c["step"]}, step=c["step"])
+    fixed_noise = torch.randn(64, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 1))
+    scorer = RealismScorer(cfg.score_every, cfg.score_samples, cfg.seed)
+    step_fn = STEPS[cfg.model]
+    sampler = parts.ema.model if parts.ema else parts.G
+
+    def next_real() -> torch.Tensor:
+        batch = data.get(c["batches"])
+        c["batches"] += 1
+        return batch
+
+    def checkpoint(path: Path) -> Path:
+        return ckpt.save_checkpoint(state_dict(parts, cfg, meta, {k: c[k] for k in COUNTERS}), path)
+
+    sums: dict[str, float] = {}
+    count, window = 0, (time.perf_counter(), c["batches"])
+    bar = tqdm(total=budget.total, initial=c["step"], desc=f"train {cfg.model}-{cfg.size}",
+               unit="step", dynamic_ncols=True, disable=None)
+    try:
+        while not budget.done(c):
+            t0 = time.process_time()
+            metrics = step_fn(parts, next_real)
+            c["cpu_seconds"] += time.process_time() - t0
+            c["step"] += 1
+            _check_finite(metrics, c["step"], last, cfg)
+            if parts.ema:
+                parts.ema.update(parts.G)
+            parts.sched_g.step()
+            parts.sched_d.step()
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            step = c["step"]
+            bar.update(1)
+            if step % cfg.log_every == 0 or budget.done(c):
+                avg = {k: v / count for k, v in sums.items()}
+                elapsed = time.perf_counter() - window[0]
+                avg.update(lr=parts.opt_g.param_groups[0]["lr"], epoch=data.epoch_of(c["batches"]),
+                           images_per_sec=(c["batches"] - window[1]) * cfg.batch_size / max(elapsed, 1e-9),
+                           cpu_minutes=c["cpu_seconds"] / 60)
+                run.log_metrics(avg, step=step)
+                bar.set_postfix({k: f"{avg[k]:.3f}" for k in ("loss_d", "loss_g", "d_x", "d_g_z")})
+                sums, count, window = {}, 0, (time.perf_counter(), c["batches"])
+            if step % cfg.sample_every == 0:
+                save_grid(sampler, fixed_noise, sample_dir / f"step-{step:06d}.png", run)
+            if scorer.due(step):
+                rate = scorer.score(sampler, meta)
+                if rate is not None:
+                    run.log_metrics({"detection_rate": rate}, step=step)
+                    if c["best_detection_rate"] is None or rate > c["best_detection_rate"]:
+                        c["best_detection_rate"], c["best_step"] = rate, step
+                        checkpoint(ckpt_dir / ckpt.BEST)
+            if step % cfg.checkpoint_every == 0:
+                last = checkpoint(ckpt.checkpoint_path(ckpt_dir, step))
+                ckpt.prune(ckpt_dir, cfg.keep_checkpoints)
+    finally:
+        bar.close()
+    if last is None or last != ckpt.checkpoint_path(ckpt_dir, c["step"]):
+        last = checkpoint(ckpt.checkpoint_path(ckpt_dir, c["step"]))
+        ckpt.prune(ckpt_dir, cfg.keep_checkpoints)
+    final_grid = save_grid(sampler, fixed_noise, sample_dir / "final.png", run)
+    return {**{k: c[k] for k in COUNTERS}, "checkpoint": str(last), "grid": str(final_grid)}

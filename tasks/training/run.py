@@ -1,0 +1,145 @@
+"""Opening a training run (dataset, run folder, MLflow run, resume) and publishing its result
+(generator file, registered model, loss curves). Plain functions; flows/train.py wires them."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from flows.config.train import RECIPE_FIELDS, TrainConfig
+from tasks import tracking
+from tasks.atomic import atomic_path, write_text
+from tasks.errors import InputError, NotFoundError
+from tasks.paths import runs_root
+from tasks.training import checkpoints as ckpt
+from tasks.training.data import dataset_info, display_path, load_faces, resolve_dataset_path
+from tasks.training.generator import GENERATOR_ARTIFACT, META_ARTIFACT, RUN_DIR_TAG, generator_payload
+
+log = logging.getLogger("facegan.train")
+RUN_FILE = "run.json"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def prepare_run(cfg: TrainConfig) -> dict:
+    """Resolve the dataset, the run folder and the MLflow run (new, or the one being resumed).
+    Returns {run_id, run_name, run_dir, dataset_path, meta, resumed_from}."""
+    dataset, path = resolve_dataset_path(cfg.dataset, cfg.size)
+    faces = load_faces(path, cfg.size)  # validates the array before anything is created
+    if cfg.batch_size > len(faces):
+        raise InputError(f"--batch-size {cfg.batch_size} is larger than the dataset ({len(faces)} crops)")
+    name = cfg.run_name(dataset)
+    run_dir = runs_root() / name
+    info = _read_json(run_dir / RUN_FILE)
+    latest = ckpt.latest_checkpoint(run_dir / "checkpoints")
+    if cfg.resume and latest is None:
+        raise NotFoundError(f"--resume: no checkpoint to resume in {run_dir / 'checkpoints'} "
+                            "(start without --resume, or pass the --name of an existing run)")
+    if latest is not None:
+        saved = ckpt.load_checkpoint(latest).get("config", {})
+        recipe = cfg.recipe(dataset)
+        saved_recipe = {**saved, "dataset": info.get("dataset", dataset)}
+        changed = [k for k in RECIPE_FIELDS if k in saved and saved_recipe[k] != recipe[k]]
+        if changed:
+            raise InputError(f"run {name!r} was trained with a different {', '.join(changed)}: "
+                             "pass a new --name to start another run")
+    run_id = info.get("run_id")
+    if run_id:
+        try:
+            tracking.get_run(run_id)
+        except Exception:
+            log.warning("MLflow run %s of %s is not in this tracking store: starting a new one", run_id, name)
+            run_id = None
+    meta = {"model": cfg.model, "size": cfg.size, "z_dim": cfg.z_dim, "features": cfg.features,
+            "dataset": dataset, "dataset_path": display_path(path), "run_name": name}
+    params = {**cfg.model_dump(exclude={"parent_run_id", "resume", "name"}), "dataset": dataset,
+              "dataset_path": meta["dataset_path"], "dataset_crops": len(faces), "run_name": name}
+    tags = {RUN_DIR_TAG: str(run_dir), "facegan.model": cfg.model, "facegan.size": cfg.size,
+            "facegan.dataset": dataset}
+    if run_id is None:
+        run = tracking.start_run("train", run_name=name, params=params, parent_run_id=cfg.parent_run_id,
+                                 tags=tags)
+        run_id = run.run_id
+        run.log_dict(dataset_info(path), "dataset_meta.json")
+    else:
+        run = tracking.resume_run(run_id)
+        run.log_params(params)  # only new keys: budgets may change between resumes
+    meta["run_id"] = run_id
+    write_text(run_dir / RUN_FILE, json.dumps({**info, "run_id": run_id, "run_name": name,
+                                               "dataset": dataset, "meta": meta}, indent=2))
+    resumed = int(latest.stem.split("-")[1]) if latest else None
+    return {"run_id": run_id, "run_name": name, "run_dir": str(run_dir), "dataset_path": str(path),
+            "meta": meta, "resumed_from": resumed}
+
+
+def loss_figure(run_id: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, keys, title in ((axes[0], ("loss_d", "loss_g"), "losses"),
+                            (axes[1], ("d_x", "d_g_z"), "D(x), D(G(z))")):
+        for key in keys:
+            points = sorted({m.step: m.value for m in tracking.metric_history(run_id, key)}.items())
+            if points:
+                ax.plot(*zip(*points), label=key)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for package in ("torch", "numpy", "cloudpickle"):
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            pass
+    return pins
+
+
+def publish(cfg: TrainConfig, prepared: dict, summary: dict) -> dict:
+    """Log the final (EMA) generator as a file, an MLflow pytorch model (registered as
+    facegan-<model>-<size>) and the loss curves. Returns {model_version, generator}."""
+    import torch
+
+    from tasks.training.generator import load_generator
+
+    run = tracking.TrackedRun(prepared["run_id"])
+    G, meta = load_generator(summary["checkpoint"], device="cpu")
+    meta.update(prepared["meta"], step=summary["step"])
+    run_dir = Path(prepared["run_dir"])
+    gen_path = run_dir / "generator.pt"
+    with atomic_path(gen_path) as tmp:
+        torch.save(generator_payload(G.state_dict(), meta), tmp)
+    run.log_artifact(gen_path, GENERATOR_ARTIFACT.rsplit("/", 1)[0])
+    run.log_dict(meta, META_ARTIFACT)
+    import matplotlib.pyplot as plt
+
+    fig = loss_figure(run.run_id)
+    run.log_figure(fig, "loss_curves.png")
+    plt.close(fig)
+    example = np.random.default_rng(0).standard_normal((2, cfg.z_dim)).astype(np.float32)
+    name = f"facegan-{cfg.model}-{cfg.size}" if cfg.register_model else None
+    version = run.log_pytorch_model(G.float(), "model", registered_name=name, input_example=example,
+                                    pip_requirements=_requirements())
+    summary_metrics = {"final_step": summary["step"], "cpu_minutes_total": summary["cpu_seconds"] / 60}
+    run.log_metrics(summary_metrics, step=summary["step"])
+    run.set_tags({"facegan.model_version": version or "", "facegan.registered_model": name or ""})
+    info = _read_json(run_dir / RUN_FILE)
+    write_text(run_dir / RUN_FILE, json.dumps({**info, "model_version": version, "registered_model": name,
+                                               "step": summary["step"]}, indent=2))
+    return {"model_version": version, "registered_model": name, "generator": str(gen_path)}

@@ -1,0 +1,120 @@
+"""One training iteration per GAN type: D/critic update(s), then one generator update.
+
+Each step function takes the `Parts` of a run and a `next_real()` callable (the next batch of
+real images) and returns plain-float metrics: loss_d, loss_g, d_x, d_g_z plus model extras.
+Meanings: DCGAN d_x / d_g_z = mean sigmoid(D(.)) (the canonical example's D(x), D(G(z)));
+WGAN-GP = mean critic scores; BEGAN = L1 reconstruction errors L(x), L(G(z)).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from models import began as began_losses
+from models import dcgan as dcgan_losses
+from models import wgan_gp as wgan_losses
+from models.diffaugment import diff_augment
+from models.ema import EMA
+from tasks.training.device import autocast
+
+
+@dataclass
+class Parts:
+    G: nn.Module
+    D: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    sched_g: torch.optim.lr_scheduler.LRScheduler
+    sched_d: torch.optim.lr_scheduler.LRScheduler
+    ema: EMA | None
+    device: torch.device
+    amp: torch.dtype | None
+    z_dim: int
+    d_steps: int = 1
+    augment: str = ""
+    gp_lambda: float = 10.0
+    equilibrium: began_losses.Equilibrium | None = None
+    extras: dict = field(default_factory=dict)
+
+    def noise(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.z_dim, device=self.device)
+
+    def aug(self, x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, self.augment) if self.augment else x
+
+
+def _update(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def dcgan_step(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, float]:
+    p.D.requires_grad_(True)
+    for _ in range(p.d_steps):
+        real = next_real()
+        with autocast(p.device, p.amp):
+            fake = p.G(p.noise(real.size(0)))
+            real_logits = p.D(p.aug(real))
+            fake_logits = p.D(p.aug(fake.detach()))
+            loss_d = dcgan_losses.d_loss(real_logits.float(), fake_logits.float())
+        _update(p.opt_d, loss_d)
+    p.D.requires_grad_(False)  # no weight gradients for D during the G update
+    with autocast(p.device, p.amp):
+        gen_logits = p.D(p.aug(fake))
+        loss_g = dcgan_losses.g_loss(gen_logits.float())
+    _update(p.opt_g, loss_g)
+    return {"loss_d": loss_d.item(), "loss_g": loss_g.item(),
+            "d_x": torch.sigmoid(real_logits.float()).mean().item(),
+            "d_g_z": torch.sigmoid(fake_logits.float()).mean().item(),
+            "d_g_z2": torch.sigmoid(gen_logits.float()).mean().item()}
+
+
+def wgan_gp_step(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, float]:
+    p.D.requires_grad_(True)
+    for _ in range(p.d_steps):
+        real = next_real()
+        with autocast(p.device, p.amp):
+            with torch.no_grad():
+                fake = p.G(p.noise(real.size(0)))
+            real_scores = p.D(p.aug(real)).float()
+            fake_scores = p.D(p.aug(fake)).float()
+            loss_c = wgan_losses.critic_loss(real_scores, fake_scores)
+            gp = wgan_losses.gradient_penalty(p.D, real, fake)
+            loss_d = loss_c + p.gp_lambda * gp
+        _update(p.opt_d, loss_d)
+    p.D.requires_grad_(False)
+    with autocast(p.device, p.amp):
+        gen_scores = p.D(p.aug(p.G(p.noise(real.size(0))))).float()
+        loss_g = wgan_losses.generator_loss(gen_scores)
+    _update(p.opt_g, loss_g)
+    d_x, d_g_z = real_scores.mean().item(), fake_scores.mean().item()
+    return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "d_x": d_x, "d_g_z": d_g_z,
+            "wasserstein": d_x - d_g_z, "gp": gp.item()}
+
+
+def began_step(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, float]:
+    eq = p.equilibrium
+    p.D.requires_grad_(True)
+    for _ in range(p.d_steps):
+        real = next_real()
+        with autocast(p.device, p.amp):
+            fake = p.G(p.noise(real.size(0)))
+            loss_real = began_losses.reconstruction_loss(p.D, p.aug(real))
+            loss_fake = began_losses.reconstruction_loss(p.D, p.aug(fake.detach()))
+            loss_d = loss_real - eq.k * loss_fake
+        _update(p.opt_d, loss_d)
+    p.D.requires_grad_(False)
+    with autocast(p.device, p.amp):
+        loss_g = began_losses.reconstruction_loss(p.D, p.aug(fake))
+    _update(p.opt_g, loss_g)
+    k_used = eq.k
+    m_global = eq.update(loss_real.item(), loss_g.item())
+    return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "d_x": loss_real.item(),
+            "d_g_z": loss_fake.item(), "k_t": k_used, "M_global": m_global}
+
+
+STEPS = {"dcgan": dcgan_step, "wgan-gp": wgan_gp_step, "began": began_step}

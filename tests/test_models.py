@@ -1,0 +1,105 @@
+"""The pure model code: DCGAN at 48/64/128 from one definition (the canonical 64 px layout),
+WGAN-GP critic and gradient penalty, BEGAN auto-encoder and k_t, DiffAugment, EMA."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import began, dcgan, wgan_gp
+from models.diffaugment import diff_augment, parse_policy
+from models.ema import EMA
+
+
+@pytest.mark.parametrize("size", [48, 64, 128])
+def test_dcgan_builds_for_every_size(size):
+    G, D = dcgan.Generator(size), dcgan.Discriminator(size)
+    x = G(torch.randn(3, 100))
+    assert x.shape == (3, 3, size, size)
+    assert x.min() >= -1 and x.max() <= 1  # Tanh output
+    assert D(x).shape == (3,)
+    kinds = {type(m).__name__ for m in [*G.modules(), *D.modules()]}
+    assert not kinds & {"Linear", "MaxPool2d", "AvgPool2d"}  # all-convolutional, no pooling
+
+
+def test_dcgan_64_is_the_canonical_example():
+    G, D = dcgan.Generator(64), dcgan.Discriminator(64)
+    g_maps = [m.out_channels for m in G.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    d_maps = [m.out_channels for m in D.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert g_maps == [512, 256, 128, 64, 3]
+    assert d_maps == [64, 128, 256, 512, 1]
+    assert sum(p.numel() for p in G.parameters()) == 3_576_704  # pytorch/examples dcgan, nz=100
+    assert sum(p.numel() for p in D.parameters()) == 2_765_568
+    first_conv_then = list(D.main)[1]
+    assert isinstance(first_conv_then, torch.nn.LeakyReLU)  # no BatchNorm on the first D layer
+    conv_w = torch.cat([m.weight.flatten() for m in G.modules() if isinstance(m, torch.nn.ConvTranspose2d)])
+    bn_w = torch.cat([m.weight for m in G.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+    assert abs(conv_w.std().item() - 0.02) < 0.002 and abs(bn_w.mean().item() - 1.0) < 0.01
+
+
+def test_128_adds_a_stage_and_48_starts_at_3x3():
+    stages = lambda G: sum(isinstance(m, torch.nn.ConvTranspose2d) for m in G.modules())  # noqa: E731
+    assert stages(dcgan.Generator(128)) == stages(dcgan.Generator(64)) + 1
+    assert dcgan.Generator(48).main[0].kernel_size == (3, 3)
+    with pytest.raises(ValueError, match="unsupported image size 50"):
+        dcgan.Generator(50)
+
+
+def test_wgan_gp_critic_has_no_batchnorm_and_penalty_is_zero_for_unit_gradients():
+    C = wgan_gp.Critic(64)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in C.modules())
+    with pytest.raises(ValueError):
+        wgan_gp.Critic(64, norm="batch")
+
+    class Linear1(torch.nn.Module):  # f(x) = <w, x> with |w| = 1: gradient norm 1 everywhere
+        def forward(self, x):
+            w = torch.ones_like(x[0]) / x[0].numel() ** 0.5
+            return (x * w).flatten(1).sum(1)
+
+    real, fake = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    assert wgan_gp.gradient_penalty(Linear1(), real, fake).item() == pytest.approx(0.0, abs=1e-6)
+    penalty = wgan_gp.gradient_penalty(C, real.repeat(1, 1, 8, 8), fake.repeat(1, 1, 8, 8))
+    assert penalty.item() > 0 and penalty.requires_grad
+
+
+@pytest.mark.parametrize("size", [48, 64, 128])
+def test_began_autoencoder_reconstructs_same_shape(size):
+    G, D = began.Generator(size, features=16), began.AutoEncoder(size, features=16)
+    x = G(torch.randn(2, 64))
+    assert x.shape == D(x).shape == (2, 3, size, size)
+    assert began.reconstruction_loss(D, x).item() > 0
+
+
+def test_began_equilibrium_moves_k_towards_balance_and_clips():
+    eq = began.Equilibrium(gamma=0.5, lambda_k=0.1)
+    m = eq.update(loss_real=1.0, loss_fake=0.2)  # gamma*L(x) > L(G(z)): k grows
+    assert eq.k == pytest.approx(0.03) and m == pytest.approx(1.3)
+    eq.update(loss_real=0.0, loss_fake=5.0)
+    assert eq.k == 0.0  # clipped
+
+
+def test_diffaugment_is_differentiable_and_changes_images():
+    x = torch.rand(4, 3, 32, 32, requires_grad=True)
+    y = diff_augment(x * 2 - 1)
+    assert y.shape == x.shape and not torch.allclose(y, x * 2 - 1)
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    cut = diff_augment(torch.ones(8, 3, 16, 16), "cutout")
+    assert ((cut == 0).float().mean(dim=(1, 2, 3)) > 0.1).all()  # every image got a hole
+    with pytest.raises(ValueError, match="unknown DiffAugment policy"):
+        parse_policy("color,zoom")
+
+
+def test_ema_averages_parameters_and_copies_buffers():
+    G = dcgan.Generator(48, features=8)
+    ema = EMA(G, decay=0.9)
+    before = [p.clone() for p in ema.model.parameters()]
+    with torch.no_grad():
+        for p in G.parameters():
+            p.add_(1.0)
+    G(torch.randn(4, 100))  # updates BatchNorm running stats of the live model
+    ema.update(G)
+    for b, e, p in zip(before, ema.model.parameters(), G.parameters()):
+        assert torch.allclose(e, 0.9 * b + 0.1 * p, atol=1e-6)
+    for e, b in zip(ema.model.buffers(), G.buffers()):
+        assert torch.equal(e, b)
+    assert not any(p.requires_grad for p in ema.model.parameters())
