@@ -1,0 +1,180 @@
+"""The train and generate stages on real LFW crops (the `lfw_crops` session fixture): every model
+trains and is tracked, a SIGKILLed run resumes where it stopped, runs are reproducible, NaN losses
+stop cleanly, bad input gives one error line."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from flows.config.train import TrainConfig
+from flows.train import train
+from tasks import tracking
+from tasks.errors import TrainingError
+from tasks.training import checkpoints as ckpt
+from tasks.training.generator import load_generator, sample_images
+from tasks.training.loop import build_parts, train_loop
+from tests.conftest import REPO
+
+TINY = dict(batch_size=8, log_every=1, sample_every=2, checkpoint_every=2, threads=1, score_every=0)
+
+
+def dataset_path(home: Path, size: int = 64) -> str:
+    return str(home / "datasets" / "lfw-sample" / str(size))
+
+
+def history(run_id: str, key: str) -> dict[int, float]:
+    """step -> value (the last logged value of a step)."""
+    return {m.step: m.value for m in sorted(tracking.metric_history(run_id, key), key=lambda m: m.timestamp)}
+
+
+def initial_generator(cfg: TrainConfig) -> dict:
+    ckpt.seed_everything(cfg.seed)
+    return {k: v.clone() for k, v in build_parts(cfg, torch.device("cpu")).G.state_dict().items()}
+
+
+@pytest.mark.parametrize("model,size,features", [("dcgan", 48, 16), ("dcgan", 64, 32), ("dcgan", 128, 8),
+                                                 ("wgan-gp", 64, 16), ("began", 64, 8)])
+def test_each_model_trains_on_real_crops(lfw_crops, facegan_home, model, size, features):
+    cfg = TrainConfig(dataset=dataset_path(lfw_crops, size), size=size, model=model, steps=4,
+                      features=features, d_steps=2 if model == "wgan-gp" else None, **TINY)
+    run_id = train(cfg)
+
+    run = tracking.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["facegan.stage"] == "train"
+    assert run.data.params["model"] == model and run.data.params["dataset"] == "lfw-sample"
+    for key in ("loss_d", "loss_g", "d_x", "d_g_z"):
+        values = history(run_id, key)
+        assert sorted(values) == [1, 2, 3, 4], key
+        assert all(math.isfinite(v) for v in values.values()), key
+    if model == "began":
+        assert set(history(run_id, "M_global")) == {1, 2, 3, 4} and history(run_id, "k_t")
+    if model == "wgan-gp":
+        assert all(v >= 0 for v in history(run_id, "gp").values())
+    artifacts = tracking.list_artifacts(run_id, "samples")
+    assert {"samples/step-000002.png", "samples/step-000004.png", "samples/final.png"} <= set(artifacts)
+    grid = Image.open(tracking.download_artifacts(run_id, "samples/final.png"))
+    assert grid.size == (8 * (size + 2) + 2,) * 2  # torchvision make_grid, 8x8, padding 2
+    assert "loss_curves.png" in tracking.list_artifacts(run_id)
+
+    run_dir = facegan_home / "runs" / run.data.params["run_name"]
+    assert [s for s, _ in ckpt.step_checkpoints(run_dir / "checkpoints")] == [2, 4]
+    state = ckpt.load_checkpoint(run_dir / "checkpoints" / "step-000004.pt")
+    assert state["step"] == 4 and state["opt_g"]["state"] and state["rng"]["torch"] is not None
+    before = initial_generator(cfg)
+    changed = [k for k, v in state["G"].items() if v.is_floating_point() and not torch.equal(v, before[k])]
+    assert len(changed) > len(before) // 2, "the generator's parameters did not change"
+
+    G, meta = load_generator(f"models:/facegan-{model}-{size}/latest")
+    assert meta["run_id"] == run_id and meta["model"] == model and meta["ema"] is True
+    assert meta["dataset"] == "lfw-sample" and meta["size"] == size
+    images = sample_images(G, meta, 5, seed=3)
+    assert images.shape == (5, size, size, 3) and images.dtype == np.uint8
+    assert np.array_equal(images, sample_images(G, meta, 5, seed=3, batch_size=2))
+
+
+def test_same_seed_same_losses_other_seed_other_losses(lfw_crops):
+    base = dict(dataset=dataset_path(lfw_crops), steps=3, features=16, register_model=False, **TINY)
+    a = train(TrainConfig(name="seed0-a", **base))
+    b = train(TrainConfig(name="seed0-b", **base))
+    c = train(TrainConfig(name="seed1", seed=1, **base))
+    for key in ("loss_d", "loss_g"):
+        assert history(a, key) == history(b, key)
+        assert history(a, key) != history(c, key)
+
+
+def _train_args(home: Path, name: str) -> list[str]:
+    return ["train", "--dataset", dataset_path(home), "--steps", "14", "--batch-size", "16",
+            "--checkpoint-every", "3", "--log-every", "1", "--sample-every", "50", "--threads", "1",
+            "--features", "48", "--name", name, "--score-every", "0", "--no-register-model"]
+
+
+def test_sigkill_after_second_checkpoint_resumes_same_run_with_same_losses(lfw_crops, facegan_home, cli):
+    ref = cli(*_train_args(lfw_crops, "uninterrupted"), check=True).stdout.strip().splitlines()[-1]
+
+    ckpt_dir = facegan_home / "runs" / "killed" / "checkpoints"
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *_train_args(lfw_crops, "killed")],
+                            cwd=REPO, env=os.environ.copy(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (ckpt_dir / "step-000006.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, "training ended before its 2nd checkpoint"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(s for s, _ in ckpt.step_checkpoints(ckpt_dir))
+    assert 6 <= killed_at < 14
+    run_id = json.loads((ckpt_dir.parent / "run.json").read_text())["run_id"]
+    assert tracking.get_run(run_id).info.status == "RUNNING"  # killed: never marked finished
+
+    rerun = cli(*_train_args(lfw_crops, "killed"), check=True)
+    assert rerun.stdout.strip().splitlines()[-1] == run_id  # the same MLflow run
+    assert history(run_id, "resumed_from_step") == {killed_at: killed_at}
+    assert tracking.get_run(run_id).info.status == "FINISHED"
+    assert ckpt.load_checkpoint(ckpt_dir / "step-000014.pt")["step"] == 14
+    for key in ("loss_d", "loss_g", "d_x"):  # the losses continue exactly as without the kill
+        resumed, expected = history(run_id, key), history(ref, key)
+        assert sorted(resumed) == list(range(1, 15))
+        assert resumed == expected, key
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(lfw_crops, facegan_home):
+    cfg = TrainConfig(dataset=dataset_path(lfw_crops), model="wgan-gp", d_steps=1, steps=4, features=8,
+                      register_model=False, **TINY)
+    run_id = train(cfg)
+    run_dir = facegan_home / "runs" / tracking.get_run(run_id).data.params["run_name"]
+    good = (run_dir / "checkpoints" / "step-000004.pt").read_bytes()
+    exploding = cfg.model_copy(update={"steps": 8, "gp_lambda": 1e300})  # an overflowing penalty
+    with pytest.raises(TrainingError, match=r"loss_d became (inf|nan) at step 5 .*step-000004.pt is kept"):
+        train_loop(exploding, Path(dataset_path(lfw_crops)), run_dir, {"run_name": "x"},
+                   tracking.TrackedRun(run_id))
+    assert [s for s, _ in ckpt.step_checkpoints(run_dir / "checkpoints")] == [2, 4]
+    assert (run_dir / "checkpoints" / "step-000004.pt").read_bytes() == good
+
+
+def test_generate_writes_pngs_and_grid_deterministically(lfw_crops, facegan_home, cli, monkeypatch):
+    monkeypatch.setenv("FACEGAN_HOME", str(lfw_crops))  # dataset by name, as a user would
+    run_id = train(TrainConfig(dataset="lfw-sample", steps=2, features=16, name="gen-src",
+                               register_model=False, **TINY))
+    out1, out2 = facegan_home / "g1", facegan_home / "g2"
+    cli("generate", "--run", run_id, "-n", "4", "--out", out1, check=True)
+    checkpoint = lfw_crops / "runs" / "gen-src" / "checkpoints" / "step-000002.pt"
+    cli("generate", "--run", checkpoint, "-n", "4", "--out", out2, check=True)
+    files = sorted(p.name for p in out1.iterdir())
+    assert files == ["000000.png", "000001.png", "000002.png", "000003.png", "grid.png"]
+    for name in files[:4]:
+        image = Image.open(out1 / name)
+        assert image.size == (64, 64) and image.mode == "RGB"
+        assert np.array_equal(np.asarray(image), np.asarray(Image.open(out2 / name)))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--size", "50"], "--size"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--model", "stylegan"], "--model"),
+    (["--dataset", "EMPTY"], "no crops in"),
+    (["--resume"], "no checkpoint to resume"),
+])
+def test_bad_input_gives_one_error_line(lfw_crops, facegan_home, cli, args, message):
+    empty = facegan_home / "empty-dataset"
+    empty.mkdir(parents=True)
+    args = [str(empty) if a == "EMPTY" else a for a in args]
+    if "--dataset" not in args:
+        args += ["--dataset", dataset_path(lfw_crops)]
+    proc = cli("train", "--steps", "1", *args)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    error_lines = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert len(error_lines) == 1 and message in error_lines[0], proc.stderr
+    assert not (facegan_home / "runs").exists() or not list((facegan_home / "runs").rglob("*.pt"))
