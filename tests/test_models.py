@@ -103,3 +103,14 @@ def test_ema_averages_parameters_and_copies_buffers():
     for e, b in zip(ema.model.buffers(), G.buffers()):
         assert torch.equal(e, b)
     assert not any(p.requires_grad for p in ema.model.parameters())
+
+
+def test_ema_warmup_forgets_the_initial_weights_in_short_runs():
+    G = torch.nn.Linear(1, 1, bias=False)
+    ema = EMA(G, decay=0.999)
+    with torch.no_grad():
+        G.weight.fill_(1.0)
+        ema.model.weight.fill_(0.0)
+    for step in range(1, 1501):
+        ema.update(G, step)
+    assert ema.model.weight.item() > 0.99  # plain 0.999 decay would leave 1 - 0.999**1500 = 0.78

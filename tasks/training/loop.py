@@ -144,7 +144,7 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
             c["step"] += 1
             _check_finite(metrics, c["step"], last, cfg)
             if parts.ema:
-                parts.ema.update(parts.G)
+                parts.ema.update(parts.G, c["step"])
             parts.sched_g.step()
             parts.sched_d.step()
             for k, v in metrics.items():
