@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
                 "import a local folder or download images/archives/presets/scraped pages"),
     "crop": ("flows.config.crop:CropConfig", "flows.crop:main",
              "detect faces (Haar) and crop them into 48/64/128 px datasets"),
+    "evaluate": ("flows.config.evaluate:EvaluateConfig", "flows.evaluate:main", "score generators with face_recognition: the Table 1 report + real control"),
     "train": ("flows.config.train:TrainConfig", "flows.train:main", "train a GAN (dcgan, wgan-gp, began) on a crop dataset"),
     "generate": ("flows.config.train:GenerateConfig", "flows.generate:main", "write N faces from a trained generator"),
 }

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
 from evaluation import detection
@@ -64,3 +65,80 @@ def test_import_guard_turns_quit_into_a_clear_error(tmp_path):
                           cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "GUARDED: face_recognition could not load its models" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def lfw64(lfw_crops) -> Path:
+    return lfw_crops / "datasets" / "lfw-sample" / "64"
+
+
+def test_real_control_on_lfw_64px_crops_is_detected(lfw64):
+    faces = np.load(lfw64 / "faces.npy")
+    assert len(faces) >= 250 and faces.shape[1:] == (64, 64, 3)
+    rate = detection.detection_rate(faces)
+    assert rate >= 0.95, f"real LFW 64 px crops detected only {rate:.3f} of the time"
+
+
+def test_held_out_split_is_by_identity_and_deterministic(lfw64):
+    from evaluation.real_sets import held_out_mask, load_dataset, real_sets
+
+    _, manifest = load_dataset(lfw64, 64)
+    held = held_out_mask(manifest, 0.5)
+    assert held.any() and (~held).any()
+    assert np.array_equal(held, held_out_mask(manifest.sample(frac=1, random_state=1).sort_index(), 0.5))
+    by_person = pd.Series(held).groupby(manifest["identity"].values).nunique()
+    assert (by_person == 1).all(), "a person has crops on both sides of the split"
+    sets = real_sets(lfw64, 40, 64, fraction=0.5, seed=0)
+    assert len(sets.control) == len(sets.reference) == 40
+    assert sets.info["held_out_crops"] + sets.info["training_crops"] == len(manifest)
+    control = {a.tobytes() for a in sets.control}
+    assert not control & {a.tobytes() for a in sets.reference}
+    assert not control & {a.tobytes() for a in sets.training}
+
+
+def test_memorisation_column_flags_training_copies_not_held_out_faces(lfw64, tmp_path):
+    """Generators that are not GANs, fed through the same scoring as `facegan evaluate`:
+    one returns training crops verbatim, one returns real held-out crops it never saw."""
+    from evaluation import metrics
+    from evaluation.real_sets import real_sets
+    from tasks.scoring import Scored, row_metrics, score_images
+
+    sets = real_sets(lfw64, 60, 64, fraction=0.5, seed=0, max_training=120)
+    rng = np.random.default_rng(1)
+
+    def verbatim_generator(n: int) -> np.ndarray:
+        return sets.training[rng.choice(len(sets.training), size=n, replace=False)]
+
+    def held_out_generator(n: int) -> np.ndarray:
+        return sets.reference[:n]  # held-out faces, disjoint from the control set
+
+    cache = tmp_path / "cache"
+    _, training_enc = score_images(sets.training, cache_dir=cache)
+    _, control_enc = score_images(sets.control, cache_dir=cache)
+    threshold = metrics.memorisation_threshold(metrics.nearest_distances(control_enc, training_enc))
+    results = {}
+    for name, generator in (("verbatim", verbatim_generator), ("held-out", held_out_generator)):
+        images = generator(60)
+        det, enc = score_images(images, cache_dir=cache)  # cached: same crops as above
+        results[name] = row_metrics(Scored(name, images, det, enc, {}), control_enc, training_enc, threshold, 3)
+    assert results["verbatim"]["memorised"] >= 0.95
+    assert results["verbatim"]["nearest_mean"] < 1e-3
+    assert results["held-out"]["memorised"] <= 0.05
+    assert results["held-out"]["nearest_mean"] > 0.3
+
+
+def test_metrics_on_known_distributions():
+    from evaluation import metrics
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2000, 8)), rng.normal(size=(2000, 8))
+    assert metrics.frechet_distance(a, b) < 0.05
+    shifted = b + np.array([2.0] + [0.0] * 7)
+    assert metrics.frechet_distance(a, shifted) == pytest.approx(4.0, abs=0.3)
+    p, r = metrics.precision_recall(a[:500], b[:500], k=3)
+    assert p > 0.8 and r > 0.8  # same distribution (k=3 balls miss some tail points)
+    collapsed = np.repeat(b[:1], 500, axis=0) + 1e-3 * rng.normal(size=(500, 8))
+    p, r = metrics.precision_recall(a[:500], collapsed, k=3)
+    assert p == 1.0 and r < 0.05  # mode collapse: realistic but no diversity
+    near = metrics.nearest_distances(np.array([[0.0, 0.0], [3.0, 4.0]]), np.array([[0.0, 0.0], [10.0, 0.0]]))
+    assert near.tolist() == pytest.approx([0.0, 5.0])

@@ -1,0 +1,129 @@
+"""The Table 1 report: a pandas table (CSV / Markdown / HTML), a bar chart, and grids of detected
+vs not-detected samples. Pure functions: rows in, table/figures/files out (logging is elsewhere).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torchvision.utils import make_grid
+
+from tasks.atomic import atomic_path, write_text
+
+COLUMNS = ["model", "run", "N", "no face detected", "face detected", "detection rate",
+           "relative to real control", "memorised (< real p1)", "mean nearest-training distance",
+           "Fréchet distance (face enc.)", "Fréchet noise floor", "precision", "recall"]
+REPORT_FILES = ("table1.csv", "table1.md", "table1.html")
+
+
+def build_table(rows: list[dict], control: dict, noise_floor: float) -> pd.DataFrame:
+    """rows/control: dicts with label, run, n, detected, memorised, nearest_mean, frechet,
+    precision, recall (the control last). Returns the Table 1 DataFrame (one row per entry)."""
+    control_rate = control["detected"] / control["n"]
+    records = []
+    for r in [*rows, control]:
+        rate = r["detected"] / r["n"]
+        records.append({
+            "model": r["label"], "run": r.get("run") or "", "N": r["n"],
+            "no face detected": f"{r['n'] - r['detected']}/{r['n']}",
+            "face detected": f"{r['detected']}/{r['n']}",
+            "detection rate": round(rate, 4),
+            "relative to real control": round(rate / control_rate, 4) if control_rate else float("nan"),
+            "memorised (< real p1)": round(r["memorised"], 4),
+            "mean nearest-training distance": round(r["nearest_mean"], 4),
+            "Fréchet distance (face enc.)": round(r["frechet"], 4),
+            "Fréchet noise floor": round(noise_floor, 4),
+            "precision": round(r["precision"], 4), "recall": round(r["recall"], 4),
+        })
+    return pd.DataFrame.from_records(records, columns=COLUMNS)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """GitHub-flavoured Markdown (no tabulate dependency)."""
+    def cell(v) -> str:
+        return f"{v:.4f}".rstrip("0").rstrip(".") if isinstance(v, float) else str(v)
+
+    head = "| " + " | ".join(table.columns) + " |"
+    rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(table[c]) else "---"
+                          for c in table.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([head, rule, *body]) + "\n"
+
+
+def write_report(table: pd.DataFrame, folder: Path, protocol: str, notes: list[str]) -> list[Path]:
+    """table1.csv / .md / .html in `folder` (atomic writes); the md/html carry the protocol."""
+    folder.mkdir(parents=True, exist_ok=True)
+    csv, md, html = (folder / name for name in REPORT_FILES)
+    with atomic_path(csv) as tmp:
+        table.to_csv(tmp, index=False)
+    text = "\n".join(f"- {n}" for n in [f"Detection protocol: {protocol}.", *notes])
+    write_text(md, f"# Table 1: face_recognition on generated faces\n\n{to_markdown(table)}\n{text}\n")
+    notes_html = "".join(f"<li>{n}</li>" for n in [f"Detection protocol: {protocol}.", *notes])
+    write_text(html, "<!doctype html><meta charset='utf-8'><title>facegan Table 1</title>"
+               "<h1>Table 1: face_recognition on generated faces</h1>"
+               + table.to_html(index=False, border=0) + f"<ul>{notes_html}</ul>\n")
+    return [csv, md, html]
+
+
+def bar_chart(table: pd.DataFrame):
+    """Detection rate (with the real control's as a line) and Fréchet distance (with its noise
+    floor) per row, as a matplotlib figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    labels = table["model"].tolist()
+    colors = ["#888888" if i == len(labels) - 1 else "#3b75af" for i in range(len(labels))]
+    ax1.bar(labels, table["detection rate"], color=colors)
+    ax1.axhline(table["detection rate"].iloc[-1], color="k", ls="--", lw=1, label="real control")
+    ax1.set_ylim(0, 1.05)
+    ax1.set_ylabel("face detected (share)")
+    ax1.set_title("face_recognition detection rate")
+    for i, v in enumerate(table["detection rate"]):
+        ax1.text(i, min(v + 0.02, 1.0), f"{v:.3f}", ha="center", fontsize=8)
+    ax2.bar(labels, table["Fréchet distance (face enc.)"], color=colors)
+    ax2.axhline(table["Fréchet noise floor"].iloc[0], color="k", ls="--", lw=1, label="noise floor")
+    ax2.set_ylabel("Fréchet distance")
+    ax2.set_title("Fréchet distance on face encodings")
+    ax2.legend(fontsize=8)
+    for ax in (ax1, ax2):
+        ax.tick_params(axis="x", labelrotation=20)
+    fig.tight_layout()
+    return fig
+
+
+def sample_grid(images: np.ndarray, n: int = 32, nrow: int = 8) -> np.ndarray:
+    """A uint8 grid (H, W, 3) of the first n images (a blank tile when there are none)."""
+    if len(images) == 0:
+        return np.full((8, 8, 3), 255, np.uint8)
+    tensor = torch.from_numpy(np.ascontiguousarray(images[:n])).permute(0, 3, 1, 2)
+    grid = make_grid(tensor, nrow=min(nrow, len(tensor)), padding=2, pad_value=255)
+    return grid.permute(1, 2, 0).numpy().copy()
+
+
+def detection_grids(images: np.ndarray, detected: np.ndarray, n: int = 32) -> dict[str, np.ndarray]:
+    """{'detected': grid, 'not_detected': grid} of up to n samples each, in sample order."""
+    return {"detected": sample_grid(images[detected], n), "not_detected": sample_grid(images[~detected], n)}
+
+
+def detection_figure(rows: list[tuple[str, np.ndarray, np.ndarray]], n: int = 32):
+    """One figure: for each (label, images, detected) a 'detected' and a 'not detected' grid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), 2, figsize=(10, 2.9 * len(rows)), squeeze=False)
+    for (label, images, detected), (left, right) in zip(rows, axes):
+        grids = detection_grids(images, detected, n)
+        for ax, key, title in ((left, "detected", "face detected"), (right, "not_detected", "no face detected")):
+            ax.imshow(grids[key])
+            count = int(detected.sum()) if key == "detected" else int((~detected).sum())
+            ax.set_title(f"{label}: {title} ({count}/{len(detected)})", fontsize=9)
+            ax.axis("off")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,91 @@
+"""`facegan evaluate` end to end: a tiny real DCGAN run on real LFW crops (the lfw_crops fixture),
+scored by the real CLI in a subprocess; the report's columns, counts and MLflow contents."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from evaluation.report import COLUMNS
+from tasks import tracking
+
+N = 64
+
+
+@pytest.fixture(scope="module")
+def tiny_run(lfw_crops, tmp_path_factory) -> dict:
+    """A real 3-step DCGAN training run on the LFW 64 px crops; returns its run id and home."""
+    import os
+
+    from flows.config.train import TrainConfig
+    from flows.train import train
+
+    home = tmp_path_factory.mktemp("eval-home")
+    old = os.environ.get("FACEGAN_HOME")
+    os.environ["FACEGAN_HOME"] = str(home)
+    try:
+        dataset = lfw_crops / "datasets" / "lfw-sample" / "64"
+        run_id = train(TrainConfig(dataset=str(dataset), size=64, steps=3, batch_size=16, features=16,
+                                   score_every=0, register_model=False, name="eval-tiny"))
+    finally:
+        if old is None:
+            os.environ.pop("FACEGAN_HOME", None)
+        else:
+            os.environ["FACEGAN_HOME"] = old
+    return {"run_id": run_id, "home": home}
+
+
+def test_evaluate_writes_table_1_with_all_columns_and_logs_it(tiny_run, cli, monkeypatch):
+    monkeypatch.setenv("FACEGAN_HOME", str(tiny_run["home"]))
+    proc = cli("evaluate", "--run", tiny_run["run_id"], "-n", N, "--held-out", "0.5",
+               "--max-training", "100", check=True)
+    out = proc.stdout
+    assert "| DCGAN |" in out and "| real control |" in out
+    report_run = out.strip().splitlines()[-1].removeprefix("mlflow run: ").strip()
+    run = tracking.get_run(report_run)
+    assert run.data.tags[tracking.STAGE_TAG] == "evaluate"
+    assert tiny_run["run_id"] in run.data.tags["facegan.evaluated_runs"]
+
+    folder = tiny_run["home"] / "evaluations" / report_run
+    table = pd.read_csv(folder / "table1.csv")
+    assert list(table.columns) == COLUMNS
+    assert table["model"].tolist() == ["DCGAN", "real control"]
+    for row in table.to_dict("records"):
+        missed, n1 = map(int, row["no face detected"].split("/"))
+        found, n2 = map(int, row["face detected"].split("/"))
+        assert n1 == n2 == row["N"] and missed + found == row["N"]
+        assert row["detection rate"] == pytest.approx(found / row["N"], abs=1e-4)
+        assert 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1
+    dcgan, real = table.iloc[0], table.iloc[1]
+    assert dcgan["N"] == N
+    assert real["detection rate"] >= 0.95  # real LFW crops under the protocol
+    assert real["relative to real control"] == 1.0
+    assert real["Fréchet distance (face enc.)"] == pytest.approx(real["Fréchet noise floor"], abs=1e-4)
+    # a 3-step DCGAN makes noise: far from the real faces, above the noise floor
+    assert dcgan["Fréchet distance (face enc.)"] > 2 * real["Fréchet noise floor"]
+    assert (folder / "table1.md").read_text().count("|") > 20 and (folder / "table1.html").is_file()
+    assert len(list((folder / "samples" / "dcgan").glob("*.png"))) == N
+
+    artifacts = set(tracking.list_artifacts(report_run, "report")) | set(tracking.list_artifacts(report_run, "grids"))
+    for name in ("report/table1.csv", "report/table1.md", "report/table1.html", "report/table1.json",
+                 "report/bar_chart.png", "grids/detected_vs_not_detected.png",
+                 "grids/dcgan_detected.png", "grids/real-control_not_detected.png"):
+        assert name in artifacts, f"{name} missing from {sorted(artifacts)}"
+    metrics = run.data.metrics
+    for key in ("dcgan.detection_rate", "dcgan.memorised", "dcgan.frechet", "real-control.detection_rate",
+                "frechet_noise_floor", "memorisation_threshold"):
+        assert key in metrics
+    assert metrics["dcgan.detection_rate"] == pytest.approx(dcgan["detection rate"], abs=1e-4)
+
+
+def test_evaluate_bad_input_gives_one_line(cli, tiny_run, monkeypatch):
+    monkeypatch.setenv("FACEGAN_HOME", str(tiny_run["home"]))
+    for args, expected in ((["--run", "0123456789abcdef0123456789abcdef"], "no MLflow run"),
+                           (["--run", "/nonexistent/step-000010.pt"], "does not exist"),
+                           (["--run", tiny_run["run_id"], "-n", "5"], "--n"),
+                           (["--run", tiny_run["run_id"], "--detector", "mtcnn"], "'hog' or 'cnn'"),
+                           (["--run", tiny_run["run_id"], "--dataset", "no-such-set"], "unknown crop dataset")):
+        proc = cli("evaluate", *args)
+        assert proc.returncode != 0, args
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert expected in lines[-1], (args, proc.stderr[-1000:])
