@@ -92,6 +92,9 @@ def test_same_seed_same_losses_other_seed_other_losses(lfw_crops):
     for key in ("loss_d", "loss_g"):
         assert history(a, key) == history(b, key)
         assert history(a, key) != history(c, key)
+    again = train(TrainConfig(name="seed0-a", **base))  # rerun of a finished run: nothing to redo
+    assert again == a and history(a, "loss_d") == history(b, "loss_d")
+    assert "resumed_from_step" in tracking.get_run(a).data.metrics
 
 
 def _train_args(home: Path, name: str) -> list[str]:

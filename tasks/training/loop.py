@@ -82,8 +82,7 @@ class Budget:
         self.steps = steps
         self.batches = math.ceil(cfg.epochs * per_epoch) if cfg.epochs else None
         self.cpu_seconds = cfg.cpu_minutes * 60 if cfg.cpu_minutes else None
-        per_step = cfg.d_steps if cfg.model != "dcgan" or cfg.d_steps > 1 else 1
-        totals = [t for t in (steps, self.batches and math.ceil(self.batches / per_step)) if t]
+        totals = [t for t in (steps, self.batches and math.ceil(self.batches / cfg.d_steps)) if t]
         self.total = min(totals) if totals else None
 
     def done(self, c: dict) -> bool:

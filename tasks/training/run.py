@@ -118,10 +118,14 @@ def publish(cfg: TrainConfig, prepared: dict, summary: dict) -> dict:
 
     from tasks.training.generator import load_generator
 
+    run_dir = Path(prepared["run_dir"])
+    info = _read_json(run_dir / RUN_FILE)
+    if info.get("published_step") == summary["step"]:  # a rerun of a finished run: nothing new
+        return {"model_version": info.get("model_version"), "registered_model": info.get("registered_model"),
+                "generator": str(run_dir / "generator.pt")}
     run = tracking.TrackedRun(prepared["run_id"])
     G, meta = load_generator(summary["checkpoint"], device="cpu")
     meta.update(prepared["meta"], step=summary["step"])
-    run_dir = Path(prepared["run_dir"])
     gen_path = run_dir / "generator.pt"
     with atomic_path(gen_path) as tmp:
         torch.save(generator_payload(G.state_dict(), meta), tmp)
@@ -141,5 +145,5 @@ def publish(cfg: TrainConfig, prepared: dict, summary: dict) -> dict:
     run.set_tags({"facegan.model_version": version or "", "facegan.registered_model": name or ""})
     info = _read_json(run_dir / RUN_FILE)
     write_text(run_dir / RUN_FILE, json.dumps({**info, "model_version": version, "registered_model": name,
-                                               "step": summary["step"]}, indent=2))
+                                               "published_step": summary["step"]}, indent=2))
     return {"model_version": version, "registered_model": name, "generator": str(gen_path)}
