@@ -3,17 +3,37 @@ a URL, a URL list, a dataset preset or a scraped site) and write its manifest. W
 work lives in tasks/acquisition/."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+from tqdm import tqdm
 
 from flows.config.acquire import AcquireConfig
 from flows.config.base import default_workers
 from tasks import tracking
-from tasks.acquisition import local
+from tasks.acquisition import http, local, manifest, presets, scrape, store, web
+from tasks.errors import DownloadError
 
-import_folder_task = task(local.import_folder, name="import-folder")
+PARALLEL_SHARDS = 4
+
+import_folder_task = task(local.import_folder, name="import-folder", cache_policy=NO_CACHE)
+fetch_url_task = task(web.acquire_url, name="fetch-url", cache_policy=NO_CACHE)
+finalize_task = task(web.finalize, name="write-manifest", cache_policy=NO_CACHE)
+
+
+@task(name="crawl", cache_policy=NO_CACHE)
+def crawl_task(config: AcquireConfig, settings: http.HttpSettings, log) -> scrape.CrawlResult:
+    crawler = scrape.Crawler(settings, delay=config.delay, log=log)
+    return crawler.crawl(config.scrape, config.depth, config.allow_domain, config.max_pages)
+
+
+@task(name="download-shard", cache_policy=NO_CACHE)
+def download_shard_task(downloader: store.Downloader, items: list[dict], threads: int) -> list[dict]:
+    return downloader.download(items, threads)
 
 
 def source_name(config: AcquireConfig) -> str:
@@ -22,9 +42,63 @@ def source_name(config: AcquireConfig) -> str:
         return config.name
     if config.path:
         return local.default_name(Path(config.path).name)
-    from tasks.acquisition import web
-
     return web.default_name(config)
+
+
+def http_settings(config: AcquireConfig) -> http.HttpSettings:
+    return http.HttpSettings(timeout=config.timeout, retries=config.retries, backoff=config.backoff,
+                             max_bytes=config.max_bytes, user_agent=config.user_agent, pool=config.workers)
+
+
+def download_urls(items: list[dict], raw: Path, config: AcquireConfig, log) -> int:
+    """Download the URLs not done yet, in shards (Prefect tasks) of bounded thread pools.
+    Returns how many were attempted."""
+    downloader = store.Downloader(raw, http_settings(config))
+    todo = downloader.pending(items)
+    log(f"{len(items)} URLs: {len(items) - len(todo)} done in an earlier run, {len(todo)} to download")
+    shards = [todo[i:i + config.shard_size] for i in range(0, len(todo), config.shard_size)]
+    threads = max(1, config.workers // max(1, min(PARALLEL_SHARDS, len(shards))))
+    downloader.bar = tqdm(total=len(todo), desc="downloading", unit="url", disable=not config.progress,
+                          mininterval=1.0)
+    try:
+        futures = [download_shard_task.submit(downloader, shard, threads) for shard in shards]
+        rows = [row for f in futures for row in f.result()]
+    finally:
+        downloader.bar.close()
+        downloader.journal.close()
+    unreachable = [r for r in rows if manifest.reason_key(r["reason"]).startswith(("connection", "timeout"))]
+    if rows and len(unreachable) == len(rows):
+        finalize_task(raw)
+        raise DownloadError(f"none of the {len(rows)} URLs could be reached (e.g. {rows[0]['url']}: "
+                            f"{rows[0]['reason']}); rerun to retry them")
+    return len(todo)
+
+
+def acquire_web(config: AcquireConfig, name: str, log) -> dict:
+    started = time.perf_counter()
+    raw = local.claim_raw(name, web.WEB_SOURCE)
+    settings = http_settings(config)
+    extra: list[dict] = []
+    if config.url_list:
+        download_urls(web.read_url_list(config.url_list), raw, config, log)
+    elif config.scrape:
+        found = crawl_task(config, settings, log)
+        log(f"crawled {found.pages} pages: {len(found.images)} images allowed, {found.skipped_robots} "
+            f"skipped by robots.txt, {found.skipped_domain} off the allowed domains")
+        download_urls(found.images, raw, config, log)
+    else:
+        url, checksum = config.url, (("sha256", config.sha256) if config.sha256 else None)
+        if config.preset:
+            preset = presets.get(config.preset)
+            url, checksum = preset.url, preset.checksum
+        extra = fetch_url_task(url, raw, settings, checksum=checksum, max_archive_bytes=config.max_archive_bytes,
+                               max_archive_files=config.max_archive_files, workers=min(config.workers, default_workers()),
+                               shard_size=config.shard_size, progress=config.progress, log=log)
+    df = finalize_task(raw, extra)
+    if not (df["status"] == "ok").any():
+        raise DownloadError(f"no image could be acquired into raw set {name!r} (see {raw / 'manifest.parquet'})")
+    return {"name": name, "raw_dir": str(raw), "manifest": str(raw / "manifest.parquet"),
+            "stats": manifest.stats(df, time.perf_counter() - started)}
 
 
 def _params(config: AcquireConfig, name: str) -> dict:
@@ -34,7 +108,7 @@ def _params(config: AcquireConfig, name: str) -> dict:
     return params
 
 
-def _publish(result: dict, tracked, config: AcquireConfig) -> None:
+def _publish(result: dict, tracked) -> None:
     stats = result["stats"]
     tracked.log_metrics(stats)
     tracked.log_dict({"name": result["name"], "raw_dir": result["raw_dir"], **stats}, "acquire_stats.json")
@@ -44,24 +118,21 @@ def _publish(result: dict, tracked, config: AcquireConfig) -> None:
                           description=f"acquire {result['name']}: {result['raw_dir']}")
 
 
-@flow(name="acquire", log_prints=True)
+@flow(name="acquire", task_runner=ThreadPoolTaskRunner(max_workers=PARALLEL_SHARDS))
 def acquire(config: AcquireConfig) -> dict:
     """Acquire images into raw/<name>; returns name, raw dir, counts and the MLflow run id."""
     logger = get_run_logger()
     if config.path:
         config.path = local.check_folder(config.path)  # a missing folder fails before any run starts
     name = source_name(config)
-    workers = config.workers
     with tracking.run("acquire", run_name=f"acquire-{name}", params=_params(config, name),
                       parent_run_id=config.parent_run_id) as tracked:
         if config.path:
-            result = import_folder_task(config.path, name, workers=min(workers, default_workers()),
-                                        shard_size=config.shard_size, log=logger.info)
+            result = import_folder_task(config.path, name, workers=min(config.workers, default_workers()),
+                                        shard_size=config.shard_size, progress=config.progress, log=logger.info)
         else:
-            from tasks.acquisition import web
-
-            result = web.acquire_web(config, name, logger.info)
-        _publish(result, tracked, config)
+            result = acquire_web(config, name, logger.info)
+        _publish(result, tracked)
         run_id = tracked.run_id
     stats = result["stats"]
     return {"name": result["name"], "raw_dir": result["raw_dir"], "manifest": result["manifest"],

@@ -28,11 +28,15 @@ class AcquireConfig(StageConfig):
     workers: int = Field(16, ge=1, le=256, description="concurrent downloads")
     timeout: float = Field(20.0, gt=0, description="per-request connect/read timeout in seconds")
     retries: int = Field(3, ge=0, le=10, description="retries on 5xx and connection errors (exponential backoff)")
+    backoff: float = Field(0.5, ge=0, le=60, description="backoff factor: retry n waits backoff * 2**(n-1) seconds")
     max_bytes: int = Field(50_000_000, ge=1, description="max bytes per downloaded image")
     max_archive_bytes: int = Field(20_000_000_000, ge=1, description="cap on an archive download and on its extracted size")
     max_archive_files: int = Field(2_000_000, ge=1, description="cap on files extracted from one archive")
     delay: float = Field(1.0, ge=0, description="per-host delay between page fetches when scraping, seconds")
     shard_size: int = Field(200, ge=1, description="URLs (or files) per Prefect task")
+    user_agent: str = Field("facegan/0.1 (face dataset builder; obeys robots.txt)", min_length=1,
+                            description="User-Agent sent with every request")
+    progress: bool = Field(True, description="show progress bars")
 
     @model_validator(mode="after")
     def _one_source(self):

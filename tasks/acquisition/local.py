@@ -91,7 +91,10 @@ def inspect_files(paths: list[str], workers: int = 2, shard_size: int = 200,
             rows.extend(inspect_shard(shard))
             bar.update(len(shard))
     else:
-        ctx = multiprocessing.get_context("spawn")  # safe beside Prefect's threads
+        # fork (Linux) needs no importable __main__ and starts instantly; the workers only read
+        # files and run Pillow/hashlib, so they never touch locks held by Prefect's threads
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        ctx = multiprocessing.get_context(method)
         with ProcessPoolExecutor(max_workers=min(workers, len(shards)), mp_context=ctx) as pool:
             for shard_rows in pool.map(inspect_shard, shards):
                 rows.extend(shard_rows)

@@ -1,0 +1,164 @@
+"""Where downloaded images go and how a rerun knows what is done.
+
+- Content store: raw/<name>/images/<sha[:2]>/<sha256>.<ext>, written atomically; the first URL
+  with some content stores it, later URLs with the same bytes become 'duplicate' rows.
+- Journal: raw/<name>/.journal/*.jsonl, one manifest row per finished URL, appended as it
+  finishes, so a killed run loses nothing it completed; the manifest is rebuilt from it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from tasks.acquisition import http, manifest
+from tasks.atomic import write_bytes
+
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif",
+              "MPO": "jpg"}
+
+
+def _format(data: bytes) -> str:
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return EXTENSIONS.get(im.format or "", (im.format or "img").lower())
+
+
+class Journal:
+    """Append-only log of finished rows (one JSON line each; a torn last line is ignored)."""
+
+    def __init__(self, raw: Path):
+        self.folder = Path(raw) / ".journal"
+        self.lock = threading.Lock()
+        self._fh = None
+
+    def append(self, row: dict) -> None:
+        line = (json.dumps(row, default=str) + "\n").encode()
+        with self.lock:
+            if self._fh is None:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                name = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{id(self)}.jsonl"
+                self._fh = os.open(self.folder / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.write(self._fh, line)
+
+    def close(self) -> None:
+        with self.lock:
+            if self._fh is not None:
+                os.close(self._fh)
+                self._fh = None
+
+    def rows(self) -> list[dict]:
+        out = []
+        for path in sorted(self.folder.glob("*.jsonl")) if self.folder.is_dir() else []:
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # torn by a kill
+        return out
+
+    def clear(self) -> None:
+        self.close()
+        for path in self.folder.glob("*.jsonl") if self.folder.is_dir() else []:
+            path.unlink(missing_ok=True)
+
+
+def known_rows(raw: Path) -> pd.DataFrame:
+    """Every row recorded so far: the manifest, then journal rows (later rows win per URL)."""
+    old = manifest.read(raw)
+    rows = (old.to_dict("records") if old is not None else []) + Journal(raw).rows()
+    df = manifest.frame(rows)
+    keyed = df["url"].notna()
+    return pd.concat([df[~keyed], df[keyed].drop_duplicates("url", keep="last")], ignore_index=True)
+
+
+class Downloader:
+    """Downloads image URLs into a raw set: validated, deduplicated, journaled. Thread-safe;
+    shared by the shard tasks of one acquire run."""
+
+    def __init__(self, raw: Path, settings: http.HttpSettings):
+        self.raw = Path(raw)
+        self.settings = settings
+        self.journal = Journal(self.raw)
+        self.lock = threading.Lock()
+        self.bar = None  # an optional shared tqdm bar, advanced once per finished URL
+        done = known_rows(self.raw)
+        ok = done[(done["status"] == "ok") & done["path"].notna()]
+        self.by_sha = {s: p for s, p in zip(ok["sha256"], ok["path"]) if p and Path(p).is_file()}
+        finished = done[done["url"].notna()]
+        self.done = {u for u, st, r, p in zip(finished["url"], finished["status"], finished["reason"],
+                                              finished["path"])
+                     if (st == "duplicate") or (st == "ok" and p and Path(p).is_file())
+                     or (st == "failed" and not http.is_transient(r))}
+
+    def pending(self, items: Iterable[dict]) -> list[dict]:
+        seen, out = set(), []
+        for item in items:
+            if item["url"] not in self.done and item["url"] not in seen:
+                seen.add(item["url"])
+                out.append(item)
+        return out
+
+    def store(self, data: bytes, sha: str) -> tuple[str, str | None]:
+        """('ok', path) for new content, ('duplicate', kept path) for content already stored."""
+        with self.lock:
+            kept = self.by_sha.get(sha)
+            if kept:
+                return "duplicate", kept
+            path = self.raw / "images" / sha[:2] / f"{sha}.{_format(data)}"
+            self.by_sha[sha] = str(path)
+        try:
+            write_bytes(path, data)
+        except BaseException:
+            with self.lock:
+                self.by_sha.pop(sha, None)
+            raise
+        return "ok", str(path)
+
+    def fetch_one(self, sess, item: dict) -> dict:
+        base = dict(url=item["url"], source_page=item.get("source_page"), identity=item.get("identity"))
+        try:
+            data, ctype = http.fetch_bytes(sess, item["url"], self.settings)
+        except http.FetchFailed as exc:
+            return manifest.row(**base, status="failed", reason=str(exc))
+        sha = manifest.sha256_bytes(data)
+        checked = manifest.check_image(data)
+        if isinstance(checked, str):
+            if ctype:
+                checked += f" (served as {ctype.split(';')[0]})"
+            return manifest.row(**base, status="failed", reason=checked, sha256=sha, bytes=len(data))
+        status, path = self.store(data, sha)
+        row = manifest.row(**base, status=status, sha256=sha, bytes=len(data), width=checked[0],
+                           height=checked[1])
+        if status == "duplicate":
+            row.update(reason=f"same content as {path}")
+        else:
+            row.update(path=path)
+        return row
+
+    def download(self, items: list[dict], threads: int) -> list[dict]:
+        """Download `items` ({url, source_page?, identity?}) with a bounded thread pool; every
+        finished row is journaled at once."""
+        sess = http.session(http.HttpSettings(**{**self.settings.__dict__, "pool": max(threads, 1)}))
+
+        def one(item: dict) -> dict:
+            row = self.fetch_one(sess, item)
+            self.journal.append(row)
+            if self.bar is not None:
+                self.bar.update(1)
+            return row
+
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, min(threads, len(items) or 1))) as pool:
+                return list(pool.map(one, items))
+        finally:
+            sess.close()

@@ -1,0 +1,164 @@
+"""Web sources as plain functions: URL lists, one URL (image or archive), and the final manifest.
+
+Raw set layout for downloads:
+    raw/<name>/images/<sha[:2]>/<sha256>.<ext>   single images (URL, URL list, scrape)
+    raw/<name>/images/<archive>-<urlhash>/...     an archive's extracted tree
+    raw/<name>/.journal/*.jsonl                   rows finished but not yet in the manifest
+    raw/<name>/.downloads/<key>.part              an archive being downloaded (resumed by a rerun)
+Archive members get the URL `<archive url>#<member path>` so every manifest row has its own URL.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path, PurePosixPath
+from typing import Callable
+from urllib.parse import urlsplit
+
+import pandas as pd
+
+from tasks.acquisition import archives, http, local, manifest, presets, store
+from tasks.errors import DownloadError, InputError, NotFoundError
+
+WEB_SOURCE = {"kind": "web"}
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tbz2", ".txz", ".tar", ".zip")
+
+
+def _stem(url: str) -> str:
+    leaf = PurePosixPath(urlsplit(url).path).name
+    for suffix in _ARCHIVE_SUFFIXES + (".jpg", ".jpeg", ".png", ".gif", ".webp"):
+        if leaf.lower().endswith(suffix):
+            return leaf[: -len(suffix)]
+    return leaf or (urlsplit(url).hostname or "")
+
+
+def default_name(config) -> str:
+    if config.preset:
+        return config.preset
+    if config.url:
+        return local.default_name(_stem(config.url) or "download")
+    if config.url_list:
+        return local.default_name(Path(config.url_list).stem)
+    return local.default_name(urlsplit(config.scrape[0]).hostname or "scrape")
+
+
+def read_url_list(path: str | Path) -> list[dict]:
+    """[{url, identity}] from a .txt (one URL a line, # comments), .csv or .parquet (`url` column,
+    optional `identity`)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise NotFoundError(f"URL list not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            df = pd.read_parquet(path)
+        elif suffix in (".csv", ".tsv"):
+            df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str)
+        else:
+            lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines()]
+            df = pd.DataFrame({"url": [ln for ln in lines if ln and not ln.startswith("#")]})
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise InputError(f"cannot read URL list {path}: {exc}") from exc
+    if "url" not in df.columns:
+        raise InputError(f"URL list {path} has no `url` column (columns: {', '.join(map(str, df.columns))})")
+    df = df[df["url"].notna() & (df["url"].astype(str).str.strip() != "")]
+    if df.empty:
+        raise InputError(f"URL list {path} holds no URLs")
+    identity = df["identity"] if "identity" in df.columns else pd.Series([None] * len(df), index=df.index)
+    return [{"url": str(u).strip(), "identity": None if pd.isna(i) else str(i)}
+            for u, i in zip(df["url"], identity)]
+
+
+def _archive_rows(url: str, folder: Path, rejected: list[tuple[str, str]], workers: int,
+                  shard_size: int, progress: bool) -> list[dict]:
+    rows = [manifest.row(url=f"{url}#{name}", source_page=url, status="failed", reason=reason)
+            for name, reason in rejected]
+    files = local.list_files(folder)
+    root = archives.content_root(folder)
+    checked = local.inspect_files([str(f) for f in files], workers, shard_size, progress, "checking images")
+    for f, r in zip(files, checked):
+        r.update(url=f"{url}#{f.relative_to(folder).as_posix()}", source_page=url, mtime_ns=None,
+                 identity=local.identity_of(f, root) if f.is_relative_to(root) else None)
+        rows.append(r)
+    return rows
+
+
+def acquire_url(url: str, raw: Path, settings: http.HttpSettings, *, checksum: tuple[str, str] | None,
+                max_archive_bytes: int, max_archive_files: int, workers: int = 2, shard_size: int = 200,
+                progress: bool = True, log: Callable[[str], None] = lambda _m: None) -> list[dict]:
+    """Fetch one URL into `raw`: an image is stored, an archive is verified and extracted
+    safely. Returns its manifest rows. Any failure raises DownloadError and keeps the raw set as
+    it was (this is the whole request)."""
+    known = store.known_rows(raw)
+    mine = known[(known["url"] == url) | (known["source_page"] == url)]
+    if ((mine["status"] == "ok") & mine["path"].map(lambda p: bool(p) and Path(p).is_file())).any():
+        log(f"{url} was acquired before: nothing to download")
+        return []
+    downloads = raw / ".downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    part = downloads / f"{hashlib.sha1(url.encode()).hexdigest()[:16]}.part"
+    sess = http.session(settings)
+    try:
+        digests = http.download_file(sess, url, part, settings, max_archive_bytes, progress, log)
+    except http.FetchFailed as exc:
+        raise DownloadError(f"cannot download {url}: {exc}") from exc
+    finally:
+        sess.close()
+    try:
+        if checksum and digests[checksum[0]].lower() != checksum[1].lower():
+            raise DownloadError(f"checksum mismatch for {url}: expected {checksum[0]} {checksum[1].lower()}, "
+                                f"got {digests[checksum[0]]}")
+        kind = archives.sniff(part)
+        if kind is None:
+            return [_store_single(url, part, raw, settings)]
+        key = f"{local.default_name(_stem(url) or 'archive')[:80]}-{hashlib.sha1(url.encode()).hexdigest()[:8]}"
+        staging, final = raw / f".staging-{key}", raw / "images" / key
+        log(f"extracting {kind} archive {url} ({digests['bytes']} bytes, sha256 {digests['sha256']})")
+        rejected = archives.extract(part, staging, max_archive_bytes, max_archive_files)
+        if final.exists():
+            shutil.rmtree(final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(final)
+        return _archive_rows(url, final, rejected, workers, shard_size, progress)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _store_single(url: str, part: Path, raw: Path, settings: http.HttpSettings) -> dict:
+    data = part.read_bytes()
+    checked = manifest.check_image(data)
+    if isinstance(checked, str):
+        if "drive.google.com" in url or b"accounts.google.com" in data[:20000]:
+            raise DownloadError(presets.GOOGLE_DRIVE_REFUSED)
+        raise DownloadError(f"{url} is neither an image nor a zip/tar archive ({checked})")
+    if len(data) > settings.max_bytes:
+        raise DownloadError(f"{url}: image of {len(data)} bytes exceeds --max-bytes {settings.max_bytes}")
+    dl = store.Downloader(raw, settings)
+    sha = manifest.sha256_bytes(data)
+    status, path = dl.store(data, sha)
+    row = manifest.row(url=url, status=status, sha256=sha, bytes=len(data), width=checked[0], height=checked[1])
+    row.update(path=path) if status == "ok" else row.update(reason=f"same content as {path}")
+    return row
+
+
+def finalize(raw: Path, extra_rows: list[dict] = ()) -> pd.DataFrame:
+    """Merge manifest + journal + `extra_rows` (later wins per URL), mark duplicates, drop the
+    stored copies of duplicate or invalid downloads, write the manifest, clear the journal."""
+    rows = store.known_rows(raw).to_dict("records") + list(extra_rows)
+    df = manifest.frame(rows)
+    df = df.drop_duplicates("url", keep="last").reset_index(drop=True)
+    df = manifest.mark_duplicates(df)
+    images = (raw / "images").resolve()
+    kept = set(df.loc[df["status"] == "ok", "path"].dropna())
+    drop = (df["status"] != "ok") & df["path"].notna()
+    for i in df.index[drop]:
+        path = Path(df.at[i, "path"])
+        if str(path) not in kept and path.resolve().is_relative_to(images):
+            path.unlink(missing_ok=True)
+        df.at[i, "path"] = None
+    manifest.write_source(raw, WEB_SOURCE)
+    manifest.write(df, raw)
+    store.Journal(raw).clear()
+    for staging in raw.glob(".staging-*"):
+        shutil.rmtree(staging, ignore_errors=True)
+    return df

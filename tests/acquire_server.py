@@ -1,0 +1,104 @@
+"""A real HTTP server on 127.0.0.1 for the acquire tests and bench/download_throughput.py.
+
+Routes map a path to a behaviour; every request is counted per path (`server.counts`).
+    Route(body, ctype)                      200 with the body
+    Route(body, fail_first=2)               500 twice, then 200
+    Route(status=500)                       always that status
+    Route(body, delay=5)                    waits before answering (slower than a timeout)
+    Route(body, truncate=True)              announces the full length, sends half, hangs up
+    Route(redirect="/a")                    302 to another path
+"""
+from __future__ import annotations
+
+import collections
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Route:
+    body: bytes = b""
+    ctype: str = "image/jpeg"
+    status: int = 200
+    fail_first: int = 0
+    delay: float = 0.0
+    truncate: bool = False
+    redirect: str | None = None
+
+
+class LoopbackServer:
+    def __init__(self, routes: dict[str, Route] | None = None, latency: float = 0.0):
+        self.routes: dict[str, Route] = dict(routes or {})
+        self.latency = latency            # added to every non-HTML response
+        self.counts: collections.Counter = collections.Counter()
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_GET(self):
+                path = self.path.split("?", 1)[0]
+                with server.lock:
+                    server.counts[path] += 1
+                    n = server.counts[path]
+                route = server.routes.get(path)
+                if route is None:
+                    return self._send(404, b"not found", "text/plain")
+                if route.delay:
+                    time.sleep(route.delay)
+                if server.latency and not route.ctype.startswith("text/"):
+                    time.sleep(server.latency)
+                if route.redirect:
+                    self.send_response(302)
+                    self.send_header("Location", route.redirect)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if n <= route.fail_first:
+                    return self._send(500, b"try again", "text/plain")
+                if route.truncate:
+                    self.send_response(200)
+                    self.send_header("Content-Type", route.ctype)
+                    self.send_header("Content-Length", str(len(route.body)))
+                    self.end_headers()
+                    self.wfile.write(route.body[: len(route.body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self._send(route.status, route.body, route.ctype)
+
+            def _send(self, status: int, body: bytes, ctype: str):
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.request_queue_size = 256
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def __enter__(self) -> "LoopbackServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+

@@ -1,0 +1,167 @@
+"""Web acquisition against a real loopback server: failure injection, unsafe archives, bad input."""
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import uuid
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+
+from flows.acquire import acquire
+from flows.config.acquire import AcquireConfig
+from tests.acquire_server import LoopbackServer, Route
+from tests.conftest import shared
+
+FAST = dict(timeout=0.5, retries=2, backoff=0.01, workers=4, progress=False)
+
+
+def _photos(n: int, folder: str = "face_recognition") -> list[bytes]:
+    files = sorted(p for p in shared("photos", folder).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    return [p.read_bytes() for p in files[:n]]
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _all_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def test_failure_injection_url_list(tmp_path, facegan_home):
+    good = _photos(4)
+    big = max(_photos(20, "deepface"), key=len)
+    assert len(big) > max(map(len, good))
+    routes = {
+        "/ok0.jpg": Route(good[0]), "/ok1.jpg": Route(good[1]), "/ok2.png": Route(good[2], "image/png"),
+        "/dup.jpg": Route(good[0]),                                   # same bytes as ok0
+        "/flaky.jpg": Route(good[3], fail_first=1),                   # 500 then success
+        "/down.jpg": Route(b"err", "text/plain", status=500),         # persistent 500
+        "/slow.jpg": Route(good[1], delay=3),                         # slower than the timeout
+        "/trunc.jpg": Route(good[2], truncate=True),                  # body cut short
+        "/page.jpg": Route(b"<html><body>not a photo</body></html>"),  # HTML served as image/jpeg
+        "/big.jpg": Route(big),                                       # over --max-bytes
+        "/loop1.jpg": Route(redirect="/loop2.jpg"), "/loop2.jpg": Route(redirect="/loop1.jpg"),
+        "/gone.jpg": Route(b"", status=404),
+    }
+    with LoopbackServer(routes) as srv:
+        listing = tmp_path / "urls.csv"
+        pd.DataFrame({"url": [srv.url(p) for p in routes if p != "/loop2.jpg"],
+                      "identity": ["person"] * (len(routes) - 1)}).to_csv(listing, index=False)
+        result = acquire(AcquireConfig(url_list=listing, name="inject", max_bytes=len(big) - 1,
+                                       shard_size=4, **FAST))
+        counts = dict(srv.counts)
+    raw = facegan_home / "raw" / "inject"
+    df = pd.read_parquet(raw / "manifest.parquet").set_index("url")
+    status = {u.rsplit("/", 1)[1]: s for u, s in df["status"].items()}
+    reason = {u.rsplit("/", 1)[1]: (r if isinstance(r, str) else "") for u, r in df["reason"].items()}
+    assert status == {"ok0.jpg": "ok", "ok1.jpg": "ok", "ok2.png": "ok", "flaky.jpg": "ok", "dup.jpg": "duplicate",
+                      "down.jpg": "failed", "slow.jpg": "failed", "trunc.jpg": "failed", "page.jpg": "failed",
+                      "big.jpg": "failed", "loop1.jpg": "failed", "gone.jpg": "failed"}
+    assert reason["down.jpg"].startswith("http 500") and counts["/down.jpg"] == 3   # 1 + 2 retries
+    assert counts["/flaky.jpg"] == 2
+    assert reason["slow.jpg"].startswith("timeout")
+    assert reason["trunc.jpg"].startswith("truncated")
+    assert reason["page.jpg"].startswith("not an image") and "image/jpeg" in reason["page.jpg"]
+    assert reason["big.jpg"].startswith("too large")
+    assert reason["loop1.jpg"].startswith("redirect loop")
+    assert reason["gone.jpg"].startswith("http 404")
+    assert result["ok"] == 4 and result["duplicates"] == 1 and result["failed"] == 7
+    # every good image stored exactly once, byte for byte; nothing partial; nothing elsewhere
+    stored = [p for p in _all_files(raw / "images")]
+    assert sorted(_sha(p.read_bytes()) for p in stored) == sorted(_sha(b) for b in good)
+    ours = [p for p in _all_files(facegan_home) if "mlartifacts" not in p.parts]   # MLflow's own store
+    assert {p.name for p in ours} == {p.name for p in stored} | {"manifest.parquet", "source.json"}
+    ok = df[df["status"] == "ok"]
+    assert all(_sha(Path(p).read_bytes()) == s for p, s in zip(ok["path"], ok["sha256"]))
+    assert set(df["identity"]) == {"person"}
+
+
+def _zip_with_traversal(photos: list[bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("set/Ann/Ann_0001.jpg", photos[0])
+        zf.writestr("set/Ben/Ben_0001.jpg", photos[1])
+        zf.writestr("set/Ben/copy.jpg", photos[1])
+        zf.writestr("set/readme.txt", "not an image")
+        zf.writestr("../../zip-escape.jpg", photos[2])
+        zf.writestr("set/../../../zip-escape2.jpg", photos[2])
+    return buf.getvalue()
+
+
+def _tar_with_escapes(photos: list[bytes], outside: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in [("set/Cid/Cid_0001.jpg", photos[2]), ("set/Cid/Cid_0002.jpg", photos[3]),
+                           (str(outside), photos[0])]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("set/Cid/escape.jpg")
+        link.type, link.linkname = tarfile.SYMTYPE, "../../../../../../etc/passwd"
+        tf.addfile(link)
+        hard = tarfile.TarInfo("set/hard.jpg")
+        hard.type, hard.linkname = tarfile.LNKTYPE, str(outside)
+        tf.addfile(hard)
+    return buf.getvalue()
+
+
+def test_unsafe_archives_extract_only_safe_members(tmp_path, facegan_home):
+    photos = _photos(4)
+    outside = Path("/tmp") / f"facegan-escape-{uuid.uuid4().hex}.jpg"
+    zdata, tdata = _zip_with_traversal(photos), _tar_with_escapes(photos, outside)
+    routes = {"/faces.zip": Route(zdata, "application/zip"), "/faces.tgz": Route(tdata, "application/gzip")}
+    with LoopbackServer(routes) as srv:
+        first = acquire(AcquireConfig(url=srv.url("/faces.zip"), sha256=_sha(zdata), name="arch", **FAST))
+        second = acquire(AcquireConfig(url=srv.url("/faces.tgz"), name="arch", **FAST))
+        again = acquire(AcquireConfig(url=srv.url("/faces.tgz"), name="arch", **FAST))
+        assert srv.counts["/faces.tgz"] == 1          # the rerun found it done
+    raw = facegan_home / "raw" / "arch"
+    df = pd.read_parquet(raw / "manifest.parquet")
+    member = df["url"].str.split("#").str[1]
+    rows = dict(zip(member, df.to_dict("records")))
+    assert first["ok"] == 2 and second["ok"] == 4 and again["ok"] == 4
+    assert rows["set/Ann/Ann_0001.jpg"]["identity"] == "Ann" and rows["set/Cid/Cid_0002.jpg"]["identity"] == "Cid"
+    assert rows["set/Ben/copy.jpg"]["status"] == "duplicate"
+    assert rows["../../zip-escape.jpg"]["reason"].startswith("unsafe path")
+    assert rows["set/../../../zip-escape2.jpg"]["reason"].startswith("unsafe path")
+    assert rows[str(outside)]["reason"].startswith("unsafe path: absolute")
+    assert rows["set/Cid/escape.jpg"]["reason"].startswith("unsafe link")
+    assert rows["set/hard.jpg"]["status"] == "failed"
+    assert rows["set/readme.txt"]["reason"].startswith("not an image")
+    assert not outside.exists()
+    assert not list(tmp_path.parent.rglob("zip-escape*")) and not list(facegan_home.rglob("*escape*"))
+    # only the 4 distinct good photos remain on disk (the duplicate and the text file were dropped)
+    kept = _all_files(raw / "images")
+    assert sorted(_sha(p.read_bytes()) for p in kept) == sorted(_sha(b) for b in photos)
+    assert not list(raw.glob(".staging-*")) and not list(raw.rglob("*.part"))
+
+
+def test_bad_input_one_line_and_earlier_downloads_intact(tmp_path, cli, facegan_home):
+    photos = _photos(2)
+    zdata = _zip_with_traversal(_photos(4))
+    routes = {"/a.jpg": Route(photos[0]), "/b.zip": Route(zdata, "application/zip"), "/": Route(b"<html></html>", "text/html")}
+    with LoopbackServer(routes) as srv:
+        acquire(AcquireConfig(url=srv.url("/a.jpg"), name="keep", **FAST))
+        raw = facegan_home / "raw" / "keep"
+        before = {p: p.read_bytes() for p in _all_files(raw)}
+        no_url = tmp_path / "list.csv"
+        no_url.write_text("link,identity\nhttp://example.org/a.jpg,x\n")
+        cases = {
+            "unreachable": (["--url", "http://127.0.0.1:9/x.jpg"], "cannot download"),
+            "no url column": (["--url-list", no_url], "has no `url` column"),
+            "checksum": (["--url", srv.url("/b.zip"), "--sha256", "0" * 64], "checksum mismatch"),
+            "depth": (["--scrape", srv.url("/"), "--depth", "-1"], "--depth"),
+            "bomb": (["--url", srv.url("/b.zip"), "--max-archive-files", "3"], "more than 3 files"),
+        }
+        for label, (args, message) in cases.items():
+            proc = cli("acquire", *args, "--name", "keep", "--retries", "0", "--timeout", "2")
+            lines = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()]
+            assert proc.returncode == 2, (label, proc.stderr[-2000:])
+            assert len(lines) == 1 and message in lines[0], (label, proc.stderr[-2000:])
+            assert "Traceback" not in proc.stderr, label
+    after = {p: p.read_bytes() for p in _all_files(raw)}
+    assert after == before
