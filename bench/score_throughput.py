@@ -1,0 +1,105 @@
+"""Scoring throughput of the evaluate stage on 1000 real 64 px face crops.
+
+Measured in one run on the same images:
+  (a) baseline: detection in one process (a plain loop over face_recognition, as the seed did)
+  (b) facegan detection: evaluation.detection.detect_faces over all cores (process pool,
+      including the pool's start-up)
+  (c) facegan detection + 128-d encodings: evaluation.embeddings.detect_and_encode (what
+      `facegan evaluate` runs for every image; its on-disk cache is not used here)
+Goal on a 2-core CPU: (b) <= 30 s and (c) <= 120 s for 1000 images.
+
+Crops: faces.npy of a crop dataset (--dataset PATH, a folder holding faces.npy, or NAME in
+$FACEGAN_HOME), else made on the fly from the LFW archive in ../shared/data (Haar crops, as
+`facegan crop` makes them). Prints `ratio: X.XX` ((a) / (b)) and, last,
+`seconds: detection X, with encodings Y`.
+
+    .venv/bin/python bench/score_throughput.py [--n 1000] [--dataset PATH|NAME] [--workers N]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+
+def crops_from_lfw(n: int) -> np.ndarray:
+    """n 64 px crops (largest face per photo) of the first LFW photos, made by the crop stage's
+    own function (Haar, 10% margin, square, INTER_AREA)."""
+    from tasks.cropping.shards import CropParams, crop_image
+
+    shared = Path(os.environ.get("FACEGAN_SHARED_DATA", REPO.parent / "shared" / "data"))
+    tgz = shared / "archives" / "lfw-deepfunneled.tgz"
+    if not tgz.is_file():
+        sys.exit(f"score_throughput: {tgz} not found; pass --dataset")
+    params = CropParams(sizes=(64,), largest_only=True)
+    crops: list[np.ndarray] = []
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(tgz, "r:gz") as tar:
+        for member in tar:
+            if len(crops) >= n:
+                break
+            if member.isfile() and member.name.endswith(".jpg"):
+                tar.extract(member, tmp, filter="data")
+                out = crop_image(str(Path(tmp) / member.name), params)
+                crops.extend(out[1][64] if out else [])
+    return np.stack(crops)
+
+
+def load_crops(dataset: str | None, n: int) -> np.ndarray:
+    if dataset is None:
+        return crops_from_lfw(n)
+    from tasks.training.data import resolve_dataset_path
+
+    path = resolve_dataset_path(dataset, 64)[1]
+    faces = np.load(path / "faces.npy", mmap_mode="r")
+    pick = np.random.default_rng(0).choice(len(faces), size=min(n, len(faces)), replace=False)
+    return np.asarray(faces[np.sort(pick)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--dataset", default=None, help="crop dataset NAME or PATH (64 px)")
+    parser.add_argument("--workers", type=int, default=None, help="scoring processes (default: all cores)")
+    args = parser.parse_args()
+
+    from evaluation import detection, embeddings, face_lib
+
+    images = load_crops(args.dataset, args.n)
+    print(f"{len(images)} real 64 px crops, {os.cpu_count()} cores, protocol: {detection.PROTOCOL}")
+    face_lib.load()
+
+    start = time.perf_counter()
+    seq = detection.detect_faces(images, workers=1)
+    baseline = time.perf_counter() - start
+    print(f"(a) detection, one process:        {baseline:6.1f} s  ({len(images) / baseline:5.1f} img/s)")
+
+    face_lib.shutdown()  # (b) includes starting the worker pool
+    start = time.perf_counter()
+    par = detection.detect_faces(images, workers=args.workers)
+    det_s = time.perf_counter() - start
+    print(f"(b) detection, process pool:       {det_s:6.1f} s  ({len(images) / det_s:5.1f} img/s), "
+          f"detected {par.mean():.3f}")
+    assert np.array_equal(seq, par), "parallel and sequential detection disagree"
+
+    start = time.perf_counter()
+    found, enc = embeddings.detect_and_encode(images, workers=args.workers)
+    both_s = time.perf_counter() - start
+    print(f"(c) detection + encodings, pool:   {both_s:6.1f} s  ({len(images) / both_s:5.1f} img/s), "
+          f"encodings {enc.shape}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"load average during the run: {load:.2f}")
+    print(f"ratio: {baseline / det_s:.2f}")
+    print(f"seconds: detection {det_s:.1f}, with encodings {both_s:.1f}")
+
+
+if __name__ == "__main__":
+    main()
