@@ -15,6 +15,7 @@ from tqdm import tqdm
 from flows.config.acquire import AcquireConfig
 from flows.config.base import default_workers
 from tasks import tracking
+from tasks.atomic import clean_partials
 from tasks.acquisition import http, local, manifest, presets, scrape, store, web
 from tasks.errors import DownloadError
 
@@ -77,6 +78,8 @@ def download_urls(items: list[dict], raw: Path, config: AcquireConfig, log) -> i
 def acquire_web(config: AcquireConfig, name: str, log) -> dict:
     started = time.perf_counter()
     raw = local.claim_raw(name, web.WEB_SOURCE)
+    if (raw / "images").is_dir():
+        clean_partials(raw / "images")  # temp files of a killed run
     settings = http_settings(config)
     extra: list[dict] = []
     if config.url_list:

@@ -1,0 +1,73 @@
+"""A URL-list download killed with SIGKILL midway resumes: the rerun fetches only what was
+missing and ends with every image stored once."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+
+from tests.acquire_server import LoopbackServer, Route
+from tests.conftest import REPO, shared
+
+
+def _distinct_flowers(n: int) -> list[bytes]:
+    seen, out = set(), []
+    for path in sorted(shared("negatives", "flowers", "daisy").iterdir()):
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest not in seen:
+            seen.add(digest)
+            out.append(data)
+        if len(out) == n:
+            break
+    return out
+
+
+def _journaled_urls(raw) -> set[str]:
+    urls = set()
+    for path in (raw / ".journal").glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            try:
+                urls.add(json.loads(line)["url"])
+            except (json.JSONDecodeError, KeyError):
+                pass
+    return urls
+
+
+def test_sigkill_midway_then_rerun_downloads_only_the_rest(tmp_path, facegan_home, cli):
+    images = _distinct_flowers(120)
+    routes = {f"/img/{i:04d}.jpg": Route(data) for i, data in enumerate(images)}
+    raw = facegan_home / "raw" / "flowers"
+    with LoopbackServer(routes, latency=0.05) as srv:
+        listing = tmp_path / "urls.txt"
+        listing.write_text("# flowers\n" + "\n".join(srv.url(p) for p in routes) + "\n")
+        args = ["acquire", "--url-list", str(listing), "--name", "flowers", "--workers", "4", "--shard-size", "20",
+                "--timeout", "5", "--no-progress"]
+        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=dict(os.environ),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 180
+        while len(_journaled_urls(raw)) < 30 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        done_before = _journaled_urls(raw)
+        assert 30 <= len(done_before) < len(routes), "the kill should land midway"
+        assert not (raw / "manifest.parquet").exists()
+        srv.counts.clear()
+        srv.latency = 0.0
+        cli(*args, check=True)
+        refetched = set(srv.counts)
+    assert sum(srv.counts.values()) == len(routes) - len(done_before)
+    assert refetched == {p for p in routes if srv.url(p) not in done_before}
+    df = pd.read_parquet(raw / "manifest.parquet")
+    assert len(df) == len(routes) and set(df["status"]) == {"ok"}
+    assert df["sha256"].is_unique and df["url"].is_unique
+    stored = [p for p in (raw / "images").rglob("*") if p.is_file()]
+    assert sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in stored) == sorted(df["sha256"])
+    assert not list(raw.rglob("*.part")) and not list((raw / ".journal").glob("*.jsonl"))
