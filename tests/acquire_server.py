@@ -43,6 +43,12 @@ class LoopbackServer:
             def log_message(self, *args):  # quiet
                 pass
 
+            def setup(self):
+                super().setup()
+                # http.server writes headers and body separately: without TCP_NODELAY a reused
+                # keep-alive connection stalls ~40 ms per response (Nagle + delayed ACK)
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def do_GET(self):
                 path = self.path.split("?", 1)[0]
                 with server.lock:
@@ -102,3 +108,33 @@ class LoopbackServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
+
+
+class SubprocessServer:
+    """The same server in a child process, so that its CPU work does not share the client's GIL
+    (as a real remote host would not). No request counts."""
+
+    def __init__(self, routes: dict[str, Route], latency: float = 0.0):
+        import multiprocessing
+
+        self._ctx = multiprocessing.get_context("fork")
+        self._port = self._ctx.Queue()
+        self._proc = self._ctx.Process(target=self._run, args=(routes, latency, self._port), daemon=True)
+
+    @staticmethod
+    def _run(routes, latency, port_queue) -> None:
+        with LoopbackServer(routes, latency) as srv:
+            port_queue.put(srv.port)
+            srv.thread.join()
+
+    def __enter__(self) -> "SubprocessServer":
+        self._proc.start()
+        self.port = self._port.get(timeout=30)
+        return self
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def __exit__(self, *exc) -> None:
+        self._proc.terminate()
+        self._proc.join(10)

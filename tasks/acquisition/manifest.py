@@ -42,8 +42,8 @@ def frame(rows: Iterable[dict]) -> pd.DataFrame:
     return df
 
 
-def check_image(data: bytes) -> tuple[int, int] | str:
-    """(width, height) when `data` fully decodes as an image within Pillow's pixel limit,
+def check_image(data: bytes) -> tuple[int, int, str] | str:
+    """(width, height, format) when `data` fully decodes as an image within Pillow's pixel limit,
     else the failure reason."""
     try:
         with Image.open(io.BytesIO(data)) as im:
@@ -52,7 +52,7 @@ def check_image(data: bytes) -> tuple[int, int] | str:
             if limit and width * height > limit:
                 return f"too many pixels: {width}x{height} exceeds Pillow's limit of {limit}"
             im.load()
-            return width, height
+            return width, height, im.format or ""
     except Image.DecompressionBombError as exc:
         return f"too many pixels: {exc}"
     except Image.UnidentifiedImageError:

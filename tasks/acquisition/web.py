@@ -10,6 +10,7 @@ Archive members get the URL `<archive url>#<member path>` so every manifest row 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path, PurePosixPath
 from typing import Callable
@@ -135,7 +136,7 @@ def _store_single(url: str, part: Path, raw: Path, settings: http.HttpSettings) 
         raise DownloadError(f"{url}: image of {len(data)} bytes exceeds --max-bytes {settings.max_bytes}")
     dl = store.Downloader(raw, settings)
     sha = manifest.sha256_bytes(data)
-    status, path = dl.store(data, sha)
+    status, path = dl.store(data, sha, checked[2])
     row = manifest.row(url=url, status=status, sha256=sha, bytes=len(data), width=checked[0], height=checked[1])
     row.update(path=path) if status == "ok" else row.update(reason=f"same content as {path}")
     return row
@@ -156,6 +157,7 @@ def finalize(raw: Path, extra_rows: list[dict] = ()) -> pd.DataFrame:
         if str(path) not in kept and path.resolve().is_relative_to(images):
             path.unlink(missing_ok=True)
         df.at[i, "path"] = None
+    os.sync()  # images were written without per-file fsync: make them durable before the manifest
     manifest.write_source(raw, WEB_SOURCE)
     manifest.write(df, raw)
     store.Journal(raw).clear()
