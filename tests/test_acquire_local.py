@@ -90,6 +90,12 @@ def test_flow_logs_mlflow_run_and_default_name(tmp_path):
     assert run.data.metrics["images_per_s"] > 0
     assert run.data.params["path"] == str(root)
     assert "manifest/manifest.parquet" in tracking.list_artifacts(result["run_id"], "manifest")
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["acquire-stats"])))
+    assert any(a.type == "table" and "duplicates" in str(a.data) for a in artifacts)
 
 
 def test_cli_bad_folders_one_line_and_existing_set_untouched(tmp_path, cli, facegan_home):

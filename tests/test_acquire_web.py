@@ -165,3 +165,31 @@ def test_bad_input_one_line_and_earlier_downloads_intact(tmp_path, cli, facegan_
             assert "Traceback" not in proc.stderr, label
     after = {p: p.read_bytes() for p in _all_files(raw)}
     assert after == before
+
+
+def test_unreachable_sources_leave_no_raw_set(tmp_path, facegan_home):
+    import pytest
+
+    from tasks.errors import DownloadError
+    from tasks.paths import resolve_raw
+
+    listing = tmp_path / "dead.txt"
+    listing.write_text("".join(f"http://127.0.0.1:9/{i}.jpg\n" for i in range(3)))
+    with pytest.raises(DownloadError, match="none of the 3 URLs could be reached"):
+        acquire(AcquireConfig(url_list=listing, **{**FAST, "retries": 0}))
+    with pytest.raises(DownloadError, match="cannot reach"):
+        acquire(AcquireConfig(scrape=["http://127.0.0.1:9/index.html"], delay=0, **{**FAST, "retries": 0}))
+    assert not list(facegan_home.glob("raw/*/manifest.parquet"))
+    with pytest.raises(Exception, match="no raw image sets"):
+        resolve_raw(None)
+
+
+def test_help_documents_sources_and_the_google_drive_caveat():
+    from flows.cli import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices["acquire"]
+    text = sub.format_help()
+    for flag in ("--path", "--url", "--sha256", "--url-list", "--preset", "--scrape", "--depth", "--workers",
+                 "--timeout", "--retries", "--max-bytes", "--max-archive-files", "--allow-domain", "--delay"):
+        assert flag in text
+    assert "Google Drive" in text and "(default: 16)" in text

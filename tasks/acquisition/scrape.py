@@ -65,6 +65,7 @@ class Crawler:
         self.session = http.session(settings)
         self.robots: dict[str, RobotFileParser] = {}
         self.last_fetch: dict[str, float] = {}
+        self.robots_errors: dict[str, str] = {}
 
     def _wait(self, host: str) -> None:
         rp = self.robots.get(host)
@@ -89,6 +90,7 @@ class Crawler:
                     rp.parse([])            # no robots.txt: everything allowed
                 else:
                     rp.parse(["User-agent: *", "Disallow: /"])  # unreachable: assume disallowed
+                    self.robots_errors[host] = f"{robots_url}: {exc}"
             self.robots[host] = rp
         return self.robots[host].can_fetch(self.settings.user_agent, url)
 
@@ -143,7 +145,11 @@ class Crawler:
                         seen_pages.add(link)
                         queue.append((link, d + 1))
         self.session.close()
-        if result.pages == 0 and result.failed_pages:
-            url, reason = result.failed_pages[0]
-            raise DownloadError(f"cannot fetch start page {url}: {reason}")
+        if result.pages == 0:
+            if result.failed_pages:
+                url, reason = result.failed_pages[0]
+                raise DownloadError(f"cannot fetch start page {url}: {reason}")
+            if self.robots_errors:
+                raise DownloadError(f"cannot reach {next(iter(self.robots_errors.values()))}")
+            raise DownloadError(f"no page could be crawled from {', '.join(starts)} (robots.txt or --allow-domain)")
         return result

@@ -106,6 +106,9 @@ def acquire_url(url: str, raw: Path, settings: http.HttpSettings, *, checksum: t
     finally:
         sess.close()
     try:
+        if "drive.google.com" in url and archives.sniff(part) is None and \
+                isinstance(manifest.check_image(part.read_bytes()[:settings.max_bytes]), str):
+            raise DownloadError(presets.GOOGLE_DRIVE_REFUSED)
         if checksum and digests[checksum[0]].lower() != checksum[1].lower():
             raise DownloadError(f"checksum mismatch for {url}: expected {checksum[0]} {checksum[1].lower()}, "
                                 f"got {digests[checksum[0]]}")
@@ -129,8 +132,6 @@ def _store_single(url: str, part: Path, raw: Path, settings: http.HttpSettings) 
     data = part.read_bytes()
     checked = manifest.check_image(data)
     if isinstance(checked, str):
-        if "drive.google.com" in url or b"accounts.google.com" in data[:20000]:
-            raise DownloadError(presets.GOOGLE_DRIVE_REFUSED)
         raise DownloadError(f"{url} is neither an image nor a zip/tar archive ({checked})")
     if len(data) > settings.max_bytes:
         raise DownloadError(f"{url}: image of {len(data)} bytes exceeds --max-bytes {settings.max_bytes}")
@@ -149,6 +150,11 @@ def finalize(raw: Path, extra_rows: list[dict] = ()) -> pd.DataFrame:
     df = manifest.frame(rows)
     df = df.drop_duplicates("url", keep="last").reset_index(drop=True)
     df = manifest.mark_duplicates(df)
+    if not (df["status"] == "ok").any():  # leave no raw set that crop could pick up empty-handed
+        reasons = df["reason"].map(manifest.reason_key).value_counts()
+        detail = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in reasons.items()) or "nothing found"
+        raise DownloadError(f"no image could be acquired into {raw.name!r} ({detail}); "
+                            f"rerun to retry the transient failures")
     images = (raw / "images").resolve()
     kept = set(df.loc[df["status"] == "ok", "path"].dropna())
     drop = (df["status"] != "ok") & df["path"].notna()
