@@ -20,9 +20,11 @@ from tasks.acquisition import http, local, manifest, presets, scrape, store, web
 from tasks.errors import DownloadError
 
 PARALLEL_SHARDS = 4
+SCRAPE_WORKERS = 4
 
 import_folder_task = task(local.import_folder, name="import-folder", cache_policy=NO_CACHE)
 fetch_url_task = task(web.acquire_url, name="fetch-url", cache_policy=NO_CACHE)
+import_archive_task = task(web.import_archive_file, name="import-archive", cache_policy=NO_CACHE)
 finalize_task = task(web.finalize, name="write-manifest", cache_policy=NO_CACHE)
 
 
@@ -41,7 +43,7 @@ def source_name(config: AcquireConfig) -> str:
     """The raw set name: --name, else derived from the source."""
     if config.name:
         return config.name
-    if config.path:
+    if config.path and Path(config.path).is_dir():
         return local.default_name(Path(config.path).name)
     return web.default_name(config)
 
@@ -81,13 +83,22 @@ def acquire_web(config: AcquireConfig, name: str, log) -> dict:
         clean_partials(raw / "images")  # temp files of a killed run
     settings = http_settings(config)
     extra: list[dict] = []
-    if config.url_list:
+    crawl_stats: dict[str, float] = {}
+    if config.path:  # a local zip/tar archive
+        extra = import_archive_task(config.path, raw, max_archive_bytes=config.max_archive_bytes,
+                                    max_archive_files=config.max_archive_files, workers=min(config.workers, default_workers()),
+                                    shard_size=config.shard_size, progress=config.progress, log=log)
+    elif config.url_list:
         download_urls(web.read_url_list(config.url_list), raw, config, log)
     elif config.scrape:
         found = crawl_task(config, settings, log)
         log(f"crawled {found.pages} pages: {len(found.images)} images allowed, {found.skipped_robots} "
             f"skipped by robots.txt, {found.skipped_domain} off the allowed domains")
-        download_urls(found.images, raw, config, log)
+        crawl_stats = {"pages_crawled": found.pages, "skipped_robots": found.skipped_robots,
+                       "skipped_domain": found.skipped_domain, "failed_pages": len(found.failed_pages)}
+        # politeness: at most SCRAPE_WORKERS concurrent image requests to the crawled site(s)
+        download_urls(found.images, raw, config.model_copy(update={"workers": min(config.workers, SCRAPE_WORKERS)}),
+                      log)
     else:
         url, checksum = config.url, (("sha256", config.sha256) if config.sha256 else None)
         if config.preset:
@@ -98,7 +109,7 @@ def acquire_web(config: AcquireConfig, name: str, log) -> dict:
                                shard_size=config.shard_size, progress=config.progress, log=log)
     df = finalize_task(raw, extra)
     return {"name": name, "raw_dir": str(raw), "manifest": str(raw / "manifest.parquet"),
-            "stats": manifest.stats(df, time.perf_counter() - started)}
+            "stats": {**manifest.stats(df, time.perf_counter() - started), **crawl_stats}}
 
 
 def _params(config: AcquireConfig, name: str) -> dict:
@@ -122,12 +133,12 @@ def _publish(result: dict, tracked) -> None:
 def acquire(config: AcquireConfig) -> dict:
     """Acquire images into raw/<name>; returns name, raw dir, counts and the MLflow run id."""
     logger = get_run_logger()
-    if config.path:
-        config.path = local.check_folder(config.path)  # a missing folder fails before any run starts
+    if config.path:  # a missing folder fails before any run starts
+        config.path = local.check_source(config.path)
     name = source_name(config)
     with tracking.run("acquire", run_name=f"acquire-{name}", params=_params(config, name),
                       parent_run_id=config.parent_run_id) as tracked:
-        if config.path:
+        if config.path and config.path.is_dir():
             result = import_folder_task(config.path, name, workers=min(config.workers, default_workers()),
                                         shard_size=config.shard_size, progress=config.progress, log=logger.info)
         else:

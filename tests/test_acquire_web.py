@@ -193,3 +193,16 @@ def test_help_documents_sources_and_the_google_drive_caveat():
                  "--timeout", "--retries", "--max-bytes", "--max-archive-files", "--allow-domain", "--delay"):
         assert flag in text
     assert "Google Drive" in text and "(default: 16)" in text
+
+
+def test_local_archive_via_path(tmp_path, facegan_home):
+    photos = _photos(4)
+    archive = tmp_path / "people.tar.gz"
+    archive.write_bytes(_tar_with_escapes(photos, Path("/tmp") / f"facegan-escape-{uuid.uuid4().hex}.jpg"))
+    first = acquire(AcquireConfig(path=archive, progress=False))
+    again = acquire(AcquireConfig(path=archive, progress=False))
+    assert first["name"] == "people" and first["ok"] == 2 and again["ok"] == 2
+    df = pd.read_parquet(facegan_home / "raw" / "people" / "manifest.parquet")
+    ok = df[df["status"] == "ok"]
+    assert set(ok["identity"]) == {"Cid"} and all(Path(p).is_file() for p in ok["path"])
+    assert df["url"].str.startswith(archive.resolve().as_uri() + "#").all()

@@ -15,7 +15,7 @@ class AcquireConfig(StageConfig):
     CelebA's official copy is on Google Drive, which often refuses automated downloads: then pass
     --url to a mirror of img_align_celeba.zip, or --path to a local copy."""
 
-    path: Path | None = Field(None, description="local folder to import in place (recursive)")
+    path: Path | None = Field(None, description="local folder to import in place (recursive), or a local zip/tar archive to extract")
     url: str | None = Field(None, description="one image or archive (zip/tar/tgz) URL")
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="expected sha256 of the --url download, checked before anything is extracted")
     url_list: Path | None = Field(None, description="txt/csv/parquet file of URLs (column `url`, optional `identity`)")

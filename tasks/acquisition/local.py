@@ -112,6 +112,18 @@ def check_folder(path: str | Path) -> Path:
     return root.resolve()
 
 
+def check_source(path: str | Path) -> Path:
+    """A folder to import, or a local zip/tar archive to extract."""
+    from tasks.acquisition.archives import sniff
+
+    source = Path(path).expanduser()
+    if source.is_file():
+        if sniff(source) is None:
+            raise InputError(f"not a folder or a zip/tar archive: {source}")
+        return source.resolve()
+    return check_folder(source)
+
+
 def claim_raw(name: str, info: dict) -> Path:
     """raw/<name>, refusing to mix a local import with another source under one name."""
     raw = raw_dir(name)

@@ -34,6 +34,8 @@ def _stem(url: str) -> str:
 
 
 def default_name(config) -> str:
+    if config.path:
+        return local.default_name(_stem(Path(config.path).as_uri()) or "archive")
     if config.preset:
         return config.preset
     if config.url:
@@ -112,20 +114,44 @@ def acquire_url(url: str, raw: Path, settings: http.HttpSettings, *, checksum: t
         if checksum and digests[checksum[0]].lower() != checksum[1].lower():
             raise DownloadError(f"checksum mismatch for {url}: expected {checksum[0]} {checksum[1].lower()}, "
                                 f"got {digests[checksum[0]]}")
-        kind = archives.sniff(part)
-        if kind is None:
+        if archives.sniff(part) is None:
             return [_store_single(url, part, raw, settings)]
-        key = f"{local.default_name(_stem(url) or 'archive')[:80]}-{hashlib.sha1(url.encode()).hexdigest()[:8]}"
-        staging, final = raw / f".staging-{key}", raw / "images" / key
-        log(f"extracting {kind} archive {url} ({digests['bytes']} bytes, sha256 {digests['sha256']})")
-        rejected = archives.extract(part, staging, max_archive_bytes, max_archive_files)
-        if final.exists():
-            shutil.rmtree(final)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staging.rename(final)
-        return _archive_rows(url, final, rejected, workers, shard_size, progress)
+        log(f"{url}: {digests['bytes']} bytes, sha256 {digests['sha256']}")
+        return ingest_archive(part, url, raw, max_archive_bytes=max_archive_bytes,
+                              max_archive_files=max_archive_files, workers=workers, shard_size=shard_size,
+                              progress=progress, log=log)
     finally:
         part.unlink(missing_ok=True)
+
+
+def ingest_archive(archive: Path, url: str, raw: Path, *, max_archive_bytes: int, max_archive_files: int,
+                   workers: int = 2, shard_size: int = 200, progress: bool = True,
+                   log: Callable[[str], None] = lambda _m: None) -> list[dict]:
+    """Extract `archive` safely into raw/<name>/images/<archive>-<hash>/ (via a staging folder
+    renamed when complete) and return one manifest row per member, labelled `<url>#<member>`."""
+    kind = archives.sniff(archive)
+    if kind is None:
+        raise InputError(f"{archive} is not a zip or tar archive")
+    key = f"{local.default_name(_stem(url) or 'archive')[:80]}-{hashlib.sha1(url.encode()).hexdigest()[:8]}"
+    staging, final = raw / f".staging-{key}", raw / "images" / key
+    log(f"extracting {kind} archive {url}")
+    rejected = archives.extract(archive, staging, max_archive_bytes, max_archive_files)
+    if final.exists():
+        shutil.rmtree(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging.rename(final)
+    return _archive_rows(url, final, rejected, workers, shard_size, progress)
+
+
+def import_archive_file(path: Path, raw: Path, **kwargs) -> list[dict]:
+    """A local zip/tar given to --path: extracted like a downloaded archive (once)."""
+    url = Path(path).resolve().as_uri()
+    known = store.known_rows(raw)
+    mine = known[known["source_page"] == url]
+    if ((mine["status"] == "ok") & mine["path"].map(lambda p: bool(p) and Path(p).is_file())).any():
+        kwargs.get("log", lambda _m: None)(f"{path} was imported before: nothing to do")
+        return []
+    return ingest_archive(Path(path), url, raw, **kwargs)
 
 
 def _store_single(url: str, part: Path, raw: Path, settings: http.HttpSettings) -> dict:
