@@ -84,10 +84,11 @@ def acquire_web(config: AcquireConfig, name: str, log) -> dict:
     settings = http_settings(config)
     extra: list[dict] = []
     crawl_stats: dict[str, float] = {}
+    archive_options = dict(max_archive_bytes=config.max_archive_bytes, max_archive_files=config.max_archive_files,
+                           workers=min(config.workers, default_workers()), shard_size=config.shard_size,
+                           progress=config.progress, log=log)
     if config.path:  # a local zip/tar archive
-        extra = import_archive_task(config.path, raw, max_archive_bytes=config.max_archive_bytes,
-                                    max_archive_files=config.max_archive_files, workers=min(config.workers, default_workers()),
-                                    shard_size=config.shard_size, progress=config.progress, log=log)
+        extra = import_archive_task(config.path, raw, **archive_options)
     elif config.url_list:
         download_urls(web.read_url_list(config.url_list), raw, config, log)
     elif config.scrape:
@@ -97,16 +98,14 @@ def acquire_web(config: AcquireConfig, name: str, log) -> dict:
         crawl_stats = {"pages_crawled": found.pages, "skipped_robots": found.skipped_robots,
                        "skipped_domain": found.skipped_domain, "failed_pages": len(found.failed_pages)}
         # politeness: at most SCRAPE_WORKERS concurrent image requests to the crawled site(s)
-        download_urls(found.images, raw, config.model_copy(update={"workers": min(config.workers, SCRAPE_WORKERS)}),
-                      log)
+        polite = config.model_copy(update={"workers": min(config.workers, SCRAPE_WORKERS)})
+        download_urls(found.images, raw, polite, log)
     else:
         url, checksum = config.url, (("sha256", config.sha256) if config.sha256 else None)
         if config.preset:
             preset = presets.get(config.preset)
             url, checksum = preset.url, preset.checksum
-        extra = fetch_url_task(url, raw, settings, checksum=checksum, max_archive_bytes=config.max_archive_bytes,
-                               max_archive_files=config.max_archive_files, workers=min(config.workers, default_workers()),
-                               shard_size=config.shard_size, progress=config.progress, log=log)
+        extra = fetch_url_task(url, raw, settings, checksum=checksum, **archive_options)
     df = finalize_task(raw, extra)
     return {"name": name, "raw_dir": str(raw), "manifest": str(raw / "manifest.parquet"),
             "stats": {**manifest.stats(df, time.perf_counter() - started), **crawl_stats}}
