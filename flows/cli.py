@@ -142,11 +142,14 @@ def run(argv: list[str] | None = None) -> Any:
         config = _load(config_spec)(**args)
     except ValidationError as exc:
         parser.exit(2, f"facegan {command}: error: {format_validation_error(exc)}\n")
+    runner = _load(runner_spec)  # imports Prefect, which sets up its log handlers
     _quiet_expected_errors()
-    return _load(runner_spec)(config)
+    return runner(config)
 
 
 def main(argv: list[str] | None = None) -> None:
+    # No internet here: Prefect's telemetry would log an error on every ephemeral server start.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from tasks.errors import FaceganError
 
     try:

@@ -66,6 +66,8 @@ def crop(config: CropConfig = CropConfig()) -> dict:
 
 
 def main(config: CropConfig) -> str:
+    resolve_raw(config.raw)  # fail fast, before a Prefect server starts, on an unknown raw set
+    check_name(config.name) if config.name else None
     result = crop(config)
     if result["skipped"]:
         return f"dataset {result['dataset']} up to date at {result['path']}"
