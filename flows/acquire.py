@@ -105,7 +105,12 @@ def acquire_web(config: AcquireConfig, name: str, log) -> dict:
         if config.preset:
             preset = presets.get(config.preset)
             url, checksum = preset.url, preset.checksum
-        extra = fetch_url_task(url, raw, settings, checksum=checksum, **archive_options)
+        try:
+            extra = fetch_url_task(url, raw, settings, checksum=checksum, **archive_options)
+        except DownloadError as exc:
+            if config.preset and "connection error" in str(exc):
+                raise DownloadError(f"{exc} (offline? pass a local copy with --path, or a mirror with --url)") from exc
+            raise
     df = finalize_task(raw, extra)
     return {"name": name, "raw_dir": str(raw), "manifest": str(raw / "manifest.parquet"),
             "stats": {**manifest.stats(df, time.perf_counter() - started), **crawl_stats}}

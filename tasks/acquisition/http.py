@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -65,6 +66,12 @@ def _reason(exc: Exception) -> str:
                         requests.exceptions.InvalidURL)):
         return f"bad url: {text[:150]}"
     if isinstance(exc, requests.ConnectionError):
+        host = urlsplit(getattr(exc.request, "url", "") or "").netloc
+        for marker, say in (("NameResolution", "cannot resolve host"), ("Connection refused", "refused by"),
+                            ("Network is unreachable", "network unreachable for"),
+                            ("No route to host", "no route to")):
+            if marker in text:
+                return f"connection error: {say} {host}"
         return f"connection error: {text[:150]}"
     return f"download error: {type(exc).__name__}: {text[:150]}"
 
