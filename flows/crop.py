@@ -44,7 +44,8 @@ def crop(config: CropConfig = CropConfig()) -> dict:
 
     work = root / ".work"
     clean_partials(work) if work.exists() else None
-    shards = plan_shards(rows, config.shard_size, params, work)
+    shard_size = config.shard_size or max(10, min(200, -(-len(rows) // (4 * config.workers))))
+    shards = plan_shards(rows, shard_size, params, work)
     with tracking.run("crop", run_name=f"crop-{name}", parent_run_id=config.parent_run_id,
                       params={**config.model_dump(exclude={"parent_run_id"}), "raw": raw_name, "name": name,
                               "images": len(rows), "fingerprint": fp}) as run:
