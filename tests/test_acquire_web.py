@@ -9,10 +9,12 @@ import zipfile
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from flows.acquire import acquire
 from flows.config.acquire import AcquireConfig
 from tests.acquire_server import LoopbackServer, Route
+from tasks.errors import DownloadError
 from tests.conftest import shared
 
 FAST = dict(timeout=0.5, retries=2, backoff=0.01, workers=4, progress=False)
@@ -113,12 +115,22 @@ def test_unsafe_archives_extract_only_safe_members(tmp_path, facegan_home):
     photos = _photos(4)
     outside = Path("/tmp") / f"facegan-escape-{uuid.uuid4().hex}.jpg"
     zdata, tdata = _zip_with_traversal(photos), _tar_with_escapes(photos, outside)
-    routes = {"/faces.zip": Route(zdata, "application/zip"), "/faces.tgz": Route(tdata, "application/gzip")}
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("zeros.jpg", b"\0" * 5_000_000)                  # 5 MB from a few kB
+    routes = {"/faces.zip": Route(zdata, "application/zip"), "/faces.tgz": Route(tdata, "application/gzip"),
+              "/bomb.zip": Route(bomb.getvalue(), "application/zip")}
     with LoopbackServer(routes) as srv:
         first = acquire(AcquireConfig(url=srv.url("/faces.zip"), sha256=_sha(zdata), name="arch", **FAST))
         second = acquire(AcquireConfig(url=srv.url("/faces.tgz"), name="arch", **FAST))
         again = acquire(AcquireConfig(url=srv.url("/faces.tgz"), name="arch", **FAST))
         assert srv.counts["/faces.tgz"] == 1          # the rerun found it done
+        before = (facegan_home / "raw" / "arch" / "manifest.parquet").read_bytes()
+        with pytest.raises(DownloadError, match="more than 3 files"):   # decompression-bomb cap
+            acquire(AcquireConfig(url=srv.url("/faces.zip") + "?again", name="arch", max_archive_files=3, **FAST))
+        with pytest.raises(DownloadError, match="expands to more than 1000000 bytes"):
+            acquire(AcquireConfig(url=srv.url("/bomb.zip"), name="arch", max_archive_bytes=1_000_000, **FAST))
+        assert (facegan_home / "raw" / "arch" / "manifest.parquet").read_bytes() == before
     raw = facegan_home / "raw" / "arch"
     df = pd.read_parquet(raw / "manifest.parquet")
     member = df["url"].str.split("#").str[1]
@@ -155,7 +167,6 @@ def test_bad_input_one_line_and_earlier_downloads_intact(tmp_path, cli, facegan_
             "no url column": (["--url-list", no_url], "has no `url` column"),
             "checksum": (["--url", srv.url("/b.zip"), "--sha256", "0" * 64], "checksum mismatch"),
             "depth": (["--scrape", srv.url("/"), "--depth", "-1"], "--depth"),
-            "bomb": (["--url", srv.url("/b.zip"), "--max-archive-files", "3"], "more than 3 files"),
         }
         for label, (args, message) in cases.items():
             proc = cli("acquire", *args, "--name", "keep", "--retries", "0", "--timeout", "2")
@@ -168,9 +179,6 @@ def test_bad_input_one_line_and_earlier_downloads_intact(tmp_path, cli, facegan_
 
 
 def test_unreachable_sources_leave_no_raw_set(tmp_path, facegan_home):
-    import pytest
-
-    from tasks.errors import DownloadError
     from tasks.paths import resolve_raw
 
     listing = tmp_path / "dead.txt"
