@@ -130,3 +130,15 @@ def test_cli_bad_folders_one_line_and_existing_set_untouched(tmp_path, cli, face
 def test_default_name_is_sanitised():
     assert local.default_name("lfw deepfunneled (copy)") == "lfw-deepfunneled-copy"
     assert local.default_name("...") == "images"
+
+
+def test_hidden_folders_and_the_data_home_are_skipped(tmp_path, monkeypatch):
+    root, _ = _photo_folder(tmp_path)
+    (root / ".thumbnails").mkdir()
+    shutil.copy(shared("photos", "skimage", "camera.png"), root / ".thumbnails" / "t.png")
+    monkeypatch.setenv("FACEGAN_HOME", str(root / "facegan-data"))
+    result = local.import_folder(root, "people", workers=1, progress=False)
+    paths = pd.read_parquet(result["manifest"])["path"]
+    assert len(paths) == 9 and not any(".thumbnails" in p or "facegan-data" in p for p in paths)
+    again = local.import_folder(root, "people", workers=1, progress=False)   # its own manifest is not imported
+    assert again["stats"]["files"] == 9

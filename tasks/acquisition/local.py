@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from tasks.acquisition import manifest
 from tasks.errors import InputError, NotFoundError
-from tasks.paths import raw_dir
+from tasks.paths import data_home, raw_dir
 
 
 def default_name(text: str, fallback: str = "images") -> str:
@@ -35,9 +35,12 @@ def identity_of(path: Path, root: Path) -> str | None:
 
 
 def list_files(root: Path) -> list[Path]:
+    """Every file under `root`, sorted; hidden folders (.git, .thumbnails) and facegan's own data
+    home are skipped."""
+    home = data_home()
     files = []
     for folder, dirs, names in os.walk(root):
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and Path(folder, d).resolve() != home)
         files.extend(Path(folder) / n for n in sorted(names))
     return [f for f in files if f.is_file()]
 
