@@ -19,7 +19,7 @@ class CropConfig(StageConfig):
     min_neighbors: int = Field(5, ge=0, le=50, description="Haar cascade minNeighbors")
     margin: float = Field(0.10, ge=0.0, le=1.0, description="box growth per side, as a fraction of the face box")
     dedupe: bool = Field(True, description="drop exact-duplicate crops (identical pixels)")
-    workers: int = Field(default_workers(), ge=1, le=64, description="parallel crop workers (processes)")
+    workers: int = Field(default_factory=default_workers, ge=1, le=64, description="parallel crop workers (threads: OpenCV releases the GIL)")
     shard_size: int | None = Field(None, ge=1, description="images per Prefect task (shard); none = auto (about 4 shards per worker, at most 200)")
     seed: int = Field(0, description="seed for the contact sheet's random sample")
 

@@ -1,0 +1,118 @@
+"""The installation and the shared foundation: pinned dependencies import, the CLI, the config
+reference, the tracking store and atomic writes."""
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[name.strip().lower().replace("_", "-")] = version.strip()
+    return pins
+
+
+@pytest.mark.parametrize("dist,module", [
+    ("torch", "torch"), ("torchvision", "torchvision"), ("opencv-python-headless", "cv2"),
+    ("dlib-bin", "dlib"), ("mlflow", "mlflow"), ("prefect", "prefect"), ("fastapi", "fastapi"),
+    ("pandas", "pandas"), ("pyarrow", "pyarrow"), ("pydantic", "pydantic"), ("requests", "requests"),
+    ("face-recognition-models", "face_recognition_models"), ("setuptools", "pkg_resources"),
+])
+def test_pinned_dependency_imports_at_its_pinned_version(dist, module):
+    __import__(module)
+    assert md.version(dist) == _pins()[dist]
+
+
+def test_key_pins_avoid_the_known_traps():
+    import cv2
+
+    pins = _pins()
+    assert pins["torch"].startswith("2.14.1") and pins["torchvision"].startswith("0.29.1")
+    assert int(pins["setuptools"].split(".")[0]) < 81          # face_recognition_models needs pkg_resources
+    assert int(pins["opencv-python-headless"].split(".")[0]) < 5  # Haar cascades exist
+    assert pins["fastapi"] == "0.150.0" and pins["prefect"] == "3.8.8"
+    assert hasattr(cv2, "CascadeClassifier")
+    assert (Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml").is_file()
+
+
+def test_face_recognition_imports_through_the_guard_and_finds_a_face():
+    from PIL import Image
+
+    from conftest import shared
+    from evaluation.face_lib import load
+
+    fr = load()
+    with Image.open(shared("photos", "skimage", "astronaut.png")) as im:
+        assert len(fr.face_locations(np.asarray(im.convert("RGB")))) >= 1
+    with Image.open(shared("negatives", "skimage", "coffee.png")) as im:
+        assert fr.face_locations(np.asarray(im.convert("RGB"))) == []
+
+
+def test_every_subcommand_has_help_with_defaults():
+    from flows.cli import SUBCOMMANDS
+
+    for command in SUBCOMMANDS:
+        proc = subprocess.run([sys.executable, "-m", "flows.cli", command, "--help"], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert "(default:" in proc.stdout, command
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).parent / "facegan"
+    assert exe.is_file()
+    proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "crop" in proc.stdout and "acquire" in proc.stdout
+
+
+def test_config_reference_is_in_sync():
+    from flows.reference import config_reference
+
+    assert (REPO / "docs" / "config.md").read_text() == config_reference(), \
+        "docs/config.md is stale: run `.venv/bin/python -m flows.reference > docs/config.md`"
+
+
+def test_default_tracking_store_is_sqlite_in_facegan_home(monkeypatch, facegan_home):
+    from tasks import tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert tracking.tracking_uri() == f"sqlite:///{facegan_home / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking.tracking_uri() == "http://127.0.0.1:5000"
+
+
+def test_atomic_write_leaves_old_content_on_failure(tmp_path):
+    from tasks.atomic import atomic_path, write_text
+
+    target = tmp_path / "data.txt"
+    write_text(target, "good")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "good"
+    assert [p.name for p in tmp_path.iterdir()] == ["data.txt"]
+
+
+def test_tracked_run_marks_failure_and_keeps_params(facegan_home):
+    from tasks import tracking
+
+    with pytest.raises(ValueError):
+        with tracking.run("crop", params={"sizes": [48, 64], "nested": {"a": 1}}) as run:
+            run.log_metrics({"crops": 3})
+            raise ValueError("boom")
+    got = tracking.get_run(run.run_id)
+    assert got.info.status == "FAILED"
+    assert got.data.params == {"sizes": "[48, 64]", "nested.a": "1"}
+    assert got.data.metrics == {"crops": 3.0}
