@@ -1,0 +1,62 @@
+"""The face-pipeline flow on a small real LFW folder: nested MLflow runs, the Table 1 report,
+and a rerun that skips every stage whose output is current."""
+from __future__ import annotations
+
+from conftest import extract_lfw_subset
+
+from flows.config.pipeline import PipelineConfig
+from flows.pipeline import face_pipeline
+from tasks import tracking
+
+TINY = dict(steps=3, batch_size=8, features=8, n=20, max_training=40, workers=2, sizes=[48])
+
+
+def _children(parent_id: str) -> dict[str, list]:
+    runs = tracking.find_runs(filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    by_stage: dict[str, list] = {}
+    for run in runs:
+        by_stage.setdefault(run.data.tags["facegan.stage"], []).append(run)
+    return by_stage
+
+
+def test_pipeline_nests_stage_runs_and_reuses_current_outputs(tmp_path):
+    src = extract_lfw_subset(tmp_path / "src" / "lfw-mini", 100)
+    config = PipelineConfig(source=str(src), name="mini", models=["dcgan", "began"], **TINY)
+    first = face_pipeline(config)
+
+    parent = tracking.get_run(first["pipeline_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["facegan.stage"] == "pipeline"
+    children = _children(first["pipeline_run_id"])
+    assert sorted(children) == ["acquire", "crop", "evaluate", "train"]
+    assert len(children["train"]) == 2 and {r.data.tags["facegan.model"] for r in children["train"]} == {"dcgan", "began"}
+    assert all(r.info.status == "FINISHED" for rs in children.values() for r in rs)
+    assert children["acquire"][0].data.metrics["ok"] == 100
+    evaluate_run = children["evaluate"][0]
+    assert set(evaluate_run.data.tags["facegan.evaluated_runs"].split(",")) == set(first["train_run_ids"].values())
+    # the Table 1 report: in the evaluate run and copied into the pipeline run
+    assert "report/table1.md" in tracking.list_artifacts(evaluate_run.info.run_id, "report")
+    copied = tracking.list_artifacts(first["pipeline_run_id"], "report/48px")
+    assert {"report/48px/table1.md", "report/48px/table1.csv", "report/48px/table1.html"} <= set(copied)
+    table = first["reports"][48]["markdown"]
+    assert "| DCGAN |" in table and "| BEGAN |" in table and "| real control |" in table
+    assert first["skipped"] == []
+
+    # rerun: acquire, crop and evaluate are current; training resumes the same (finished) runs
+    second = face_pipeline(config)
+    assert second["skipped"] == ["acquire", "crop", "evaluate-48"]
+    assert second["train_run_ids"] == first["train_run_ids"]
+    assert second["reports"][48]["run_id"] == evaluate_run.info.run_id
+    assert tracking.get_run(first["train_run_ids"]["dcgan-48"]).data.metrics["final_step"] == 3
+    assert "report/48px/table1.md" in tracking.list_artifacts(second["pipeline_run_id"], "report/48px")
+
+
+def test_pipeline_cli_bad_source_is_one_line(cli, tmp_path):
+    proc = cli("pipeline", "--source", str(tmp_path / "nope"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"facegan: error: --source {str(tmp_path / 'nope')!r}: no such folder or archive (give a preset: "
+        "lfw or celeba, an http(s) URL, a folder or a zip/tar archive)"]
+    proc = cli("pipeline", "--models", "vae")
+    assert proc.returncode == 2 and "--models 'vae'" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    proc = cli("pipeline", "--cpu-minutes", "0")
+    assert proc.returncode == 2 and "--cpu-minutes" in proc.stderr and "Traceback" not in proc.stderr
