@@ -214,3 +214,22 @@ def test_local_archive_via_path(tmp_path, facegan_home):
     ok = df[df["status"] == "ok"]
     assert set(ok["identity"]) == {"Cid"} and all(Path(p).is_file() for p in ok["path"])
     assert df["url"].str.startswith(archive.resolve().as_uri() + "#").all()
+
+
+def test_rerun_restores_a_deleted_download_without_duplicating(tmp_path, facegan_home):
+    photo = _photos(1)[0]
+    with LoopbackServer({"/a.jpg": Route(photo), "/same.jpg": Route(photo)}) as srv:
+        listing = tmp_path / "urls.txt"
+        listing.write_text(f"{srv.url('/a.jpg')}\n{srv.url('/same.jpg')}\n")
+        acquire(AcquireConfig(url_list=listing, name="redo", **FAST))
+        raw = facegan_home / "raw" / "redo"
+        stored = _all_files(raw / "images")
+        assert len(stored) == 1
+        stored[0].unlink()                                     # the user deletes the image
+        result = acquire(AcquireConfig(url_list=listing, name="redo", **FAST))
+        assert srv.counts["/a.jpg"] == 2 and srv.counts["/same.jpg"] == 1
+    assert result["ok"] == 1 and result["duplicates"] == 1
+    df = pd.read_parquet(raw / "manifest.parquet")
+    ok = df[df["status"] == "ok"]
+    assert len(ok) == 1 and Path(ok["path"].iloc[0]).read_bytes() == photo
+    assert [p.read_bytes() for p in _all_files(raw / "images")] == [photo]

@@ -77,11 +77,13 @@ def reason_key(reason: str | None) -> str:
 
 
 def mark_duplicates(df: pd.DataFrame) -> pd.DataFrame:
-    """Among rows with status ok/duplicate, the first of each sha256 is 'ok', later ones
-    'duplicate' (their reason names the kept file)."""
+    """Among rows with status ok/duplicate, one per sha256 is 'ok' (the first that holds a file,
+    else the first), the others 'duplicate' (their reason names the kept file)."""
     df = df.copy()
     good = df["status"].isin(["ok", "duplicate"]) & df["sha256"].notna()
-    first = ~df["sha256"].duplicated(keep="first") | ~good
+    candidates = df[good]
+    by_preference = candidates.assign(_no_file=candidates["path"].isna()).sort_values("_no_file", kind="stable")
+    first = df.index.isin(by_preference.drop_duplicates("sha256").index)
     kept = df[good & first].set_index("sha256")
     keeper = kept["path"].where(kept["path"].notna(), kept["url"])
     dup = good & ~first
