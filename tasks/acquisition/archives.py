@@ -4,10 +4,12 @@ their reason); total bytes and file count are capped (decompression bombs). Imag
 checked like any other file (Pillow's pixel limit stays on)."""
 from __future__ import annotations
 
+import lzma
 import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from tasks.errors import DownloadError
@@ -124,7 +126,7 @@ def extract(archive: Path, dest: Path, max_bytes: int, max_files: int) -> list[t
     caps = _Caps(max_bytes, max_files)
     try:
         return (_extract_zip if kind == "zip" else _extract_tar)(archive, dest, caps)
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+    except (tarfile.TarError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError) as exc:
         shutil.rmtree(dest, ignore_errors=True)
         raise DownloadError(f"corrupt {kind} archive: {exc}") from exc
     except BaseException:
