@@ -26,17 +26,31 @@ def _as_features(x, name: str) -> np.ndarray:
     return x
 
 
+def _trace_sqrt_product(cov_a: np.ndarray, cov_b: np.ndarray) -> float:
+    """Tr((S_a S_b)^1/2) for PSD S_a, S_b: the eigenvalues of S_a S_b are those of the symmetric
+    S_a^1/2 S_b S_a^1/2, so two symmetric eigendecompositions replace a general sqrtm (much
+    faster and stable for the rank-deficient covariances of few samples in many dimensions)."""
+    w, v = linalg.eigh(cov_a)
+    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    middle = root_a @ cov_b @ root_a
+    eig = linalg.eigvalsh((middle + middle.T) / 2)
+    return float(np.sqrt(np.clip(eig, 0, None)).sum())
+
+
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2) between two sets of feature vectors."""
     a, b = _as_features(a, "a"), _as_features(b, "b")
     mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    if not np.isfinite(covmean).all():  # near-singular product: regularise, as pytorch-fid does
-        eps = np.eye(len(cov_a)) * 1e-6
-        covmean = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
-    covmean = np.real(covmean)
-    value = float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean))
+    ca, cb = a - mu_a, b - mu_b
+    norm_a, norm_b = len(a) - 1, len(b) - 1
+    trace_a, trace_b = (ca * ca).sum() / norm_a, (cb * cb).sum() / norm_b
+    if min(len(a), len(b)) < a.shape[1]:
+        # fewer samples than dimensions: Tr((S_a S_b)^1/2) is the nuclear norm of the small
+        # cross-Gram matrix Ca Cb^T / sqrt(norm_a norm_b) (same nonzero spectrum, far cheaper)
+        cross = linalg.svdvals(ca @ cb.T).sum() / np.sqrt(norm_a * norm_b)
+    else:
+        cross = _trace_sqrt_product(ca.T @ ca / norm_a, cb.T @ cb / norm_b)
+    value = float(((mu_a - mu_b) ** 2).sum() + trace_a + trace_b - 2 * cross)
     return max(value, 0.0)
 
 

@@ -15,6 +15,7 @@ from tasks.atomic import atomic_path, write_text
 COLUMNS = ["model", "run", "N", "no face detected", "face detected", "detection rate",
            "relative to real control", "memorised (< real p1)", "mean nearest-training distance",
            "Fréchet distance (face enc.)", "Fréchet noise floor", "precision", "recall"]
+INCEPTION_COLUMN = "Inception FID"
 REPORT_FILES = ("table1.csv", "table1.md", "table1.html")
 
 
@@ -37,7 +38,10 @@ def build_table(rows: list[dict], control: dict, noise_floor: float) -> pd.DataF
             "Fréchet noise floor": round(noise_floor, 4),
             "precision": round(r["precision"], 4), "recall": round(r["recall"], 4),
         })
-    return pd.DataFrame.from_records(records, columns=COLUMNS)
+        if "inception_fid" in r:
+            records[-1][INCEPTION_COLUMN] = round(r["inception_fid"], 3)
+    extra = [INCEPTION_COLUMN] if INCEPTION_COLUMN in records[0] else []
+    return pd.DataFrame.from_records(records, columns=COLUMNS + extra)
 
 
 def to_markdown(table: pd.DataFrame) -> str:

@@ -40,6 +40,16 @@ def _common_dataset(config: EvaluateConfig, metas: list[dict]):
     return dataset_path_of(metas[0]), size
 
 
+def add_inception_fid(weights, entries: list[dict], scored: list[Scored], reference: np.ndarray) -> None:
+    from evaluation.inception import inception_features, load_inception
+
+    model = load_inception(weights)
+    reference_features = inception_features(model, reference)
+    for entry, row in zip(entries, scored):
+        entry["inception_fid"] = metrics.frechet_distance(inception_features(model, row.images),
+                                                          reference_features)
+
+
 @flow(name="evaluate", log_prints=True)
 def evaluate(config: EvaluateConfig) -> dict:
     """Table 1 for the given training runs; returns {run_id, table (markdown), folder}."""
@@ -71,6 +81,8 @@ def evaluate(config: EvaluateConfig) -> dict:
         for scored in [*rows, control]:
             entry = row_metrics(scored, reference_enc, training_enc, threshold, config.k)
             entries.append({**entry, "label": scored.label, "run": scored.meta.get("run_id") or scored.meta.get("ref")})
+        if config.inception_weights:
+            add_inception_fid(config.inception_weights, entries, [*rows, control], real.reference)
         table = report.build_table(entries[:-1], entries[-1], noise_floor)
         notes = [f"Real control: {real.info['n_real']} held-out crops of {dataset} ({size} px); every row "
                  f"is compared with {real.info['n_real']} other held-out crops (reference set).",
@@ -102,7 +114,8 @@ def evaluate(config: EvaluateConfig) -> dict:
                                           ("memorised", "memorised (< real p1)"),
                                           ("nearest_training_distance", "mean nearest-training distance"),
                                           ("frechet", "Fréchet distance (face enc.)"),
-                                          ("precision", "precision"), ("recall", "recall"))})
+                                          ("precision", "precision"), ("recall", "recall"),
+                                          ("inception_fid", report.INCEPTION_COLUMN)) if col in r})
         run.log_metrics({"frechet_noise_floor": noise_floor, "memorisation_threshold": threshold,
                          "seconds": time.perf_counter() - start})
         markdown = report.to_markdown(table)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from evaluation.report import COLUMNS
+from evaluation.report import COLUMNS, INCEPTION_COLUMN
 from tasks import tracking
 
 N = 64
@@ -32,6 +32,18 @@ def tiny_run(lfw_crops, tmp_path_factory) -> dict:
         else:
             os.environ["FACEGAN_HOME"] = old
     return {"run_id": run_id, "home": home}
+
+
+@pytest.fixture(scope="module")
+def inception_weights(tmp_path_factory):
+    """A torchvision Inception-v3 state dict (random init: no download here) in a local file."""
+    import torch
+    from torchvision.models import inception_v3
+
+    path = tmp_path_factory.mktemp("weights") / "inception_v3.pt"
+    torch.manual_seed(0)
+    torch.save(inception_v3(weights=None, aux_logits=True, init_weights=True).state_dict(), path)
+    return path
 
 
 def test_evaluate_writes_table_1_with_all_columns_and_logs_it(tiny_run, cli, monkeypatch):
@@ -80,12 +92,35 @@ def test_evaluate_writes_table_1_with_all_columns_and_logs_it(tiny_run, cli, mon
 def test_evaluate_bad_input_gives_one_line(cli, tiny_run, monkeypatch):
     monkeypatch.setenv("FACEGAN_HOME", str(tiny_run["home"]))
     for args, expected in ((["--run", "0123456789abcdef0123456789abcdef"], "no MLflow run"),
-                           (["--run", "/nonexistent/step-000010.pt"], "does not exist"),
                            (["--run", tiny_run["run_id"], "-n", "5"], "--n"),
-                           (["--run", tiny_run["run_id"], "--detector", "mtcnn"], "'hog' or 'cnn'"),
-                           (["--run", tiny_run["run_id"], "--dataset", "no-such-set"], "unknown crop dataset")):
+                           (["--run", tiny_run["run_id"], "--dataset", "no-such-set"], "unknown crop dataset"),
+                           (["--run", tiny_run["run_id"], "--inception-weights", "/nonexistent.pt"], "no such file")):
         proc = cli("evaluate", *args)
         assert proc.returncode != 0, args
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert expected in lines[-1], (args, proc.stderr[-1000:])
+
+
+def test_optional_inception_fid_column_from_a_local_weights_file(inception_weights, lfw_crops, tmp_path):
+    import numpy as np
+
+    from evaluation.inception import load_inception
+    from evaluation.report import build_table
+    from flows.evaluate import add_inception_fid
+    from tasks.errors import InputError
+    from tasks.scoring import Scored
+
+    faces = np.load(lfw_crops / "datasets" / "lfw-sample" / "64" / "faces.npy")[:12]
+    noise = np.random.default_rng(0).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
+    rows = [Scored("noise", noise, np.zeros(6, bool), None, {}), Scored("real", faces[:6], np.ones(6, bool), None, {})]
+    entries = [{"label": r.label, "n": 6, "detected": int(r.detected.sum()), "memorised": 0.0,
+                "nearest_mean": 0.5, "frechet": 0.1, "precision": 1.0, "recall": 1.0} for r in rows]
+    add_inception_fid(inception_weights, entries, rows, faces[6:])
+    table = build_table(entries[:1], entries[1], 0.1)
+    assert list(table.columns) == COLUMNS + [INCEPTION_COLUMN]
+    assert np.isfinite(table[INCEPTION_COLUMN]).all() and (table[INCEPTION_COLUMN] >= 0).all()
+    bad = tmp_path / "not-weights.pt"
+    bad.write_bytes(b"not a state dict")
+    with pytest.raises(InputError, match="Inception"):
+        load_inception(bad)
