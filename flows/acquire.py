@@ -157,9 +157,12 @@ def acquire(config: AcquireConfig) -> dict:
 
 def main(config: AcquireConfig) -> str:
     """CLI entry: run the flow and return the summary to print."""
-    from flows.cli import _quiet_expected_errors
+    try:  # Prefect's log handlers exist only now that prefect is imported: quiet them again
+        from flows.cli import _quiet_expected_errors
 
-    _quiet_expected_errors()  # Prefect's log handlers exist only now that prefect is imported
+        _quiet_expected_errors()
+    except ImportError:
+        pass
     r = acquire(config)
     return (f"acquired {r['name']!r}: {r['files']} files/URLs, {r['ok']} ok, {r['duplicates']} duplicates, "
             f"{r['failed']} failed -> {r['raw_dir']} (MLflow run {r['run_id']})")
