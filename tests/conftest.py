@@ -42,6 +42,7 @@ def _session_env(tmp_path_factory):
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{mlflow_dir / 'mlflow.db'}"
     os.environ["FACEGAN_MLFLOW_ARTIFACTS"] = str(mlflow_dir / "artifacts")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"  # no internet: telemetry only logs errors
     with prefect_test_harness(server_startup_timeout=120):
         os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()
         yield

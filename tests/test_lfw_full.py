@@ -20,6 +20,7 @@ class _Quiet(SimpleHTTPRequestHandler):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3000)
 def test_lfw_tgz_over_http_to_12900_crops_per_size(cli, facegan_home):
     tgz = shared("archives", "lfw-deepfunneled.tgz")
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(tgz.parent)))
