@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("flows.config.train:TrainConfig", "flows.train:main", "train a GAN (dcgan, wgan-gp, began) on a crop dataset"),
     "generate": ("flows.config.train:GenerateConfig", "flows.generate:main", "write N faces from a trained generator"),
     "pipeline": ("flows.config.pipeline:PipelineConfig", "flows.pipeline:main", "the whole DAG: acquire -> crop -> train -> evaluate, nested under one MLflow run"),
+    "serve": ("flows.config.serve:ServeConfig", "flows.serve:main", "serve every deployment (nightly pipeline + on-demand stages) from this process"),
 }
 
 
