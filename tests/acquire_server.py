@@ -27,6 +27,8 @@ class Route:
     delay: float = 0.0
     truncate: bool = False
     redirect: str | None = None
+    trickle: float = 0.0          # seconds to wait after each 64 kB of body
+    ranges: bool = False          # honour `Range: bytes=N-` with 206 Partial Content
 
 
 class LoopbackServer:
@@ -34,6 +36,7 @@ class LoopbackServer:
         self.routes: dict[str, Route] = dict(routes or {})
         self.latency = latency            # added to every non-HTML response
         self.counts: collections.Counter = collections.Counter()
+        self.range_starts: list[tuple[str, int]] = []   # (path, first byte) of every 206 answer
         self.lock = threading.Lock()
         server = self
 
@@ -79,15 +82,29 @@ class LoopbackServer:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
-                self._send(route.status, route.body, route.ctype)
+                wanted = self.headers.get("Range", "")
+                if route.ranges and wanted.startswith("bytes=") and wanted.endswith("-"):
+                    start = int(wanted[6:-1])
+                    with server.lock:
+                        server.range_starts.append((path, start))
+                    extra = {"Content-Range": f"bytes {start}-{len(route.body) - 1}/{len(route.body)}"}
+                    return self._send(206, route.body[start:], route.ctype, extra, route.trickle)
+                self._send(route.status, route.body, route.ctype, trickle=route.trickle)
 
-            def _send(self, status: int, body: bytes, ctype: str):
+            def _send(self, status: int, body: bytes, ctype: str, headers: dict | None = None,
+                      trickle: float = 0.0):
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
                 self.end_headers()
                 try:
-                    self.wfile.write(body)
+                    step = 1 << 16 if trickle else max(len(body), 1)
+                    for i in range(0, len(body), step):
+                        self.wfile.write(body[i:i + step])
+                        if trickle:
+                            time.sleep(trickle)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 

@@ -71,3 +71,45 @@ def test_sigkill_midway_then_rerun_downloads_only_the_rest(tmp_path, facegan_hom
     stored = [p for p in (raw / "images").rglob("*") if p.is_file()]
     assert sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in stored) == sorted(df["sha256"])
     assert not list(raw.rglob("*.part")) and not list((raw / ".journal").glob("*.jsonl"))
+
+
+def test_archive_download_killed_midway_resumes_with_a_range_request(tmp_path, facegan_home):
+    import io
+    import tarfile
+
+    from flows.acquire import acquire
+    from flows.config.acquire import AcquireConfig
+
+    lfw_like = io.BytesIO()
+    with tarfile.open(fileobj=lfw_like, mode="w:gz") as tf:
+        for i, data in enumerate(_distinct_flowers(120)):
+            info = tarfile.TarInfo(f"faces/Person_{i % 6}/Person_{i % 6}_{i:04d}.jpg")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    body = lfw_like.getvalue()
+    route = Route(body, "application/gzip", trickle=0.3, ranges=True)
+    raw = facegan_home / "raw" / "faces"
+    with LoopbackServer({"/faces.tgz": route}) as srv:
+        args = ["acquire", "--url", srv.url("/faces.tgz"), "--no-progress"]
+        log = open(tmp_path / "killed.log", "w")
+        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=dict(os.environ),
+                                stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 180
+        def part():
+            return next(iter((raw / ".downloads").glob("*.part")), None) if raw.exists() else None
+
+        while time.monotonic() < deadline and proc.poll() is None:
+            if part() and part().stat().st_size >= 1 << 16:   # at least one 64 kB block on disk
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kept = part().stat().st_size
+        assert 0 < kept < len(body)
+        route.trickle = 0.0
+        result = acquire(AcquireConfig(url=srv.url("/faces.tgz"), progress=False, retries=0))
+    assert srv.range_starts == [("/faces.tgz", kept)]          # only the missing bytes were fetched
+    assert result["ok"] == 120 and result["name"] == "faces"
+    df = pd.read_parquet(raw / "manifest.parquet")
+    assert df["identity"].nunique() == 6 and not list(raw.rglob("*.part"))

@@ -149,7 +149,7 @@ def download_file(sess: requests.Session, url: str, part: Path, settings: HttpSe
                    disable=not progress, mininterval=1.0)
         try:
             with open(part, "ab" if have else "wb") as out:
-                for chunk in resp.iter_content(1 << 20):
+                for chunk in resp.iter_content(CHUNK):
                     size += len(chunk)
                     if size > max_bytes:
                         raise FetchFailed(f"too large: more than max {max_bytes} bytes")
