@@ -7,15 +7,17 @@
 (b) facegan: tasks.training.loop.train_loop with TrainConfig() defaults (bf16 autocast,
     channels_last, faces.npy in memory, EMA, MLflow logging every 20 steps, grids, checkpoint).
 
-Both run the same number of generator steps on the same 64 px crops, alternating in rounds so
-a busy machine slows both alike. Prints images/s of each and, last, `ratio: X.XX` (b / a).
+Both are timed in steady state over the same number of generator steps (after untimed warm-up
+steps) on the same 64 px crops, alternating in rounds so a busy machine slows both alike. Prints
+images/s (and images per CPU-second) of each and, last, `ratio: X.XX` (b / a, images/s).
 
-    .venv/bin/python bench/train_throughput.py [--dataset NAME|PATH] [--steps 40] [--rounds 2]
+    .venv/bin/python bench/train_throughput.py [--dataset NAME|PATH] [--steps 30] [--warmup 10] [--rounds 2]
 """
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -31,7 +33,14 @@ import torchvision.transforms as transforms  # noqa: E402
 from models.dcgan import Discriminator, Generator  # noqa: E402
 
 
-def canonical_images_per_sec(folder: Path, steps: int, batch_size: int = 64, workers: int = 2) -> float:
+def cpu_seconds() -> float:
+    """CPU time of this process plus its finished children (the DataLoader workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def canonical_images_per_sec(folder: Path, steps: int, warmup: int, batch_size: int = 64,
+                             workers: int = 2) -> tuple[float, float]:
     """pytorch/examples dcgan: netG/netD with a Sigmoid D, BCELoss, fp32, ImageFolder PNGs."""
     with tempfile.TemporaryDirectory() as root:
         os.symlink(folder, Path(root) / "faces")  # ImageFolder wants root/<class>/<images>
@@ -46,9 +55,10 @@ def canonical_images_per_sec(folder: Path, steps: int, batch_size: int = 64, wor
         optimizerD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
         optimizerG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
         real_label, fake_label, done = 1.0, 0.0, 0
-        start = time.perf_counter()
-        while done < steps:
-            for data in loader:
+        start, cpu0 = time.perf_counter(), cpu_seconds()
+        while done < warmup + steps:
+            batches = iter(loader)
+            for data in batches:
                 netD.zero_grad()
                 real_cpu = data[0]
                 b_size = real_cpu.size(0)
@@ -70,12 +80,16 @@ def canonical_images_per_sec(folder: Path, steps: int, batch_size: int = 64, wor
                 errG.backward()
                 optimizerG.step()
                 done += 1
-                if done >= steps:
+                if done == warmup:  # steady state: the first steps (worker start-up) are not timed
+                    start, cpu0 = time.perf_counter(), cpu_seconds()
+                if done >= warmup + steps:
                     break
-        return steps * batch_size / (time.perf_counter() - start)
+            batches._shutdown_workers()  # join the workers so their CPU time is counted
+        images = steps * batch_size
+        return images / (time.perf_counter() - start), images / (cpu_seconds() - cpu0)
 
 
-def facegan_images_per_sec(folder: Path, steps: int, round_no: int) -> float:
+def _facegan_seconds(folder: Path, steps: int) -> tuple[float, float]:
     from flows.config.train import TrainConfig
     from tasks import tracking
     from tasks.training.loop import train_loop
@@ -84,18 +98,31 @@ def facegan_images_per_sec(folder: Path, steps: int, round_no: int) -> float:
     run = tracking.start_run("bench", run_name="bench-train-throughput")
     with tempfile.TemporaryDirectory() as run_dir:
         meta = {"model": "dcgan", "size": 64, "z_dim": cfg.z_dim, "features": cfg.features,
-                "dataset": folder.parent.name, "dataset_path": str(folder), "run_name": f"bench-{round_no}"}
-        start = time.perf_counter()
+                "dataset": folder.parent.name, "dataset_path": str(folder), "run_name": "bench"}
+        start, cpu0 = time.perf_counter(), cpu_seconds()
         train_loop(cfg, folder, Path(run_dir), meta, run)
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
     run.finish()
-    return steps * cfg.batch_size / elapsed
+    return elapsed, cpu
+
+
+def facegan_images_per_sec(folder: Path, steps: int, warmup: int) -> tuple[float, float]:
+    """Steady state: time(warmup + steps) - time(warmup), so start-up and the final checkpoint
+    and grid cancel out, as the canonical loop's untimed warm-up steps do."""
+    from tasks.training.device import auto_threads
+
+    print(f"  facegan: {auto_threads()} torch thread(s) chosen by its default (--threads auto)", flush=True)
+    long_wall, long_cpu = _facegan_seconds(folder, warmup + steps)
+    short_wall, short_cpu = _facegan_seconds(folder, warmup)
+    images = steps * 64
+    return images / max(long_wall - short_wall, 1e-9), images / max(long_cpu - short_cpu, 1e-9)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default=None, help="crop dataset name or path (default: most recent)")
-    parser.add_argument("--steps", type=int, default=40, help="generator steps per measurement")
+    parser.add_argument("--steps", type=int, default=30, help="timed generator steps per measurement")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps before the timed ones")
     parser.add_argument("--rounds", type=int, default=2, help="alternating measurement rounds")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='bench-mlflow-')}/mlflow.db")
@@ -107,13 +134,17 @@ def main() -> None:
           f"{args.steps} steps x {args.rounds} rounds, batch 64")
     canon, ours = [], []
     for r in range(args.rounds):
-        canon.append(canonical_images_per_sec(folder, args.steps))
-        print(f"round {r + 1}: canonical (fp32, PNG DataLoader) {canon[-1]:.1f} images/s", flush=True)
-        ours.append(facegan_images_per_sec(folder, args.steps, r))
-        print(f"round {r + 1}: facegan trainer (defaults)      {ours[-1]:.1f} images/s", flush=True)
-    a, b = sum(canon) / len(canon), sum(ours) / len(ours)
-    print(f"canonical {a:.1f} images/s, facegan {b:.1f} images/s")
-    print(f"ratio: {b / a:.2f}")
+        canon.append(canonical_images_per_sec(folder, args.steps, args.warmup))
+        print(f"round {r + 1}: canonical (fp32, PNG DataLoader) {canon[-1][0]:6.1f} images/s "
+              f"({canon[-1][1]:.1f} images per CPU-second)", flush=True)
+        ours.append(facegan_images_per_sec(folder, args.steps, args.warmup))
+        print(f"round {r + 1}: facegan trainer (defaults)      {ours[-1][0]:6.1f} images/s "
+              f"({ours[-1][1]:.1f} images per CPU-second)", flush=True)
+    mean = lambda rows, i: sum(row[i] for row in rows) / len(rows)  # noqa: E731
+    print(f"images per CPU-second: canonical {mean(canon, 1):.1f}, facegan {mean(ours, 1):.1f} "
+          f"(ratio {mean(ours, 1) / mean(canon, 1):.2f})")
+    print(f"images/s: canonical {mean(canon, 0):.1f}, facegan {mean(ours, 0):.1f}")
+    print(f"ratio: {mean(ours, 0) / mean(canon, 0):.2f}")
 
 
 if __name__ == "__main__":

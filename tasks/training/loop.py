@@ -103,8 +103,10 @@ def _check_finite(metrics: dict, step: int, last_ckpt: Path | None, cfg: TrainCo
 def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, run) -> dict:
     """Train until the budget is reached; resumes from run_dir/checkpoints when possible.
     `run` is a tasks.tracking.TrackedRun. Returns the final counters and checkpoint path."""
-    set_threads(cfg.threads)
+    threads = set_threads(cfg.threads)
     device = pick_device(cfg.device)
+    if device.type == "cpu":
+        log.info("training on the CPU with %d torch thread(s)", threads)
     faces = load_faces(dataset_path, cfg.size)
     ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
     ckpt.seed_everything(cfg.seed)
