@@ -224,3 +224,12 @@ def resolve_model_uri(model_uri: str) -> tuple[str | None, str]:
             mv = client.get_model_version(name, version)
         return mv.run_id, f"models:/{name}/{mv.version}"
     return None, model_uri
+
+
+def registered_models(prefix: str = "facegan-") -> list[dict]:
+    """Every version of the registered models named `prefix`*: name, version, run_id,
+    created (ms), newest first."""
+    versions = _client().search_model_versions(f"name LIKE '{prefix}%'")
+    rows = [{"name": v.name, "version": int(v.version), "run_id": v.run_id,
+             "created": v.creation_timestamp} for v in versions]
+    return sorted(rows, key=lambda r: (r["created"] or 0, r["version"]), reverse=True)
