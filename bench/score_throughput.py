@@ -82,23 +82,40 @@ def main() -> None:
     baseline = time.perf_counter() - start
     print(f"(a) detection, one process:        {baseline:6.1f} s  ({len(images) / baseline:5.1f} img/s)")
 
-    face_lib.shutdown()  # (b) includes starting the worker pool
+    face_lib.shutdown()  # (b) and (c) each include starting the worker pool
+    cpu0 = cpu_seconds()
     start = time.perf_counter()
     par = detection.detect_faces(images, workers=args.workers)
     det_s = time.perf_counter() - start
+    face_lib.shutdown()  # reap the workers so their CPU time is counted
+    det_cpu = cpu_seconds() - cpu0
     print(f"(b) detection, process pool:       {det_s:6.1f} s  ({len(images) / det_s:5.1f} img/s), "
-          f"detected {par.mean():.3f}")
+          f"detected {par.mean():.3f}, {det_cpu:.1f} CPU-s")
     assert np.array_equal(seq, par), "parallel and sequential detection disagree"
 
+    cpu0 = cpu_seconds()
     start = time.perf_counter()
     found, enc = embeddings.detect_and_encode(images, workers=args.workers)
     both_s = time.perf_counter() - start
+    face_lib.shutdown()
+    both_cpu = cpu_seconds() - cpu0
     print(f"(c) detection + encodings, pool:   {both_s:6.1f} s  ({len(images) / both_s:5.1f} img/s), "
-          f"encodings {enc.shape}")
+          f"encodings {enc.shape}, {both_cpu:.1f} CPU-s")
+    cores = args.workers or os.cpu_count() or 1
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"load average during the run: {load:.2f}")
+    print(f"load average during the run: {load:.2f} on {os.cpu_count()} cores; with the cores to "
+          f"itself (CPU-s / {cores} workers): detection ~{det_cpu / cores:.1f} s, with encodings "
+          f"~{both_cpu / cores:.1f} s")
     print(f"ratio: {baseline / det_s:.2f}")
     print(f"seconds: detection {det_s:.1f}, with encodings {both_s:.1f}")
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its reaped children (the pool's workers)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def build_table(rows: list[dict], control: dict, noise_floor: float) -> pd.DataF
 def to_markdown(table: pd.DataFrame) -> str:
     """GitHub-flavoured Markdown (no tabulate dependency)."""
     def cell(v) -> str:
-        return f"{v:.4f}".rstrip("0").rstrip(".") if isinstance(v, float) else str(v)
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
 
     head = "| " + " | ".join(table.columns) + " |"
     rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(table[c]) else "---"
@@ -131,3 +131,9 @@ def detection_figure(rows: list[tuple[str, np.ndarray, np.ndarray]], n: int = 32
             ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def close(figure) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)

@@ -99,9 +99,11 @@ def evaluate(config: EvaluateConfig) -> dict:
         for file in files:
             run.log_artifact(file, "report")
         run.log_table(table, "report/table1.json")
-        run.log_figure(report.bar_chart(table), "report/bar_chart.png")
         grid_rows = [(s.label, s.images, s.detected) for s in [*rows, control]]
-        run.log_figure(report.detection_figure(grid_rows), "grids/detected_vs_not_detected.png")
+        for figure, name in ((report.bar_chart(table), "report/bar_chart.png"),
+                             (report.detection_figure(grid_rows), "grids/detected_vs_not_detected.png")):
+            run.log_figure(figure, name)
+            report.close(figure)
         for scored in [*rows, control]:
             for key, grid in report.detection_grids(scored.images, scored.detected).items():
                 run.log_image(grid, f"grids/{_slug(scored.label)}_{key}.png")
