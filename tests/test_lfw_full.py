@@ -48,4 +48,4 @@ def test_lfw_tgz_over_http_to_12900_crops_per_size(cli, facegan_home):
         # identity = LFW folder name, e.g. .../George_W_Bush/George_W_Bush_0001.jpg
         assert manifest["identity"].nunique() > 5000
         assert (manifest["identity"] == manifest["source"].str.split("/").str[-2]).all()
-        assert (manifest["identity"] == "George_W_Bush").sum() > 500
+        assert (manifest["identity"] == "George_W_Bush").sum() > 400  # 530 photos
