@@ -5,7 +5,7 @@ explicit run id (`MlflowClient`), which is safe from Prefect worker threads. Sta
 each other run ids, never run objects.
 
 Store: MLFLOW_TRACKING_URI if set, else sqlite:///$FACEGAN_HOME/mlflow.db with artifacts in
-$FACEGAN_HOME/mlartifacts.
+$FACEGAN_HOME/mlartifacts (or $FACEGAN_MLFLOW_ARTIFACTS).
 """
 from __future__ import annotations
 
@@ -52,7 +52,8 @@ def _experiment_id(client: MlflowClient, name: str = EXPERIMENT) -> str:
         return exp.experiment_id
     artifact_location = None
     if tracking_uri().startswith("sqlite:"):
-        artifact_location = (data_home() / "mlartifacts").as_uri()
+        folder = os.environ.get("FACEGAN_MLFLOW_ARTIFACTS") or data_home() / "mlartifacts"
+        artifact_location = Path(folder).resolve().as_uri()
     try:
         return client.create_experiment(name, artifact_location=artifact_location)
     except mlflow.exceptions.MlflowException:  # created concurrently
