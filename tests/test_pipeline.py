@@ -2,12 +2,20 @@
 and a rerun that skips every stage whose output is current."""
 from __future__ import annotations
 
-from conftest import extract_lfw_subset
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO, extract_lfw_subset
+from PIL import Image
 
 from flows.config.pipeline import PipelineConfig
 from flows.pipeline import face_pipeline
 from tasks import tracking
 
+REPORTS: list[str] = []  # evaluate run made by the pipeline test, screenshotted below
 TINY = dict(steps=3, batch_size=8, features=8, n=20, max_training=40, workers=2, sizes=[48])
 
 
@@ -40,6 +48,7 @@ def test_pipeline_nests_stage_runs_and_reuses_current_outputs(tmp_path):
     table = first["reports"][48]["markdown"]
     assert "| DCGAN |" in table and "| BEGAN |" in table and "| real control |" in table
     assert first["skipped"] == []
+    REPORTS.append(evaluate_run.info.run_id)
 
     # rerun: acquire, crop and evaluate are current; training resumes the same (finished) runs
     second = face_pipeline(config)
@@ -58,3 +67,22 @@ def test_pipeline_cli_bad_source_is_one_line(cli, tmp_path):
         "lfw or celeba, an http(s) URL, a folder or a zip/tar archive)"]
     proc = cli("pipeline", "--models", "vae")
     assert proc.returncode == 2 and "--models 'vae'" in proc.stderr and len(proc.stderr.splitlines()) == 1
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="chromium not installed (./setup.sh --browser)")
+def test_mlflow_ui_screenshot_of_the_report(tmp_path):
+    if not REPORTS:
+        pytest.skip("needs the evaluate run of the pipeline test")
+    out = tmp_path / "shot.png"
+    proc = subprocess.run([sys.executable, str(REPO / "infra" / "screenshot_mlflow.py"), "--run", REPORTS[0],
+                           "--out", str(out), "--window-size", "1400,1000"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"/runs/{REPORTS[0]}/artifactPath/report/table1.html" in proc.stdout
+    image = np.asarray(Image.open(out).convert("L"))
+    assert image.shape == (1000, 1400)
+    report = image[220:700, 420:1000]  # the artifact preview pane, where table1.html renders
+    assert (report < 128).mean() > 0.02  # dark text there: the report rendered, not a blank pane
+    proc = subprocess.run([sys.executable, str(REPO / "infra" / "screenshot_mlflow.py"), "--run", "nope"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
