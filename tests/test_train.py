@@ -78,6 +78,7 @@ def test_each_model_trains_on_real_crops(lfw_crops, facegan_home, model, size, f
 
     G, meta = load_generator(f"models:/facegan-{model}-{size}/latest")
     assert meta["run_id"] == run_id and meta["model"] == model and meta["ema"] is True
+    assert meta["model_uri"] == f"models:/facegan-{model}-{size}/{meta['model_version']}"
     assert meta["dataset"] == "lfw-sample" and meta["size"] == size
     images = sample_images(G, meta, 5, seed=3)
     assert images.shape == (5, size, size, 3) and images.dtype == np.uint8
@@ -181,3 +182,13 @@ def test_bad_input_gives_one_error_line(lfw_crops, facegan_home, cli, args, mess
     error_lines = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
     assert len(error_lines) == 1 and message in error_lines[0], proc.stderr
     assert not (facegan_home / "runs").exists() or not list((facegan_home / "runs").rglob("*.pt"))
+
+
+def test_realism_score_is_logged_and_best_checkpoint_kept(lfw_crops, facegan_home):
+    pytest.importorskip("evaluation.detection")
+    run_id = train(TrainConfig(dataset=dataset_path(lfw_crops), steps=2, features=16, name="scored",
+                               register_model=False, **{**TINY, "score_every": 1, "score_samples": 16}))
+    rates = history(run_id, "detection_rate")
+    assert sorted(rates) == [1, 2] and all(0.0 <= r <= 1.0 for r in rates.values())
+    best = ckpt.load_checkpoint(facegan_home / "runs" / "scored" / "checkpoints" / ckpt.BEST)
+    assert best["best_detection_rate"] == max(rates.values()) and best["best_step"] in (1, 2)

@@ -64,16 +64,18 @@ def _load_file(path: Path, device) -> tuple[nn.Module, dict]:
     return _from_payload(payload, device)
 
 
-def _load_run(run_id: str, device) -> tuple[nn.Module, dict]:
+def _load_run(run_id: str, device, artifact: str = GENERATOR_ARTIFACT) -> tuple[nn.Module, dict]:
     from tasks import tracking
 
     try:
         run = tracking.get_run(run_id)
     except Exception:
         raise NotFoundError(f"no MLflow run, checkpoint or registered model {run_id!r}") from None
+    if artifact != GENERATOR_ARTIFACT and artifact not in tracking.list_artifacts(run_id, artifact.rsplit("/", 1)[0]):
+        artifact = GENERATOR_ARTIFACT  # registered before versioned generator files existed
     try:
         with tempfile.TemporaryDirectory(prefix="facegan-gen-") as tmp:
-            G, meta = _load_file(tracking.download_artifacts(run_id, GENERATOR_ARTIFACT, tmp), device)
+            G, meta = _load_file(tracking.download_artifacts(run_id, artifact, tmp), device)
     except Exception:  # the run is still training: use its newest checkpoint
         from tasks.training.checkpoints import latest_checkpoint
 
@@ -96,7 +98,8 @@ def _load_registered(uri: str, device) -> tuple[nn.Module, dict]:
         run_id, uri = tracking.resolve_model_uri(uri)
     except Exception as exc:
         raise NotFoundError(f"no registered model {uri}: {exc}") from None
-    G, meta = _load_run(run_id, device)
+    version = uri.rsplit("/", 1)[-1]
+    G, meta = _load_run(run_id, device, f"generator/versions/version-{version}.pt")
     meta["model_uri"] = uri
     return G, meta
 

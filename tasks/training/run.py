@@ -127,10 +127,6 @@ def publish(cfg: TrainConfig, prepared: dict, summary: dict) -> dict:
     G, meta = load_generator(summary["checkpoint"], device="cpu")
     meta.update(prepared["meta"], step=summary["step"])
     gen_path = run_dir / "generator.pt"
-    with atomic_path(gen_path) as tmp:
-        torch.save(generator_payload(G.state_dict(), meta), tmp)
-    run.log_artifact(gen_path, GENERATOR_ARTIFACT.rsplit("/", 1)[0])
-    run.log_dict(meta, META_ARTIFACT)
     import matplotlib.pyplot as plt
 
     fig = loss_figure(run.run_id)
@@ -140,6 +136,18 @@ def publish(cfg: TrainConfig, prepared: dict, summary: dict) -> dict:
     name = f"facegan-{cfg.model}-{cfg.size}" if cfg.register_model else None
     version = run.log_pytorch_model(G.float(), "model", registered_name=name, input_example=example,
                                     pip_requirements=_requirements())
+    meta["model_version"] = version
+    with atomic_path(gen_path) as tmp:
+        torch.save(generator_payload(G.state_dict(), meta), tmp)
+    folder = GENERATOR_ARTIFACT.rsplit("/", 1)[0]
+    run.log_artifact(gen_path, folder)  # the run's newest generator
+    run.log_dict(meta, META_ARTIFACT)
+    if version:  # and one per registered version, so models:/name/N stays that version
+        versioned = run_dir / "generators" / f"version-{version}.pt"
+        versioned.parent.mkdir(exist_ok=True)
+        with atomic_path(versioned) as tmp:
+            torch.save(generator_payload(G.state_dict(), meta), tmp)
+        run.log_artifact(versioned, f"{folder}/versions")
     summary_metrics = {"final_step": summary["step"], "cpu_minutes_total": summary["cpu_seconds"] / 60}
     run.log_metrics(summary_metrics, step=summary["step"])
     run.set_tags({"facegan.model_version": version or "", "facegan.registered_model": name or ""})
