@@ -66,20 +66,20 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls) -> None:
         tp = _unwrap_optional(field.annotation)
         default = field.get_default(call_default_factory=True)
         shown = "none" if default is None else (" ".join(map(str, default)) if isinstance(default, list) else default)
-        helptext = f"{field.description or ''} (default: {shown})"
+        helptext = f"{field.description or ''} " + ("(required)" if field.is_required() else f"(default: {shown})")
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": helptext}
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(tp) in (list, tuple):
             conv, choices = _scalar(typing.get_args(tp)[0])
-            kwargs.update(nargs="+", type=conv, metavar=name.upper())
+            kwargs.update(nargs="+", type=conv, metavar=name.upper(), action="extend")
             if choices:
-                kwargs["help"] = helptext.replace(" (default", f" [{'|'.join(map(str, choices))}] (default")
+                kwargs["help"] = f"{helptext} [{'|'.join(map(str, choices))}]"
         else:
             conv, choices = _scalar(tp)
             kwargs.update(type=conv, metavar=name.upper())
             if choices:
-                kwargs["help"] = helptext.replace(" (default", f" [{'|'.join(map(str, choices))}] (default")
+                kwargs["help"] = f"{helptext} [{'|'.join(map(str, choices))}]"
         parser.add_argument(*flags, **kwargs)
 
 
