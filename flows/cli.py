@@ -153,6 +153,8 @@ def run(argv: list[str] | None = None) -> Any:
 def main(argv: list[str] | None = None) -> None:
     # No internet here: Prefect's telemetry would log an error on every ephemeral server start.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # A busy machine can take longer than Prefect's default 20 s to start the ephemeral server.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from tasks.errors import FaceganError
 
     try:
