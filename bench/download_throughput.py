@@ -10,7 +10,6 @@ Last line: `ratio: X.XX` (facegan images/s over sequential images/s). Goal >= 10
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import tempfile
 import time
@@ -22,22 +21,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tasks.acquisition import http, store  # noqa: E402
-from tests.acquire_server import Route, SubprocessServer  # noqa: E402
+from tests.acquire_server import Route, SubprocessServer, distinct_images  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 
 
-def distinct_images(n: int) -> list[bytes]:
-    seen, out = set(), []
-    for path in sorted((SHARED / "negatives" / "flowers").rglob("*.jpg")):
-        data = path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        if digest not in seen:
-            seen.add(digest)
-            out.append(data)
-            if len(out) == n:
-                return out
-    raise SystemExit(f"only {len(out)} distinct images under {SHARED}/negatives/flowers")
+def flower_images(n: int) -> list[bytes]:
+    images = distinct_images(SHARED / "negatives" / "flowers", n)
+    if len(images) < n:
+        raise SystemExit(f"only {len(images)} distinct images under {SHARED}/negatives/flowers")
+    return images
 
 
 def sequential(urls: list[str], out: Path) -> float:
@@ -73,7 +66,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=16, help="facegan's --workers (its default)")
     ap.add_argument("--shard-size", type=int, default=200, help="facegan's --shard-size (its default)")
     args = ap.parse_args()
-    images = distinct_images(args.n)
+    images = flower_images(args.n)
     routes = {f"/img/{i:05d}.jpg": Route(data) for i, data in enumerate(images)}
     with SubprocessServer(routes, latency=args.latency) as srv, tempfile.TemporaryDirectory() as tmp:
         urls = [srv.url(p) for p in routes]

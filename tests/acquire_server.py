@@ -155,3 +155,20 @@ class SubprocessServer:
     def __exit__(self, *exc) -> None:
         self._proc.terminate()
         self._proc.join(10)
+
+
+def distinct_images(folder, n: int) -> list[bytes]:
+    """The first n images (by content) of the .jpg files under `folder`, sorted by path."""
+    import hashlib
+    from pathlib import Path
+
+    seen, out = set(), []
+    for path in sorted(Path(folder).rglob("*.jpg")):
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest not in seen:
+            seen.add(digest)
+            out.append(data)
+            if len(out) == n:
+                break
+    return out

@@ -12,21 +12,12 @@ import time
 
 import pandas as pd
 
-from tests.acquire_server import LoopbackServer, Route
+from tests.acquire_server import LoopbackServer, Route, distinct_images
 from tests.conftest import REPO, shared
 
 
 def _distinct_flowers(n: int) -> list[bytes]:
-    seen, out = set(), []
-    for path in sorted(shared("negatives", "flowers", "daisy").iterdir()):
-        data = path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        if digest not in seen:
-            seen.add(digest)
-            out.append(data)
-        if len(out) == n:
-            break
-    return out
+    return distinct_images(shared("negatives", "flowers", "daisy"), n)
 
 
 def _journaled_urls(raw) -> set[str]:
