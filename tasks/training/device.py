@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 
 import torch
 
@@ -50,18 +51,35 @@ def memory_format(channels_last: bool) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
+def busy_cores(window: float = 0.5) -> float:
+    """Cores busy right now: sampled from /proc/stat over `window` seconds (Linux), else the
+    1-minute load average. A sample, not the load average, so work that just ended (say, a
+    benchmark's previous round) is not counted as still running."""
+    def snapshot() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+    try:
+        total0, idle0 = snapshot()
+        time.sleep(window)
+        total1, idle1 = snapshot()
+        share = 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
+        return share * (os.cpu_count() or 1)
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except OSError:
+            return 0.0
+
+
 def auto_threads() -> int:
-    """CPU threads for training: the cores not already busy (1-minute load average), at least 1.
+    """CPU threads for training: the cores not already busy, at least 1.
 
     On a shared machine an oversubscribed OpenMP pool is far slower than a smaller one (each
     barrier waits for a descheduled thread): measured here with other jobs running, a DCGAN step
     took 3-8x longer in wall time with 2 threads than with 1."""
     cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
-    return max(1, min(cores, round(cores - busy)))
+    return max(1, min(cores, round(cores - busy_cores())))
 
 
 def set_threads(threads: int | None) -> int:
