@@ -11,39 +11,44 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 from torchvision.utils import make_grid
 
 from tasks.atomic import write_npy, write_parquet, write_text
-from tasks.cropping.shards import ShardResult
+from tasks.cropping.shards import ShardResult, write_png
 from tasks.paths import FACES_ARRAY, MANIFEST
 
 META = "meta.json"
 CONTACT_SHEET = "contact_sheet.png"
 
 
-def merge_shards(shards: list[ShardResult], sizes: list[int], dedupe: bool) -> tuple[pd.DataFrame, dict[int, np.ndarray], int]:
-    """Concatenate shards in order; drop exact-duplicate crops (identical pixels at the largest size)."""
+def merge_shards(shards: list[ShardResult], sizes: list[int], dedupe: bool
+                 ) -> tuple[pd.DataFrame, dict[int, np.ndarray], int, list[tuple[Path | None, int]]]:
+    """Concatenate shards in order; drop exact-duplicate crops (identical pixels at the largest size).
+
+    Also returns, per kept crop, where its shard wrote its PNGs: (png_dir or None, index in shard)."""
     records = [r for s in shards for r in s.records]
+    origins = [(s.png_dir, k) for s in shards for k in range(len(s.records))]
     arrays = {size: np.concatenate([s.crops[size] for s in shards]) if shards else
               np.zeros((0, size, size, 3), np.uint8) for size in sizes}
     manifest = pd.DataFrame.from_records(records)
     if manifest.empty:
-        return manifest, arrays, 0
+        return manifest, arrays, 0, []
     largest = arrays[max(sizes)]
     manifest["crop_sha256"] = [hashlib.sha256(a.tobytes()).hexdigest() for a in largest]
     keep = ~manifest["crop_sha256"].duplicated() if dedupe else pd.Series(True, index=manifest.index)
     dropped = int((~keep).sum())
     manifest = manifest[keep.values].reset_index(drop=True)
     arrays = {size: a[keep.values] for size, a in arrays.items()}
-    return manifest, arrays, dropped
+    origins = [o for o, k in zip(origins, keep.values) if k]
+    return manifest, arrays, dropped, origins
 
 
 def contact_sheet(faces: np.ndarray, n: int = 64, seed: int = 0) -> np.ndarray:
@@ -57,27 +62,31 @@ def contact_sheet(faces: np.ndarray, n: int = 64, seed: int = 0) -> np.ndarray:
     return grid.permute(1, 2, 0).numpy().copy()
 
 
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3])
-    if not ok:
-        raise OSError(f"cannot encode {path}")
-    tmp.write_bytes(buf.tobytes())
-    tmp.replace(path)
+def _place_png(path: Path, rgb: np.ndarray, shard_png: Path | None) -> None:
+    """Hard-link the PNG the shard already encoded (same pixels), else encode it here."""
+    if shard_png is not None:
+        try:
+            os.link(shard_png, path)
+            return
+        except OSError:  # no hard links on this filesystem, or the shard's PNG is gone
+            pass
+    write_png(path, rgb)
 
 
 def write_size(folder: Path, size: int, manifest: pd.DataFrame, faces: np.ndarray, meta: dict,
-               workers: int = 2, seed: int = 0) -> Path:
-    """Write one size's dataset into `folder` (a fresh staging folder)."""
+               workers: int = 2, seed: int = 0, origins: list[tuple[Path | None, int]] | None = None) -> Path:
+    """Write one size's dataset into `folder` (a fresh staging folder, swapped in whole later)."""
     folder.mkdir(parents=True, exist_ok=True)
     table = manifest.copy()
     table.insert(0, "file", [f"{i:06d}.png" for i in range(len(table))])
     table["size"] = size
+    origins = origins or [(None, 0)] * len(table)
+    sources = [d / str(size) / f"{k}.png" if d is not None else None for d, k in origins]
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        list(pool.map(lambda i: _write_png(folder / table["file"].iat[i], faces[i]), range(len(table))))
+        list(pool.map(lambda i: _place_png(folder / table["file"].iat[i], faces[i], sources[i]), range(len(table))))
     write_npy(faces, folder / FACES_ARRAY)
     write_parquet(table, folder / MANIFEST)
-    _write_png(folder / CONTACT_SHEET, contact_sheet(faces, seed=seed))
+    write_png(folder / CONTACT_SHEET, contact_sheet(faces, seed=seed))
     write_text(folder / META, json.dumps({**meta, "size": size, "crops": int(len(table))}, indent=2, default=str))
     return folder
 

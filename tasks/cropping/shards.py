@@ -1,10 +1,13 @@
 """Crop one shard of source images: read, detect, cut squares, resize to every size.
 
-A shard's result is one .npz file (an array per size + a JSON list of records), written
-atomically, so a killed crop resumes from the shards already done."""
+A shard's result is a folder of PNGs (`shard-KEY/<size>/<k>.png`, encoded here so the encoding
+runs in parallel with the other shards' detection) and one .npz file (an array per size + a JSON
+list of records). Both are atomic and the .npz is written last, so a killed crop resumes from the
+shards already done."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +34,24 @@ class ShardResult:
     images: int = 0
     unreadable: int = 0
     faces_per_image: list[int] | None = None
+    png_dir: Path | None = None    # <png_dir>/<size>/<k>.png is crop k at that size
+
+
+PNG_OPTIONS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+# fastest zlib level + RLE: measured here on 128 px crops 0.87 ms and 24 KB per PNG, against
+# 1.19 ms / 26 KB at level 1 with the default strategy and 1.54 ms / 25 KB at level 3.
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    """Write an RGB array as PNG (not atomic: callers write into a folder they rename in)."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), PNG_OPTIONS)
+    if not ok:
+        raise OSError(f"cannot encode {path}")
+    path.write_bytes(buf.tobytes())
+
+
+def shard_png_dir(target: Path) -> Path:
+    return target.with_suffix("")
 
 
 def crop_image(path: str, params: CropParams) -> tuple[list[dict], dict[int, list[np.ndarray]], int] | None:
@@ -39,7 +60,7 @@ def crop_image(path: str, params: CropParams) -> tuple[list[dict], dict[int, lis
     if bgr is None:
         return None
     h, w = bgr.shape[:2]
-    boxes = detect_faces(bgr, params.haar)
+    boxes = detect_faces(bgr, params.haar, params.largest_only)
     n_faces = len(boxes)
     if params.largest_only:
         boxes = boxes[:1]
@@ -78,6 +99,16 @@ def crop_rows(rows: list[dict], params: CropParams) -> ShardResult:
 
 
 def save_shard(result: ShardResult, target: Path) -> Path:
+    """The shard's PNG folder (built aside, renamed in), then its .npz: present means done."""
+    png_dir = shard_png_dir(target)
+    building = png_dir.with_name(png_dir.name + ".part")
+    shutil.rmtree(building, ignore_errors=True)
+    shutil.rmtree(png_dir, ignore_errors=True)
+    for size, faces in result.crops.items():
+        (building / str(size)).mkdir(parents=True)
+        for k, face in enumerate(faces):
+            write_png(building / str(size) / f"{k}.png", face)
+    building.rename(png_dir)
     meta = {"records": result.records, "images": result.images, "unreadable": result.unreadable,
             "faces_per_image": result.faces_per_image}
     arrays = {f"size_{s}": a for s, a in result.crops.items()}
@@ -91,7 +122,9 @@ def load_shard(path: Path) -> ShardResult:
     with np.load(path) as data:
         meta = json.loads(bytes(data["meta"]).decode())
         crops = {int(k.split("_")[1]): data[k] for k in data.files if k.startswith("size_")}
-    return ShardResult(meta["records"], crops, meta["images"], meta["unreadable"], meta["faces_per_image"])
+    png_dir = shard_png_dir(path)
+    return ShardResult(meta["records"], crops, meta["images"], meta["unreadable"], meta["faces_per_image"],
+                       png_dir if png_dir.is_dir() else None)
 
 
 def params_dict(params: CropParams) -> dict:

@@ -71,7 +71,7 @@ def assemble(shard_files: list[Path], sizes: list[int], dedupe: bool, root: Path
     from tasks.cropping.shards import load_shard
 
     shards = [load_shard(p) for p in shard_files]
-    manifest, arrays, dropped = merge_shards(shards, sizes, dedupe)
+    manifest, arrays, dropped, origins = merge_shards(shards, sizes, dedupe)
     faces = [n for s in shards for n in (s.faces_per_image or [])]
     stats = {
         "images_in": sum(s.images for s in shards),
@@ -90,7 +90,7 @@ def assemble(shard_files: list[Path], sizes: list[int], dedupe: bool, root: Path
     shutil.rmtree(staging_root, ignore_errors=True)
     for size in sizes:
         write_size(staging_root / str(size), size, manifest, arrays[size], {**meta, "stats": stats},
-                   workers=workers, seed=seed)
+                   workers=workers, seed=seed, origins=origins)
     for size in sizes:
         swap_in(staging_root / str(size), root / str(size))
         stats[f"crops_{size}"] = int(len(arrays[size]))
