@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.config.train import TrainConfig
 from tasks import tracking
-from tasks.training import loop, run as training_run
+from tasks.training import distributed, loop, run as training_run
 
 
 @task(name="open-training-run", cache_policy=NO_CACHE)
@@ -25,6 +25,8 @@ def train_gan(config: TrainConfig, prepared: dict) -> dict:
 
     run = tracking.TrackedRun(prepared["run_id"])
     try:
+        if config.nproc > 1:
+            return distributed.launch(config, prepared)
         return loop.train_loop(config, Path(prepared["dataset_path"]), Path(prepared["run_dir"]),
                                prepared["meta"], run)
     except BaseException:

@@ -52,6 +52,7 @@ class TrainConfig(StageConfig):
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="device: auto picks CUDA, then MPS, then CPU")
     precision: Literal["bf16", "fp32"] = Field("bf16", description="bf16 autocast (CPU/CUDA) or plain fp32")
     channels_last: bool = Field(True, description="channels_last memory format (faster convs on CPU)")
+    nproc: int = Field(1, ge=1, le=64, description="data-parallel processes launched with torchrun (one per GPU; on CPU, gloo); rank 0 logs and checkpoints")
     threads: int | None = Field(None, ge=1, le=256, description="torch CPU threads (default: the cores not busy right now)")
     resume: bool = Field(False, description="require an existing checkpoint and continue from it")
     name: str | None = Field(None, description="run name (default: <dataset>-<size>-<model>-<recipe hash>)")

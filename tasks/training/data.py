@@ -70,27 +70,31 @@ class FaceBatches:
     """Batches of real faces in [-1, 1] (float32, on `device`), drop-last epochs."""
 
     def __init__(self, faces: torch.Tensor, batch_size: int, seed: int = 0, device="cpu",
-                 memory_format=torch.contiguous_format):
-        if batch_size > len(faces):
-            raise InputError(f"--batch-size {batch_size} is larger than the dataset ({len(faces)} crops)")
+                 memory_format=torch.contiguous_format, rank: int = 0, world: int = 1):
+        if batch_size * world > len(faces):
+            raise InputError(f"--batch-size {batch_size} x {world} processes is larger than the dataset "
+                             f"({len(faces)} crops)")
         self.faces, self.batch_size, self.seed = faces, batch_size, seed
         self.device, self.memory_format = torch.device(device), memory_format
-        self.per_epoch = len(faces) // batch_size
+        self.rank, self.world = rank, world
+        self.per_epoch = len(faces) // (batch_size * world)  # this rank's batches per epoch
         self._epoch, self._perm = -1, None
 
     def epoch_of(self, batch_index: int) -> int:
         return batch_index // self.per_epoch
 
     def get(self, batch_index: int) -> torch.Tensor:
-        """Batch number `batch_index` (0-based, counted over all epochs)."""
+        """This rank's batch number `batch_index` (0-based, counted over all epochs). With several
+        ranks, every epoch's permutation is shared and rank r takes every world-th batch of it."""
         epoch, i = divmod(batch_index, self.per_epoch)
+        i = i * self.world + self.rank
         if epoch != self._epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self._epoch, self._perm = epoch, torch.randperm(len(self.faces), generator=g)
         idx = self._perm[i * self.batch_size:(i + 1) * self.batch_size]
         batch = self.faces[idx]
         flip = torch.rand(len(idx), generator=torch.Generator().manual_seed(
-            self.seed * 7_919 + batch_index)) < 0.5
+            self.seed * 7_919 + batch_index * self.world + self.rank)) < 0.5
         batch[flip] = batch[flip].flip(-1)
         batch = batch.to(self.device, non_blocking=True).float().div_(127.5).sub_(1.0)
         return batch.contiguous(memory_format=self.memory_format)

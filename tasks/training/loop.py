@@ -18,6 +18,7 @@ from models.ema import EMA
 from models.wgan_gp import Critic
 from tasks.errors import TrainingError
 from tasks.training import checkpoints as ckpt
+from tasks.training import distributed
 from tasks.training.data import FaceBatches, load_faces
 from tasks.training.device import amp_dtype, memory_format, pick_device, set_threads
 from tasks.training.generator import build_generator
@@ -102,24 +103,38 @@ def _check_finite(metrics: dict, step: int, last_ckpt: Path | None, cfg: TrainCo
 
 def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, run) -> dict:
     """Train until the budget is reached; resumes from run_dir/checkpoints when possible.
-    `run` is a tasks.tracking.TrackedRun. Returns the final counters and checkpoint path."""
+    `run` is a tasks.tracking.TrackedRun (None on the other ranks of a distributed run: only
+    rank 0 logs, samples and checkpoints). Returns the final counters and checkpoint path."""
+    ranks = distributed.current()
     threads = set_threads(cfg.threads)
     device = pick_device(cfg.device)
+    if device.type == "cuda" and ranks.active:
+        device = torch.device("cuda", ranks.local_rank)
     if device.type == "cpu":
-        log.info("training on the CPU with %d torch thread(s)", threads)
+        log.info("training on the CPU with %d torch thread(s)%s", threads,
+                 f", rank {ranks.rank} of {ranks.world}" if ranks.active else "")
     faces = load_faces(dataset_path, cfg.size)
     ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
     ckpt.seed_everything(cfg.seed)
     parts = build_parts(cfg, device)
     fmt = memory_format(cfg.channels_last and device.type != "mps")
-    data = FaceBatches(faces, cfg.batch_size, cfg.seed, device, fmt)
+    data = FaceBatches(faces, cfg.batch_size, cfg.seed, device, fmt, ranks.rank, ranks.world)
     budget = Budget(cfg, data.per_epoch)
     c = {"step": 0, "batches": 0, "cpu_seconds": 0.0, "best_detection_rate": None, "best_step": None}
     last = ckpt.latest_checkpoint(ckpt_dir)
     if last is not None:
         c = load_state(parts, ckpt.load_checkpoint(last, map_location=device))
         log.warning("resuming %s from %s (step %d)", meta["run_name"], last.name, c["step"])
-        run.log_metrics({"resumed_from_step": c["step"]}, step=c["step"])
+        if ranks.main:
+            run.log_metrics({"resumed_from_step": c["step"]}, step=c["step"])
+    if ranks.active:
+        for module in (parts.G, parts.D):
+            distributed.broadcast_module(module)
+        if parts.ema is not None:
+            distributed.broadcast_module(parts.ema.model)
+        parts.sync = distributed.average_gradients
+        if not ranks.main:  # rank 0 keeps the checkpoint's RNG stream; the others draw their own noise
+            torch.manual_seed(cfg.seed * 1_000_003 + 7_919 * ranks.rank + c["step"])
     fixed_noise = torch.randn(64, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 1))
     scorer = RealismScorer(cfg.score_every, cfg.score_samples, cfg.seed)
     step_fn = STEPS[cfg.model]
@@ -136,12 +151,13 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
     sums: dict[str, float] = {}
     count, window = 0, (time.perf_counter(), c["batches"])
     bar = tqdm(total=budget.total, initial=c["step"], desc=f"train {cfg.model}-{cfg.size}",
-               unit="step", dynamic_ncols=True, disable=None)
+               unit="step", dynamic_ncols=True, disable=None if ranks.main else True)
     try:
         while not budget.done(c):
             t0 = time.process_time()
             metrics = step_fn(parts, next_real)
-            c["cpu_seconds"] += time.process_time() - t0
+            spent = time.process_time() - t0
+            c["cpu_seconds"] += distributed.total(spent) if ranks.active else spent
             c["step"] += 1
             _check_finite(metrics, c["step"], last, cfg)
             if parts.ema:
@@ -153,11 +169,14 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
             count += 1
             step = c["step"]
             bar.update(1)
+            if not ranks.main:
+                continue
             if step % cfg.log_every == 0 or budget.done(c):
                 avg = {k: v / count for k, v in sums.items()}
                 elapsed = time.perf_counter() - window[0]
                 avg.update(lr=parts.opt_g.param_groups[0]["lr"], epoch=data.epoch_of(c["batches"]),
-                           images_per_sec=(c["batches"] - window[1]) * cfg.batch_size / max(elapsed, 1e-9),
+                           images_per_sec=(c["batches"] - window[1]) * cfg.batch_size * ranks.world
+                           / max(elapsed, 1e-9),
                            cpu_minutes=c["cpu_seconds"] / 60)
                 run.log_metrics(avg, step=step)
                 bar.set_postfix({k: f"{avg[k]:.3f}" for k in ("loss_d", "loss_g", "d_x", "d_g_z")})
@@ -176,8 +195,15 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
                 ckpt.prune(ckpt_dir, cfg.keep_checkpoints)
     finally:
         bar.close()
+    if ranks.active:
+        in_sync = distributed.ranks_agree(parts.G) and distributed.ranks_agree(parts.D)
+        if not in_sync:
+            raise TrainingError(f"rank {ranks.rank}: the ranks' weights diverged (gradient averaging failed)")
+        if not ranks.main:
+            return {**{k: c[k] for k in COUNTERS}, "checkpoint": None, "grid": None, "world_size": ranks.world}
     if last is None or last != ckpt.checkpoint_path(ckpt_dir, c["step"]):
         last = checkpoint(ckpt.checkpoint_path(ckpt_dir, c["step"]))
         ckpt.prune(ckpt_dir, cfg.keep_checkpoints)
     final_grid = save_grid(sampler, fixed_noise, sample_dir / "final.png", run)
-    return {**{k: c[k] for k in COUNTERS}, "checkpoint": str(last), "grid": str(final_grid)}
+    return {**{k: c[k] for k in COUNTERS}, "checkpoint": str(last), "grid": str(final_grid),
+            "world_size": ranks.world}

@@ -33,8 +33,9 @@ def prepare_run(cfg: TrainConfig) -> dict:
     Returns {run_id, run_name, run_dir, dataset_path, meta, resumed_from}."""
     dataset, path = resolve_dataset_path(cfg.dataset, cfg.size)
     faces = load_faces(path, cfg.size)  # validates the array before anything is created
-    if cfg.batch_size > len(faces):
-        raise InputError(f"--batch-size {cfg.batch_size} is larger than the dataset ({len(faces)} crops)")
+    if cfg.batch_size * cfg.nproc > len(faces):
+        per = f" x {cfg.nproc} processes" if cfg.nproc > 1 else ""
+        raise InputError(f"--batch-size {cfg.batch_size}{per} is larger than the dataset ({len(faces)} crops)")
     name = cfg.run_name(dataset)
     run_dir = runs_root() / name
     info = _read_json(run_dir / RUN_FILE)

@@ -38,6 +38,7 @@ class Parts:
     gp_lambda: float = 10.0
     equilibrium: began_losses.Equilibrium | None = None
     extras: dict = field(default_factory=dict)
+    sync: Callable[[torch.optim.Optimizer], None] | None = None  # averages gradients across ranks
 
     def noise(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.z_dim, device=self.device)
@@ -45,11 +46,12 @@ class Parts:
     def aug(self, x: torch.Tensor) -> torch.Tensor:
         return diff_augment(x, self.augment) if self.augment else x
 
-
-def _update(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    def update(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.sync is not None:
+            self.sync(opt)
+        opt.step()
 
 
 def dcgan_step(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, float]:
@@ -61,12 +63,12 @@ def dcgan_step(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, flo
             real_logits = p.D(p.aug(real))
             fake_logits = p.D(p.aug(fake.detach()))
             loss_d = dcgan_losses.d_loss(real_logits.float(), fake_logits.float())
-        _update(p.opt_d, loss_d)
+        p.update(p.opt_d, loss_d)
     p.D.requires_grad_(False)  # no weight gradients for D during the G update
     with autocast(p.device, p.amp):
         gen_logits = p.D(p.aug(fake))
         loss_g = dcgan_losses.g_loss(gen_logits.float())
-    _update(p.opt_g, loss_g)
+    p.update(p.opt_g, loss_g)
     return {"loss_d": loss_d.item(), "loss_g": loss_g.item(),
             "d_x": torch.sigmoid(real_logits.float()).mean().item(),
             "d_g_z": torch.sigmoid(fake_logits.float()).mean().item(),
@@ -85,12 +87,12 @@ def wgan_gp_step(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, f
             loss_c = wgan_losses.critic_loss(real_scores, fake_scores)
             gp = wgan_losses.gradient_penalty(p.D, real, fake)
             loss_d = loss_c + p.gp_lambda * gp
-        _update(p.opt_d, loss_d)
+        p.update(p.opt_d, loss_d)
     p.D.requires_grad_(False)
     with autocast(p.device, p.amp):
         gen_scores = p.D(p.aug(p.G(p.noise(real.size(0))))).float()
         loss_g = wgan_losses.generator_loss(gen_scores)
-    _update(p.opt_g, loss_g)
+    p.update(p.opt_g, loss_g)
     d_x, d_g_z = real_scores.mean().item(), fake_scores.mean().item()
     return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "d_x": d_x, "d_g_z": d_g_z,
             "wasserstein": d_x - d_g_z, "gp": gp.item()}
@@ -106,11 +108,11 @@ def began_step(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, flo
             loss_real = began_losses.reconstruction_loss(p.D, p.aug(real))
             loss_fake = began_losses.reconstruction_loss(p.D, p.aug(fake.detach()))
             loss_d = loss_real - eq.k * loss_fake
-        _update(p.opt_d, loss_d)
+        p.update(p.opt_d, loss_d)
     p.D.requires_grad_(False)
     with autocast(p.device, p.amp):
         loss_g = began_losses.reconstruction_loss(p.D, p.aug(fake))
-    _update(p.opt_g, loss_g)
+    p.update(p.opt_g, loss_g)
     k_used = eq.k
     m_global = eq.update(loss_real.item(), loss_g.item())
     return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "d_x": loss_real.item(),
