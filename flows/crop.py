@@ -14,6 +14,7 @@ from tasks import tracking
 from tasks.atomic import clean_partials
 from tasks.cropping.dataset import read_meta, recover
 from tasks.cropping.detect import HaarParams
+from tasks.cropping.runner import connect_cluster, shard_runner
 from tasks.cropping.shards import CropParams
 from tasks.cropping.steps import assemble_task, crop_shard_task, fingerprint, load_raw_rows, plan_shards, publish
 from tasks.paths import check_name, dataset_dir, resolve_raw
@@ -31,6 +32,8 @@ def crop(config: CropConfig = CropConfig()) -> dict:
     cv2.setNumThreads(1)  # parallelism comes from the shards; avoid oversubscribing the cores
     raw_name = resolve_raw(config.raw)
     name = check_name(config.name or raw_name)
+    # on a Dask cluster, shards are sized for the cluster's threads instead of config.workers
+    address, slots = connect_cluster(config.dask_address) if config.dask_address else (None, config.workers)
     root = dataset_dir(name)
     recover(root)
     rows = load_raw_rows(raw_name)
@@ -44,14 +47,15 @@ def crop(config: CropConfig = CropConfig()) -> dict:
 
     work = root / ".work"
     clean_partials(work) if work.exists() else None
-    shard_size = config.shard_size or max(10, min(200, -(-len(rows) // (4 * config.workers))))
+    shard_size = config.shard_size or max(10, min(200, -(-len(rows) // (4 * slots))))
     shards = plan_shards(rows, shard_size, params, work)
+    print(f"{len(shards)} shards of up to {shard_size} images on "
+          + (f"the Dask cluster at {address} ({slots} threads)" if address else f"{config.workers} threads"))
     with tracking.run("crop", run_name=f"crop-{name}", parent_run_id=config.parent_run_id,
                       params={**config.model_dump(exclude={"parent_run_id"}), "raw": raw_name, "name": name,
                               "images": len(rows), "fingerprint": fp}) as run:
         start = time.perf_counter()
-        runner = ThreadPoolTaskRunner(max_workers=config.workers)
-        with runner:
+        with shard_runner(config.workers, address) as runner:
             futures = [runner.submit(crop_shard_task, {"rows": chunk, "params": params, "target": target})
                        for chunk, target in shards]
             for future in tqdm(as_completed(futures), total=len(futures), desc=f"crop {name}", unit="shard"):
@@ -69,6 +73,7 @@ def crop(config: CropConfig = CropConfig()) -> dict:
 def main(config: CropConfig) -> str:
     resolve_raw(config.raw)  # fail fast, before a Prefect server starts, on an unknown raw set
     check_name(config.name) if config.name else None
+    connect_cluster(config.dask_address) if config.dask_address else None
     result = crop(config)
     if result["skipped"]:
         return f"dataset {result['dataset']} up to date at {result['path']}"

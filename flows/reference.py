@@ -12,6 +12,8 @@ from flows.config.base import default_workers
 def _default(field) -> str:
     if field.default_factory is default_workers:
         return "number of CPUs"
+    if env := getattr(field.default_factory, "env_var", None):
+        return f"${env} or none"
     value = field.get_default(call_default_factory=True)
     if value is None:
         return "none"

@@ -12,6 +12,15 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def from_env(var: str):
+    """A default_factory: the environment variable `var` when set and not empty, else None."""
+    def factory() -> str | None:
+        return os.environ.get(var, "").strip() or None
+
+    factory.env_var = var  # flows/reference.py shows "$VAR or none"
+    return factory
+
+
 def hidden(default=None, description: str = ""):
     """A field the pipeline/deployments set but the CLI does not show."""
     return Field(default, description=description, json_schema_extra={"cli": False})

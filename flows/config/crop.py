@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from flows.config.base import SIZES, StageConfig, default_workers
+from flows.config.base import SIZES, StageConfig, default_workers, from_env
 
 
 class CropConfig(StageConfig):
@@ -21,6 +21,7 @@ class CropConfig(StageConfig):
     dedupe: bool = Field(True, description="drop exact-duplicate crops (identical pixels)")
     workers: int = Field(default_factory=default_workers, ge=1, le=64, description="parallel crop workers (threads: OpenCV releases the GIL)")
     shard_size: int | None = Field(None, ge=1, description="images per Prefect task (shard); none = auto (about 4 shards per worker, at most 200)")
+    dask_address: str | None = Field(default_factory=from_env("FACEGAN_DASK_ADDRESS"), description="Dask scheduler (tcp://host:8786) to run the shards on, via prefect-dask's DaskTaskRunner, instead of the local threads; its workers must see the raw images and $FACEGAN_HOME at the same paths")
     seed: int = Field(0, description="seed for the contact sheet's random sample")
 
     @field_validator("sizes")

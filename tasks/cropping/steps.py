@@ -49,6 +49,9 @@ def crop_shard(rows: list[dict], params: CropParams, target: Path) -> Path:
     """Crop one shard into `target` unless a previous (possibly killed) run already did."""
     if target.is_file():
         return target
+    import cv2
+
+    cv2.setNumThreads(1)  # one shard per worker thread (also on Dask workers): no oversubscription
     return save_shard(crop_rows(rows, params), target)
 
 
