@@ -2,7 +2,7 @@
 loopback, work pools and workers from infra/work-pools.sh, `prefect deploy --all` of
 infra/prefect.yaml, then `prefect deployment run` of acquire, crop (cpu pool) and train (gpu
 pool) on real LFW photos, checked through the Prefect and MLflow clients. Then `facegan serve`
-takes the same deployment names over and runs one. Everything started here is stopped here
+takes the same deployment names over and runs acquire and crop itself. Everything started here is stopped here
 (workers before the servers)."""
 from __future__ import annotations
 
@@ -172,28 +172,50 @@ def test_deploy_pools_workers_and_one_off_runs(stack, tmp_path, monkeypatch):
     stack.stop("cpu-worker")
 
 
-def test_facegan_serve_takes_over_the_deployments(stack):
-    with stack.client() as client:  # switching from work pools to serve: drop the pool deployments
-        for deployment in client.read_deployments():
-            client.delete_deployment(deployment.id)
+def test_facegan_serve_takes_over_the_deployments_and_runs_them(stack, tmp_path):
+    """`facegan serve` on the names `prefect deploy` registered (not deleted first): its runs must
+    not load the flow from the pool deployments' `path: null` (they crashed that way once)."""
+    from prefect.exceptions import ObjectNotFound
+
+    with stack.client() as client:
+        try:
+            deployed = client.read_deployment_by_name("crop/on-demand").work_pool_name == "cpu"
+        except ObjectNotFound:
+            deployed = False
+    if not deployed:  # this test alone: register the work-pool deployments first
+        stack.run("infra/work-pools.sh", "create")
+        stack.run("infra/work-pools.sh", "deploy")
+    with stack.client() as client:
+        before = client.read_deployment_by_name("crop/on-demand")
+        assert before.path is None and before.pull_steps  # what `prefect deploy` leaves for serve to update
+    src = extract_lfw_subset(tmp_path / "lfw-served", 12, skip_people=40)
     stack.start("serve", BIN / "facegan", "serve", "--cron", "30 3 * * 1", "--timezone", "UTC", "--limit", "1")
     deadline = time.monotonic() + 150
     with stack.client() as client:
-        while time.monotonic() < deadline:  # serve (re)registers the five deployments, then polls
-            try:
-                nightly = client.read_deployment_by_name("face-pipeline/nightly")
-                limit = client.read_deployment_by_name("train/gpu").global_concurrency_limit
-                if nightly.schedules[0].schedule.cron == "30 3 * * 1" and limit is not None:
-                    break
-            except Exception:  # not registered yet
-                pass
+        while time.monotonic() < deadline:  # serve updates the five deployments, then polls
+            nightly = client.read_deployment_by_name("face-pipeline/nightly")
+            limit = client.read_deployment_by_name("train/gpu").global_concurrency_limit
+            if nightly.schedules and nightly.schedules[0].schedule.cron == "30 3 * * 1" and limit is not None \
+                    and client.read_deployment_by_name("evaluate/on-demand").work_pool_name is None:
+                break
             time.sleep(2)
         else:
             raise AssertionError(f"facegan serve did not register its deployments:\n{stack.logs()}")
-        assert nightly.schedules[0].schedule.timezone == "UTC"
+        assert [(s.schedule.cron, s.schedule.timezone) for s in nightly.schedules] == [("30 3 * * 1", "UTC")]
         assert limit.limit == 1  # --trainings: one training at a time on this host
-        for name in ("acquire/on-demand", "crop/on-demand", "evaluate/on-demand"):
-            assert client.read_deployment_by_name(name).entrypoint.startswith("flows/")
-    # Known issue (Prefect 3.8.8): a run of a deployment that `facegan serve` took over from
-    # `prefect deploy` crashed once in a full-suite run, the runner loading the flow from path
-    # 'None'. Running flows through the work-pool deployments is what test_deploy_pools_workers_and_one_off_runs checks.
+        for name in ("face-pipeline/nightly", "acquire/on-demand", "crop/on-demand", "train/gpu", "evaluate/on-demand"):
+            deployment = client.read_deployment_by_name(name)
+            assert deployment.work_pool_name is None, name  # no pool worker can take these runs
+            assert deployment.entrypoint.startswith("flows/"), name
+            assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory":
+                                              {"directory": str(REPO)}}], name
+    # no worker is running: only the serve process can execute these runs
+    runs = [stack.deployment_run("acquire/on-demand", {"path": str(src), "name": "served", "progress": False}),
+            stack.deployment_run("crop/on-demand", {"raw": "served", "sizes": [48], "largest_only": True})]
+    with stack.client() as client:
+        for run_id in runs:
+            flow_run = client.read_flow_run(run_id)
+            assert flow_run.state.is_completed(), (flow_run.state, stack.logs())
+            assert flow_run.work_pool_name is None
+    assert (Path(stack.env["FACEGAN_HOME"]) / "datasets" / "served" / "48" / "faces.npy").is_file()
+    assert "storage at None" not in (stack.tmp / "serve.log").read_text()
