@@ -36,7 +36,7 @@ STEPS_TAG = "facegan.evaluated_steps"
 def acquire_config(cfg: PipelineConfig, parent: str | None = None) -> AcquireConfig:
     kind = cfg.source_kind()
     source = {"preset": {"preset": cfg.source.lower()}, "url": {"url": cfg.source},
-              "path": {"path": Path(cfg.source).expanduser()}}[kind]
+              "path": {"path": Path(cfg.source).expanduser().resolve()}}[kind]
     return AcquireConfig(**source, name=cfg.name, parent_run_id=parent)
 
 

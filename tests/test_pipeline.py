@@ -86,3 +86,23 @@ def test_mlflow_ui_screenshot_of_the_report(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "infra" / "screenshot_mlflow.py"), "--run", "nope"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
+
+
+def test_relative_archive_source_is_named_and_resolved(tmp_path, monkeypatch):
+    """The README's main job passes a relative archive path (../shared/data/...): the raw set is
+    named after the archive and the acquire stage gets an absolute path."""
+    import os
+    import tarfile
+
+    from flows.acquire import source_name
+    from flows.pipeline import acquire_config
+
+    photos = extract_lfw_subset(tmp_path / "src", 2)
+    with tarfile.open(tmp_path / "faces-2.tgz", "w:gz") as tar:
+        tar.add(photos, arcname="faces")
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    config = PipelineConfig(source=os.path.join("..", "faces-2.tgz"))
+    acquire = acquire_config(config)
+    assert acquire.path == tmp_path / "faces-2.tgz"
+    assert source_name(acquire) == "faces-2"

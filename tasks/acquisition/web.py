@@ -35,7 +35,7 @@ def _stem(url: str) -> str:
 
 def default_name(config) -> str:
     if config.path:
-        return local.default_name(_stem(Path(config.path).as_uri()) or "archive")
+        return local.default_name(_stem(Path(config.path).expanduser().resolve().as_uri()) or "archive")
     if config.preset:
         return config.preset
     if config.url:
