@@ -93,6 +93,10 @@ class TrackedRun:
         for i in range(0, len(batch), 500):
             self.client.log_batch(self.run_id, metrics=batch[i:i + 500])
 
+    def last_step(self, key: str) -> int:
+        """The highest step logged for a metric (0 if none)."""
+        return max((m.step for m in self.client.get_metric_history(self.run_id, key)), default=0)
+
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, str(value))

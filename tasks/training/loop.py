@@ -121,12 +121,14 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
     data = FaceBatches(faces, cfg.batch_size, cfg.seed, device, fmt, ranks.rank, ranks.world)
     budget = Budget(cfg, data.per_epoch)
     c = {"step": 0, "batches": 0, "cpu_seconds": 0.0, "best_detection_rate": None, "best_step": None}
+    logged_through = 0  # steps up to here are already in MLflow: not logged twice
     last = ckpt.latest_checkpoint(ckpt_dir)
     if last is not None:
         c = load_state(parts, ckpt.load_checkpoint(last, map_location=device))
         log.warning("resuming %s from %s (step %d)", meta["run_name"], last.name, c["step"])
         if ranks.main:
             run.log_metrics({"resumed_from_step": c["step"]}, step=c["step"])
+            logged_through = run.last_step("loss_d")  # a killed run logged past its checkpoint
     if ranks.active:
         for module in (parts.G, parts.D):
             distributed.broadcast_module(module)
@@ -178,7 +180,8 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
                            images_per_sec=(c["batches"] - window[1]) * cfg.batch_size * ranks.world
                            / max(elapsed, 1e-9),
                            cpu_minutes=c["cpu_seconds"] / 60)
-                run.log_metrics(avg, step=step)
+                if step > logged_through:
+                    run.log_metrics(avg, step=step)
                 bar.set_postfix({k: f"{avg[k]:.3f}" for k in ("loss_d", "loss_g", "d_x", "d_g_z")})
                 sums, count, window = {}, 0, (time.perf_counter(), c["batches"])
             if step % cfg.sample_every == 0:
