@@ -27,9 +27,6 @@ def crop_params(config: CropConfig) -> CropParams:
 
 @flow(name="crop", task_runner=ThreadPoolTaskRunner(), log_prints=True)
 def crop(config: CropConfig = CropConfig()) -> dict:
-    import cv2
-
-    cv2.setNumThreads(1)  # parallelism comes from the shards; avoid oversubscribing the cores
     raw_name = resolve_raw(config.raw)
     name = check_name(config.name or raw_name)
     # on a Dask cluster, shards are sized for the cluster's threads instead of config.workers

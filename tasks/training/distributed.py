@@ -105,9 +105,7 @@ def launch(config, prepared: dict) -> dict:
                                    "result": str(result)}))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc-per-node={config.nproc}", "-m", "tasks.training.distributed", str(job)]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
-                                                                          os.environ.get("PYTHONPATH")]))}
-        proc = subprocess.run(cmd, env=env)
+        proc = subprocess.run(cmd)  # same interpreter and working directory: the project imports as here
         if proc.returncode != 0 or not result.is_file():
             errors = sorted(Path(tmp).glob("error-rank*.txt"))
             reason = errors[0].read_text().strip() if errors else f"exit code {proc.returncode}"
