@@ -58,6 +58,21 @@ def load_faces(path: Path, size: int) -> torch.Tensor:
     return torch.from_numpy(faces).permute(0, 3, 1, 2).contiguous()
 
 
+def dataset_fingerprint(path: Path) -> str:
+    """Which version of a crop dataset this is: sha256 of its faces.npy (the pixels training and
+    evaluation read), 16 hex digits. A re-crop that changes any crop changes it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with open(Path(path) / FACES_ARRAY, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+    except OSError as exc:
+        raise InputError(f"cannot read {Path(path) / FACES_ARRAY}: {exc}") from None
+    return digest.hexdigest()[:16]
+
+
 def dataset_info(path: Path) -> dict:
     meta = path / "meta.json"
     try:

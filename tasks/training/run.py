@@ -14,7 +14,8 @@ from tasks.atomic import atomic_path, write_text
 from tasks.errors import InputError, NotFoundError
 from tasks.paths import runs_root
 from tasks.training import checkpoints as ckpt
-from tasks.training.data import dataset_info, display_path, load_faces, resolve_dataset_path
+from tasks.training.data import (dataset_fingerprint, dataset_info, display_path, load_faces,
+                                 resolve_dataset_path)
 from tasks.training.generator import GENERATOR_ARTIFACT, META_ARTIFACT, RUN_DIR_TAG, generator_payload
 
 log = logging.getLogger("facegan.train")
@@ -58,12 +59,20 @@ def prepare_run(cfg: TrainConfig) -> dict:
         except Exception:
             log.warning("MLflow run %s of %s is not in this tracking store: starting a new one", run_id, name)
             run_id = None
+    # which version of the dataset this run saw (evaluate checks its real control against it)
+    fingerprint = dataset_fingerprint(path)
+    seen = info.get("meta", {}).get("dataset_fingerprint")
+    if seen and seen != fingerprint:
+        log.warning("dataset %s changed since run %s last trained (fingerprint %s, now %s)",
+                    display_path(path), name, seen, fingerprint)
     meta = {"model": cfg.model, "size": cfg.size, "z_dim": cfg.z_dim, "features": cfg.features,
-            "dataset": dataset, "dataset_path": display_path(path), "run_name": name}
+            "dataset": dataset, "dataset_path": display_path(path), "dataset_fingerprint": fingerprint,
+            "run_name": name}
     params = {**cfg.model_dump(exclude={"parent_run_id", "resume", "name"}), "dataset": dataset,
-              "dataset_path": meta["dataset_path"], "dataset_crops": len(faces), "run_name": name}
+              "dataset_path": meta["dataset_path"], "dataset_crops": len(faces),
+              "dataset_fingerprint": fingerprint, "run_name": name}
     tags = {RUN_DIR_TAG: str(run_dir), "facegan.model": cfg.model, "facegan.size": cfg.size,
-            "facegan.dataset": dataset}
+            "facegan.dataset": dataset, "facegan.dataset_fingerprint": fingerprint}
     if run_id is None:
         run = tracking.start_run("train", run_name=name, params=params, parent_run_id=cfg.parent_run_id,
                                  tags=tags)
@@ -72,6 +81,7 @@ def prepare_run(cfg: TrainConfig) -> dict:
     else:
         run = tracking.resume_run(run_id)
         run.log_params(params)  # only new keys: budgets may change between resumes
+        run.set_tags({"facegan.dataset_fingerprint": fingerprint})  # the version it trains on now
     meta["run_id"] = run_id
     write_text(run_dir / RUN_FILE, json.dumps({**info, "run_id": run_id, "run_name": name,
                                                "dataset": dataset, "meta": meta}, indent=2))
