@@ -16,10 +16,11 @@ from flows.config.acquire import AcquireConfig
 from flows.config.base import default_workers
 from tasks import tracking
 from tasks.atomic import clean_partials
-from tasks.acquisition import http, local, manifest, presets, scrape, store, web
+from tasks.acquisition import http, local, manifest, presets, scrape, sources, store, web
 from tasks.errors import DownloadError
 
 PARALLEL_SHARDS = 4
+OFFLINE_HINT = "(offline? pass a local copy with --path, or a mirror with --url)"
 SCRAPE_WORKERS = 4
 
 import_folder_task = task(local.import_folder, name="import-folder", cache_policy=NO_CACHE)
@@ -41,11 +42,7 @@ def download_shard_task(downloader: store.Downloader, items: list[dict], threads
 
 def source_name(config: AcquireConfig) -> str:
     """The raw set name: --name, else derived from the source."""
-    if config.name:
-        return config.name
-    if config.path and Path(config.path).is_dir():
-        return local.default_name(Path(config.path).name)
-    return web.default_name(config)
+    return sources.raw_set_name(config)
 
 
 def http_settings(config: AcquireConfig) -> http.HttpSettings:
@@ -109,7 +106,7 @@ def acquire_web(config: AcquireConfig, name: str, log) -> dict:
             extra = fetch_url_task(url, raw, settings, checksum=checksum, **archive_options)
         except DownloadError as exc:
             if config.preset and "connection error" in str(exc):
-                raise DownloadError(f"{exc} (offline? pass a local copy with --path, or a mirror with --url)") from exc
+                raise DownloadError(f"{exc} {OFFLINE_HINT}") from exc
             raise
     df = finalize_task(raw, extra)
     return {"name": name, "raw_dir": str(raw), "manifest": str(raw / "manifest.parquet"),
@@ -137,9 +134,9 @@ def _publish(result: dict, tracked) -> None:
 def acquire(config: AcquireConfig) -> dict:
     """Acquire images into raw/<name>; returns name, raw dir, counts and the MLflow run id."""
     logger = get_run_logger()
-    if config.path:  # a missing folder fails before any run starts
+    name = sources.check_acquire(config)  # a bad source fails before any run starts or folder is made
+    if config.path:
         config.path = local.check_source(config.path)
-    name = source_name(config)
     with tracking.run("acquire", run_name=f"acquire-{name}", params=_params(config, name),
                       parent_run_id=config.parent_run_id) as tracked:
         if config.path and config.path.is_dir():

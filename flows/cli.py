@@ -145,6 +145,10 @@ def run(argv: list[str] | None = None) -> Any:
         config = _load(config_spec)(**args)
     except ValidationError as exc:
         parser.exit(2, f"facegan {command}: error: {format_validation_error(exc)}\n")
+    from flows.preflight import check
+
+    for note in check(command, config):  # bad input fails here: nothing heavy imported or started yet
+        print(note, file=sys.stderr, flush=True)
     runner = _load(runner_spec)  # imports Prefect, which sets up its log handlers
     _quiet_expected_errors()
     return runner(config)

@@ -3,7 +3,8 @@ the stage flows called as subflows under one MLflow parent run (facegan.stage=pi
 
 Wiring only. Stage configs are built from the PipelineConfig by plain functions (testable without
 Prefect); each stage is skipped when its output is current:
-- acquire: the raw set already has a manifest (unless --reacquire);
+- acquire: the raw set already holds this source (unless --reacquire); a raw set of that name
+  holding another source is refused;
 - crop: the crop flow itself skips a dataset whose fingerprint matches its raw set and options;
 - train: the train flow resumes the run of the same recipe, which ends at once when its budget is
   already reached (a finished run is reused as it is: same run id, no re-registration);
@@ -16,7 +17,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows.acquire import acquire, source_name
+from flows.acquire import OFFLINE_HINT as ACQUIRE_OFFLINE_HINT, acquire
 from flows.config.acquire import AcquireConfig
 from flows.config.crop import CropConfig
 from flows.config.evaluate import EvaluateConfig
@@ -26,8 +27,8 @@ from flows.crop import crop
 from flows.evaluate import evaluate
 from flows.train import train
 from tasks import tracking
-from tasks.errors import InputError, NotFoundError
-from tasks.paths import MANIFEST, raw_dir
+from tasks.acquisition import sources
+from tasks.errors import DownloadError, InputError
 
 REPORT_FILES = ("table1.md", "table1.csv", "table1.html")
 STEPS_TAG = "facegan.evaluated_steps"
@@ -40,11 +41,14 @@ def acquire_config(cfg: PipelineConfig, parent: str | None = None) -> AcquireCon
     return AcquireConfig(**source, name=cfg.name, parent_run_id=parent)
 
 
-def check_source(cfg: PipelineConfig) -> None:
-    """Fail before anything starts on a local source that is not there."""
-    if cfg.source_kind() == "path" and not Path(cfg.source).expanduser().exists():
-        raise NotFoundError(f"--source {cfg.source!r}: no such folder or archive (give a preset: "
-                            "lfw or celeba, an http(s) URL, a folder or a zip/tar archive)")
+def check_source(cfg: PipelineConfig) -> tuple[str, bool]:
+    """Fail before anything starts on a source that is not there, or on a raw set of that name
+    holding another source's images. Returns (raw set name, whether it holds this source)."""
+    return sources.check_pipeline_source(cfg)
+
+
+OFFLINE_HINT = ("(offline? pass a local copy or a mirror with --source, e.g. "
+                "--source ../shared/data/archives/lfw-deepfunneled.tgz)")
 
 
 def crop_config(cfg: PipelineConfig, name: str, parent: str | None = None) -> CropConfig:
@@ -87,19 +91,23 @@ def report_markdown(run_id: str) -> str:
 def face_pipeline(config: PipelineConfig = PipelineConfig()) -> dict:
     """acquire -> crop -> train -> evaluate; returns names, the runs of each stage and the reports."""
     log = get_run_logger()
-    check_source(config)
+    name, acquired = check_source(config)
     acq = acquire_config(config)
-    name = config.name or source_name(acq)
     params = {**config.model_dump(mode="json", exclude={"parent_run_id"}), "name": name}
     with tracking.run("pipeline", run_name=f"pipeline-{name}", params=params,
                       parent_run_id=config.parent_run_id) as parent:
         pid = parent.run_id
         summary: dict = {"pipeline_run_id": pid, "name": name, "skipped": []}
-        if (raw_dir(name) / MANIFEST).is_file() and not config.reacquire:
-            log.info(f"acquire: raw set {name!r} exists, skipped (--reacquire to fetch again)")
+        if acquired and not config.reacquire:
+            log.info(f"acquire: raw set {name!r} already holds {config.source}, skipped (--reacquire to fetch again)")
             summary["skipped"].append("acquire")
         else:
-            summary["acquire_run_id"] = acquire(acq.model_copy(update={"name": name, "parent_run_id": pid}))["run_id"]
+            try:
+                summary["acquire_run_id"] = acquire(acq.model_copy(update={"name": name, "parent_run_id": pid}))["run_id"]
+            except DownloadError as exc:
+                if ACQUIRE_OFFLINE_HINT not in str(exc):
+                    raise
+                raise DownloadError(str(exc).replace(ACQUIRE_OFFLINE_HINT, OFFLINE_HINT)) from exc
 
         cropped = crop(crop_config(config, name, pid))
         summary["crop_run_id"] = cropped["run_id"]
@@ -138,7 +146,6 @@ def face_pipeline(config: PipelineConfig = PipelineConfig()) -> dict:
 
 
 def main(config: PipelineConfig) -> str:
-    check_source(config)
     result = face_pipeline(config)
     lines = [r["markdown"] for r in result["reports"].values()]
     lines.append(f"skipped (current): {', '.join(result['skipped']) or 'none'}")

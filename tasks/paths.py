@@ -83,3 +83,22 @@ def resolve_dataset(name: str | None, size: int | None = None) -> str:
         raise NotFoundError(f"unknown crop dataset {name!r}" + (f" at size {size}" if size else "")
                             + f" (known: {known})")
     return name
+
+
+def resolve_dataset_path(dataset: str | None, size: int) -> tuple[str, Path]:
+    """(dataset name, folder holding faces.npy) for a dataset name, a path, or None (latest)."""
+    if dataset and ("/" in dataset or dataset.startswith(".") or Path(dataset).is_absolute()):
+        path = Path(dataset).expanduser().resolve()
+        if not path.exists():
+            raise NotFoundError(f"dataset path {path} does not exist")
+        if not (path / FACES_ARRAY).is_file() and (path / str(size)).is_dir():
+            path = path / str(size)
+        if not (path / FACES_ARRAY).is_file():
+            raise NotFoundError(f"no crops in {path} ({FACES_ARRAY} missing): run `facegan crop` first")
+        name = path.parent.name if path.name == str(size) else path.name
+        return name, path
+    name = resolve_dataset(dataset, size)
+    path = dataset_dir(name, size)
+    if not (path / FACES_ARRAY).is_file():
+        raise NotFoundError(f"no crops in {path} ({FACES_ARRAY} missing): run `facegan crop` first")
+    return name, path

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -18,14 +17,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from tasks.acquisition import manifest
-from tasks.errors import InputError, NotFoundError
+from tasks.acquisition.sources import check_claim, check_folder, check_source, default_name  # noqa: F401
+from tasks.errors import InputError
 from tasks.paths import data_home, raw_dir
-
-
-def default_name(text: str, fallback: str = "images") -> str:
-    """A raw set name (tasks.paths.check_name rules) made from a folder, file or host name."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")[:100]
-    return name if name else fallback
 
 
 def identity_of(path: Path, root: Path) -> str | None:
@@ -106,35 +100,9 @@ def inspect_files(paths: list[str], workers: int = 2, shard_size: int = 200,
     return rows
 
 
-def check_folder(path: str | Path) -> Path:
-    root = Path(path).expanduser()
-    if not root.exists():
-        raise NotFoundError(f"folder not found: {root}")
-    if not root.is_dir():
-        raise InputError(f"not a folder: {root}")
-    return root.resolve()
-
-
-def check_source(path: str | Path) -> Path:
-    """A folder to import, or a local zip/tar archive to extract."""
-    from tasks.acquisition.archives import sniff
-
-    source = Path(path).expanduser()
-    if source.is_file():
-        if sniff(source) is None:
-            raise InputError(f"not a folder or a zip/tar archive: {source}")
-        return source.resolve()
-    return check_folder(source)
-
-
 def claim_raw(name: str, info: dict) -> Path:
     """raw/<name>, refusing to mix a local import with another source under one name."""
-    raw = raw_dir(name)
-    existing = manifest.read_source(raw)
-    if existing is not None and existing != info:
-        what = existing.get("source") or existing.get("kind")
-        raise InputError(f"raw set {name!r} already holds images from {what}; choose another --name")
-    return raw
+    return check_claim(name, info)
 
 
 def import_folder(path: str | Path, name: str | None = None, workers: int = 2, shard_size: int = 200,

@@ -18,11 +18,11 @@ import pandas as pd
 from PIL import Image
 
 from tasks.atomic import write_parquet, write_text
+from tasks.acquisition.sources import SOURCE_FILE
 from tasks.paths import MANIFEST
 
 COLUMNS = ["path", "url", "source_page", "status", "reason", "sha256", "width", "height", "bytes",
            "identity", "mtime_ns"]
-SOURCE_FILE = "source.json"
 _DTYPES = {"width": "Int64", "height": "Int64", "bytes": "Int64", "mtime_ns": "Int64"}
 
 

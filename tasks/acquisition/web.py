@@ -12,37 +12,20 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Callable
-from urllib.parse import urlsplit
 
 import pandas as pd
 
-from tasks.acquisition import archives, http, local, manifest, presets, store
+from tasks.acquisition import archives, http, local, manifest, presets, sources, store
+from tasks.acquisition.sources import WEB_SOURCE
 from tasks.errors import DownloadError, InputError, NotFoundError
 
-WEB_SOURCE = {"kind": "web"}
-_ARCHIVE_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tbz2", ".txz", ".tar", ".zip")
-
-
-def _stem(url: str) -> str:
-    leaf = PurePosixPath(urlsplit(url).path).name
-    for suffix in _ARCHIVE_SUFFIXES + (".jpg", ".jpeg", ".png", ".gif", ".webp"):
-        if leaf.lower().endswith(suffix):
-            return leaf[: -len(suffix)]
-    return leaf or (urlsplit(url).hostname or "")
+_stem = sources.stem
 
 
 def default_name(config) -> str:
-    if config.path:
-        return local.default_name(_stem(Path(config.path).expanduser().resolve().as_uri()) or "archive")
-    if config.preset:
-        return config.preset
-    if config.url:
-        return local.default_name(_stem(config.url) or "download")
-    if config.url_list:
-        return local.default_name(Path(config.url_list).stem)
-    return local.default_name(urlsplit(config.scrape[0]).hostname or "scrape")
+    return sources.raw_set_name(config.model_copy(update={"name": None}))
 
 
 def read_url_list(path: str | Path) -> list[dict]:

@@ -14,26 +14,7 @@ import numpy as np
 import torch
 
 from tasks.errors import InputError, NotFoundError
-from tasks.paths import FACES_ARRAY, data_home, dataset_dir, resolve_dataset
-
-
-def resolve_dataset_path(dataset: str | None, size: int) -> tuple[str, Path]:
-    """(dataset name, folder holding faces.npy) for a dataset name, a path, or None (latest)."""
-    if dataset and ("/" in dataset or dataset.startswith(".") or Path(dataset).is_absolute()):
-        path = Path(dataset).expanduser().resolve()
-        if not path.exists():
-            raise NotFoundError(f"dataset path {path} does not exist")
-        if not (path / FACES_ARRAY).is_file() and (path / str(size)).is_dir():
-            path = path / str(size)
-        if not (path / FACES_ARRAY).is_file():
-            raise NotFoundError(f"no crops in {path} ({FACES_ARRAY} missing): run `facegan crop` first")
-        name = path.parent.name if path.name == str(size) else path.name
-        return name, path
-    name = resolve_dataset(dataset, size)
-    path = dataset_dir(name, size)
-    if not (path / FACES_ARRAY).is_file():
-        raise NotFoundError(f"no crops in {path} ({FACES_ARRAY} missing): run `facegan crop` first")
-    return name, path
+from tasks.paths import FACES_ARRAY, data_home, resolve_dataset_path  # noqa: F401 (re-exported)
 
 
 def display_path(path: Path) -> str:

@@ -1,0 +1,124 @@
+"""Checks `facegan` runs on a command's config before anything heavy happens: before Prefect,
+MLflow or torch are imported, before a temporary Prefect server starts, before an MLflow run opens
+and before any folder is created. A rejected command therefore answers in about a second and
+leaves nothing behind.
+
+Light imports only (pydantic configs, tasks.paths, tasks.acquisition.sources, tasks.outputs,
+numpy for a dataset's header); tests/test_first_day.py checks that a rejected command imported
+none of prefect, mlflow or torch. The flows repeat the checks that matter for runs started
+without the CLI (deployments), where speed is no concern.
+
+Each check returns notes for the user (printed to stderr before the command runs) or raises a
+FaceganError (one `facegan: error:` line, exit 2)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.errors import InputError, NotFoundError
+
+
+def acquire(config) -> list[str]:
+    from tasks.acquisition.sources import check_acquire
+
+    check_acquire(config)
+    return []
+
+
+def crop(config) -> list[str]:
+    from tasks.paths import check_name, resolve_raw
+
+    raw = resolve_raw(config.raw)
+    if config.name:
+        check_name(config.name)
+    return [] if config.raw else [f"crop: raw set {raw!r} (the most recent; --raw NAME to pick another)"]
+
+
+def dataset_crops(path: Path, size: int) -> int:
+    """How many crops faces.npy holds (its header only), checked against the size."""
+    import numpy as np
+
+    from tasks.paths import FACES_ARRAY
+
+    try:
+        faces = np.load(path / FACES_ARRAY, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {path / FACES_ARRAY}: {exc}") from None
+    if faces.ndim != 4 or faces.shape[1:] != (size, size, 3) or faces.dtype != np.uint8:
+        raise InputError(f"{path / FACES_ARRAY} holds {faces.dtype} {faces.shape}, expected uint8 "
+                         f"(N, {size}, {size}, 3): wrong --size or not a facegan dataset")
+    return len(faces)
+
+
+def train(config) -> list[str]:
+    from tasks.paths import resolve_dataset_path
+
+    name, path = resolve_dataset_path(config.dataset, config.size)
+    crops = dataset_crops(path, config.size)
+    if crops == 0:
+        raise InputError(f"dataset {name!r} ({config.size} px) is empty: no crops to train on")
+    if config.batch_size * config.nproc > crops:
+        per = f" x {config.nproc} processes" if config.nproc > 1 else ""
+        raise InputError(f"--batch-size {config.batch_size}{per} is larger than dataset {name!r} at "
+                         f"{config.size} px ({crops} crops): lower --batch-size or crop more images")
+    notes = []
+    if not config.dataset:
+        notes.append(f"train: dataset {name!r} at {config.size} px, {crops} crops (the most recent; "
+                     "--dataset NAME to pick another)")
+    return notes
+
+
+def check_generator_ref(ref: str, flag: str = "--run") -> None:
+    """A checkpoint/generator file must exist; run ids and models:/ URIs are checked by MLflow."""
+    ref = ref.strip()
+    if ref.startswith("models:/"):
+        name, _, version = ref[len("models:/"):].partition("/")
+        if not name or (version and version != "latest" and not version.isdigit()):
+            raise InputError(f"{flag} {ref!r}: a registered model is models:/<name>/<version>")
+        return
+    path = Path(ref).expanduser()
+    if ref.endswith(".pt") or "/" in ref:
+        if not path.is_file():
+            raise NotFoundError(f"{flag} {ref!r}: no such checkpoint file" + _best_hint(path))
+
+
+def _best_hint(path: Path) -> str:
+    """best.pt is written only by scored runs (DCGAN, from step 500): point at what exists."""
+    folder = path.parent
+    if path.name == "best.pt" and folder.is_dir():
+        steps = sorted(folder.glob("step-*.pt"))
+        if steps:
+            return (f" (best.pt exists only for runs scored during training; this run has {steps[-1].name}, "
+                    "or pass its MLflow run id)")
+    return ""
+
+
+def generate(config) -> list[str]:
+    from tasks import outputs
+
+    check_generator_ref(config.run)
+    if config.out is not None:
+        outputs.check_folder(Path(config.out).expanduser(), {"run": config.run.strip(), "n": config.n,
+                                                              "seed": config.seed})
+    return []
+
+
+def evaluate(config) -> list[str]:
+    for ref in config.run:
+        check_generator_ref(ref)
+    return []
+
+
+def pipeline(config) -> list[str]:
+    from tasks.acquisition.sources import check_pipeline_source
+
+    check_pipeline_source(config)
+    return []
+
+
+CHECKS = {"acquire": acquire, "crop": crop, "train": train, "generate": generate, "evaluate": evaluate,
+          "pipeline": pipeline}
+
+
+def check(command: str, config) -> list[str]:
+    step = CHECKS.get(command)
+    return step(config) if step else []

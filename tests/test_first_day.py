@@ -1,0 +1,135 @@
+"""Issue #13, a new user's first day: fast honest errors, no silent reuse or mixing of data.
+
+Each test runs the real `facegan` command: in-process through flows.cli.main(argv), or in a
+subprocess where what is tested is the process itself (its speed, what it imports, what it
+leaves on disk without a Prefect server)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, extract_lfw_subset
+
+from flows.cli import main as facegan
+
+
+def run_facegan(capsys, *argv: str) -> tuple[int, str, str]:
+    """The real command in-process: (exit code, stdout, stderr)."""
+    try:
+        facegan([str(a) for a in argv])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.strip()]
+
+
+# --- item 6: bad input is rejected before Prefect/MLflow start, fast, leaving nothing behind ----
+
+BAD_COMMANDS = [
+    (["acquire", "--url", "file:///etc/passwd"], "not an http(s) URL"),
+    (["acquire", "--path", "{tmp}/missing"], "folder not found"),
+    (["acquire", "--scrape", "ftp://example.org/"], "not an http(s) URL"),
+    (["acquire", "--url-list", "{tmp}/urls.csv"], "URL list not found"),
+    (["acquire", "--path", "{tmp}", "--name", "../../etc"], "invalid name"),
+    (["crop", "--raw", "nope"], "unknown raw set"),
+    (["pipeline", "--source", "{tmp}/missing.tgz"], "no such folder or archive"),
+    (["pipeline", "--source", "ftp://example.org/lfw.tgz"], "no such folder or archive"),
+    (["generate", "--run", "{tmp}/runs/x/checkpoints/best.pt"], "no such checkpoint file"),
+    (["generate", "--run", "models:/facegan-dcgan-64/first"], "models:/<name>/<version>"),
+    (["generate", "--run", "{tmp}/runs/x/checkpoints/best.pt", "--out", "{tmp}/a-file"], "no such checkpoint"),
+    (["evaluate", "--run", "{tmp}/nope.pt"], "no such checkpoint file"),
+]
+
+
+def _env_without_servers(home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+    env["FACEGAN_HOME"] = str(home)
+    return env
+
+
+@pytest.mark.parametrize("argv,message", BAD_COMMANDS, ids=[" ".join(a[:2]) for a, _ in BAD_COMMANDS])
+def test_rejected_command_is_fast_one_line_and_leaves_nothing(tmp_path, argv, message):
+    """No PREFECT_API_URL (a user's shell): the command must not start a temporary Prefect
+    server, open an MLflow run or create FACEGAN_HOME; it answers in under 2 s."""
+    (tmp_path / "a-file").write_text("not a folder")
+    home = tmp_path / "home"
+    args = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
+                          timeout=120, env=_env_without_servers(home), cwd=REPO)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 2, proc.stderr
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1 and lines[0].startswith("facegan: error: ") and message in lines[0], proc.stderr
+    assert "Starting temporary server" not in proc.stderr
+    assert not home.exists(), f"left behind: {sorted(p.name for p in home.rglob('*'))}"
+    assert elapsed < 2.0, f"rejected in {elapsed:.2f} s"
+
+
+def test_a_rejected_command_imports_no_prefect_mlflow_or_torch(tmp_path):
+    code = (
+        "import sys\n"
+        "from flows.cli import main\n"
+        "try:\n"
+        f"    main(['acquire', '--url', 'file:///etc/passwd'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 2, exc.code\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'mlflow', 'torch', 'pandas'})\n"
+        "print('heavy:', heavy)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=_env_without_servers(tmp_path / "home"), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert "heavy: []" in proc.stdout
+
+
+def test_a_bad_url_leaves_no_raw_folder_and_no_mlflow_run(capsys, facegan_home):
+    from tasks import tracking
+
+    before = {r.info.run_id for r in tracking.find_runs("acquire")}
+    code, _, err = run_facegan(capsys, "acquire", "--url", "file:///etc/passwd")
+    assert code == 2 and error_lines(err) == [
+        "facegan: error: --url 'file:///etc/passwd': not an http(s) URL (a local folder or archive goes to --path)"]
+    assert not (facegan_home / "raw").exists()
+    assert {r.info.run_id for r in tracking.find_runs("acquire")} == before
+
+
+# --- item 1: the pipeline never trains on another source's raw set ------------------------------
+
+def test_pipeline_refuses_a_raw_set_of_another_source(capsys, tmp_path, facegan_home):
+    photos = extract_lfw_subset(tmp_path / "photos" / "lfw-a", 6)
+    code, out, err = run_facegan(capsys, "acquire", "--path", photos, "--name", "lfw", "--workers", "1",
+                                 "--no-progress")
+    assert code == 0, err
+    other = extract_lfw_subset(tmp_path / "other" / "faces", 4, skip_people=20)
+    with tarfile.open(tmp_path / "other.tgz", "w:gz") as tar:
+        tar.add(other, arcname="faces")
+    manifest = facegan_home / "raw" / "lfw" / "manifest.parquet"
+    stamp = manifest.stat().st_mtime_ns
+
+    start = time.perf_counter()
+    code, _, err = run_facegan(capsys, "pipeline", "--source", tmp_path / "other.tgz", "--name", "lfw")
+    assert time.perf_counter() - start < 2.0
+    assert code == 2
+    assert error_lines(err) == [
+        f"facegan: error: raw set 'lfw' already holds images from {photos.resolve()}, not from "
+        f"{tmp_path / 'other.tgz'}: pass another --name (the pipeline never reuses or mixes another "
+        "source's images)"]
+    assert manifest.stat().st_mtime_ns == stamp  # untouched
+    assert not (facegan_home / "datasets").exists()
+
+    # the same source is recognised as already acquired (the pipeline then skips acquire)
+    from flows.config.pipeline import PipelineConfig
+    from tasks.acquisition.sources import check_pipeline_source
+
+    assert check_pipeline_source(PipelineConfig(source=str(photos), name="lfw")) == ("lfw", True)
+    assert check_pipeline_source(PipelineConfig(source=str(tmp_path / "other.tgz"), name="other")) == ("other", False)
