@@ -133,3 +133,85 @@ def test_pipeline_refuses_a_raw_set_of_another_source(capsys, tmp_path, facegan_
 
     assert check_pipeline_source(PipelineConfig(source=str(photos), name="lfw")) == ("lfw", True)
     assert check_pipeline_source(PipelineConfig(source=str(tmp_path / "other.tgz"), name="other")) == ("other", False)
+
+
+# --- items 5, 2, 9: generate --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def generator_file(tmp_path_factory) -> Path:
+    """A real (untrained) 48 px DCGAN generator file, as `facegan train` publishes them."""
+    import torch
+
+    from tasks.training.generator import build_generator, generator_payload
+
+    torch.manual_seed(0)
+    G = build_generator("dcgan", 48, 16, 8)
+    meta = {"model": "dcgan", "size": 48, "z_dim": 16, "features": 8, "dataset": "none", "run_name": "tiny"}
+    path = tmp_path_factory.mktemp("gen") / "runs" / "tiny" / "generator.pt"
+    path.parent.mkdir(parents=True)
+    torch.save(generator_payload(G.state_dict(), meta), path)
+    return path
+
+
+def test_generate_out_an_existing_file_is_one_line(capsys, tmp_path, generator_file):
+    target = tmp_path / "faces.png"
+    target.write_bytes(b"keep me")
+    code, _, err = run_facegan(capsys, "generate", "--run", generator_file, "--out", target)
+    assert code == 2
+    assert error_lines(err) == [f"facegan: error: --out {target} is a file, not a folder: give --out a "
+                                "folder for the faces"]
+    assert target.read_bytes() == b"keep me"
+
+
+def test_generate_never_mixes_two_requests_in_one_folder(capsys, tmp_path, facegan_home, generator_file):
+    out = tmp_path / "faces"
+    code, _, err = run_facegan(capsys, "generate", "--run", generator_file, "-n", "6", "--out", out)
+    assert code == 0, err
+    first = sorted(p.name for p in out.iterdir())
+    assert first == [f"{i:06d}.png" for i in range(6)] + ["generate.json", "grid.png"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+
+    code, _, err = run_facegan(capsys, "generate", "--run", generator_file, "-n", "2", "--seed", "1", "--out", out)
+    assert code == 2
+    assert error_lines(err) == [f"facegan: error: --out {out} already holds 6 faces of {generator_file} "
+                                "(seed 0): pick a new or empty --out folder"]
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps  # untouched
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "holiday.jpg").write_bytes(b"x")
+    code, _, err = run_facegan(capsys, "generate", "--run", generator_file, "--out", tmp_path / "mine")
+    assert code == 2 and "is not empty (1 entries)" in err
+
+    # the same request again is fine (same faces), and the default folder never mixes either
+    assert run_facegan(capsys, "generate", "--run", generator_file, "-n", "6", "--out", out)[0] == 0
+    code, out_text, _ = run_facegan(capsys, "generate", "--run", generator_file, "-n", "3")
+    assert code == 0
+    code, out_text2, _ = run_facegan(capsys, "generate", "--run", generator_file, "-n", "2")
+    first_default, second_default = Path(out_text.strip().splitlines()[-1]), Path(out_text2.strip().splitlines()[-1])
+    assert first_default.parent == facegan_home / "generated"
+    assert second_default == Path(f"{first_default}-2")
+    assert len(list(first_default.glob("0*.png"))) == 3 and len(list(second_default.glob("0*.png"))) == 2
+
+
+def test_generate_many_faces_in_batches_with_a_bounded_grid(capsys, tmp_path, generator_file):
+    import numpy as np
+    from PIL import Image
+
+    from tasks.training.generate import BATCH, GRID_MAX
+    from tasks.training.generator import iter_samples, load_generator, sample_images
+
+    n = 2 * BATCH + 37
+    out = tmp_path / "many"
+    code, _, err = run_facegan(capsys, "generate", "--run", generator_file, "-n", n, "--out", out)
+    assert code == 0, err
+    assert "generating" in err and f"{n}/{n}" in err  # the progress bar
+    assert len(list(out.glob("0*.png"))) == n
+    with Image.open(out / "grid.png") as grid:  # 10 x 10 faces of 48 px, 2 px padding
+        assert grid.size == (10 * 50 + 2, GRID_MAX // 10 * 50 + 2)
+    # batches of at most BATCH images, the same faces as one piece (seed only)
+    G, meta = load_generator(str(generator_file))
+    sizes = [len(b) for b in iter_samples(G, meta, n, seed=0, batch_size=BATCH)]
+    assert sizes == [BATCH, BATCH, 37]
+    whole = sample_images(G, meta, 5, seed=0)
+    with Image.open(out / "000004.png") as face:
+        assert np.array_equal(np.asarray(face), whole[4])

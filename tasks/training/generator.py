@@ -119,10 +119,10 @@ def load_generator(ref: str, device="cpu") -> tuple[nn.Module, dict]:
 
 
 @torch.no_grad()
-def sample_images(G: nn.Module, meta: dict, n: int, seed: int = 0, batch_size: int = 250,
-                  device=None) -> np.ndarray:
-    """n images as uint8 (n, size, size, 3) RGB. The noise is drawn on the CPU from `seed` in
-    one piece, so the result depends on the seed only (not on batch size or device)."""
+def iter_samples(G: nn.Module, meta: dict, n: int, seed: int = 0, batch_size: int = 250, device=None):
+    """The n images of sample_images in batches of uint8 (b, size, size, 3) RGB: memory bounded
+    by one batch (plus the n x z_dim noise, drawn on the CPU from `seed` in one piece so the images
+    depend on the seed only, not on batch size or device)."""
     if device is None:
         device = next(G.parameters()).device
     else:
@@ -130,10 +130,21 @@ def sample_images(G: nn.Module, meta: dict, n: int, seed: int = 0, batch_size: i
     z = torch.randn(n, meta["z_dim"], generator=torch.Generator().manual_seed(seed))
     was_training = G.training
     G.eval()
+    try:
+        for start in range(0, n, batch_size):
+            x = G(z[start:start + batch_size].to(device)).float().clamp_(-1, 1)
+            yield ((x + 1) * 127.5).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    finally:
+        G.train(was_training)
+
+
+def sample_images(G: nn.Module, meta: dict, n: int, seed: int = 0, batch_size: int = 250,
+                  device=None) -> np.ndarray:
+    """n images as uint8 (n, size, size, 3) RGB. The noise is drawn on the CPU from `seed` in
+    one piece, so the result depends on the seed only (not on batch size or device)."""
     out = np.empty((n, meta["size"], meta["size"], 3), dtype=np.uint8)
-    for start in range(0, n, batch_size):
-        x = G(z[start:start + batch_size].to(device)).float().clamp_(-1, 1)
-        x = ((x + 1) * 127.5).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        out[start:start + len(x)] = x
-    G.train(was_training)
+    start = 0
+    for batch in iter_samples(G, meta, n, seed, batch_size, device):
+        out[start:start + len(batch)] = batch
+        start += len(batch)
     return out
