@@ -66,8 +66,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls) -> None:
         tp = _unwrap_optional(field.annotation)
         default = field.get_default(call_default_factory=True)
         shown = "none" if default is None else (" ".join(map(str, default)) if isinstance(default, list) else default)
-        helptext = f"{field.description or ''} " + ("(required)" if field.is_required() else f"(default: {shown})")
-        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": helptext}
+        description = field.description or ""
+        if field.is_required():
+            helptext = f"{description} (required)"
+        elif "(default" in description:  # the description states its default itself
+            helptext = description
+        else:
+            helptext = f"{description} (default: {shown})"
+        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": helptext,
+                                  "required": field.is_required()}
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(tp) in (list, tuple):

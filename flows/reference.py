@@ -10,6 +10,8 @@ from flows.config.base import default_workers
 
 
 def _default(field) -> str:
+    if field.is_required():
+        return "required"
     if field.default_factory is default_workers:
         return "number of CPUs"
     if env := getattr(field.default_factory, "env_var", None):

@@ -46,8 +46,9 @@ def train(config: TrainConfig = TrainConfig()) -> str:
     summary = train_gan(config, prepared)
     published = publish_generator(config, prepared, summary)
     tracking.TrackedRun(prepared["run_id"]).finish()
-    print(f"run {prepared['run_name']}: step {summary['step']}, model "
-          f"{published['registered_model']} v{published['model_version']}, grid {summary['grid']}")
+    model = (f"model {published['registered_model']} v{published['model_version']}"
+             if published.get("registered_model") else "model not registered (--no-register-model)")
+    print(f"run {prepared['run_name']}: step {summary['step']}, {model}, grid {summary['grid']}")
     return prepared["run_id"]
 
 

@@ -215,3 +215,47 @@ def test_generate_many_faces_in_batches_with_a_bounded_grid(capsys, tmp_path, ge
     whole = sample_images(G, meta, 5, seed=0)
     with Image.open(out / "000004.png") as face:
         assert np.array_equal(np.asarray(face), whole[4])
+
+
+# --- item 14: help and docs ---------------------------------------------------------------------
+
+def test_help_states_each_default_once_and_required_flags_as_required(capsys):
+    import re
+
+    from flows.cli import SUBCOMMANDS
+
+    for command in SUBCOMMANDS:
+        code, out, _ = run_facegan(capsys, command, "--help")
+        assert code == 0
+        flat = " ".join(out.split())
+        assert not re.search(r"\(default[^)]*\) \(default", flat), command
+        assert "(default: )" not in flat, command
+    for command in ("generate", "evaluate"):
+        code, out, _ = run_facegan(capsys, command, "--help")
+        usage = " ".join(out.split("\n\n")[0].split())
+        assert " --run RUN " in usage and "[--run RUN]" not in usage, usage
+    code, _, err = run_facegan(capsys, "generate")
+    assert code == 2 and "the following arguments are required: --run" in err
+
+
+def test_config_reference_and_pipeline_help_state_true_things(capsys):
+    from flows.reference import config_reference
+
+    reference = config_reference()
+    assert "PydanticUndefined" not in reference
+    assert "| `--run` | str | `required` |" in reference
+    code, out, _ = run_facegan(capsys, "pipeline", "--help")
+    flat = " ".join(out.split())
+    assert "15 minutes" not in flat and "5 min 18 s" in flat
+    assert "15 minutes" not in (REPO / "docs" / "pipeline.md").read_text()
+
+
+def test_a_missing_best_checkpoint_points_at_what_exists(capsys, tmp_path):
+    checkpoints = tmp_path / "runs" / "x-64-began-abc" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "step-000300.pt").write_bytes(b"")
+    code, _, err = run_facegan(capsys, "generate", "--run", checkpoints / "best.pt")
+    assert code == 2
+    assert error_lines(err) == [
+        f"facegan: error: --run '{checkpoints / 'best.pt'}': no such checkpoint file (best.pt exists only "
+        "for runs scored during training; this run has step-000300.pt, or pass its MLflow run id)"]
