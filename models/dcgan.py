@@ -9,8 +9,12 @@ and 4x4 otherwise (64 = 4 x 16, 128 = 4 x 32); each stride-2 stage doubles it, s
 has one stage more than 64 px. At 64 px with 64 base maps the generator's maps are 512/256/128/64,
 exactly the canonical example.
 
-The discriminator's `norm` is "batch" for DCGAN; the WGAN-GP critic reuses it with "layer" or
-"none" (a gradient penalty is per-sample, BatchNorm would mix samples).
+The discriminator's `norm` is "batch" for the canonical DCGAN; "spectral" divides every conv's
+weight by its largest singular value instead (Miyato et al. 2018, one power iteration per step):
+a 1-Lipschitz D without BatchNorm coupling the samples of a batch, the default recipe's D. The
+WGAN-GP critic reuses it with "layer" or "none" (a gradient penalty is per-sample).
+
+Losses: the non-saturating BCE of the paper, or the hinge loss (Lim & Ye 2017; SNGAN, BigGAN).
 """
 from __future__ import annotations
 
@@ -66,14 +70,17 @@ class Generator(nn.Module):
         return self.main(z)
 
 
+NORMS = ("batch", "spectral", "layer", "none")
+
+
 def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "layer":  # LayerNorm over (C, H, W) with a per-channel affine
         return nn.GroupNorm(1, channels)
-    if kind == "none":
+    if kind in ("none", "spectral"):
         return nn.Identity()
-    raise ValueError(f"unknown norm {kind!r}: use batch, layer or none")
+    raise ValueError(f"unknown norm {kind!r}: use one of {NORMS}")
 
 
 class Discriminator(nn.Module):
@@ -91,6 +98,10 @@ class Discriminator(nn.Module):
         layers += [nn.Conv2d(maps[-1], 1, start, 1, 0, bias=False)]
         self.main = nn.Sequential(*layers)
         self.apply(init_weights)
+        if norm == "spectral":
+            for layer in self.main:
+                if isinstance(layer, nn.Conv2d):
+                    nn.utils.parametrizations.spectral_norm(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.main(x).flatten()
@@ -105,3 +116,16 @@ def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor
 def g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """Non-saturating generator loss: BCE(D(G(z)), 1)."""
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Hinge discriminator loss: E[relu(1 - D(x))] + E[relu(1 + D(G(z)))]."""
+    return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+
+
+def hinge_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Hinge generator loss: -E[D(G(z))]."""
+    return -fake_logits.mean()
+
+
+LOSSES = {"bce": (d_loss, g_loss), "hinge": (hinge_d_loss, hinge_g_loss)}

@@ -12,22 +12,34 @@ from flows.config.base import StageConfig
 
 Model = Literal["dcgan", "wgan-gp", "began"]
 
-# Per-model recipe defaults (the papers' / canonical examples' values). A field left at None
-# takes its model's value; the resolved values are what is logged to MLflow.
+# Per-model recipe defaults. A field left at None takes its model's (and, for DCGAN, its
+# --recipe's) value; the resolved values are what is logged to MLflow.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "dcgan": dict(batch_size=64, lr=2e-4, beta1=0.5, beta2=0.999, d_steps=1, z_dim=100, features=64,
                   score_every=500),
     "wgan-gp": dict(batch_size=64, lr=1e-4, beta1=0.0, beta2=0.9, d_steps=5, z_dim=100, features=64,
-                    score_every=0),
+                    score_every=0, ema=True, ema_decay=0.999, diffaugment=""),
     "began": dict(batch_size=16, lr=1e-4, beta1=0.5, beta2=0.999, d_steps=1, z_dim=64, features=32,
-                  score_every=0),
+                  score_every=0, ema=True, ema_decay=0.999, diffaugment=""),
 }
+# DCGAN recipes. "canonical" is the paper's / pytorch/examples' DCGAN (the Table 1 row the paper
+# reports); "default" is the recipe this project found best on small face sets (docs/train.md:
+# the ablation): a spectrally normalised D with the hinge loss and twice G's learning rate
+# (TTUR), DiffAugment on real and fake,
+# and an EMA generator with a ~9 kimg half-life whose BatchNorm statistics are its own.
+DCGAN_RECIPES: dict[str, dict[str, Any]] = {
+    "canonical": dict(d_norm="batch", loss="bce", lr_d=None, ema=False, ema_decay=0.999, diffaugment=""),
+    "default": dict(d_norm="spectral", loss="hinge", lr_d=4e-4, ema=True, ema_decay=0.995,
+                    diffaugment="color,translation,cutout"),
+}
+Recipe = Literal["default", "canonical"]
 
 # Fields that define WHAT is trained. The default run name hashes them, so rerunning the same
 # command resumes the same run, and changing the recipe starts a new one.
-RECIPE_FIELDS = ("dataset", "size", "model", "batch_size", "lr", "beta1", "beta2", "d_steps", "z_dim",
-                 "features", "critic_norm", "gp_lambda", "gamma", "lambda_k", "ema", "ema_decay",
-                 "diffaugment", "lr_decay", "lr_decay_every", "precision", "seed")
+RECIPE_FIELDS = ("dataset", "size", "model", "recipe", "batch_size", "lr", "lr_d", "beta1", "beta2",
+                 "d_steps", "z_dim", "features", "d_norm", "loss", "critic_norm", "gp_lambda", "gamma",
+                 "lambda_k", "ema", "ema_decay", "diffaugment", "lr_decay", "lr_decay_every",
+                 "precision", "seed")
 
 
 def _model_default(what: str) -> str:
@@ -45,6 +57,8 @@ class TrainConfig(StageConfig):
     dataset: str | None = Field(None, description="crop dataset name or path (default: the only or most recent dataset)")
     size: Literal[48, 64, 128] = Field(64, description="image size in px")
     model: Model = Field("dcgan", description="GAN to train")
+    recipe: Recipe = Field("default", description="DCGAN recipe: default (spectral-norm hinge D, DiffAugment, EMA; see docs/train.md) or canonical (the paper's DCGAN); single options below override it")
+    kimg: float | None = Field(None, gt=0, description="budget in thousands of real images shown to D (steps x batch x D steps / 1000)")
     steps: int | None = Field(None, ge=1, description="generator updates to train for (default 3000 when no budget is given)")
     epochs: float | None = Field(None, gt=0, description="passes over the dataset to train for")
     cpu_minutes: float | None = Field(None, gt=0, description="CPU-time budget of the training steps, in minutes")
@@ -57,18 +71,21 @@ class TrainConfig(StageConfig):
     resume: bool = Field(False, description="require an existing checkpoint and continue from it")
     name: str | None = Field(None, description="run name (default: <dataset>-<size>-<model>-<recipe hash>)")
     lr: float | None = Field(None, gt=0, lt=1, description=f"Adam learning rate ({_model_default('lr')})")
+    lr_d: float | None = Field(None, gt=0, lt=1, description="discriminator learning rate when it differs from --lr (TTUR; default: --lr)")
     beta1: float | None = Field(None, ge=0, lt=1, description=f"Adam beta1 ({_model_default('beta1')})")
     beta2: float | None = Field(None, ge=0, lt=1, description=f"Adam beta2 ({_model_default('beta2')})")
     d_steps: int | None = Field(None, ge=1, le=100, description=f"discriminator/critic updates per generator update ({_model_default('d_steps')})")
     z_dim: int | None = Field(None, ge=1, le=4096, description=f"latent size ({_model_default('z_dim')})")
     features: int | None = Field(None, ge=4, le=1024, description=f"base feature maps ({_model_default('features')})")
+    d_norm: Literal["batch", "spectral", "none"] | None = Field(None, description="DCGAN discriminator normalisation: batch (canonical) or spectral (default recipe)")
+    loss: Literal["bce", "hinge"] | None = Field(None, description="DCGAN loss: bce (non-saturating, canonical) or hinge (default recipe); WGAN-GP and BEGAN use their own")
     critic_norm: Literal["layer", "none"] = Field("layer", description="WGAN-GP critic normalisation")
     gp_lambda: float = Field(10.0, ge=0, description="WGAN-GP gradient-penalty weight")
     gamma: float = Field(0.5, gt=0, le=1, description="BEGAN diversity ratio gamma")
     lambda_k: float = Field(0.001, ge=0, description="BEGAN k_t learning rate")
-    ema: bool = Field(True, description="keep an EMA of the generator (used for samples, checkpoints and evaluation)")
-    ema_decay: float = Field(0.999, ge=0, lt=1, description="generator EMA decay")
-    diffaugment: str = Field("", description="DiffAugment policy for small datasets, e.g. color,translation,cutout (default: off)")
+    ema: bool | None = Field(None, description="keep an EMA of the generator (used for samples, checkpoints and evaluation; default recipe: on, canonical: off)")
+    ema_decay: float | None = Field(None, ge=0, lt=1, description="generator EMA decay per step (default recipe 0.995: half-life 138 steps, 8.9 kimg at batch 64)")
+    diffaugment: str | None = Field(None, description="DiffAugment policy, a comma list of color, translation, cutout; '' = off (default recipe: all three)")
     lr_decay: float = Field(1.0, gt=0, le=1, description="multiply the learning rates by this every --lr-decay-every steps (the paper: 0.9)")
     lr_decay_every: int = Field(2000, ge=1, description="steps between learning-rate decays")
     seed: int = Field(0, ge=0, description="random seed (runs are reproducible on CPU)")
@@ -86,12 +103,21 @@ class TrainConfig(StageConfig):
         if isinstance(data, dict):
             model = data.get("model") or "dcgan"
             defaults = MODEL_DEFAULTS.get(model, MODEL_DEFAULTS["dcgan"])
+            if model == "dcgan":
+                defaults = {**defaults, **DCGAN_RECIPES.get(data.get("recipe") or "default", {})}
             data = {**data, **{k: v for k, v in defaults.items() if data.get(k) is None}}
         return data
 
+    @property
+    def kimg_per_step(self) -> float:
+        """Real images shown to D per generator step, in thousands (all ranks)."""
+        return self.batch_size * self.d_steps * self.nproc / 1000
+
     @field_validator("diffaugment")
     @classmethod
-    def _policy(cls, policy: str) -> str:
+    def _policy(cls, policy: str | None) -> str | None:
+        if policy is None:
+            return None
         from models.diffaugment import parse_policy
 
         return ",".join(parse_policy(policy))
@@ -103,7 +129,7 @@ class TrainConfig(StageConfig):
 
         return check_name(name) if name is not None else None
 
-    def recipe(self, dataset: str) -> dict[str, Any]:
+    def recipe_values(self, dataset: str) -> dict[str, Any]:
         values = self.model_dump()
         values["dataset"] = dataset
         return {k: values[k] for k in RECIPE_FIELDS}
@@ -111,7 +137,7 @@ class TrainConfig(StageConfig):
     def run_name(self, dataset: str) -> str:
         if self.name:
             return self.name
-        digest = hashlib.sha1(json.dumps(self.recipe(dataset), sort_keys=True).encode()).hexdigest()
+        digest = hashlib.sha1(json.dumps(self.recipe_values(dataset), sort_keys=True).encode()).hexdigest()
         return f"{dataset}-{self.size}-{self.model}-{digest[:6]}"
 
 

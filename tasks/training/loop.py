@@ -20,9 +20,9 @@ from tasks.errors import TrainingError
 from tasks.training import checkpoints as ckpt
 from tasks.training import distributed
 from tasks.training.data import FaceBatches, load_faces
-from tasks.training.device import amp_dtype, memory_format, pick_device, set_threads
+from tasks.training.device import amp_dtype, autocast, memory_format, pick_device, set_threads
 from tasks.training.generator import build_generator
-from tasks.training.samples import RealismScorer, save_grid
+from tasks.training.samples import CurveScorer, save_grid
 from tasks.training.steps import STEPS, Parts
 
 log = logging.getLogger("facegan.train")
@@ -33,7 +33,7 @@ def build_parts(cfg: TrainConfig, device: torch.device) -> Parts:
     """Fresh models, optimizers and schedulers for a recipe (seeded by the caller)."""
     G = build_generator(cfg.model, cfg.size, cfg.z_dim, cfg.features)
     if cfg.model == "dcgan":
-        D = Discriminator(cfg.size, cfg.features)
+        D = Discriminator(cfg.size, cfg.features, norm=cfg.d_norm)
     elif cfg.model == "wgan-gp":
         D = Critic(cfg.size, cfg.features, norm=cfg.critic_norm)
     else:
@@ -42,12 +42,12 @@ def build_parts(cfg: TrainConfig, device: torch.device) -> Parts:
     G, D = G.to(device, memory_format=fmt), D.to(device, memory_format=fmt)
     betas = (cfg.beta1, cfg.beta2)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d or cfg.lr, betas=betas)
     sched = lambda opt: torch.optim.lr_scheduler.StepLR(opt, cfg.lr_decay_every, cfg.lr_decay)  # noqa: E731
     return Parts(G=G, D=D, opt_g=opt_g, opt_d=opt_d, sched_g=sched(opt_g), sched_d=sched(opt_d),
                  ema=EMA(G, cfg.ema_decay) if cfg.ema else None, device=device,
                  amp=amp_dtype(device, cfg.precision), z_dim=cfg.z_dim, d_steps=cfg.d_steps,
-                 augment=cfg.diffaugment, gp_lambda=cfg.gp_lambda,
+                 augment=cfg.diffaugment, gp_lambda=cfg.gp_lambda, loss=cfg.loss or "bce",
                  equilibrium=Equilibrium(cfg.gamma, cfg.lambda_k) if cfg.model == "began" else None)
 
 
@@ -66,6 +66,7 @@ def load_state(p: Parts, state: dict) -> dict:
     p.D.load_state_dict(state["D"])
     if p.ema is not None:
         p.ema.model.load_state_dict(state["ema"] if state.get("ema") is not None else state["G"])
+        p.ema.stale = True
     for name in ("opt_g", "opt_d", "sched_g", "sched_d"):
         getattr(p, name).load_state_dict(state[name])
     if p.equilibrium is not None and state.get("k_t") is not None:
@@ -78,8 +79,14 @@ COUNTERS = ("step", "batches", "cpu_seconds", "best_detection_rate", "best_step"
 
 
 class Budget:
+    """The first of --steps, --kimg, --epochs, --cpu-minutes reached stops training. kimg counts
+    real images shown to D (all ranks), so it converts to steps exactly."""
+
     def __init__(self, cfg: TrainConfig, per_epoch: int):
-        steps = cfg.steps or (None if (cfg.epochs or cfg.cpu_minutes) else DEFAULT_STEPS)
+        steps = cfg.steps or (None if (cfg.epochs or cfg.cpu_minutes or cfg.kimg) else DEFAULT_STEPS)
+        if cfg.kimg:
+            kimg_steps = math.ceil(cfg.kimg / cfg.kimg_per_step - 1e-9)
+            steps = min(steps, kimg_steps) if steps else kimg_steps
         self.steps = steps
         self.batches = math.ceil(cfg.epochs * per_epoch) if cfg.epochs else None
         self.cpu_seconds = cfg.cpu_minutes * 60 if cfg.cpu_minutes else None
@@ -138,9 +145,18 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
         if not ranks.main:  # rank 0 keeps the checkpoint's RNG stream; the others draw their own noise
             torch.manual_seed(cfg.seed * 1_000_003 + 7_919 * ranks.rank + c["step"])
     fixed_noise = torch.randn(64, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 1))
-    scorer = RealismScorer(cfg.score_every, cfg.score_samples, cfg.seed)
+    scorer = CurveScorer(cfg.score_every, cfg.score_samples, cfg.seed, dataset_path, cfg.size)
     step_fn = STEPS[cfg.model]
-    sampler = parts.ema.model if parts.ema else parts.G
+
+    def sampler() -> torch.nn.Module:
+        """The generator that samples, scores and is published: the EMA one (its BatchNorm
+        statistics recomputed for its own weights) when kept, else the live one."""
+        if parts.ema is None:
+            return parts.G
+        return parts.ema.sampler(cfg.z_dim, lambda: autocast(device, parts.amp))
+
+    def progress() -> dict:
+        return {"kimg": c["batches"] * cfg.batch_size * ranks.world / 1000, "cpu_seconds": c["cpu_seconds"]}
 
     def next_real() -> torch.Tensor:
         batch = data.get(c["batches"])
@@ -148,6 +164,7 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
         return batch
 
     def checkpoint(path: Path) -> Path:
+        sampler()  # the EMA's BatchNorm statistics are saved up to date
         return ckpt.save_checkpoint(state_dict(parts, cfg, meta, {k: c[k] for k in COUNTERS}), path)
 
     sums: dict[str, float] = {}
@@ -179,17 +196,18 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
                 avg.update(lr=parts.opt_g.param_groups[0]["lr"], epoch=data.epoch_of(c["batches"]),
                            images_per_sec=(c["batches"] - window[1]) * cfg.batch_size * ranks.world
                            / max(elapsed, 1e-9),
-                           cpu_minutes=c["cpu_seconds"] / 60)
+                           cpu_minutes=c["cpu_seconds"] / 60, **progress())
                 if step > logged_through:
                     run.log_metrics(avg, step=step)
                 bar.set_postfix({k: f"{avg[k]:.3f}" for k in ("loss_d", "loss_g", "d_x", "d_g_z")})
                 sums, count, window = {}, 0, (time.perf_counter(), c["batches"])
             if step % cfg.sample_every == 0:
-                save_grid(sampler, fixed_noise, sample_dir / f"step-{step:06d}.png", run)
+                save_grid(sampler(), fixed_noise, sample_dir / f"step-{step:06d}.png", run)
             if scorer.due(step):
-                rate = scorer.score(sampler, meta)
-                if rate is not None:
-                    run.log_metrics({"detection_rate": rate}, step=step)
+                scores = scorer.score(sampler(), meta)
+                if scores is not None:
+                    run.log_metrics({**scores, **progress()}, step=step)
+                    rate = scores["detection_rate"]
                     if c["best_detection_rate"] is None or rate > c["best_detection_rate"]:
                         c["best_detection_rate"], c["best_step"] = rate, step
                         checkpoint(ckpt_dir / ckpt.BEST)
@@ -207,6 +225,6 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
     if last is None or last != ckpt.checkpoint_path(ckpt_dir, c["step"]):
         last = checkpoint(ckpt.checkpoint_path(ckpt_dir, c["step"]))
         ckpt.prune(ckpt_dir, cfg.keep_checkpoints)
-    final_grid = save_grid(sampler, fixed_noise, sample_dir / "final.png", run)
+    final_grid = save_grid(sampler(), fixed_noise, sample_dir / "final.png", run)
     return {**{k: c[k] for k in COUNTERS}, "checkpoint": str(last), "grid": str(final_grid),
             "world_size": ranks.world}

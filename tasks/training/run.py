@@ -46,7 +46,7 @@ def prepare_run(cfg: TrainConfig) -> dict:
                             "(start without --resume, or pass the --name of an existing run)")
     if latest is not None:
         saved = ckpt.load_checkpoint(latest).get("config", {})
-        recipe = cfg.recipe(dataset)
+        recipe = cfg.recipe_values(dataset)
         saved_recipe = {**saved, "dataset": info.get("dataset", dataset)}
         changed = [k for k in RECIPE_FIELDS if k in saved and saved_recipe[k] != recipe[k]]
         if changed:
@@ -110,6 +110,40 @@ def loss_figure(run_id: str):
     return fig
 
 
+CURVES = (("detection_rate", "detection rate"), ("frechet_ratio", "Fréchet ÷ noise floor"),
+          ("recall", "recall"), ("precision", "precision"))
+
+
+def curves_figure(run_id: str):
+    """The curve metrics logged every --score-every steps, against kimg (None when none)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kimg = {m.step: m.value for m in tracking.metric_history(run_id, "kimg")}
+    series = {key: sorted({m.step: m.value for m in tracking.metric_history(run_id, key)}.items())
+              for key, _ in CURVES}
+    if not series["detection_rate"]:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    panels = ((axes[0], ("detection_rate",)), (axes[1], ("frechet_ratio",)), (axes[2], ("precision", "recall")))
+    labels = dict(CURVES)
+    for ax, keys in panels:
+        for key in keys:
+            points = [(kimg.get(step, float("nan")), value) for step, value in series[key]]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=labels[key])
+        ax.set_xlabel("kimg (thousands of real images shown to D)")
+        ax.set_title(", ".join(labels[k] for k in keys))
+        ax.grid(alpha=0.3)
+        if len(keys) > 1:
+            ax.legend()
+    axes[1].axhline(1.0, color="grey", lw=0.8, ls="--")
+    fig.tight_layout()
+    return fig
+
+
 def _requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -143,6 +177,10 @@ def publish(cfg: TrainConfig, prepared: dict, summary: dict) -> dict:
     fig = loss_figure(run.run_id)
     run.log_figure(fig, "loss_curves.png")
     plt.close(fig)
+    fig = curves_figure(run.run_id)
+    if fig is not None:
+        run.log_figure(fig, "realism_curves.png")
+        plt.close(fig)
     example = np.random.default_rng(0).standard_normal((2, cfg.z_dim)).astype(np.float32)
     name = f"facegan-{cfg.model}-{cfg.size}" if cfg.register_model else None
     version = run.log_pytorch_model(G.float(), "model", registered_name=name, input_example=example,

@@ -1,11 +1,13 @@
-"""Samples during training: the fixed-noise 8x8 grid, and the realism score (face detection
-rate of generated faces, from evaluation.detection when face_recognition is installed)."""
+"""Samples during training: the fixed-noise 8x8 grid, and the curve metrics (face detection rate,
+Fréchet distance, precision and recall of generated faces against held-out real faces, from
+evaluation when face_recognition is installed)."""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
 import torch
+import numpy as np
 from PIL import Image
 from torchvision.utils import make_grid
 
@@ -31,40 +33,72 @@ def save_grid(G: torch.nn.Module, noise: torch.Tensor, path: Path, run=None, nro
     return Path(path)
 
 
-class RealismScorer:
-    """Every `every` steps: the share of `n` generated images in which face_recognition finds a
-    face (evaluation.detection.detection_rate). Disabled with a warning when unavailable."""
+class CurveScorer:
+    """Every `every` steps, the curve metrics of n generated faces against a fixed held-out real
+    reference of the same dataset (evaluation's split and protocol, n real faces, encodings cached
+    on disk): detection_rate, frechet (face encodings), frechet_floor (the same distance between
+    two disjoint real sets of n: the noise floor), frechet_ratio, precision and recall (k=3).
+    Only the detection rate when the dataset is too small for a held-out split; off with a
+    warning when face_recognition is unavailable."""
 
-    def __init__(self, every: int, n: int, seed: int):
+    K = 3
+
+    def __init__(self, every: int, n: int, seed: int, dataset_path: Path | None = None,
+                 size: int | None = None):
         self.every, self.n, self.seed = every, n, seed
-        self._fn = None
+        self.dataset_path, self.size = dataset_path, size
+        self._reference: tuple[np.ndarray, float] | None = None
+        self._ready = False
 
     def due(self, step: int) -> bool:
         return bool(self.every) and step % self.every == 0
 
-    def _detector(self):
-        if self._fn is None:
+    def _prepare(self) -> bool:
+        if self._ready:
+            return True
+        try:
+            from evaluation import embeddings  # noqa: F401  (face_recognition may call quit())
+        except (Exception, SystemExit) as exc:
+            log.warning("realism scoring off: face detection unavailable (%s)", exc)
+            self.every = 0
+            return False
+        self._ready = True
+        if self.dataset_path is not None:
             try:
-                from evaluation.detection import detection_rate
-            except (Exception, SystemExit) as exc:  # face_recognition may call quit()
-                log.warning("realism scoring off: face detection unavailable (%s)", exc)
-                self.every = 0
-                return None
-            self._fn = detection_rate
-        return self._fn
+                from evaluation import metrics
+                from evaluation.real_sets import real_sets
+                from tasks.scoring import score_images
 
-    def score(self, G: torch.nn.Module, meta: dict) -> float | None:
-        detect = self._detector()
-        if detect is None:
+                real = real_sets(Path(self.dataset_path), self.n, self.size, seed=self.seed)
+                if real.info["n_real"] > self.K + 1:
+                    _, control = score_images(real.control, label="real control")
+                    _, reference = score_images(real.reference, label="real reference")
+                    self._reference = (reference, metrics.frechet_distance(control, reference))
+            except Exception as exc:  # too small for a held-out split: detection rate only
+                log.warning("curve metrics: detection rate only (%s)", exc)
+        return True
+
+    def score(self, G: torch.nn.Module, meta: dict) -> dict[str, float] | None:
+        if not self._prepare():
             return None
+        from evaluation import embeddings, metrics
         from tasks.training.generator import sample_images
 
         state = torch.get_rng_state()
         images = sample_images(G, meta, self.n, seed=self.seed + 2)
         torch.set_rng_state(state)
         try:
-            return float(detect(images))
+            if self._reference is None:
+                from evaluation.detection import detection_rate
+
+                return {"detection_rate": float(detection_rate(images))}
+            detected, encodings = embeddings.detect_and_encode(images)
+            reference, floor = self._reference
+            frechet = metrics.frechet_distance(encodings, reference)
+            precision, recall = metrics.precision_recall(reference, encodings, self.K)
         except Exception as exc:
             log.warning("realism scoring off: %s", exc)
             self.every = 0
             return None
+        return {"detection_rate": float(detected.mean()), "frechet": frechet, "frechet_floor": floor,
+                "frechet_ratio": frechet / max(floor, 1e-12), "precision": precision, "recall": recall}

@@ -36,6 +36,7 @@ class Parts:
     d_steps: int = 1
     augment: str = ""
     gp_lambda: float = 10.0
+    loss: str = "bce"
     equilibrium: began_losses.Equilibrium | None = None
     extras: dict = field(default_factory=dict)
     sync: Callable[[torch.optim.Optimizer], None] | None = None  # averages gradients across ranks
@@ -55,6 +56,7 @@ class Parts:
 
 
 def dcgan_step(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, float]:
+    d_loss, g_loss = dcgan_losses.LOSSES[p.loss]
     p.D.requires_grad_(True)
     for _ in range(p.d_steps):
         real = next_real()
@@ -62,12 +64,12 @@ def dcgan_step(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, flo
             fake = p.G(p.noise(real.size(0)))
             real_logits = p.D(p.aug(real))
             fake_logits = p.D(p.aug(fake.detach()))
-            loss_d = dcgan_losses.d_loss(real_logits.float(), fake_logits.float())
+            loss_d = d_loss(real_logits.float(), fake_logits.float())
         p.update(p.opt_d, loss_d)
     p.D.requires_grad_(False)  # no weight gradients for D during the G update
     with autocast(p.device, p.amp):
         gen_logits = p.D(p.aug(fake))
-        loss_g = dcgan_losses.g_loss(gen_logits.float())
+        loss_g = g_loss(gen_logits.float())
     p.update(p.opt_g, loss_g)
     return {"loss_d": loss_d.item(), "loss_g": loss_g.item(),
             "d_x": torch.sigmoid(real_logits.float()).mean().item(),

@@ -1,0 +1,148 @@
+"""The DCGAN recipes and their ingredients on real LFW crops: each ingredient trains (finite
+losses, G and D change), the EMA generator's BatchNorm statistics are its own, the kimg budget,
+and the curve metrics (detection rate, Fréchet distance, recall) logged against kimg."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from flows.config.train import TrainConfig
+from flows.train import train
+from models.dcgan import Discriminator, Generator
+from models.ema import EMA, batchnorm_layers
+from tasks import tracking
+from tasks.training import checkpoints as ckpt
+from tasks.training.loop import Budget, build_parts
+
+TINY = dict(batch_size=8, log_every=1, sample_every=2, checkpoint_every=2, threads=1, score_every=0,
+            features=16, register_model=False)
+INGREDIENTS = {
+    "canonical": dict(recipe="canonical"),
+    "ema": dict(recipe="canonical", ema=True, ema_decay=0.9),
+    "diffaugment": dict(recipe="canonical", diffaugment="color,translation,cutout"),
+    "sn-hinge": dict(recipe="canonical", d_norm="spectral", loss="hinge"),
+    "ttur": dict(recipe="canonical", lr_d=4e-4),
+    "default": dict(recipe="default"),
+}
+
+
+def dataset_path(home: Path, size: int = 64) -> str:
+    return str(home / "datasets" / "lfw-sample" / str(size))
+
+
+def history(run_id: str, key: str) -> dict[int, float]:
+    return {m.step: m.value for m in sorted(tracking.metric_history(run_id, key), key=lambda m: m.timestamp)}
+
+
+def test_recipes_resolve_to_their_ingredients():
+    canonical, default = TrainConfig(recipe="canonical"), TrainConfig()
+    assert (canonical.d_norm, canonical.loss, canonical.ema, canonical.diffaugment, canonical.lr_d) == \
+        ("batch", "bce", False, "", None)
+    assert (default.recipe, default.d_norm, default.loss, default.ema) == ("default", "spectral", "hinge", True)
+    assert default.diffaugment == "color,translation,cutout" and default.lr_d == 2 * default.lr
+    # a single option overrides its recipe; the run name changes with the recipe
+    assert TrainConfig(recipe="canonical", loss="hinge").loss == "hinge"
+    assert canonical.run_name("lfw") != default.run_name("lfw")
+    with pytest.raises(ValueError, match="d_norm"):
+        TrainConfig(d_norm="layer")  # LayerNorm is the WGAN-GP critic's (--critic-norm)
+
+
+@pytest.mark.parametrize("ingredient", sorted(INGREDIENTS))
+def test_each_recipe_ingredient_trains_on_real_crops(lfw_crops, facegan_home, ingredient):
+    cfg = TrainConfig(dataset=dataset_path(lfw_crops), steps=4, **TINY, **INGREDIENTS[ingredient])
+    run_id = train(cfg)
+
+    for key in ("loss_d", "loss_g", "d_x", "d_g_z"):
+        values = history(run_id, key)
+        assert sorted(values) == [1, 2, 3, 4] and all(math.isfinite(v) for v in values.values()), key
+    params = tracking.get_run(run_id).data.params
+    assert (params["recipe"], params["d_norm"], params["loss"]) == (cfg.recipe, cfg.d_norm, cfg.loss)
+
+    run_dir = facegan_home / "runs" / params["run_name"]
+    state = ckpt.load_checkpoint(run_dir / "checkpoints" / "step-000004.pt")
+    ckpt.seed_everything(cfg.seed)
+    fresh = build_parts(cfg, torch.device("cpu"))
+    for name, module in (("G", fresh.G), ("D", fresh.D)):
+        before = module.state_dict()
+        changed = [k for k, v in state[name].items() if v.is_floating_point() and not torch.equal(v, before[k])]
+        assert len(changed) > len(before) // 3, f"{name} did not change"
+    assert state["opt_d"]["param_groups"][0]["lr"] == (cfg.lr_d or cfg.lr)
+    assert state["opt_g"]["param_groups"][0]["lr"] == cfg.lr
+    spectral = any("parametrizations" in k for k in state["D"])
+    assert spectral == (cfg.d_norm == "spectral")
+    assert (state["ema"] is not None) == cfg.ema
+
+
+def test_ema_generator_batchnorm_statistics_are_its_own():
+    """After training moves the live weights, the EMA generator's running statistics must be the
+    mean/variance of its OWN activations, not the live generator's."""
+    torch.manual_seed(0)
+    G = Generator(64, z_dim=16, features=8)
+    ema = EMA(G, decay=0.5)
+    opt = torch.optim.Adam(G.parameters(), lr=0.05)
+    for step in range(5):  # move the live weights far, with train-mode batches updating its stats
+        loss = G(torch.randn(16, 16)).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ema.update(G, step)
+    assert ema.stale
+    sampler = ema.sampler(z_dim=16, batches=8, batch_size=64)
+    assert not ema.stale and not sampler.training
+
+    captured: dict[int, torch.Tensor] = {}
+    hooks = [bn.register_forward_hook(lambda m, inp, out, i=i: captured.__setitem__(i, inp[0].detach()))
+             for i, bn in enumerate(batchnorm_layers(sampler))]
+    with torch.no_grad():
+        sampler(torch.randn(2048, 16, generator=torch.Generator().manual_seed(123)))
+    for hook in hooks:
+        hook.remove()
+    own_error = live_error = 0.0
+    for i, (bn, live_bn) in enumerate(zip(batchnorm_layers(sampler), batchnorm_layers(G))):
+        actual_mean = captured[i].mean(dim=(0, 2, 3))
+        actual_var = captured[i].var(dim=(0, 2, 3))
+        scale = actual_var.sqrt().mean()
+        assert torch.allclose(bn.running_mean, actual_mean, atol=0.05 * scale.item() + 1e-4), i
+        assert torch.allclose(bn.running_var, actual_var, rtol=0.15, atol=1e-4), i
+        own_error += ((bn.running_var - actual_var).abs() / actual_var).mean().item()
+        live_error += ((live_bn.running_var - actual_var).abs() / actual_var).mean().item()
+    # the live generator's statistics (what used to be copied) do not describe these weights
+    assert live_error > 3 * own_error
+
+
+def test_kimg_budget_and_curve_metrics_in_mlflow(lfw_crops, facegan_home):
+    cfg = TrainConfig(dataset=dataset_path(lfw_crops), kimg=0.048, **{**TINY, "score_every": 3,
+                      "score_samples": 32, "sample_every": 3, "checkpoint_every": 3})
+    assert Budget(cfg, per_epoch=100).steps == 6  # 0.048 kimg / (8 images per step) = 6 steps
+    run_id = train(cfg)
+
+    kimg = history(run_id, "kimg")
+    assert sorted(kimg) == [1, 2, 3, 4, 5, 6] and kimg[6] == pytest.approx(0.048)
+    assert sorted(history(run_id, "cpu_seconds")) == [1, 2, 3, 4, 5, 6]
+    for key in ("detection_rate", "frechet", "frechet_floor", "frechet_ratio", "precision", "recall"):
+        values = history(run_id, key)
+        assert sorted(values) == [3, 6], key
+        assert all(math.isfinite(v) and v >= 0 for v in values.values()), key
+    assert all(0 <= history(run_id, k)[6] <= 1 for k in ("detection_rate", "precision", "recall"))
+    # random-ish 6-step faces are far from real ones: Fréchet above the real-vs-real floor
+    assert history(run_id, "frechet_ratio")[6] > 1
+    assert "realism_curves.png" in tracking.list_artifacts(run_id)
+
+
+def test_spectral_discriminator_is_one_lipschitz_per_layer():
+    torch.manual_seed(0)
+    D = Discriminator(64, features=8, norm="spectral").train()
+    x = torch.randn(4, 3, 64, 64)
+    for _ in range(20):  # power iterations converge while training
+        D(x)
+    D.eval()
+    for layer in D.main:
+        if isinstance(layer, torch.nn.Conv2d):
+            sigma = torch.linalg.matrix_norm(layer.weight.flatten(1), ord=2)
+            assert sigma == pytest.approx(1.0, rel=0.05)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in D.modules())
+    assert np.isfinite(D(x).detach().numpy()).all()
