@@ -12,22 +12,37 @@ from torchvision.utils import make_grid
 
 from tasks.atomic import atomic_path, write_text
 
-COLUMNS = ["model", "run", "N", "no face detected", "face detected", "detection rate",
-           "relative to real control", "memorised (< real p1)", "mean nearest-training distance",
-           "Fréchet distance (face enc.)", "Fréchet noise floor", "precision", "recall"]
+COLUMNS = ["model", "run", "budget (steps / kimg / CPU-min)", "N", "no face detected", "face detected",
+           "detection rate", "relative to real control", "memorised (< real p1)",
+           "mean nearest-training distance", "Fréchet distance (face enc.)", "Fréchet noise floor",
+           "Fréchet ÷ floor", "precision", "recall", "SWD ×1e3", "SWD ÷ floor"]
 INCEPTION_COLUMN = "Inception FID"
 REPORT_FILES = ("table1.csv", "table1.md", "table1.html")
 
 
+def budget_text(meta: dict) -> str:
+    """A row's training budget: '6250 / 400.0 / 152.3' (steps / kimg / CPU-minutes)."""
+    if meta.get("step") is None:
+        return ""
+    parts = [str(meta["step"])]
+    for key in ("kimg", "cpu_minutes"):
+        parts.append(f"{meta[key]:.1f}" if meta.get(key) is not None else "?")
+    return " / ".join(parts)
+
+
 def build_table(rows: list[dict], control: dict, noise_floor: float) -> pd.DataFrame:
     """rows/control: dicts with label, run, n, detected, memorised, nearest_mean, frechet,
-    precision, recall (the control last). Returns the Table 1 DataFrame (one row per entry)."""
+    precision, recall, optionally budget (text) and swd (the control last: its swd is the SWD
+    noise floor). Returns the Table 1 DataFrame (one row per entry)."""
     control_rate = control["detected"] / control["n"]
+    swd_floor = control.get("swd")
     records = []
     for r in [*rows, control]:
         rate = r["detected"] / r["n"]
+        swd = r.get("swd")
         records.append({
-            "model": r["label"], "run": r.get("run") or "", "N": r["n"],
+            "model": r["label"], "run": r.get("run") or "", "budget (steps / kimg / CPU-min)": r.get("budget", ""),
+            "N": r["n"],
             "no face detected": f"{r['n'] - r['detected']}/{r['n']}",
             "face detected": f"{r['detected']}/{r['n']}",
             "detection rate": round(rate, 4),
@@ -36,7 +51,10 @@ def build_table(rows: list[dict], control: dict, noise_floor: float) -> pd.DataF
             "mean nearest-training distance": round(r["nearest_mean"], 4),
             "Fréchet distance (face enc.)": round(r["frechet"], 4),
             "Fréchet noise floor": round(noise_floor, 4),
+            "Fréchet ÷ floor": round(r["frechet"] / noise_floor, 2) if noise_floor else float("nan"),
             "precision": round(r["precision"], 4), "recall": round(r["recall"], 4),
+            "SWD ×1e3": round(swd, 2) if swd is not None else float("nan"),
+            "SWD ÷ floor": round(swd / swd_floor, 2) if swd is not None and swd_floor else float("nan"),
         })
         if "inception_fid" in r:
             records[-1][INCEPTION_COLUMN] = round(r["inception_fid"], 3)

@@ -79,7 +79,7 @@ def evaluate(config: EvaluateConfig) -> dict:
         noise_floor = metrics.frechet_distance(control.encodings, reference_enc)
         entries = []
         for scored in [*rows, control]:
-            entry = row_metrics(scored, reference_enc, training_enc, threshold, config.k)
+            entry = row_metrics(scored, reference_enc, training_enc, threshold, config.k, real.reference)
             entries.append({**entry, "label": scored.label, "run": scored.meta.get("run_id") or scored.meta.get("ref")})
         if config.inception_weights:
             add_inception_fid(config.inception_weights, entries, [*rows, control], real.reference)
@@ -93,6 +93,10 @@ def evaluate(config: EvaluateConfig) -> dict:
                  f"control's nearest-training distances.",
                  f"Fréchet noise floor: the same distance between the real control and the "
                  f"disjoint real reference set. Precision/recall: k-NN manifolds, k={config.k}.",
+                 "SWD: multi-scale sliced Wasserstein distance (Karras et al. 2018; 7x7 patches of a "
+                 "Laplacian pyramid down to 16 px) to the same reference set, x 1e3; the real "
+                 "control's SWD is its noise floor. Budget: generator steps / thousands of real "
+                 "images shown to D / CPU-minutes of training.",
                  f"Generated with seed {config.seed} (EMA generator when the run kept one)."]
         files = report.write_report(table, folder, detection.PROTOCOL, notes)
 
@@ -116,6 +120,8 @@ def evaluate(config: EvaluateConfig) -> dict:
                                           ("memorised", "memorised (< real p1)"),
                                           ("nearest_training_distance", "mean nearest-training distance"),
                                           ("frechet", "Fréchet distance (face enc.)"),
+                                          ("frechet_ratio", "Fréchet ÷ floor"), ("swd", "SWD ×1e3"),
+                                          ("swd_ratio", "SWD ÷ floor"),
                                           ("precision", "precision"), ("recall", "recall"),
                                           ("inception_fid", report.INCEPTION_COLUMN)) if col in r})
         run.log_metrics({"frechet_noise_floor": noise_floor, "memorisation_threshold": threshold,

@@ -15,7 +15,8 @@ from PIL import Image
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from evaluation import detection, embeddings, metrics
+from evaluation import detection, embeddings, metrics, swd
+from evaluation.report import budget_text
 from tasks.atomic import atomic_path
 from tasks.errors import InputError, NotFoundError
 from tasks.paths import data_home
@@ -102,10 +103,16 @@ def generate(ref: str, n: int, seed: int, device: str = "auto") -> tuple[np.ndar
 
 
 def row_labels(metas: list[dict]) -> list[str]:
-    """DCGAN / WGAN-GP / BEGAN, suffixed with the run id when a model type appears twice."""
-    base = [MODEL_LABELS.get(m.get("model"), str(m.get("model"))) for m in metas]
-    return [f"{b} ({str(m.get('run_id') or m.get('ref'))[:8]})" if base.count(b) > 1 else b
-            for b, m in zip(base, metas)]
+    """DCGAN (canonical) / DCGAN (default recipe) / WGAN-GP / BEGAN, suffixed with the run name
+    (else id) when a label appears twice."""
+    def base(meta: dict) -> str:
+        label = MODEL_LABELS.get(meta.get("model"), str(meta.get("model")))
+        recipe = meta.get("recipe") if meta.get("model") == "dcgan" else None
+        return f"{label} ({'default recipe' if recipe == 'default' else recipe})" if recipe else label
+
+    labels = [base(m) for m in metas]
+    return [f"{b} [{m.get('run_name') or str(m.get('run_id') or m.get('ref'))[:8]}]" if labels.count(b) > 1 else b
+            for b, m in zip(labels, metas)]
 
 
 def save_pngs(images: np.ndarray, folder: Path) -> Path:
@@ -119,18 +126,24 @@ def save_pngs(images: np.ndarray, folder: Path) -> Path:
 
 
 def row_metrics(scored: Scored, reference_enc: np.ndarray, training_enc: np.ndarray,
-                memo_threshold: float, k: int) -> dict:
-    """Every number of one Table 1 row except the relative-to-control column."""
+                memo_threshold: float, k: int, reference_images: np.ndarray | None = None) -> dict:
+    """Every number of one Table 1 row except the relative-to-control columns. With reference
+    images, also the multi-scale SWD against them (evaluation.swd; equal-size sets, the first
+    min(N, n_reference) of each)."""
     n = len(scored.detected)
     if n <= k:
         raise InputError(f"{scored.label}: {n} images is too few for k={k} precision/recall")
     nearest = metrics.nearest_distances(scored.encodings, training_enc)
     precision, recall = metrics.precision_recall(reference_enc, scored.encodings, k)
-    return {"n": n, "detected": int(scored.detected.sum()),
-            "memorised": metrics.memorised_share(nearest, memo_threshold),
-            "nearest_mean": float(nearest.mean()),
-            "frechet": metrics.frechet_distance(scored.encodings, reference_enc),
-            "precision": precision, "recall": recall}
+    row = {"n": n, "detected": int(scored.detected.sum()),
+           "memorised": metrics.memorised_share(nearest, memo_threshold),
+           "nearest_mean": float(nearest.mean()),
+           "frechet": metrics.frechet_distance(scored.encodings, reference_enc),
+           "precision": precision, "recall": recall, "budget": budget_text(scored.meta)}
+    if reference_images is not None:
+        m = min(n, len(reference_images))
+        row["swd"] = swd.swd(reference_images[:m], scored.images[:m])["swd"]
+    return row
 
 
 generate_task = task(name="generate-samples", cache_policy=NO_CACHE)(generate)

@@ -35,6 +35,15 @@ def build_generator(model: str, size: int, z_dim: int, features: int) -> nn.Modu
     return Generator(size=size, z_dim=z_dim, features=features)
 
 
+def budget_of(checkpoint: dict) -> dict:
+    """What a training checkpoint cost: step, kimg (real images shown to D, all ranks),
+    cpu_minutes, and the recipe it was trained with."""
+    cfg = checkpoint.get("config") or {}
+    images = checkpoint.get("batches", 0) * cfg.get("batch_size", 0) * cfg.get("nproc", 1)
+    return {"step": checkpoint["step"], "kimg": images / 1000,
+            "cpu_minutes": checkpoint.get("cpu_seconds", 0.0) / 60, "recipe": cfg.get("recipe")}
+
+
 def generator_payload(state_dict: dict, meta: dict) -> dict:
     return {"format": "facegan-generator-1", "meta": dict(meta), "state_dict": state_dict}
 
@@ -44,7 +53,7 @@ def _from_payload(payload: dict, device) -> tuple[nn.Module, dict]:
         meta, state = dict(payload["meta"]), payload["state_dict"]
     elif "config" in payload and "G" in payload:  # a full training checkpoint
         meta = dict(payload["meta"])
-        meta["step"] = payload["step"]
+        meta.update(budget_of(payload))
         state = payload["ema"] if payload.get("ema") is not None else payload["G"]
         meta["ema"] = payload.get("ema") is not None
     else:

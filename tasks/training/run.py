@@ -169,8 +169,8 @@ def publish(cfg: TrainConfig, prepared: dict, summary: dict) -> dict:
         return {"model_version": info.get("model_version"), "registered_model": info.get("registered_model"),
                 "generator": str(run_dir / "generator.pt")}
     run = tracking.TrackedRun(prepared["run_id"])
-    G, meta = load_generator(summary["checkpoint"], device="cpu")
-    meta.update(prepared["meta"], step=summary["step"])
+    G, meta = load_generator(summary["checkpoint"], device="cpu")  # meta: the checkpoint's budget
+    meta.update(prepared["meta"])
     gen_path = run_dir / "generator.pt"
     import matplotlib.pyplot as plt
 
