@@ -12,17 +12,19 @@ from tqdm import tqdm
 from flows.config.crop import CropConfig
 from tasks import tracking
 from tasks.atomic import clean_partials
-from tasks.cropping.dataset import read_meta, recover
+from tasks.cropping.dataset import NO_FACE_SHEET, REJECTED, read_meta, recover
 from tasks.cropping.detect import HaarParams
 from tasks.cropping.runner import connect_cluster, shard_runner
 from tasks.cropping.shards import CropParams
-from tasks.cropping.steps import assemble_task, crop_shard_task, fingerprint, load_raw_rows, plan_shards, publish
+from tasks.cropping.steps import (assemble_task, crop_shard_task, fingerprint, load_raw_rows, plan_shards, publish,
+                                  raw_skipped, report_lines)
 from tasks.paths import check_name, dataset_dir, resolve_raw
 
 
 def crop_params(config: CropConfig) -> CropParams:
     return CropParams(sizes=tuple(config.sizes), largest_only=config.largest_only, margin=config.margin,
-                      haar=HaarParams(config.scale_factor, config.min_neighbors, config.min_face))
+                      haar=HaarParams(config.scale_factor, config.min_neighbors, config.min_face),
+                      pad=config.pad, aligned=config.aligned)
 
 
 @flow(name="crop", task_runner=ThreadPoolTaskRunner(), log_prints=True)
@@ -59,10 +61,12 @@ def crop(config: CropConfig = CropConfig()) -> dict:
                 future.result()
         meta = {"fingerprint": fp, "raw": raw_name, "run_id": run.run_id, "params": config.model_dump()}
         stats = assemble_task([t for _, t in shards], config.sizes, config.dedupe, root, meta,
-                              config.workers, config.seed)
+                              config.workers, config.seed, params, raw_skipped(raw_name))
         stats["seconds"] = round(time.perf_counter() - start, 2)
         stats["images_per_s"] = round(stats["images_in"] / max(stats["seconds"], 1e-9), 1)
         publish(run, stats, root, config.sizes)
+        for line in report_lines(stats):
+            print(line)
     shutil.rmtree(work, ignore_errors=True)
     return {"dataset": name, "path": str(root), "skipped": False, "run_id": run.run_id, **stats}
 
@@ -77,4 +81,5 @@ def main(config: CropConfig) -> str:
     sizes = ", ".join(f"{s}px: {result[f'crops_{s}']}" for s in config.sizes)
     return (f"cropped {result['images_in']} images -> {result['crops']} faces ({sizes}) "
             f"in {result['seconds']} s ({result['images_per_s']} img/s)\n"
-            f"dataset: {result['path']}\nmlflow run: {result['run_id']}")
+            f"dataset: {result['path']} (images without a crop: {NO_FACE_SHEET}, {REJECTED})\n"
+            f"mlflow run: {result['run_id']}")

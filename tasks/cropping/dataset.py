@@ -27,6 +27,8 @@ from tasks.paths import FACES_ARRAY, MANIFEST
 
 META = "meta.json"
 CONTACT_SHEET = "contact_sheet.png"
+NO_FACE_SHEET = "no_face_sheet.png"   # the images that gave no crop, so the user sees what was lost
+REJECTED = "rejected.parquet"         # every input that gave no crop, with the reason
 
 
 def merge_shards(shards: list[ShardResult], sizes: list[int], dedupe: bool
@@ -62,6 +64,27 @@ def contact_sheet(faces: np.ndarray, n: int = 64, seed: int = 0) -> np.ndarray:
     return grid.permute(1, 2, 0).numpy().copy()
 
 
+def thumbnails_sheet(images: list[np.ndarray], tile: int = 96) -> np.ndarray:
+    """A grid (uint8 RGB) of whole images, each fitted into a tile×tile square (aspect kept, grey
+    around), 8 per row."""
+    import cv2
+
+    if not images:
+        return np.zeros((8, 8, 3), np.uint8)
+    tiles = []
+    for rgb in images:
+        h, w = rgb.shape[:2]
+        scale = tile / max(h, w)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        small = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_NEAREST)
+        out = np.full((tile, tile, 3), 128, np.uint8)
+        y0, x0 = (tile - nh) // 2, (tile - nw) // 2
+        out[y0:y0 + nh, x0:x0 + nw] = small
+        tiles.append(out)
+    grid = make_grid(torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2), nrow=8, padding=2, pad_value=255)
+    return grid.permute(1, 2, 0).numpy().copy()
+
+
 def _place_png(path: Path, rgb: np.ndarray, shard_png: Path | None) -> None:
     """Hard-link the PNG the shard already encoded (same pixels), else encode it here."""
     if shard_png is not None:
@@ -74,7 +97,8 @@ def _place_png(path: Path, rgb: np.ndarray, shard_png: Path | None) -> None:
 
 
 def write_size(folder: Path, size: int, manifest: pd.DataFrame, faces: np.ndarray, meta: dict,
-               workers: int = 2, seed: int = 0, origins: list[tuple[Path | None, int]] | None = None) -> Path:
+               workers: int = 2, seed: int = 0, origins: list[tuple[Path | None, int]] | None = None,
+               rejected: pd.DataFrame | None = None, no_face_sheet: np.ndarray | None = None) -> Path:
     """Write one size's dataset into `folder` (a fresh staging folder, swapped in whole later)."""
     folder.mkdir(parents=True, exist_ok=True)
     table = manifest.copy()
@@ -87,6 +111,10 @@ def write_size(folder: Path, size: int, manifest: pd.DataFrame, faces: np.ndarra
     write_npy(faces, folder / FACES_ARRAY)
     write_parquet(table, folder / MANIFEST)
     write_png(folder / CONTACT_SHEET, contact_sheet(faces, seed=seed))
+    if rejected is not None:
+        write_parquet(rejected, folder / REJECTED)
+    if no_face_sheet is not None:
+        write_png(folder / NO_FACE_SHEET, no_face_sheet)
     write_text(folder / META, json.dumps({**meta, "size": size, "crops": int(len(table))}, indent=2, default=str))
     return folder
 

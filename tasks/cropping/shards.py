@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from tasks.atomic import atomic_path
-from tasks.cropping.detect import HaarParams, detect_faces, read_bgr
+from tasks.cropping.detect import PAD_SHARE, HaarParams, find_faces, read_image
 from tasks.cropping.geometry import cut_square, resize_square, square_box
 
 
@@ -25,6 +25,14 @@ class CropParams:
     largest_only: bool = False
     margin: float = 0.10
     haar: HaarParams = HaarParams()
+    pad: float = PAD_SHARE         # second search on the padded image when the first finds nothing; 0 = off
+    # True: every image is one centred face: its centred square, no detection. None: automatic
+    # (an aligned-looking set's faceless images are cut at its typical box, see report.py). False: off
+    aligned: bool | None = None
+
+
+ALIGNED_CENTRE = "aligned-centre"  # --aligned: the image's centred square
+ALIGNED_BOX = "aligned-box"        # automatic: an aligned set's typical face box (Haar found none here)
 
 
 @dataclass
@@ -35,6 +43,9 @@ class ShardResult:
     unreadable: int = 0
     faces_per_image: list[int] | None = None
     png_dir: Path | None = None    # <png_dir>/<size>/<k>.png is crop k at that size
+    # one per image of the shard: source, identity, sha256, method (the pass that found its faces,
+    # None if none did), faces, width, height, reason (why it gave no crop, else None)
+    outcomes: list[dict] | None = None
 
 
 PNG_OPTIONS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
@@ -54,48 +65,72 @@ def shard_png_dir(target: Path) -> Path:
     return target.with_suffix("")
 
 
-def crop_image(path: str, params: CropParams) -> tuple[list[dict], dict[int, list[np.ndarray]], int] | None:
-    """Crops of one image; None when the image cannot be read. Returns (records, crops, n_faces)."""
-    bgr = read_bgr(path)
-    if bgr is None:
-        return None
-    h, w = bgr.shape[:2]
-    boxes = detect_faces(bgr, params.haar, params.largest_only)
-    n_faces = len(boxes)
-    if params.largest_only:
-        boxes = boxes[:1]
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+def crops_of(rgb: np.ndarray, boxes: list[tuple[int, int, int, int]], params: CropParams, method: str,
+             margin: float | None = None) -> tuple[list[dict], dict[int, list[np.ndarray]]]:
+    """Cut the square around every box of an RGB image and resize it to every size."""
+    h, w = rgb.shape[:2]
+    margin = params.margin if margin is None else margin
     records, crops = [], {s: [] for s in params.sizes}
     for face_index, (x, y, bw, bh) in enumerate(boxes):
-        box = square_box(x, y, bw, bh, w, h, params.margin)
+        box = square_box(x, y, bw, bh, w, h, margin)
         square = cut_square(rgb, box)
         for size in params.sizes:
             crops[size].append(resize_square(square, size))
         records.append({"face_index": face_index, "x": x, "y": y, "w": bw, "h": bh,
                         "crop_x0": box.x0, "crop_y0": box.y0, "crop_side": box.side,
-                        "padded": box.padded, "source_width": w, "source_height": h})
-    return records, crops, n_faces
+                        "padded": box.padded, "source_width": w, "source_height": h, "method": method})
+    return records, crops
+
+
+def centred_box(w: int, h: int) -> tuple[int, int, int, int]:
+    """The largest square at the centre of a w×h image, as a box."""
+    side = min(w, h)
+    return (w - side) // 2, (h - side) // 2, side, side
+
+
+def crop_image(path: str, params: CropParams) -> tuple[list[dict], dict[int, list[np.ndarray]], dict]:
+    """Crops of one image: (records, crops, outcome). The outcome tells which pass found the faces
+    (method), how many, the image's size, and why it gave no crop (reason) if it gave none."""
+    bgr, reason = read_image(path)
+    if bgr is None:
+        return [], {s: [] for s in params.sizes}, {"method": None, "faces": 0, "width": None, "height": None,
+                                                    "reason": reason or "unreadable"}
+    h, w = bgr.shape[:2]
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if params.aligned is True:
+        records, crops = crops_of(rgb, [centred_box(w, h)], params, ALIGNED_CENTRE, margin=0.0)
+        return records, crops, {"method": ALIGNED_CENTRE, "faces": 1, "width": w, "height": h, "reason": None}
+    boxes, method = find_faces(bgr, params.haar, params.largest_only, params.pad)
+    n_faces = len(boxes)
+    if params.largest_only:
+        boxes = boxes[:1]
+    records, crops = crops_of(rgb, boxes, params, method) if boxes else ([], {s: [] for s in params.sizes})
+    reason = None
+    if not boxes:
+        reason = "too small" if max(w, h) < params.haar.min_face else "no face"
+    return records, crops, {"method": method, "faces": n_faces, "width": w, "height": h, "reason": reason}
 
 
 def crop_rows(rows: list[dict], params: CropParams) -> ShardResult:
     """Crop a list of raw-manifest rows (keys: path, sha256, identity)."""
     records: list[dict] = []
     crops: dict[int, list[np.ndarray]] = {s: [] for s in params.sizes}
-    faces_per_image, unreadable = [], 0
+    faces_per_image, outcomes, unreadable = [], [], 0
     for row in rows:
-        out = crop_image(row["path"], params)
-        if out is None:
+        recs, image_crops, outcome = crop_image(row["path"], params)
+        outcomes.append({"source": row["path"], "identity": row.get("identity"),
+                         "sha256": row.get("sha256"), **outcome})
+        if outcome["width"] is None:
             unreadable += 1
             continue
-        recs, image_crops, n_faces = out
-        faces_per_image.append(n_faces)
+        faces_per_image.append(outcome["faces"])
         for rec in recs:
             rec.update(source=row["path"], source_sha256=row.get("sha256"), identity=row.get("identity"))
         records.extend(recs)
         for size in params.sizes:
             crops[size].extend(image_crops[size])
     stacked = {s: (np.stack(c) if c else np.zeros((0, s, s, 3), np.uint8)) for s, c in crops.items()}
-    return ShardResult(records, stacked, len(rows), unreadable, faces_per_image)
+    return ShardResult(records, stacked, len(rows), unreadable, faces_per_image, outcomes=outcomes)
 
 
 def save_shard(result: ShardResult, target: Path) -> Path:
@@ -110,7 +145,7 @@ def save_shard(result: ShardResult, target: Path) -> Path:
             write_png(building / str(size) / f"{k}.png", face)
     building.rename(png_dir)
     meta = {"records": result.records, "images": result.images, "unreadable": result.unreadable,
-            "faces_per_image": result.faces_per_image}
+            "faces_per_image": result.faces_per_image, "outcomes": result.outcomes}
     arrays = {f"size_{s}": a for s, a in result.crops.items()}
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as fh:
@@ -124,7 +159,7 @@ def load_shard(path: Path) -> ShardResult:
         crops = {int(k.split("_")[1]): data[k] for k in data.files if k.startswith("size_")}
     png_dir = shard_png_dir(path)
     return ShardResult(meta["records"], crops, meta["images"], meta["unreadable"], meta["faces_per_image"],
-                       png_dir if png_dir.is_dir() else None)
+                       png_dir if png_dir.is_dir() else None, meta.get("outcomes"))
 
 
 def params_dict(params: CropParams) -> dict:
