@@ -4,12 +4,19 @@
     torchvision ImageFolder over the dataset's PNG crops (decoded every step by a DataLoader with
     the example's 2 workers, Resize/CenterCrop/ToTensor/Normalize), batch 64, Sigmoid + BCELoss,
     D real/fake backward then G backward, Adam 2e-4 (0.5, 0.999).
-(b) facegan: tasks.training.loop.train_loop with TrainConfig() defaults (bf16 autocast,
-    channels_last, faces.npy in memory, EMA, MLflow logging every 20 steps, grids, checkpoint).
+(b) facegan: tasks.training.loop.train_loop with TrainConfig() defaults (the default recipe:
+    spectral-norm hinge D, DiffAugment, EMA; bf16 autocast, channels_last, faces.npy in memory,
+    MLflow logging every 20 steps, grids, checkpoint), threads chosen by --threads auto.
+(c) the previous default DCGAN step (canonical recipe + EMA 0.999: BatchNorm D, BCE, no
+    DiffAugment), same trainer and threads: the default recipe's step cost is b's time / c's.
 
-Both are timed in steady state over the same number of generator steps (after untimed warm-up
-steps) on the same 64 px crops, alternating in rounds so a busy machine slows both alike. Prints
-images/s (and images per CPU-second) of each and, last, `ratio: X.XX` (b / a, images/s).
+All are timed in steady state over the same number of generator steps (after untimed warm-up
+steps) on the same 64 px crops, alternating in rounds so a busy machine slows them alike. The
+bf16 matrix-multiply roofline of this CPU (a 4096^3 bf16 matmul on the trainer's threads) is
+measured in the same run; the trainer's share of it = images/s x 2.48 GFLOP (one DCGAN-64 step
+per image: G forward + backward, D on real and fake, D again for G) / roofline. Without
+--dataset, 64 px crops are made from the LFW archive in ../shared/data (FACEGAN_SHARED_DATA).
+Prints images/s (and images per CPU-second) of each and, last, `ratio: X.XX` (b / a, images/s).
 
     .venv/bin/python bench/train_throughput.py [--dataset NAME|PATH] [--steps 30] [--warmup 10] [--rounds 2]
 """
@@ -89,12 +96,48 @@ def canonical_images_per_sec(folder: Path, steps: int, warmup: int, batch_size: 
         return images / (time.perf_counter() - start), images / (cpu_seconds() - cpu0)
 
 
-def _facegan_seconds(folder: Path, steps: int) -> tuple[float, float]:
+GFLOP_PER_IMAGE = 2.48  # one DCGAN-64 training step, per image
+PREVIOUS_DEFAULT = dict(recipe="canonical", ema=True, ema_decay=0.999)
+
+
+def bf16_roofline(threads: int, n: int = 4096, repeats: int = 5) -> float:
+    """GFLOP/s of a bf16 n x n x n matmul on `threads` torch threads (best of `repeats`)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    a = torch.randn(n, n, dtype=torch.bfloat16)
+    b = torch.randn(n, n, dtype=torch.bfloat16)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    torch.set_num_threads(old)
+    return 2 * n ** 3 / best / 1e9
+
+
+def crops_folder(n: int) -> Path:
+    """A crop dataset folder (NNNNNN.png + faces.npy) of n 64 px LFW crops made on the fly."""
+    import numpy as np
+    from PIL import Image
+
+    from bench.score_throughput import crops_from_lfw
+
+    faces = crops_from_lfw(n)
+    folder = Path(tempfile.mkdtemp(prefix="bench-train-crops-")) / "lfw-bench" / "64"
+    folder.mkdir(parents=True)
+    for i, face in enumerate(faces):
+        Image.fromarray(face).save(folder / f"{i:06d}.png")
+    np.save(folder / "faces.npy", faces)
+    return folder
+
+
+def _facegan_seconds(folder: Path, steps: int, threads: int, recipe: dict) -> tuple[float, float]:
     from flows.config.train import TrainConfig
     from tasks import tracking
     from tasks.training.loop import train_loop
 
-    cfg = TrainConfig(dataset=str(folder), size=64, steps=steps, score_every=0)
+    cfg = TrainConfig(dataset=str(folder), size=64, steps=steps, score_every=0, threads=threads, **recipe)
     run = tracking.start_run("bench", run_name="bench-train-throughput")
     with tempfile.TemporaryDirectory() as run_dir:
         meta = {"model": "dcgan", "size": 64, "z_dim": cfg.z_dim, "features": cfg.features,
@@ -106,43 +149,60 @@ def _facegan_seconds(folder: Path, steps: int) -> tuple[float, float]:
     return elapsed, cpu
 
 
-def facegan_images_per_sec(folder: Path, steps: int, warmup: int) -> tuple[float, float]:
+def facegan_images_per_sec(folder: Path, steps: int, warmup: int, threads: int,
+                           recipe: dict | None = None) -> tuple[float, float]:
     """Steady state: time(warmup + steps) - time(warmup), so start-up and the final checkpoint
     and grid cancel out, as the canonical loop's untimed warm-up steps do."""
-    from tasks.training.device import auto_threads
-
-    print(f"  facegan: {auto_threads()} torch thread(s) chosen by its default (--threads auto)", flush=True)
-    long_wall, long_cpu = _facegan_seconds(folder, warmup + steps)
-    short_wall, short_cpu = _facegan_seconds(folder, warmup)
+    long_wall, long_cpu = _facegan_seconds(folder, warmup + steps, threads, recipe or {})
+    short_wall, short_cpu = _facegan_seconds(folder, warmup, threads, recipe or {})
     images = steps * 64
     return images / max(long_wall - short_wall, 1e-9), images / max(long_cpu - short_cpu, 1e-9)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default=None, help="crop dataset name or path (default: most recent)")
+    parser.add_argument("--dataset", default=None, help="crop dataset name or path (default: crops made "
+                        "from ../shared/data's LFW archive)")
+    parser.add_argument("--crops", type=int, default=1500, help="LFW crops to make when no --dataset is given")
     parser.add_argument("--steps", type=int, default=30, help="timed generator steps per measurement")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps before the timed ones")
     parser.add_argument("--rounds", type=int, default=2, help="alternating measurement rounds")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='bench-mlflow-')}/mlflow.db")
     from tasks.training.data import resolve_dataset_path
+    from tasks.training.device import auto_threads
 
-    name, folder = resolve_dataset_path(args.dataset, 64)
+    if args.dataset is None:
+        folder, name = crops_folder(args.crops), "LFW (made from ../shared/data)"
+    else:
+        name, folder = resolve_dataset_path(args.dataset, 64)
     n_png = sum(1 for _ in folder.glob("*.png"))
     print(f"dataset {name}: {folder} ({n_png} PNG crops), torch threads {torch.get_num_threads()}, "
           f"{args.steps} steps x {args.rounds} rounds, batch 64")
-    canon, ours = [], []
+    canon, ours, previous, roofs = [], [], [], []
     for r in range(args.rounds):
         canon.append(canonical_images_per_sec(folder, args.steps, args.warmup))
         print(f"round {r + 1}: canonical (fp32, PNG DataLoader) {canon[-1][0]:6.1f} images/s "
               f"({canon[-1][1]:.1f} images per CPU-second)", flush=True)
-        ours.append(facegan_images_per_sec(folder, args.steps, args.warmup))
-        print(f"round {r + 1}: facegan trainer (defaults)      {ours[-1][0]:6.1f} images/s "
+        threads = auto_threads()
+        print(f"  facegan: {threads} torch thread(s) chosen by its default (--threads auto)", flush=True)
+        ours.append(facegan_images_per_sec(folder, args.steps, args.warmup, threads))
+        print(f"round {r + 1}: facegan trainer (default recipe) {ours[-1][0]:6.1f} images/s "
               f"({ours[-1][1]:.1f} images per CPU-second)", flush=True)
+        previous.append(facegan_images_per_sec(folder, args.steps, args.warmup, threads, PREVIOUS_DEFAULT))
+        print(f"round {r + 1}: facegan trainer (previous default DCGAN step) {previous[-1][0]:6.1f} images/s "
+              f"({previous[-1][1]:.1f} images per CPU-second)", flush=True)
+        roofs.append(bf16_roofline(threads))
+        print(f"round {r + 1}: bf16 matmul roofline on {threads} thread(s): {roofs[-1]:.0f} GFLOP/s", flush=True)
     mean = lambda rows, i: sum(row[i] for row in rows) / len(rows)  # noqa: E731
+    roofline = sum(roofs) / len(roofs)
+    share = mean(ours, 0) * GFLOP_PER_IMAGE / roofline
     print(f"images per CPU-second: canonical {mean(canon, 1):.1f}, facegan {mean(ours, 1):.1f} "
           f"(ratio {mean(ours, 1) / mean(canon, 1):.2f})")
+    print(f"default recipe step cost: {mean(previous, 0) / mean(ours, 0):.2f}x the previous default "
+          f"DCGAN step ({mean(ours, 0):.1f} vs {mean(previous, 0):.1f} images/s)")
+    print(f"roofline share: {share:.2f} ({mean(ours, 0):.1f} images/s x {GFLOP_PER_IMAGE} GFLOP = "
+          f"{mean(ours, 0) * GFLOP_PER_IMAGE:.0f} GFLOP/s of {roofline:.0f} GFLOP/s bf16 matmul)")
     print(f"images/s: canonical {mean(canon, 0):.1f}, facegan {mean(ours, 0):.1f}")
     print(f"ratio: {mean(ours, 0) / mean(canon, 0):.2f}")
 

@@ -26,7 +26,8 @@ def budget_text(meta: dict) -> str:
         return ""
     parts = [str(meta["step"])]
     for key in ("kimg", "cpu_minutes"):
-        parts.append(f"{meta[key]:.1f}" if meta.get(key) is not None else "?")
+        value = meta.get(key)
+        parts.append("?" if value is None else f"{value:.1f}" if value >= 1 else f"{value:.3f}")
     return " / ".join(parts)
 
 

@@ -103,12 +103,12 @@ def generate(ref: str, n: int, seed: int, device: str = "auto") -> tuple[np.ndar
 
 
 def row_labels(metas: list[dict]) -> list[str]:
-    """DCGAN (canonical) / DCGAN (default recipe) / WGAN-GP / BEGAN, suffixed with the run name
-    (else id) when a label appears twice."""
+    """DCGAN (the default recipe) / DCGAN (canonical) / WGAN-GP / BEGAN, suffixed with the run
+    name (else id) when a label appears twice."""
     def base(meta: dict) -> str:
         label = MODEL_LABELS.get(meta.get("model"), str(meta.get("model")))
-        recipe = meta.get("recipe") if meta.get("model") == "dcgan" else None
-        return f"{label} ({'default recipe' if recipe == 'default' else recipe})" if recipe else label
+        canonical = meta.get("model") == "dcgan" and meta.get("recipe") == "canonical"
+        return f"{label} (canonical)" if canonical else label
 
     labels = [base(m) for m in metas]
     return [f"{b} [{m.get('run_name') or str(m.get('run_id') or m.get('ref'))[:8]}]" if labels.count(b) > 1 else b

@@ -72,6 +72,10 @@ def test_evaluate_writes_table_1_with_all_columns_and_logs_it(tiny_run, cli, mon
     assert real["detection rate"] >= 0.95  # real LFW crops under the protocol
     assert real["relative to real control"] == 1.0
     assert real["Fréchet distance (face enc.)"] == pytest.approx(real["Fréchet noise floor"], abs=1e-4)
+    assert real["Fréchet ÷ floor"] == 1.0 and real["SWD ÷ floor"] == 1.0 and real["SWD ×1e3"] > 0
+    assert dcgan["SWD ÷ floor"] > 1.5  # noise-like faces: far above the real-vs-real SWD
+    steps, kimg, cpu_minutes = dcgan["budget (steps / kimg / CPU-min)"].split(" / ")
+    assert (steps, kimg) == ("3", "0.048") and float(cpu_minutes) > 0
     # a 3-step DCGAN makes noise: far from the real faces, above the noise floor
     assert dcgan["Fréchet distance (face enc.)"] > 2 * real["Fréchet noise floor"]
     assert (folder / "table1.md").read_text().count("|") > 20 and (folder / "table1.html").is_file()

@@ -146,3 +146,14 @@ def test_spectral_discriminator_is_one_lipschitz_per_layer():
             assert sigma == pytest.approx(1.0, rel=0.05)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in D.modules())
     assert np.isfinite(D(x).detach().numpy()).all()
+
+
+def test_progress_lines_without_a_terminal_and_budget_already_reached(lfw_crops, cli):
+    args = ["train", "--dataset", dataset_path(lfw_crops), "--steps", "4", "--batch-size", "8", "--features", "8",
+            "--log-every", "1", "--score-every", "0", "--threads", "1", "--no-register-model", "--name", "progress"]
+    first = cli(*args, check=True)
+    lines = [line for line in first.stderr.splitlines() + first.stdout.splitlines() if " kimg, " in line]
+    assert any("step 4/4: 0.0 kimg" in line and "images/s" in line and "loss_d" in line for line in lines), \
+        first.stderr[-2000:]
+    again = cli(*args, check=True)
+    assert "budget reached at step 4 (0.0 kimg): nothing to train; pass --steps > 4" in again.stderr + again.stdout

@@ -52,19 +52,25 @@ def memory_format(channels_last: bool) -> torch.memory_format:
 
 
 def busy_cores(window: float = 0.5) -> float:
-    """Cores busy right now: sampled from /proc/stat over `window` seconds (Linux), else the
-    1-minute load average. A sample, not the load average, so work that just ended (say, a
-    benchmark's previous round) is not counted as still running."""
-    def snapshot() -> tuple[int, int]:
+    """Cores busy right now with OTHER processes' work: sampled from /proc/stat over `window`
+    seconds (Linux), minus this process's own CPU time in the window (its OpenMP threads spin
+    for a while after a parallel region and would count as "busy"), else the 1-minute load
+    average. A sample, not the load average, so work that just ended (say, a benchmark's
+    previous round) is not counted as still running."""
+    def snapshot() -> tuple[int, int, int]:
         with open("/proc/stat") as f:
             fields = [int(v) for v in f.readline().split()[1:]]
-        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+        with open("/proc/self/stat") as f:
+            mine = f.read().rsplit(")", 1)[1].split()  # utime, stime are fields 14, 15
+        return sum(fields), fields[3] + fields[4], int(mine[11]) + int(mine[12])
     try:
-        total0, idle0 = snapshot()
+        total0, idle0, own0 = snapshot()
         time.sleep(window)
-        total1, idle1 = snapshot()
-        share = 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
-        return share * (os.cpu_count() or 1)
+        total1, idle1, own1 = snapshot()
+        cores = os.cpu_count() or 1
+        elapsed = max(total1 - total0, 1)  # jiffies summed over all cores
+        busy = (elapsed - (idle1 - idle0) - (own1 - own0)) / elapsed
+        return max(busy, 0.0) * cores
     except (OSError, ValueError, IndexError):
         try:
             return os.getloadavg()[0]

@@ -99,6 +99,38 @@ class Budget:
                     or (self.cpu_seconds and c["cpu_seconds"] >= self.cpu_seconds))
 
 
+def run_logger() -> logging.Logger:
+    """Prefect's run logger inside a flow or task run (console + Prefect UI), else ours."""
+    try:
+        from prefect.logging import get_run_logger
+
+        return get_run_logger()
+    except Exception:
+        return log
+
+
+class ProgressLines:
+    """Without a terminal (no progress bar): a log line about every 5% of the budget with step,
+    kimg, images/s, losses, the last detection rate and the ETA."""
+
+    def __init__(self, budget: Budget, first_step: int, cfg: TrainConfig, logger):
+        self.budget, self.cfg, self.logger = budget, cfg, logger
+        self.every = max(cfg.log_every, (budget.total or 0) // 20) if budget.total else cfg.log_every * 5
+        self.start, self.first_step = time.perf_counter(), first_step
+        self.detection: float | None = None
+
+    def maybe_log(self, step: int, avg: dict, done: bool) -> None:
+        if self.logger is None or not (done or step % self.every < self.cfg.log_every):
+            return
+        total = self.budget.total
+        rate = (step - self.first_step) / max(time.perf_counter() - self.start, 1e-9)
+        eta = f", ETA {(total - step) / rate / 60:.1f} min" if total and rate > 0 and not done else ""
+        of = f"/{total}" if total else ""
+        det = "" if self.detection is None else f", detection {self.detection:.2f}"
+        self.logger.info(f"step {step}{of}: {avg['kimg']:.1f} kimg, {avg['images_per_sec']:.0f} images/s, "
+                         f"loss_d {avg['loss_d']:.3f}, loss_g {avg['loss_g']:.3f}{det}{eta}")
+
+
 def _check_finite(metrics: dict, step: int, last_ckpt: Path | None, cfg: TrainConfig) -> None:
     bad = [k for k, v in metrics.items() if not math.isfinite(v)]
     if bad:
@@ -171,6 +203,11 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
     count, window = 0, (time.perf_counter(), c["batches"])
     bar = tqdm(total=budget.total, initial=c["step"], desc=f"train {cfg.model}-{cfg.size}",
                unit="step", dynamic_ncols=True, disable=None if ranks.main else True)
+    lines = ProgressLines(budget, c["step"], cfg, run_logger() if ranks.main and bar.disable else None)
+    if budget.done(c) and ranks.main:
+        kimg = progress()["kimg"]
+        run_logger().warning(f"budget reached at step {c['step']} ({kimg:.1f} kimg): nothing to train; "
+                             f"pass --steps > {c['step']} or --kimg > {kimg:.1f} to continue")
     try:
         while not budget.done(c):
             t0 = time.process_time()
@@ -199,7 +236,10 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
                            cpu_minutes=c["cpu_seconds"] / 60, **progress())
                 if step > logged_through:
                     run.log_metrics(avg, step=step)
-                bar.set_postfix({k: f"{avg[k]:.3f}" for k in ("loss_d", "loss_g", "d_x", "d_g_z")})
+                bar.set_postfix({"kimg": f"{avg['kimg']:.1f}", "img/s": f"{avg['images_per_sec']:.0f}",
+                                 **{k: f"{avg[k]:.3f}" for k in ("loss_d", "loss_g")},
+                                 "det": "-" if lines.detection is None else f"{lines.detection:.2f}"})
+                lines.maybe_log(step, avg, budget.done(c))
                 sums, count, window = {}, 0, (time.perf_counter(), c["batches"])
             if step % cfg.sample_every == 0:
                 save_grid(sampler(), fixed_noise, sample_dir / f"step-{step:06d}.png", run)
@@ -207,7 +247,7 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
                 scores = scorer.score(sampler(), meta)
                 if scores is not None:
                     run.log_metrics({**scores, **progress()}, step=step)
-                    rate = scores["detection_rate"]
+                    rate = lines.detection = scores["detection_rate"]
                     if c["best_detection_rate"] is None or rate > c["best_detection_rate"]:
                         c["best_detection_rate"], c["best_step"] = rate, step
                         checkpoint(ckpt_dir / ckpt.BEST)
