@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "pipeline": ("flows.config.pipeline:PipelineConfig", "flows.pipeline:main", "the whole DAG: acquire -> crop -> train -> evaluate, nested under one MLflow run"),
     "serve": ("flows.config.serve:ServeConfig", "flows.serve:main", "serve every deployment (nightly pipeline + on-demand stages) from this process"),
     "app": ("flows.config.app:AppConfig", "flows.app:main", "web page: pick a registered model, generate 10 faces or 1, download them"),
+    "ui": ("flows.config.ui:UiConfig", "flows.ui:main", "the MLflow UI on facegan's tracking store, opened on the facegan experiment's runs"),
 }
 
 

@@ -115,8 +115,28 @@ def pipeline(config) -> list[str]:
     return []
 
 
+def ui(config) -> list[str]:
+    import os
+    import socket
+
+    from tasks.paths import data_home
+
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        store = data_home() / "mlflow.db"
+        if not store.is_file():
+            raise NotFoundError(f"no MLflow store at {store}: nothing tracked yet (run a facegan command "
+                                "first, or set FACEGAN_HOME or MLFLOW_TRACKING_URI)")
+        with socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET) as probe:
+            try:
+                probe.bind((config.host, config.port))
+            except OSError as exc:
+                raise InputError(f"cannot listen on {config.host}:{config.port} ({exc.strerror or exc}): "
+                                 "pick another --port") from None
+    return []
+
+
 CHECKS = {"acquire": acquire, "crop": crop, "train": train, "generate": generate, "evaluate": evaluate,
-          "pipeline": pipeline}
+          "pipeline": pipeline, "ui": ui}
 
 
 def check(command: str, config) -> list[str]:

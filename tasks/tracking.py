@@ -46,18 +46,44 @@ def _client() -> MlflowClient:
     return MlflowClient(tracking_uri=uri)
 
 
+# MLflow 3 opens an experiment on its GenAI "Overview" page unless the experiment says it is for
+# model training; with this tag the UI opens on the runs table.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+_KIND_CHECKED: set[tuple[str, str]] = set()
+
+
+def _ensure_kind(client: MlflowClient, exp) -> None:
+    key = (tracking_uri(), exp.experiment_id)
+    if key in _KIND_CHECKED:
+        return
+    if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # also for experiments made before
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    _KIND_CHECKED.add(key)
+
+
 def _experiment_id(client: MlflowClient, name: str = EXPERIMENT) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        _ensure_kind(client, exp)
         return exp.experiment_id
     artifact_location = None
     if tracking_uri().startswith("sqlite:"):
         folder = os.environ.get("FACEGAN_MLFLOW_ARTIFACTS") or data_home() / "mlartifacts"
         artifact_location = Path(folder).resolve().as_uri()
     try:
-        return client.create_experiment(name, artifact_location=artifact_location)
+        return client.create_experiment(name, artifact_location=artifact_location,
+                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except mlflow.exceptions.MlflowException:  # created concurrently
-        return client.get_experiment_by_name(name).experiment_id
+        exp = client.get_experiment_by_name(name)
+        _ensure_kind(client, exp)
+        return exp.experiment_id
+
+
+def experiment():
+    """The facegan experiment (created, as a model-training experiment, when missing)."""
+    client = _client()
+    return client.get_experiment(_experiment_id(client))
 
 
 def _flat(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
