@@ -93,8 +93,14 @@ def real_sets(path: Path, n: int, size: int | None = None, fraction: float = 0.2
     control_idx, reference_idx = np.sort(picked[:n_real]), np.sort(picked[n_real:2 * n_real])
     if max_training is not None and len(train_idx) > max_training:
         train_idx = np.sort(rng.choice(train_idx, size=max_training, replace=False))
+    keys = group_keys(manifest)
+    by_identity = keys.str.startswith("id:")
+    split_by = ("identity" if by_identity.all() else "source image" if not by_identity.any()
+                else "identity (else source image)")
     info = {"dataset_path": str(path), "crops": len(faces), "held_out_fraction": fraction,
             "held_out_crops": int(len(held_idx)), "training_crops": int(len(train_idx)),
-            "n_real": int(n_real), "split": "by identity (else source image), sha256 hash"}
+            "n_real": int(n_real), "split": "by identity (else source image), sha256 hash",
+            "split_by": split_by, "groups": int(keys.nunique()),
+            "held_out_groups": int(keys[held].nunique()), "training_groups": int(keys[~held].nunique())}
     return RealSets(np.asarray(faces[control_idx]), np.asarray(faces[reference_idx]),
                     np.asarray(faces[train_idx]), info)

@@ -83,7 +83,7 @@ def acquire_web(config: AcquireConfig, name: str, log) -> dict:
     crawl_stats: dict[str, float] = {}
     archive_options = dict(max_archive_bytes=config.max_archive_bytes, max_archive_files=config.max_archive_files,
                            workers=min(config.workers, default_workers()), shard_size=config.shard_size,
-                           progress=config.progress, log=log)
+                           progress=config.progress, log=log, identity=config.identity)
     if config.path:  # a local zip/tar archive
         extra = import_archive_task(config.path, raw, **archive_options)
     elif config.url_list:
@@ -141,7 +141,8 @@ def acquire(config: AcquireConfig) -> dict:
                       parent_run_id=config.parent_run_id) as tracked:
         if config.path and config.path.is_dir():
             result = import_folder_task(config.path, name, workers=min(config.workers, default_workers()),
-                                        shard_size=config.shard_size, progress=config.progress, log=logger.info)
+                                        shard_size=config.shard_size, progress=config.progress, log=logger.info,
+                                        identity=config.identity)
         else:
             result = acquire_web(config, name, logger.info)
         _publish(result, tracked)

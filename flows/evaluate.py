@@ -40,6 +40,49 @@ def _common_dataset(config: EvaluateConfig, metas: list[dict]):
     return dataset_path_of(metas[0]), size
 
 
+def split_counts(info: dict) -> str:
+    """'by identity: 12 of 57 identities held out (312 crops), 1245 training crops'."""
+    unit = {"identity": "identities", "source image": "source images"}.get(info.get("split_by"), "groups")
+    return (f"by {info.get('split_by', 'group')}: {info.get('held_out_groups')} of {info.get('groups')} {unit} "
+            f"held out ({info['held_out_crops']} crops), {info.get('training_groups')} {unit} with "
+            f"{info['crops'] - info['held_out_crops']} crops left for training")
+
+
+def row_source(meta: dict) -> str | None:
+    """What a report row evaluated: models:/name/version for a registered model, else the run id
+    (or the checkpoint given)."""
+    return meta.get("model_uri") or meta.get("run_id") or meta.get("ref")
+
+
+def check_dataset_version(config: EvaluateConfig, metas: list[dict], path) -> dict:
+    """The real control must come from the dataset version the runs trained on (their recorded
+    dataset_fingerprint). A changed dataset is refused unless --allow-changed-dataset, which
+    flags it in the report. Returns the params/notes describing the check."""
+    from tasks.training.data import dataset_fingerprint
+
+    current = dataset_fingerprint(path)
+    changed = [m for m in metas if m.get("dataset_fingerprint") and m["dataset_fingerprint"] != current]
+    unknown = [m for m in metas if not m.get("dataset_fingerprint")]
+    if changed and not config.allow_changed_dataset:
+        m = changed[0]
+        raise InputError(f"run {row_source(m)} was trained on another version of {path} (fingerprint "
+                         f"{m['dataset_fingerprint']}, now {current}: re-cropped since), so its real control "
+                         "would not be the data it learned from; pass --dataset with the version it trained "
+                         "on, or --allow-changed-dataset to score anyway (flagged in the report)")
+    note = f"Real control drawn from dataset version {current}"
+    if changed:
+        note += (" — NOT the version " + ", ".join(sorted({f"{m['dataset_fingerprint']} ({row_source(m)})"
+                                                          for m in changed}))
+                 + " the runs trained on (--allow-changed-dataset)")
+    elif unknown:
+        note += (" — the version " + ", ".join(str(row_source(m)) for m in unknown)
+                 + " trained on is unknown (trained before facegan recorded it)")
+    else:
+        note += ", the version every run trained on"
+    return {"params": {"dataset_fingerprint": current, "dataset_changed": bool(changed),
+                       "dataset_version_unknown": bool(unknown)}, "note": note + "."}
+
+
 def add_inception_fid(weights, entries: list[dict], scored: list[Scored], reference: np.ndarray) -> None:
     from evaluation.inception import inception_features, load_inception
 
@@ -57,10 +100,12 @@ def evaluate(config: EvaluateConfig) -> dict:
     generated = [generate_task(ref, config.n, config.seed, config.device) for ref in config.run]
     metas = [meta for _, meta in generated]
     path, size = _common_dataset(config, metas)
+    version = check_dataset_version(config, metas, path)  # before any MLflow run is opened
     real = real_sets(path, config.n, size, config.held_out, config.seed, config.max_training)
     dataset = metas[0].get("dataset") or path.parent.name
     params = {**config.model_dump(exclude={"parent_run_id", "run"}, mode="json"), "runs": config.run,
-              "protocol": detection.PROTOCOL, "size": size, "dataset": dataset, **real.info}
+              "protocol": detection.PROTOCOL, "size": size, "dataset": dataset, **real.info,
+              **version["params"]}
     with tracking.run("evaluate", run_name=config.name or f"evaluate-{dataset}-{size}", params=params,
                       parent_run_id=config.parent_run_id,
                       tags={"facegan.evaluated_runs": ",".join(str(m.get("run_id")) for m in metas)}) as run:
@@ -80,13 +125,14 @@ def evaluate(config: EvaluateConfig) -> dict:
         entries = []
         for scored in [*rows, control]:
             entry = row_metrics(scored, reference_enc, training_enc, threshold, config.k, real.reference)
-            entries.append({**entry, "label": scored.label, "run": scored.meta.get("run_id") or scored.meta.get("ref")})
+            entries.append({**entry, "label": scored.label, "run": row_source(scored.meta)})
         if config.inception_weights:
             add_inception_fid(config.inception_weights, entries, [*rows, control], real.reference)
         table = report.build_table(entries[:-1], entries[-1], noise_floor)
         notes = [f"Real control: {real.info['n_real']} held-out crops of {dataset} ({size} px); every row "
                  f"is compared with {real.info['n_real']} other held-out crops (reference set).",
-                 f"Held-out split: {real.info['split']}, fraction {config.held_out}; memorisation "
+                 version["note"],
+                 f"Held-out split: {split_counts(real.info)}, fraction {config.held_out}; memorisation "
                  f"distances go to the {real.info['training_crops']} non-held-out (training) crops.",
                  f"Memorised: share of images closer to their nearest training face (128-d "
                  f"face_recognition encoding) than {threshold:.4f}, the 1st percentile of the real "

@@ -24,6 +24,10 @@ class AcquireConfig(StageConfig):
     depth: int = Field(1, ge=0, le=10, description="link depth for --scrape")
     allow_domain: list[str] | None = Field(None, description="domains (and their subdomains) --scrape may fetch pages and images from; none = the start pages' hosts")
     max_pages: int = Field(50, ge=1, description="page budget for --scrape")
+    identity: Literal["auto", "folder", "none"] = Field("auto", description="who is in each photo, for the "
+        "evaluation's held-out split: folder = the parent folder's name (one person per folder), none = "
+        "unknown (split by source image), auto = folder only when the layout is one person per folder like "
+        "LFW's <Name>/<Name>_0001.jpg (90% of files named after their folder)")
     name: str | None = Field(None, description="raw set name; none = derived from the source (folder, archive or list name, preset, host)")
     workers: int = Field(16, ge=1, le=256, description="concurrent downloads (folder import: processes, at most one per CPU)")
     timeout: float = Field(20.0, gt=0, description="per-request connect/read timeout in seconds")

@@ -33,6 +33,8 @@ class EvaluateConfig(StageConfig):
     workers: int = Field(default_workers(), ge=1, le=256, description="scoring processes (face_recognition is single-threaded)")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="device used to run the generators")
     name: str | None = Field(None, description="report name, also the MLflow run name (none: evaluate-<dataset>-<size>)")
+    allow_changed_dataset: bool = Field(False, description="score against a dataset re-cropped since the "
+                                        "runs trained on it (refused by default; flagged in the report)")
     keep_pngs: bool = Field(True, description="keep every scored image as a PNG in the report folder")
     inception_weights: Path | None = Field(None, description="optional: torchvision Inception-v3 weights "
                                            "file to add an Inception FID column (never downloaded)")

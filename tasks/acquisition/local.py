@@ -25,6 +25,25 @@ from tasks.paths import data_home, raw_dir
 formats.register()  # HEIC/HEIF photos decode (pillow-heif), here and in the forked checker processes
 
 
+def person_per_folder(files: list[Path], root: Path) -> bool:
+    """Whether `root` looks like a one-person-per-folder layout such as LFW's
+    <Name>/<Name>_0001.jpg: at least 90% of the files sit in a subfolder and start with its name."""
+    nested = [f for f in files if len(f.relative_to(root).parts) > 1]
+    if not files or len(nested) < 0.9 * len(files):
+        return False
+    named = sum(f.name.lower().startswith(f.parent.name.lower()) for f in nested)
+    return named >= 0.9 * len(files)
+
+
+def identities(files: list[Path], root: Path, mode: str = "auto") -> list[str | None]:
+    """The identity of each file: its parent folder's name with mode 'folder' (or 'auto' on a
+    one-person-per-folder layout, see person_per_folder), else None ('none': an album folder is
+    not a person, so the evaluation then splits by source image)."""
+    if mode == "none" or (mode == "auto" and not person_per_folder(files, root)):
+        return [None] * len(files)
+    return [identity_of(f, root) for f in files]
+
+
 def identity_of(path: Path, root: Path) -> str | None:
     """The parent folder's name when `path` sits in a subfolder of `root` (LFW layout)."""
     rel = path.relative_to(root)
@@ -109,7 +128,8 @@ def claim_raw(name: str, info: dict) -> Path:
 
 
 def import_folder(path: str | Path, name: str | None = None, workers: int = 2, shard_size: int = 200,
-                  progress: bool = True, log: Callable[[str], None] = lambda _m: None) -> dict:
+                  progress: bool = True, log: Callable[[str], None] = lambda _m: None,
+                  identity: str = "auto") -> dict:
     """Import `path` (recursive) as raw set `name`. Returns {name, raw_dir, manifest, stats}.
 
     Raises FaceganError for a missing or empty folder, or one without any decodable image;
@@ -127,9 +147,12 @@ def import_folder(path: str | Path, name: str | None = None, workers: int = 2, s
     log(f"{len(files)} files under {root}: {len(reused)} unchanged since the last import, {len(todo)} to check")
     fresh = {r["path"]: r for r in inspect_files(todo, workers, shard_size, progress)}
     rows = []
-    for f in files:
+    people = identities(files, root, identity)
+    log(f"identity: {'folder names' if any(people) else 'none (split by source image)'} "
+        f"(--identity {identity})")
+    for f, person in zip(files, people):
         r = dict(reused.get(str(f)) or fresh[str(f)])
-        r["identity"] = identity_of(f, root)
+        r["identity"] = person
         rows.append(r)
     df = manifest.mark_duplicates(manifest.frame(rows))
     if not (df["status"] == "ok").any():

@@ -56,22 +56,25 @@ def read_url_list(path: str | Path) -> list[dict]:
 
 
 def _archive_rows(url: str, folder: Path, rejected: list[tuple[str, str]], workers: int,
-                  shard_size: int, progress: bool) -> list[dict]:
+                  shard_size: int, progress: bool, identity: str = "auto") -> list[dict]:
     rows = [manifest.row(url=f"{url}#{name}", source_page=url, status="failed", reason=reason)
             for name, reason in rejected]
     files = local.list_files(folder)
     root = archives.content_root(folder)
     checked = local.inspect_files([str(f) for f in files], workers, shard_size, progress, "checking images")
+    inside = [f for f in files if f.is_relative_to(root)]
+    people = dict(zip(inside, local.identities(inside, root, identity)))
     for f, r in zip(files, checked):
         r.update(url=f"{url}#{f.relative_to(folder).as_posix()}", source_page=url, mtime_ns=None,
-                 identity=local.identity_of(f, root) if f.is_relative_to(root) else None)
+                 identity=people.get(f))
         rows.append(r)
     return rows
 
 
 def acquire_url(url: str, raw: Path, settings: http.HttpSettings, *, checksum: tuple[str, str] | None,
                 max_archive_bytes: int, max_archive_files: int, workers: int = 2, shard_size: int = 200,
-                progress: bool = True, log: Callable[[str], None] = lambda _m: None) -> list[dict]:
+                progress: bool = True, log: Callable[[str], None] = lambda _m: None,
+                identity: str = "auto") -> list[dict]:
     """Fetch one URL into `raw`: an image is stored, an archive is verified and extracted
     safely. Returns its manifest rows. Any failure raises DownloadError and keeps the raw set as
     it was (this is the whole request)."""
@@ -102,14 +105,14 @@ def acquire_url(url: str, raw: Path, settings: http.HttpSettings, *, checksum: t
         log(f"{url}: {digests['bytes']} bytes, sha256 {digests['sha256']}")
         return ingest_archive(part, url, raw, max_archive_bytes=max_archive_bytes,
                               max_archive_files=max_archive_files, workers=workers, shard_size=shard_size,
-                              progress=progress, log=log)
+                              progress=progress, log=log, identity=identity)
     finally:
         part.unlink(missing_ok=True)
 
 
 def ingest_archive(archive: Path, url: str, raw: Path, *, max_archive_bytes: int, max_archive_files: int,
                    workers: int = 2, shard_size: int = 200, progress: bool = True,
-                   log: Callable[[str], None] = lambda _m: None) -> list[dict]:
+                   log: Callable[[str], None] = lambda _m: None, identity: str = "auto") -> list[dict]:
     """Extract `archive` safely into raw/<name>/images/<archive>-<hash>/ (via a staging folder
     renamed when complete) and return one manifest row per member, labelled `<url>#<member>`."""
     kind = archives.sniff(archive)
@@ -123,7 +126,7 @@ def ingest_archive(archive: Path, url: str, raw: Path, *, max_archive_bytes: int
         shutil.rmtree(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging.rename(final)
-    return _archive_rows(url, final, rejected, workers, shard_size, progress)
+    return _archive_rows(url, final, rejected, workers, shard_size, progress, identity)
 
 
 def import_archive_file(path: Path, raw: Path, **kwargs) -> list[dict]:
