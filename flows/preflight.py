@@ -135,8 +135,48 @@ def ui(config) -> list[str]:
     return []
 
 
+def prefect_api_url() -> str | None:
+    """PREFECT_API_URL from the environment, else from the active Prefect profile (read without
+    importing Prefect)."""
+    import os
+    import tomllib
+
+    url = os.environ.get("PREFECT_API_URL", "").strip()
+    if url:
+        return url
+    home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
+    profiles = Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")).expanduser()
+    try:
+        data = tomllib.loads(profiles.read_text())
+    except (OSError, ValueError):
+        return None
+    active = os.environ.get("PREFECT_PROFILE") or data.get("active") or "ephemeral"
+    return (data.get("profiles", {}).get(active, {}).get("PREFECT_API_URL") or "").strip() or None
+
+
+SERVER_HINT = ("start one with `.venv/bin/prefect server start` and `export "
+               "PREFECT_API_URL=http://127.0.0.1:4200/api`")
+
+
+def serve(config) -> list[str]:
+    import urllib.request
+
+    url = prefect_api_url()
+    if not url:
+        raise InputError("facegan serve needs a Prefect server that `prefect deployment run` and the UI can "
+                         f"reach, and PREFECT_API_URL is not set: {SERVER_HINT} (without it the deployments "
+                         "would live in a temporary server that nothing else can reach)")
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=5):
+            pass
+    except (OSError, ValueError) as exc:
+        raise InputError(f"no Prefect server answers at PREFECT_API_URL={url} ({getattr(exc, 'reason', exc)}): "
+                         f"{SERVER_HINT}") from None
+    return []
+
+
 CHECKS = {"acquire": acquire, "crop": crop, "train": train, "generate": generate, "evaluate": evaluate,
-          "pipeline": pipeline, "ui": ui}
+          "pipeline": pipeline, "ui": ui, "serve": serve}
 
 
 def check(command: str, config) -> list[str]:

@@ -58,6 +58,18 @@ def deployments(config: ServeConfig) -> list:
 
 
 def main(config: ServeConfig) -> None:
+    """Serve on the Prefect server of PREFECT_API_URL (the CLI refuses to start without a
+    reachable one: a temporary server would be out of reach of `prefect deployment run`).
+    Ctrl-C or SIGTERM stops serving: in-flight runs are cancelled, the schedules paused."""
     from prefect import serve
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
-    serve(*deployments(config), limit=config.limit)
+    served = deployments(config)
+    api, ui = PREFECT_API_URL.value(), PREFECT_UI_URL.value()
+    names = ", ".join(f"{d.flow_name}/{d.name}" for d in served)
+    print(f"facegan serve: {len(served)} deployments ({names}) on the Prefect server at {api}"
+          + (f" (UI {ui})" if ui else "") + "\nrun one from any shell with the same PREFECT_API_URL, e.g. "
+          ".venv/bin/prefect deployment run 'crop/on-demand' --param config='{\"sizes\": [64]}'\n"
+          "stop with Ctrl-C or SIGTERM", flush=True)
+    serve(*served, limit=config.limit, print_starting_message=False)
+    print("facegan serve: stopped", flush=True)
