@@ -394,3 +394,16 @@ def test_serve_says_where_it_serves_and_stops_within_10_s(tmp_path):
         stopped = time.monotonic() - start
     assert stopped < 10, f"stopped in {stopped:.1f} s"
     assert "Traceback" not in err and "ConnectError" not in err, err[-2000:]
+
+
+# --- item 7: the pipeline's offline hint names its own flag -------------------------------------
+
+def test_pipeline_offline_hint_names_source_not_acquire_flags(capsys, tmp_path):
+    """No internet here: the LFW preset cannot be downloaded; the hint must name --source (the
+    pipeline has no --path or --url)."""
+    code, _, err = run_facegan(capsys, "pipeline", "--name", "offline-lfw", "--steps", "1")
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("facegan: error:")]
+    assert len(lines) == 1, err
+    assert "(offline? pass a local copy or a mirror with --source, e.g. --source " in lines[0]
+    assert "--path" not in lines[0] and "--url" not in lines[0]
