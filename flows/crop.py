@@ -18,6 +18,7 @@ from tasks.cropping.runner import connect_cluster, shard_runner
 from tasks.cropping.shards import CropParams
 from tasks.cropping.steps import (assemble_task, crop_shard_task, fingerprint, load_raw_rows, plan_shards, publish,
                                   raw_skipped, report_lines)
+from tasks.errors import InputError
 from tasks.paths import check_name, dataset_dir, resolve_raw
 
 
@@ -60,13 +61,17 @@ def crop(config: CropConfig = CropConfig()) -> dict:
             for future in tqdm(as_completed(futures), total=len(futures), desc=f"crop {name}", unit="shard"):
                 future.result()
         meta = {"fingerprint": fp, "raw": raw_name, "run_id": run.run_id, "params": config.model_dump()}
-        stats = assemble_task([t for _, t in shards], config.sizes, config.dedupe, root, meta,
-                              config.workers, config.seed, params, raw_skipped(raw_name))
+        try:
+            stats = assemble_task([t for _, t in shards], config.sizes, config.dedupe, root, meta,
+                                  config.workers, config.seed, params, raw_skipped(raw_name))
+        except InputError:  # nothing usable: no resume cache to keep, no empty dataset folder left
+            shutil.rmtree(work, ignore_errors=True)
+            if root.is_dir() and not any(root.iterdir()):
+                root.rmdir()
+            raise
         stats["seconds"] = round(time.perf_counter() - start, 2)
         stats["images_per_s"] = round(stats["images_in"] / max(stats["seconds"], 1e-9), 1)
         publish(run, stats, root, config.sizes)
-        for line in report_lines(stats):
-            print(line)
     shutil.rmtree(work, ignore_errors=True)
     return {"dataset": name, "path": str(root), "skipped": False, "run_id": run.run_id, **stats}
 
@@ -79,7 +84,8 @@ def main(config: CropConfig) -> str:
     if result["skipped"]:
         return f"dataset {result['dataset']} up to date at {result['path']}"
     sizes = ", ".join(f"{s}px: {result[f'crops_{s}']}" for s in config.sizes)
+    report = "\n".join(report_lines(result))
     return (f"cropped {result['images_in']} images -> {result['crops']} faces ({sizes}) "
-            f"in {result['seconds']} s ({result['images_per_s']} img/s)\n"
+            f"in {result['seconds']} s ({result['images_per_s']} img/s)\n{report}\n"
             f"dataset: {result['path']} (images without a crop: {NO_FACE_SHEET}, {REJECTED})\n"
             f"mlflow run: {result['run_id']}")
