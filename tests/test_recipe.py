@@ -27,6 +27,7 @@ INGREDIENTS = {
     "sn-hinge": dict(recipe="canonical", d_norm="spectral", loss="hinge"),
     "ttur": dict(recipe="canonical", lr_d=4e-4),
     "default": dict(recipe="default"),
+    "augmented": dict(recipe="augmented"),
 }
 
 
@@ -39,14 +40,16 @@ def history(run_id: str, key: str) -> dict[int, float]:
 
 
 def test_recipes_resolve_to_their_ingredients():
-    canonical, default = TrainConfig(recipe="canonical"), TrainConfig()
+    canonical, default, augmented = TrainConfig(recipe="canonical"), TrainConfig(), TrainConfig(recipe="augmented")
     assert (canonical.d_norm, canonical.loss, canonical.ema, canonical.diffaugment, canonical.lr_d) == \
         ("batch", "bce", False, "", None)
-    assert (default.recipe, default.d_norm, default.loss, default.ema) == ("default", "spectral", "hinge", True)
-    assert default.diffaugment == "color,translation,cutout" and default.lr_d == 2 * default.lr
+    assert (default.recipe, default.d_norm, default.loss, default.ema, default.diffaugment) == \
+        ("default", "batch", "bce", True, "")
+    assert (augmented.d_norm, augmented.loss, augmented.ema, augmented.ema_decay) == ("spectral", "hinge", True, 0.995)
+    assert augmented.diffaugment == "color,translation,cutout" and augmented.lr_d == 2 * augmented.lr
     # a single option overrides its recipe; the run name changes with the recipe
     assert TrainConfig(recipe="canonical", loss="hinge").loss == "hinge"
-    assert canonical.run_name("lfw") != default.run_name("lfw")
+    assert len({c.run_name("lfw") for c in (canonical, default, augmented)}) == 3
     with pytest.raises(ValueError, match="d_norm"):
         TrainConfig(d_norm="layer")  # LayerNorm is the WGAN-GP critic's (--critic-norm)
 
