@@ -24,11 +24,12 @@ def main(config: UiConfig) -> None:
     experiment = tracking.experiment()  # as a model-training experiment: the UI opens on its runs
     if store.startswith(("http://", "https://")):
         print(f"MLflow is already served at {store}: open {store.rstrip('/')}/#/experiments/"
-              f"{experiment.experiment_id} (experiment {experiment.name!r})")
+              f"{experiment.experiment_id}?workflowType=machine_learning (experiment {experiment.name!r})")
         return
     shown = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
     url = f"http://{shown}:{config.port}"
-    print(f"MLflow UI on {url}/#/experiments/{experiment.experiment_id} (experiment {experiment.name!r}, "
+    print(f"MLflow UI on {url}/#/experiments/{experiment.experiment_id}?workflowType=machine_learning "
+          f"(experiment {experiment.name!r}, "
           f"store {store}); Ctrl-C to stop", flush=True)
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     proc = subprocess.Popen(server_command(config, store), env=env, start_new_session=True)

@@ -1,7 +1,9 @@
-"""Screenshot of the MLflow UI on an evaluate run's Table 1 report, in headless Chromium.
+"""Screenshots of the MLflow UI in headless Chromium: the `facegan` experiment as it opens (its
+runs table) and an evaluate run's Table 1 report.
 
     .venv/bin/python infra/screenshot_mlflow.py                     # newest evaluate run -> mlflow-report.png
-    .venv/bin/python infra/screenshot_mlflow.py --run <run id> --out shot.png
+                                                                    # and the runs table -> mlflow-runs.png
+    .venv/bin/python infra/screenshot_mlflow.py --run <run id> --out shot.png --runs-out runs.png
     .venv/bin/python infra/screenshot_mlflow.py --ui http://127.0.0.1:5000   # an MLflow UI already running
 
 Without --ui it starts `mlflow server` on a free loopback port over the same store as
@@ -11,6 +13,8 @@ Debian's `chromium` (`./setup.sh --browser`); no browser is downloaded.
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import os
 import shutil
 import socket
@@ -54,24 +58,115 @@ def run_page(ui: str, experiment_id: str, run_id: str) -> str:
     return f"{ui}/#/experiments/{experiment_id}/runs/{run_id}/artifactPath/{ARTIFACT}"
 
 
-def screenshot(url: str, out: Path, chromium: str, size: str, wait_ms: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="facegan-chromium-") as profile:
-        cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-               f"--user-data-dir={profile}", f"--screenshot={out}", f"--window-size={size}",
-               f"--virtual-time-budget={wait_ms}", url]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    if proc.returncode != 0 or not out.is_file():
-        fail(f"chromium failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+def experiment_page(ui: str, experiment_id: str) -> str:
+    """The experiment as a user opens it: a model-training experiment opens on its runs table."""
+    return f"{ui}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+# MLflow 3.17 opens its Assistant side panel on a browser's first visit, covering the right part
+# of the page (Table 1's last columns), and shows experiments in its "GenAI" mode (Overview,
+# traces) unless told otherwise. The UI keeps both in localStorage (key "<name>_v<version>",
+# JSON values); they are set before any page is shot. facegan's own URLs also carry
+# ?workflowType=machine_learning (see flows/ui.py).
+UI_STATE = {"mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true", "mlflow.assistant.panelOpen_v1": "false",
+            "mlflow.workflowType_v1": '"machine_learning"'}
+
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol (websockets, a Prefect dependency)."""
+
+    def __init__(self, chromium: str, size: str):
+        self.profile = tempfile.TemporaryDirectory(prefix="facegan-chromium-")
+        port = free_port()
+        width, height = (int(v) for v in size.split(","))
+        self.size = (width, height)
+        self.proc = subprocess.Popen(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+             f"--user-data-dir={self.profile.name}", f"--window-size={width},{height}",
+             f"--remote-debugging-port={port}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as r:
+                    pages = [t for t in json.load(r) if t.get("type") == "page"]
+                if pages:
+                    break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                fail("chromium did not start (DevTools endpoint not up)")
+            time.sleep(0.3)
+        from websockets.sync.client import connect
+
+        self.ws = connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=30)
+        self.next_id = 0
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
+                  mobile=False)
+
+    def call(self, method: str, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv(timeout=120))
+            if message.get("id") == self.next_id:
+                if "error" in message:
+                    fail(f"chromium: {method}: {message['error'].get('message')}")
+                return message.get("result", {})
+
+    def open(self, url: str, wait_ms: int) -> None:
+        self.call("Page.navigate", url=url)
+        deadline = time.monotonic() + wait_ms / 1000
+        while time.monotonic() < deadline:  # the UI renders client-side: wait for the page to settle
+            ready = self.call("Runtime.evaluate", expression="document.readyState", returnByValue=True)
+            if ready.get("result", {}).get("value") == "complete":
+                break
+            time.sleep(0.5)
+
+    def close_assistant(self, origin: str) -> None:
+        self.open(f"{origin}/health", 10000)  # same origin, without the app
+        script = "".join(f"localStorage.setItem({json.dumps(k)}, {json.dumps(v)});" for k, v in UI_STATE.items())
+        self.call("Runtime.evaluate", expression=script)
+
+    def shot(self, url: str, out: Path, wait_ms: int, settle_s: float, expect: str = "") -> None:
+        """Open `url`, wait until the page shows `expect` (the UI fetches its data after the
+        document loads), let it render `settle_s` more seconds, and save a PNG."""
+        self.open(url, wait_ms)
+        deadline = time.monotonic() + wait_ms / 1000
+        probe = f"document.body && document.body.innerText.includes({json.dumps(expect)})"
+        while expect and time.monotonic() < deadline:
+            if self.call("Runtime.evaluate", expression=probe, returnByValue=True).get("result", {}).get("value"):
+                break
+            time.sleep(0.5)
+        time.sleep(settle_s)
+        data = self.call("Page.captureScreenshot", format="png")["data"]
+        out.write_bytes(base64.b64decode(data))
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        except Exception:  # noqa: BLE001 - closing anyway
+            pass
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.profile.cleanup()
 
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", help="evaluate run id (default: the newest finished evaluate run)")
-    parser.add_argument("--out", type=Path, default=Path("mlflow-report.png"), help="PNG to write")
+    parser.add_argument("--out", type=Path, default=Path("mlflow-report.png"), help="PNG of the report page")
+    parser.add_argument("--runs-out", type=Path, default=Path("mlflow-runs.png"),
+                        help="PNG of the facegan experiment's runs table")
     parser.add_argument("--ui", help="URL of a running MLflow UI (default: start one on loopback)")
     parser.add_argument("--window-size", default="1600,1100", help="browser window WIDTH,HEIGHT")
-    parser.add_argument("--wait-ms", type=int, default=25000, help="page load budget (virtual time)")
+    parser.add_argument("--wait-ms", type=int, default=120000, help="page load budget, ms")
+    parser.add_argument("--settle", type=float, default=5.0, help="seconds to let a loaded page render its data")
     args = parser.parse_args(argv)
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
@@ -105,9 +200,17 @@ def main(argv: list[str] | None = None) -> Path:
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                                       start_new_session=True)
             wait_up(ui, server, 120)
+        runs_url = experiment_page(ui.rstrip("/"), run.info.experiment_id)
         url = run_page(ui.rstrip("/"), run.info.experiment_id, run.info.run_id)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        screenshot(url, args.out.resolve(), chromium, args.window_size, args.wait_ms)
+        browser = Browser(chromium, args.window_size)
+        try:
+            browser.close_assistant(ui.rstrip("/"))
+            for page, out, expect in ((runs_url, args.runs_out, run.info.run_name),
+                                      (url, args.out, "table1.html")):
+                out.parent.mkdir(parents=True, exist_ok=True)
+                browser.shot(page, out.resolve(), args.wait_ms, args.settle, expect)
+        finally:
+            browser.close()
     finally:
         if server is not None:
             server.terminate()
@@ -115,6 +218,7 @@ def main(argv: list[str] | None = None) -> Path:
                 server.wait(20)
             except subprocess.TimeoutExpired:
                 server.kill()
+    print(f"{args.runs_out} <- {runs_url}")
     print(f"{args.out} <- {url}")
     return args.out
 

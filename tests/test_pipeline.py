@@ -73,16 +73,22 @@ def test_pipeline_cli_bad_source_is_one_line(cli, tmp_path):
 def test_mlflow_ui_screenshot_of_the_report(tmp_path):
     if not REPORTS:
         pytest.skip("needs the evaluate run of the pipeline test")
-    out = tmp_path / "shot.png"
+    out, runs_out = tmp_path / "shot.png", tmp_path / "runs.png"
     proc = subprocess.run([sys.executable, str(REPO / "infra" / "screenshot_mlflow.py"), "--run", REPORTS[0],
-                           "--out", str(out), "--window-size", "1400,1000"],
-                          capture_output=True, text=True, timeout=300)
+                           "--out", str(out), "--runs-out", str(runs_out), "--window-size", "1600,1000"],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"/runs/{REPORTS[0]}/artifactPath/report/table1.html" in proc.stdout
+    assert "/#/experiments/" in proc.stdout and "workflowType=machine_learning" in proc.stdout
     image = np.asarray(Image.open(out).convert("L"))
-    assert image.shape == (1000, 1400)
-    report = image[220:700, 420:1000]  # the artifact preview pane, where table1.html renders
+    assert image.shape == (1000, 1600)
+    report = image[220:700, 560:1000]  # the artifact preview pane, where table1.html renders
     assert (report < 128).mean() > 0.02  # dark text there: the report rendered, not a blank pane
+    last_columns = image[280:460, 1250:1580]  # precision, recall, ...: no Assistant panel over them
+    assert (last_columns < 128).mean() > 0.01
+    runs = np.asarray(Image.open(runs_out).convert("L"))
+    assert runs.shape == (1000, 1600)
+    assert (runs[240:420, 300:900] < 128).mean() > 0.01  # the runs table's rows (run names, dates)
     proc = subprocess.run([sys.executable, str(REPO / "infra" / "screenshot_mlflow.py"), "--run", "nope"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
