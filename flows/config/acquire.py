@@ -27,7 +27,7 @@ class AcquireConfig(StageConfig):
     identity: Literal["auto", "folder", "none"] = Field("auto", description="who is in each photo, for the "
         "evaluation's held-out split: folder = the parent folder's name (one person per folder), none = "
         "unknown (split by source image), auto = folder only when the layout is one person per folder like "
-        "LFW's <Name>/<Name>_0001.jpg (90% of files named after their folder)")
+        "LFW's <Name>/<Name>_0001.jpg (9 in 10 files named after their folder)")
     name: str | None = Field(None, description="raw set name; none = derived from the source (folder, archive or list name, preset, host)")
     workers: int = Field(16, ge=1, le=256, description="concurrent downloads (folder import: processes, at most one per CPU)")
     timeout: float = Field(20.0, gt=0, description="per-request connect/read timeout in seconds")
