@@ -95,7 +95,9 @@ def test_tight_chips_survive_the_padded_search(byo_sets, facegan_home, kind, flo
     from flows.acquire import acquire
     from flows.config.acquire import AcquireConfig
 
-    acquire(AcquireConfig(path=byo_sets[kind], name=kind))
+    # sN/k.pgm is not LFW's <Name>/<Name>_0001.jpg, which acquire's automatic identity rule
+    # requires: a person-per-folder research layout is stated with --identity folder
+    acquire(AcquireConfig(path=byo_sets[kind], name=kind, identity="folder" if kind == "pgm" else "auto"))
     plain, plain_stats, _ = _crop_share(kind, facegan_home, pad=0.0, aligned=False)
     padded, stats, manifest = _crop_share(kind, facegan_home, aligned=False)
     auto, auto_stats, auto_manifest = _crop_share(kind, facegan_home)

@@ -148,8 +148,12 @@ def detect_padded(bgr: np.ndarray, params: HaarParams, largest_only: bool = Fals
     if border < 1:
         return []
     padded = cv2.copyMakeBorder(grey, border, border, border, border, cv2.BORDER_REPLICATE)
+    # only windows of faces that fill the frame (smaller boxes are dropped below anyway): this
+    # search skips the small scales, which are most of a full search's work
+    floor = max(params.min_face, int(PAD_MIN_FACE * min(h, w)))
+    search = HaarParams(params.scale_factor, params.min_neighbors, floor)
     kept = []
-    for x, y, bw, bh in _search(padded, params, largest_only, short_side=min(h, w)):
+    for x, y, bw, bh in _search(padded, search, largest_only, short_side=min(h, w)):
         x, y = x - border, y - border
         inside = max(0, min(x + bw, w) - max(x, 0)) * max(0, min(y + bh, h) - max(y, 0))
         if inside >= PAD_MIN_INSIDE * bw * bh and min(bw, bh) >= PAD_MIN_FACE * min(h, w):
