@@ -118,8 +118,8 @@ class TrainConfig(StageConfig):
     @field_validator("diffaugment")
     @classmethod
     def _policy(cls, policy: str | None) -> str | None:
-        if policy is None:
-            return None
+        if not policy:  # None (from the recipe) or off: no torch import for the common case
+            return policy
         from models.diffaugment import parse_policy
 
         return ",".join(parse_policy(policy))
