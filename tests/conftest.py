@@ -72,6 +72,33 @@ def cli():
     return run_cli
 
 
+def run_facegan(capsys, *argv) -> tuple[int, str, str]:
+    """The real `facegan` command in-process, through the CLI entry point: (exit code, stdout, stderr)."""
+    from flows.cli import main as facegan
+
+    try:
+        facegan([str(a) for a in argv])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def dlib_face_boxes() -> tuple[Path, dict[str, list[tuple[int, int, int, int]]]]:
+    """dlib's hand-labelled group photos: (folder, {file: [(left, top, width, height), ...]})."""
+    import xml.etree.ElementTree as ET
+
+    root = shared("photos", "dlib_faces")
+    truth: dict[str, list] = {}
+    for xml in ("training.xml", "testing.xml"):
+        for image in ET.parse(root / xml).getroot().iter("image"):
+            truth.setdefault(image.get("file"), []).extend(
+                (int(b.get("left")), int(b.get("top")), int(b.get("width")), int(b.get("height")))
+                for b in image.iter("box"))
+    return root, truth
+
+
 def extract_lfw_subset(dest: Path, limit: int, skip_people: int = 0) -> Path:
     """The first `limit` photos of the published LFW tgz (after `skip_people` people), extracted
     in their original layout lfw-deepfunneled/<Name>/<Name>_NNNN.jpg."""

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import xml.etree.ElementTree as ET
 
 import numpy as np
 import pandas as pd
@@ -63,13 +62,7 @@ def test_haar_recall_and_precision_on_hand_labelled_boxes():
     precision 35/35 = 1.0."""
     from tasks.cropping.detect import HaarParams, detect_faces, read_bgr
 
-    root = shared("photos", "dlib_faces")
-    truth: dict[str, list] = {}
-    for xml in ("training.xml", "testing.xml"):
-        for image in ET.parse(root / xml).getroot().iter("image"):
-            truth.setdefault(image.get("file"), []).extend(
-                (int(b.get("left")), int(b.get("top")), int(b.get("width")), int(b.get("height")))
-                for b in image.iter("box"))
+    root, truth = dlib_face_boxes()
     assert sum(map(len, truth.values())) == 43
     hits = false_pos = 0
     for file, boxes in truth.items():
@@ -118,7 +111,7 @@ def test_no_crops_from_face_free_video_frames(cli):
     assert not any((dataset_dir("frames") / str(s) / "faces.npy").exists() for s in (48, 64, 128))
 
 
-from conftest import shared  # noqa: E402
+from conftest import dlib_face_boxes, shared  # noqa: E402
 
 
 def _copy_raw(src_home, dst_home, name="lfw-sample"):

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import shared
+from tests.conftest import dlib_face_boxes, shared
 
 N_CHIPS = 200
 N_CELEBA = 200
@@ -170,17 +170,9 @@ def test_hand_labelled_boxes_with_the_padded_search():
     """dlib's 43 hand-labelled faces through find_faces (the crop stage's detector, padded search
     included): recall >= 0.78 at precision >= 0.95 (measured 0.814 / 1.0, as without it: every
     one of these photos has a face the normal search finds)."""
-    import xml.etree.ElementTree as ET
-
     from tasks.cropping.detect import HaarParams, find_faces, read_bgr
 
-    root = shared("photos", "dlib_faces")
-    truth: dict[str, list] = {}
-    for xml in ("training.xml", "testing.xml"):
-        for image in ET.parse(root / xml).getroot().iter("image"):
-            truth.setdefault(image.get("file"), []).extend(
-                (int(b.get("left")), int(b.get("top")), int(b.get("width")), int(b.get("height")))
-                for b in image.iter("box"))
+    root, truth = dlib_face_boxes()
 
     def iou(a, b):
         ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))

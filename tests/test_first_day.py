@@ -13,20 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, extract_lfw_subset
+from conftest import REPO, extract_lfw_subset, run_facegan
 
-from flows.cli import main as facegan
-
-
-def run_facegan(capsys, *argv: str) -> tuple[int, str, str]:
-    """The real command in-process: (exit code, stdout, stderr)."""
-    try:
-        facegan([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def error_lines(err: str) -> list[str]:

@@ -9,21 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import extract_lfw_subset
+from conftest import extract_lfw_subset, run_facegan
 
 from flows.cli import main as facegan
 
 TINY_TRAIN = ["--size", "48", "--steps", "2", "--batch-size", "8", "--features", "8", "--threads", "1"]
-
-
-def run_facegan(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        facegan([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
