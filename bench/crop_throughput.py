@@ -63,8 +63,8 @@ def main() -> None:
     files = sorted(src.rglob("*.jpg"))
 
     from flows.acquire import acquire
-    from flows.config.acquire import AcquireConfig
-    from flows.config.crop import CropConfig
+    from config.acquire import AcquireConfig
+    from config.crop import CropConfig
     from flows.crop import crop
 
     acquire(AcquireConfig(path=src, name="bench"))

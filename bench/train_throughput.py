@@ -134,7 +134,7 @@ def crops_folder(n: int) -> Path:
 
 
 def _facegan_seconds(folder: Path, steps: int, threads: int, recipe: dict) -> tuple[float, float]:
-    from flows.config.train import TrainConfig
+    from config.train import TrainConfig
     from tasks import tracking
     from tasks.training.loop import train_loop
 

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from evaluation import face_lib
-from tasks.errors import InputError
+from config.errors import InputError
 
 DETECT_SIZE = 256
 UPSAMPLE = 0

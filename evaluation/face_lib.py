@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tasks.errors import FaceganError
+from config.errors import FaceganError
 
 _MODULE = None
 _POOL: ProcessPoolExecutor | None = None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.errors import InputError
+from config.errors import InputError
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import linalg
 
-from tasks.errors import InputError
+from config.errors import InputError
 
 MEMO_PERCENTILE = 1.0
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.errors import InputError, NotFoundError
+from config.errors import InputError, NotFoundError
 from tasks.paths import FACES_ARRAY, MANIFEST
 
 SALT = "facegan-heldout:"

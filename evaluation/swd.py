@@ -16,7 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from tasks.errors import InputError
+from config.errors import InputError
 
 NHOOD = 7
 NHOODS_PER_IMAGE = 128

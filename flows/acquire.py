@@ -12,12 +12,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
-from flows.config.acquire import AcquireConfig
-from flows.config.base import default_workers
+from config.acquire import AcquireConfig
+from config.base import default_workers
 from tasks import tracking
 from tasks.atomic import clean_partials
 from tasks.acquisition import http, local, manifest, presets, scrape, sources, store, web
-from tasks.errors import DownloadError
+from config.errors import DownloadError
 
 PARALLEL_SHARDS = 4
 OFFLINE_HINT = "(offline? pass a local copy with --path, or a mirror with --url)"

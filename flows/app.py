@@ -5,7 +5,7 @@ import os
 import sys
 from pathlib import Path
 
-from flows.config.app import AppConfig
+from config.app import AppConfig
 
 PAGE = Path(__file__).with_name("app_page.py")
 

@@ -17,17 +17,17 @@ from typing import Any, Callable, Literal
 
 # name: (config class, runner, one-line help). The runner takes the config and returns what to print.
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
-    "acquire": ("flows.config.acquire:AcquireConfig", "flows.acquire:main",
+    "acquire": ("config.acquire:AcquireConfig", "flows.acquire:main",
                 "import a local folder or download images/archives/presets/scraped pages"),
-    "crop": ("flows.config.crop:CropConfig", "flows.crop:main",
+    "crop": ("config.crop:CropConfig", "flows.crop:main",
              "detect faces (Haar) and crop them into 48/64/128 px datasets"),
-    "evaluate": ("flows.config.evaluate:EvaluateConfig", "flows.evaluate:main", "score generators with face_recognition: the Table 1 report + real control"),
-    "train": ("flows.config.train:TrainConfig", "flows.train:main", "train a GAN (dcgan, wgan-gp, began) on a crop dataset"),
-    "generate": ("flows.config.train:GenerateConfig", "flows.generate:main", "write N faces from a trained generator"),
-    "pipeline": ("flows.config.pipeline:PipelineConfig", "flows.pipeline:main", "the whole DAG: acquire -> crop -> train -> evaluate, nested under one MLflow run"),
-    "serve": ("flows.config.serve:ServeConfig", "flows.serve:main", "serve every deployment (nightly pipeline + on-demand stages) from this process"),
-    "app": ("flows.config.app:AppConfig", "flows.app:main", "web page: pick a registered model, generate 10 faces or 1, download them"),
-    "ui": ("flows.config.ui:UiConfig", "flows.ui:main", "the MLflow UI on facegan's tracking store, opened on the facegan experiment's runs"),
+    "evaluate": ("config.evaluate:EvaluateConfig", "flows.evaluate:main", "score generators with face_recognition: the Table 1 report + real control"),
+    "train": ("config.train:TrainConfig", "flows.train:main", "train a GAN (dcgan, wgan-gp, began) on a crop dataset"),
+    "generate": ("config.train:GenerateConfig", "flows.generate:main", "write N faces from a trained generator"),
+    "pipeline": ("config.pipeline:PipelineConfig", "flows.pipeline:main", "the whole DAG: acquire -> crop -> train -> evaluate, nested under one MLflow run"),
+    "serve": ("config.serve:ServeConfig", "flows.serve:main", "serve every deployment (nightly pipeline + on-demand stages) from this process"),
+    "app": ("config.app:AppConfig", "flows.app:main", "web page: pick a registered model, generate 10 faces or 1, download them"),
+    "ui": ("config.ui:UiConfig", "flows.ui:main", "the MLflow UI on facegan's tracking store, opened on the facegan experiment's runs"),
 }
 
 
@@ -121,7 +121,7 @@ def _quiet_expected_errors() -> None:
     just the message, so the console shows one clear line."""
     import logging
 
-    from tasks.errors import FaceganError
+    from config.errors import FaceganError
 
     class _DropTraceback(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # A busy machine can take longer than Prefect's default 20 s to start the ephemeral server.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    from tasks.errors import FaceganError
+    from config.errors import FaceganError
 
     try:
         result = run(argv)

@@ -9,7 +9,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
-from flows.config.crop import CropConfig
+from config.crop import CropConfig
 from tasks import tracking
 from tasks.atomic import clean_partials
 from tasks.cropping.dataset import NO_FACE_SHEET, REJECTED, read_meta, recover
@@ -18,7 +18,7 @@ from tasks.cropping.runner import connect_cluster, shard_runner
 from tasks.cropping.shards import CropParams
 from tasks.cropping.steps import (assemble_task, crop_shard_task, fingerprint, load_raw_rows, plan_shards, publish,
                                   raw_skipped, report_lines)
-from tasks.errors import InputError
+from config.errors import InputError
 from tasks.paths import check_name, dataset_dir, resolve_raw
 
 

@@ -14,9 +14,9 @@ from prefect.artifacts import create_table_artifact
 
 from evaluation import detection, metrics, report
 from evaluation.real_sets import real_sets
-from flows.config.evaluate import EvaluateConfig
+from config.evaluate import EvaluateConfig
 from tasks import tracking
-from tasks.errors import InputError
+from config.errors import InputError
 from tasks.scoring import (REAL_LABEL, Scored, dataset_path_of, evaluations_root, generate_task,
                            resolve_dataset_arg, row_labels, row_metrics, save_pngs, score_task)
 

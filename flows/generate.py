@@ -6,7 +6,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.config.train import GenerateConfig
+from config.train import GenerateConfig
 
 
 @task(name="generate-faces", cache_policy=NO_CACHE)

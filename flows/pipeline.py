@@ -18,17 +18,17 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.acquire import OFFLINE_HINT as ACQUIRE_OFFLINE_HINT, acquire
-from flows.config.acquire import AcquireConfig
-from flows.config.crop import CropConfig
-from flows.config.evaluate import EvaluateConfig
-from flows.config.pipeline import PipelineConfig
-from flows.config.train import TrainConfig
+from config.acquire import AcquireConfig
+from config.crop import CropConfig
+from config.evaluate import EvaluateConfig
+from config.pipeline import PipelineConfig
+from config.train import TrainConfig
 from flows.crop import crop
 from flows.evaluate import evaluate
 from flows.train import train
 from tasks import tracking
 from tasks.acquisition import sources
-from tasks.errors import DownloadError, InputError
+from config.errors import DownloadError, InputError
 
 REPORT_FILES = ("table1.md", "table1.csv", "table1.html")
 STEPS_TAG = "facegan.evaluated_steps"

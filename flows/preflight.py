@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.errors import InputError, NotFoundError
+from config.errors import InputError, NotFoundError
 
 
 def acquire(config) -> list[str]:

@@ -6,7 +6,7 @@ tests/test_foundation.py fails when docs/config.md is out of date."""
 from __future__ import annotations
 
 from flows.cli import SUBCOMMANDS, _load
-from flows.config.base import default_workers
+from config.base import default_workers
 
 
 def _default(field) -> str:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from flows.config.pipeline import PipelineConfig
-from flows.config.serve import ServeConfig
+from config.pipeline import PipelineConfig
+from config.serve import ServeConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

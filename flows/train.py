@@ -9,7 +9,7 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.config.train import TrainConfig
+from config.train import TrainConfig
 from tasks import tracking
 from tasks.training import distributed, loop, run as training_run
 

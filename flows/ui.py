@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flows.config.ui import UiConfig
+from config.ui import UiConfig
 
 
 def server_command(config: UiConfig, store: str) -> list[str]:
@@ -52,6 +52,6 @@ def main(config: UiConfig) -> None:
     finally:
         signal.signal(signal.SIGTERM, previous)
     if code != 0:
-        from tasks.errors import FaceganError
+        from config.errors import FaceganError
 
         raise FaceganError(f"mlflow server exited with code {code} (is port {config.port} in use? try --port)")

@@ -12,15 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-POLICIES = ("color", "translation", "cutout")
-
-
-def parse_policy(policy: str) -> list[str]:
-    names = [p.strip() for p in policy.split(",") if p.strip()]
-    unknown = [p for p in names if p not in POLICIES]
-    if unknown:
-        raise ValueError(f"unknown DiffAugment policy {unknown}: use a comma list of {POLICIES}")
-    return names
+from config.train import parse_policy
 
 
 def diff_augment(x: torch.Tensor, policy: str = "color,translation,cutout") -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.errors import InputError
+from config.errors import InputError
 
 REQUEST_FILE = "generate.json"
 

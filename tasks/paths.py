@@ -8,24 +8,17 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
-from tasks.errors import InputError, NotFoundError
+from config.base import check_name
+from config.errors import InputError, NotFoundError
 
 MANIFEST = "manifest.parquet"
 FACES_ARRAY = "faces.npy"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 def data_home() -> Path:
     return Path(os.environ.get("FACEGAN_HOME", "facegan-data")).expanduser().resolve()
-
-
-def check_name(name: str) -> str:
-    if not _NAME_RE.match(name or ""):
-        raise InputError(f"invalid name {name!r}: use letters, digits, '.', '_' or '-' (max 100)")
-    return name
 
 
 def raw_root() -> Path:

@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from evaluation import detection, embeddings, metrics, swd
 from evaluation.report import budget_text
 from tasks.atomic import atomic_path
-from tasks.errors import InputError, NotFoundError
+from config.errors import InputError, NotFoundError
 from tasks.paths import data_home
 
 SCORE_VERSION = "1"

@@ -129,8 +129,8 @@ def lfw_crops(tmp_path_factory) -> Path:
     """A data home holding crop dataset "lfw-sample" (48/64/128 px), made by the real acquire and
     crop flows from 300 LFW photos. Tests use it with monkeypatch.setenv("FACEGAN_HOME", home)."""
     from flows.acquire import acquire
-    from flows.config.acquire import AcquireConfig
-    from flows.config.crop import CropConfig
+    from config.acquire import AcquireConfig
+    from config.crop import CropConfig
     from flows.crop import crop
 
     home = tmp_path_factory.mktemp("lfw-crops-home")

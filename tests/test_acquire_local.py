@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tasks.acquisition import local
-from tasks.errors import InputError
+from config.errors import InputError
 from tests.conftest import shared
 
 
@@ -78,7 +78,7 @@ def test_rerun_reuses_unchanged_files(tmp_path):
 
 def test_flow_logs_mlflow_run_and_default_name(tmp_path):
     from flows.acquire import acquire
-    from flows.config.acquire import AcquireConfig
+    from config.acquire import AcquireConfig
     from tasks import tracking
 
     root, expected = _photo_folder(tmp_path)

@@ -69,7 +69,7 @@ def test_archive_download_killed_midway_resumes_with_a_range_request(tmp_path, f
     import tarfile
 
     from flows.acquire import acquire
-    from flows.config.acquire import AcquireConfig
+    from config.acquire import AcquireConfig
 
     lfw_like = io.BytesIO()
     with tarfile.open(fileobj=lfw_like, mode="w:gz") as tf:

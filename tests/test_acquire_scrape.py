@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 
 from flows.acquire import acquire
-from flows.config.acquire import AcquireConfig
+from config.acquire import AcquireConfig
 from tests.acquire_server import LoopbackServer, Route
 from tests.conftest import shared
 

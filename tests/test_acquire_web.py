@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from flows.acquire import acquire
-from flows.config.acquire import AcquireConfig
+from config.acquire import AcquireConfig
 from tests.acquire_server import LoopbackServer, Route
-from tasks.errors import DownloadError
+from config.errors import DownloadError
 from tests.conftest import shared
 
 FAST = dict(timeout=0.5, retries=2, backoff=0.01, workers=4, progress=False)

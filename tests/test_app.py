@@ -16,9 +16,9 @@ PAGE = str(REPO / "flows" / "app_page.py")
 @pytest.fixture
 def trained_run(tmp_path):
     from flows.acquire import acquire
-    from flows.config.acquire import AcquireConfig
-    from flows.config.crop import CropConfig
-    from flows.config.train import TrainConfig
+    from config.acquire import AcquireConfig
+    from config.crop import CropConfig
+    from config.train import TrainConfig
     from flows.crop import crop
     from flows.train import train
 

@@ -191,8 +191,8 @@ def test_odd_inputs_exif_grey_rgba_16bit_and_unreadable(facegan_home, tmp_path):
     """EXIF-rotated JPEG, greyscale, RGBA and 16-bit PNGs of a real portrait all give an upright
     RGB face crop; a source file that disappears before cropping is counted, not fatal."""
     from flows.acquire import acquire
-    from flows.config.acquire import AcquireConfig
-    from flows.config.crop import CropConfig
+    from config.acquire import AcquireConfig
+    from config.crop import CropConfig
     from flows.crop import crop
 
     src = tmp_path / "odd"
@@ -221,7 +221,7 @@ def test_odd_inputs_exif_grey_rgba_16bit_and_unreadable(facegan_home, tmp_path):
 
 
 def test_rerun_is_skipped_and_logged_to_mlflow(lfw_crops, monkeypatch):
-    from flows.config.crop import CropConfig
+    from config.crop import CropConfig
     from flows.crop import crop
     from tasks import tracking
 

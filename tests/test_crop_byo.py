@@ -78,7 +78,7 @@ def byo_sets(tmp_path_factory) -> dict[str, Path]:
 
 def _crop_share(name: str, facegan_home: Path, **options) -> tuple[float, dict, pd.DataFrame]:
     """(share of the raw set's images giving a 64 px crop, stats, manifest) of one crop run."""
-    from flows.config.crop import CropConfig
+    from config.crop import CropConfig
     from flows.crop import crop
 
     tag = "-".join(f"{k}{v}" for k, v in options.items()).replace(".", "") or "default"
@@ -93,7 +93,7 @@ def test_tight_chips_survive_the_padded_search(byo_sets, facegan_home, kind, flo
     JPEG chips 67.0% without the padded search, 98.0% with it; the same as greyscale PGM 70.0% /
     98.0%; with the automatic aligned-set rule on top (one centred face each) 100% of both."""
     from flows.acquire import acquire
-    from flows.config.acquire import AcquireConfig
+    from config.acquire import AcquireConfig
 
     # sN/k.pgm is not LFW's <Name>/<Name>_0001.jpg, which acquire's automatic identity rule
     # requires: a person-per-folder research layout is stated with --identity folder
@@ -127,7 +127,7 @@ def test_aligned_celeba_loses_no_image(byo_sets, facegan_home):
     at the set's typical face box. Measured on 200 images: plain Haar 90.5%, + padded search 91.5%,
     automatic 100%, --aligned 100%."""
     from flows.acquire import acquire
-    from flows.config.acquire import AcquireConfig
+    from config.acquire import AcquireConfig
     from tasks import tracking
 
     acquire(AcquireConfig(path=byo_sets["celeba"], name="celeba"))
@@ -209,8 +209,8 @@ def test_formats_pgm_ppm_tiff_webp_bmp_png16_grey_jpeg_heic_gif(facegan_home, tm
     from PIL import Image
 
     from flows.acquire import acquire
-    from flows.config.acquire import AcquireConfig
-    from flows.config.crop import CropConfig
+    from config.acquire import AcquireConfig
+    from config.crop import CropConfig
     from flows.crop import crop
     from tasks.cropping import formats
 

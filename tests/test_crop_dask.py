@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from conftest import run_cli
 
-from flows.config.crop import CropConfig
+from config.crop import CropConfig
 
 
 def test_crop_on_a_dask_cluster_matches_the_thread_pool(lfw_crops, tmp_path, monkeypatch):

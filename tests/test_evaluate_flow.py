@@ -16,7 +16,7 @@ def tiny_run(lfw_crops, tmp_path_factory) -> dict:
     """A real 3-step DCGAN training run on the LFW 64 px crops; returns its run id and home."""
     import os
 
-    from flows.config.train import TrainConfig
+    from config.train import TrainConfig
     from flows.train import train
 
     home = tmp_path_factory.mktemp("eval-home")
@@ -112,7 +112,7 @@ def test_optional_inception_fid_column_from_a_local_weights_file(inception_weigh
     from evaluation.inception import load_inception
     from evaluation.report import build_table
     from flows.evaluate import add_inception_fid
-    from tasks.errors import InputError
+    from config.errors import InputError
     from tasks.scoring import Scored
 
     faces = np.load(lfw_crops / "datasets" / "lfw-sample" / "64" / "faces.npy")[:12]

@@ -116,7 +116,7 @@ def test_pipeline_refuses_a_raw_set_of_another_source(capsys, tmp_path, facegan_
     assert not (facegan_home / "datasets").exists()
 
     # the same source is recognised as already acquired (the pipeline then skips acquire)
-    from flows.config.pipeline import PipelineConfig
+    from config.pipeline import PipelineConfig
     from tasks.acquisition.sources import check_pipeline_source
 
     assert check_pipeline_source(PipelineConfig(source=str(photos), name="lfw")) == ("lfw", True)

@@ -28,7 +28,7 @@ def trained(tmp_path_factory) -> dict:
         facegan(["acquire", "--path", str(photos), "--name", "faces", "--workers", "1", "--no-progress"])
         facegan(["crop", "--raw", "faces", "--sizes", "48", "--workers", "1"])
         from flows.train import train
-        from flows.config.train import TrainConfig
+        from config.train import TrainConfig
 
         run_id = train(TrainConfig(dataset="faces", size=48, steps=2, batch_size=8, features=8, threads=1))
     finally:

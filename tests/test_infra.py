@@ -86,7 +86,7 @@ def test_prefect_yaml_declares_the_deployments():
         path, func = d["entrypoint"].split(":")
         assert re.search(rf"^def {func}\(", (REPO / path).read_text(), re.M), d["entrypoint"]
     # the nightly parameters are a valid PipelineConfig
-    from flows.config.pipeline import PipelineConfig
+    from config.pipeline import PipelineConfig
 
     PipelineConfig(**found["face_pipeline", "nightly"]["parameters"]["config"])
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO, extract_lfw_subset
 from PIL import Image
 
-from flows.config.pipeline import PipelineConfig
+from config.pipeline import PipelineConfig
 from flows.pipeline import face_pipeline
 from tasks import tracking
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from flows.config.train import TrainConfig
+from config.train import TrainConfig
 from flows.train import train
 from models.dcgan import Discriminator, Generator
 from models.ema import EMA, batchnorm_layers

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from evaluation.swd import laplacian_pyramid, swd
-from tasks.errors import InputError
+from config.errors import InputError
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
-from flows.config.train import TrainConfig
+from config.train import TrainConfig
 from flows.train import train
 from tasks import tracking
-from tasks.errors import TrainingError
+from config.errors import TrainingError
 from tasks.training import checkpoints as ckpt
 from tasks.training.generator import load_generator, sample_images
 from tasks.training.loop import build_parts, train_loop

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from flows.config.train import TrainConfig
+from config.train import TrainConfig
 from flows.train import train
 from tasks import tracking
 from tasks.training import checkpoints as ckpt

@@ -12,7 +12,7 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from tasks.errors import DownloadError
+from config.errors import DownloadError
 
 MAGIC = [(b"PK\x03\x04", "zip"), (b"PK\x05\x06", "zip"), (b"\x1f\x8b", "tar"), (b"BZh", "tar"),
          (b"\xfd7zXZ\x00", "tar")]

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from tasks.acquisition import manifest
 from tasks.acquisition.sources import check_claim, check_folder, check_source, default_name  # noqa: F401
 from tasks.cropping import formats
-from tasks.errors import InputError
+from config.errors import InputError
 from tasks.paths import data_home, raw_dir
 
 formats.register()  # HEIC/HEIF photos decode (pillow-heif), here and in the forked checker processes

@@ -13,7 +13,7 @@ from urllib.parse import urldefrag, urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
 
 from tasks.acquisition import http
-from tasks.errors import DownloadError
+from config.errors import DownloadError
 
 
 class PageParser(HTMLParser):

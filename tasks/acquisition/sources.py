@@ -14,7 +14,7 @@ import re
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-from tasks.errors import InputError, NotFoundError
+from config.errors import InputError, NotFoundError
 from tasks.paths import raw_dir
 
 SOURCE_FILE = "source.json"

@@ -19,7 +19,7 @@ import pandas as pd
 
 from tasks.acquisition import archives, http, local, manifest, presets, sources, store
 from tasks.acquisition.sources import WEB_SOURCE
-from tasks.errors import DownloadError, InputError, NotFoundError
+from config.errors import DownloadError, InputError, NotFoundError
 
 _stem = sources.stem
 

@@ -5,7 +5,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tasks.errors import InputError
+from config.errors import InputError
 
 CONNECT_TIMEOUT = 20  # seconds for the Dask handshake once the scheduler's port answers
 

@@ -9,7 +9,7 @@ import pandas as pd
 from prefect import task
 
 from tasks.cropping.shards import CropParams, crop_rows, params_dict, save_shard
-from tasks.errors import InputError
+from config.errors import InputError
 from tasks.paths import MANIFEST, raw_dir
 
 

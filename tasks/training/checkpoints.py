@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from tasks.atomic import atomic_path, clean_partials
-from tasks.errors import InputError
+from config.errors import InputError
 
 _STEP_RE = re.compile(r"^step-(\d+)\.pt$")
 BEST = "best.pt"

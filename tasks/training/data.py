@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tasks.errors import InputError, NotFoundError
+from config.errors import InputError, NotFoundError
 from tasks.paths import FACES_ARRAY, data_home, resolve_dataset_path  # noqa: F401 (re-exported)
 
 

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from tasks.errors import InputError
+from config.errors import InputError
 
 
 def pick_device(name: str = "auto") -> torch.device:

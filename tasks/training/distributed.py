@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from tasks.errors import TrainingError
+from config.errors import TrainingError
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def launch(config, prepared: dict) -> dict:
 
 
 def _worker(job_file: str) -> None:
-    from flows.config.train import TrainConfig
+    from config.train import TrainConfig
     from tasks import tracking
     from tasks.training.loop import train_loop
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tasks.errors import NotFoundError
+from config.errors import NotFoundError
 
 GENERATOR_ARTIFACT = "generator/generator.pt"
 META_ARTIFACT = "generator/meta.json"

@@ -11,12 +11,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from flows.config.train import TrainConfig
+from config.train import TrainConfig
 from models.began import AutoEncoder, Equilibrium
 from models.dcgan import Discriminator
 from models.ema import EMA
 from models.wgan_gp import Critic
-from tasks.errors import TrainingError
+from config.errors import TrainingError
 from tasks.training import checkpoints as ckpt
 from tasks.training import distributed
 from tasks.training.data import FaceBatches, load_faces

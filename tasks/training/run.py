@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from flows.config.train import RECIPE_FIELDS, TrainConfig
+from config.train import RECIPE_FIELDS, TrainConfig
 from tasks import tracking
 from tasks.atomic import atomic_path, write_text
-from tasks.errors import InputError, NotFoundError
+from config.errors import InputError, NotFoundError
 from tasks.paths import runs_root
 from tasks.training import checkpoints as ckpt
 from tasks.training.data import (dataset_fingerprint, dataset_info, display_path, load_faces,

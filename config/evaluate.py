@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from flows.config.base import StageConfig, default_workers
+from config.base import StageConfig, default_workers
 
 
 class EvaluateConfig(StageConfig):

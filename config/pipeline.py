@@ -5,8 +5,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from flows.config.base import StageConfig, default_workers
-from flows.config.train import Model
+from config.base import StageConfig, check_name, default_workers
+from config.train import Model
 
 PRESETS = ("lfw", "celeba")
 
@@ -59,8 +59,6 @@ class PipelineConfig(StageConfig):
     @field_validator("name")
     @classmethod
     def _name(cls, name: str | None) -> str | None:
-        from tasks.paths import check_name
-
         return check_name(name) if name is not None else None
 
     @model_validator(mode="after")

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from flows.config.base import StageConfig
+from config.base import StageConfig, check_name
 
 Model = Literal["dcgan", "wgan-gp", "began"]
 
@@ -35,6 +35,16 @@ DCGAN_RECIPES: dict[str, dict[str, Any]] = {
                       diffaugment="color,translation,cutout"),
 }
 Recipe = Literal["default", "canonical", "augmented"]
+DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
+
+
+def parse_policy(policy: str) -> list[str]:
+    """A DiffAugment policy "color,translation,cutout" as a list of known names."""
+    names = [p.strip() for p in policy.split(",") if p.strip()]
+    unknown = [p for p in names if p not in DIFFAUGMENT_POLICIES]
+    if unknown:
+        raise ValueError(f"unknown DiffAugment policy {unknown}: use a comma list of {DIFFAUGMENT_POLICIES}")
+    return names
 
 # Fields that define WHAT is trained. The default run name hashes them, so rerunning the same
 # command resumes the same run, and changing the recipe starts a new one.
@@ -120,15 +130,11 @@ class TrainConfig(StageConfig):
     def _policy(cls, policy: str | None) -> str | None:
         if not policy:  # None (from the recipe) or off: no torch import for the common case
             return policy
-        from models.diffaugment import parse_policy
-
         return ",".join(parse_policy(policy))
 
     @field_validator("name")
     @classmethod
     def _name(cls, name: str | None) -> str | None:
-        from tasks.paths import check_name
-
         return check_name(name) if name is not None else None
 
     def recipe_values(self, dataset: str) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from flows.config.base import SIZES, StageConfig, default_workers, from_env
+from config.base import SIZES, StageConfig, default_workers, from_env
 
 
 class CropConfig(StageConfig):

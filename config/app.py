@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from flows.config.base import StageConfig
+from config.base import StageConfig
 
 
 class AppConfig(StageConfig):

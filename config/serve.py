@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from flows.config.base import StageConfig
-from flows.config.train import Model
+from config.base import StageConfig
+from config.train import Model
 
 
 class ServeConfig(StageConfig):

@@ -2,10 +2,21 @@
 from __future__ import annotations
 
 import os
+import re
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from config.errors import InputError
+
 SIZES = (48, 64, 128)
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def check_name(name: str) -> str:
+    """A raw set, dataset or run name: letters, digits, '.', '_' or '-' (max 100)."""
+    if not _NAME_RE.match(name or ""):
+        raise InputError(f"invalid name {name!r}: use letters, digits, '.', '_' or '-' (max 100)")
+    return name
 
 
 def default_workers() -> int:

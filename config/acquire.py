@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from flows.config.base import StageConfig
+from config.base import StageConfig
 
 
 class AcquireConfig(StageConfig):
