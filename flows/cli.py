@@ -131,7 +131,7 @@ def _quiet_expected_errors() -> None:
             msg = record.getMessage() if record.args else str(record.msg)
             return not any(cls in msg for cls in _ERROR_NAMES)
 
-    from tasks import errors as errors_module
+    from config import errors as errors_module
 
     _ERROR_NAMES[:] = [f"{n}:" for n in dir(errors_module) if n.endswith("Error")]
     for logger_name in ("prefect", "prefect.flow_runs", "prefect.task_runs", ""):
