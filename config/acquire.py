@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, model_validator
 
 from config.base import StageConfig
+
+Preset = Literal["lfw", "celeba"]  # the public datasets `--preset` knows (tasks/acquisition/presets.py: where)
+PRESETS: tuple[str, ...] = get_args(Preset)
 
 
 class AcquireConfig(StageConfig):
@@ -19,7 +22,7 @@ class AcquireConfig(StageConfig):
     url: str | None = Field(None, description="one image or archive (zip/tar/tgz) URL")
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="expected sha256 of the --url download, checked before anything is extracted")
     url_list: Path | None = Field(None, description="txt/csv/parquet file of URLs (column `url`, optional `identity`)")
-    preset: Literal["lfw", "celeba"] | None = Field(None, description="dataset preset: lfw (deep-funneled tgz, md5-verified) or celeba (Google Drive, which often refuses scripts: then use --url to a mirror or --path)")
+    preset: Preset | None = Field(None, description="dataset preset: lfw (deep-funneled tgz, md5-verified) or celeba (Google Drive, which often refuses scripts: then use --url to a mirror or --path)")
     scrape: list[str] | None = Field(None, description="start page URL(s) to crawl for <img> links")
     depth: int = Field(1, ge=0, le=10, description="link depth for --scrape")
     allow_domain: list[str] | None = Field(None, description="domains (and their subdomains) --scrape may fetch pages and images from; none = the start pages' hosts")

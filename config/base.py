@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from config.errors import InputError
 
-SIZES = (48, 64, 128)
+Size = Literal[48, 64, 128]  # the crop and model sizes in px
+SIZES: tuple[int, ...] = get_args(Size)
+Device = Literal["auto", "cpu", "cuda", "mps"]  # auto: CUDA, then MPS, then the CPU
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -20,7 +23,15 @@ def check_name(name: str) -> str:
 
 
 def default_workers() -> int:
+    """The number of CPUs: a default_factory, so the default is read when a config is made (and
+    docs/config.md, generated from the models, says "number of CPUs" rather than this machine's)."""
     return max(1, os.cpu_count() or 1)
+
+
+def field_default(model: type[BaseModel], name: str) -> Any:
+    """The default of a config field, for code below the config that restates it (settings
+    dataclasses): one source for every default."""
+    return model.model_fields[name].get_default(call_default_factory=True)
 
 
 def from_env(var: str):

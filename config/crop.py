@@ -1,10 +1,8 @@
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, field_validator
 
-from config.base import SIZES, StageConfig, default_workers, from_env
+from config.base import SIZES, Size, StageConfig, default_workers, from_env
 
 
 class CropConfig(StageConfig):
@@ -13,7 +11,7 @@ class CropConfig(StageConfig):
 
     raw: str | None = Field(None, description="raw image set to crop; none = the only or most recent one")
     name: str | None = Field(None, description="output dataset name; none = the raw set's name")
-    sizes: list[Literal[48, 64, 128]] = Field(list(SIZES), description="crop sizes in px, written in one pass")
+    sizes: list[Size] = Field(list(SIZES), description="crop sizes in px, written in one pass")
     largest_only: bool = Field(False, description="keep only the largest face per image instead of all faces (searched big faces first: about 2x faster detection)")
     min_face: int = Field(25, ge=8, description="minimum face size in source pixels (Haar minSize)")
     scale_factor: float = Field(1.16, gt=1.0, le=2.0, description="Haar cascade scaleFactor")

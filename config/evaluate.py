@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from config.base import StageConfig, default_workers
+from config.base import Device, StageConfig, default_workers
 
 
 class EvaluateConfig(StageConfig):
@@ -30,8 +30,8 @@ class EvaluateConfig(StageConfig):
     max_training: int | None = Field(None, ge=10, description="cap on training faces encoded for the "
                                      "memorisation column (none: all of them; their encodings are cached)")
     k: int = Field(3, ge=1, le=50, description="neighbours of the k-NN precision/recall manifolds")
-    workers: int = Field(default_workers(), ge=1, le=256, description="scoring processes (face_recognition is single-threaded)")
-    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="device used to run the generators")
+    workers: int = Field(default_factory=default_workers, ge=1, le=256, description="scoring processes (face_recognition is single-threaded)")
+    device: Device = Field("auto", description="device used to run the generators")
     name: str | None = Field(None, description="report name, also the MLflow run name (none: evaluate-<dataset>-<size>)")
     allow_changed_dataset: bool = Field(False, description="score against a dataset re-cropped since the "
                                         "runs trained on it (refused by default; flagged in the report)")

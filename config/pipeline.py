@@ -1,14 +1,13 @@
 """Config of `facegan pipeline` (the `face-pipeline` flow): acquire -> crop -> train -> evaluate."""
 from __future__ import annotations
 
-from typing import Literal
+
 
 from pydantic import Field, field_validator, model_validator
 
-from config.base import StageConfig, check_name, default_workers
+from config.acquire import PRESETS
+from config.base import Device, Size, StageConfig, check_name, default_workers
 from config.train import Model
-
-PRESETS = ("lfw", "celeba")
 
 
 class PipelineConfig(StageConfig):
@@ -27,7 +26,7 @@ class PipelineConfig(StageConfig):
                         "image or archive URL (http/https), a local folder, or a local zip/tar archive")
     name: str | None = Field(None, description="raw set and dataset name (none: derived from the source)")
     reacquire: bool = Field(False, description="run acquire even when the raw set already exists")
-    sizes: list[Literal[48, 64, 128]] = Field([64], description="crop sizes to train and evaluate")
+    sizes: list[Size] = Field([64], description="crop sizes to train and evaluate")
     largest_only: bool = Field(True, description="crop only the largest face per image")
     models: list[Model] = Field(["dcgan"], description="GANs to train at each size")
     steps: int | None = Field(None, ge=1, description="generator steps per model (overrides --cpu-minutes)")
@@ -40,8 +39,8 @@ class PipelineConfig(StageConfig):
     max_training: int | None = Field(1000, ge=10, description="training faces encoded for the report's "
                                      "memorisation column (none: all of them)")
     seed: int = Field(0, ge=0, description="seed of training and scoring")
-    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="training device")
-    workers: int = Field(default_workers(), ge=1, le=64, description="processes for acquire, crop and scoring")
+    device: Device = Field("auto", description="training device")
+    workers: int = Field(default_factory=default_workers, ge=1, le=64, description="processes for acquire, crop and scoring")
     skip_evaluate: bool = Field(False, description="stop after training (no Table 1 report)")
 
     @field_validator("sizes", "models")

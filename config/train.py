@@ -1,14 +1,13 @@
-"""Configs of `facegan train` and `facegan generate`."""
+"""Config of `facegan train`: the model recipes and their defaults."""
 from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from config.base import StageConfig, check_name
+from config.base import Device, Size, StageConfig, check_name
 
 Model = Literal["dcgan", "wgan-gp", "began"]
 
@@ -67,7 +66,7 @@ class TrainConfig(StageConfig):
     --name picks a run explicitly. Prints the MLflow run id."""
 
     dataset: str | None = Field(None, description="crop dataset name or path (default: the only or most recent dataset)")
-    size: Literal[48, 64, 128] = Field(64, description="image size in px")
+    size: Size = Field(64, description="image size in px")
     model: Model = Field("dcgan", description="GAN to train")
     recipe: Recipe = Field("default", description="DCGAN recipe: default (the paper's DCGAN + generator EMA), canonical (the paper's DCGAN) or augmented (spectral-norm hinge D, TTUR, DiffAugment, EMA); see docs/train.md. Single options below override it")
     kimg: float | None = Field(None, gt=0, description="budget in thousands of real images shown to D (steps x batch x D steps / 1000)")
@@ -75,7 +74,7 @@ class TrainConfig(StageConfig):
     epochs: float | None = Field(None, gt=0, description="passes over the dataset to train for")
     cpu_minutes: float | None = Field(None, gt=0, description="CPU-time budget of the training steps, in minutes")
     batch_size: int | None = Field(None, ge=1, le=4096, description=f"batch size ({_model_default('batch_size')})")
-    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="device: auto picks CUDA, then MPS, then CPU")
+    device: Device = Field("auto", description="device: auto picks CUDA, then MPS, then CPU")
     precision: Literal["bf16", "fp32"] = Field("bf16", description="bf16 autocast (CPU/CUDA) or plain fp32")
     channels_last: bool = Field(True, description="channels_last memory format (faster convs on CPU)")
     nproc: int = Field(1, ge=1, le=64, description="data-parallel processes launched with torchrun (one per GPU; on CPU, gloo); rank 0 logs and checkpoints")
@@ -148,13 +147,3 @@ class TrainConfig(StageConfig):
         digest = hashlib.sha1(json.dumps(self.recipe_values(dataset), sort_keys=True).encode()).hexdigest()
         return f"{dataset}-{self.size}-{self.model}-{digest[:6]}"
 
-
-class GenerateConfig(StageConfig):
-    """Generate faces with a trained generator: N PNGs plus a grid."""
-
-    run: str = Field(..., description="MLflow run id, checkpoint .pt path or models:/name/version")
-    n: int = Field(10, ge=1, le=100000, description="how many faces", json_schema_extra={"aliases": ["-n"]})
-    seed: int = Field(0, ge=0, description="noise seed (same seed, same faces)")
-    out: Path | None = Field(None, description="output folder (default: $FACEGAN_HOME/generated/<run>-seed<seed>)")
-    device: Literal["auto", "cpu", "cuda", "mps"] = Field("cpu", description="device to generate on")
-    nrow: int = Field(10, ge=1, le=100, description="images per row of the grid")

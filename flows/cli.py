@@ -23,7 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
              "detect faces (Haar) and crop them into 48/64/128 px datasets"),
     "evaluate": ("config.evaluate:EvaluateConfig", "flows.evaluate:main", "score generators with face_recognition: the Table 1 report + real control"),
     "train": ("config.train:TrainConfig", "flows.train:main", "train a GAN (dcgan, wgan-gp, began) on a crop dataset"),
-    "generate": ("config.train:GenerateConfig", "flows.generate:main", "write N faces from a trained generator"),
+    "generate": ("config.generate:GenerateConfig", "flows.generate:main", "write N faces from a trained generator"),
     "pipeline": ("config.pipeline:PipelineConfig", "flows.pipeline:main", "the whole DAG: acquire -> crop -> train -> evaluate, nested under one MLflow run"),
     "serve": ("config.serve:ServeConfig", "flows.serve:main", "serve every deployment (nightly pipeline + on-demand stages) from this process"),
     "app": ("config.app:AppConfig", "flows.app:main", "web page: pick a registered model, generate 10 faces or 1, download them"),

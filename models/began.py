@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-SIZES = (48, 64, 128)
+from config.base import SIZES
 
 
 def geometry(size: int) -> tuple[int, int]:

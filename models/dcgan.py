@@ -24,7 +24,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-SIZES = (48, 64, 128)
+from config.base import SIZES
 
 
 def geometry(size: int) -> tuple[int, int]:

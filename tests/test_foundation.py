@@ -83,6 +83,36 @@ def test_config_reference_is_in_sync():
         "docs/config.md is stale: run `.venv/bin/python -m flows.reference > docs/config.md`"
 
 
+def test_config_reference_does_not_depend_on_the_cpu_count(monkeypatch):
+    """The reference says "number of CPUs" where a default is the CPU count; a config made on a
+    16-core machine still gets 16."""
+    from config.evaluate import EvaluateConfig
+    from config.pipeline import PipelineConfig
+    from flows.reference import config_reference
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert (REPO / "docs" / "config.md").read_text() == config_reference()
+    assert PipelineConfig().workers == 16 and EvaluateConfig(run=["x"]).workers == 16
+
+
+def test_settings_below_the_configs_take_their_defaults_from_them():
+    from config.acquire import PRESETS, AcquireConfig
+    from config.crop import CropConfig
+    from tasks.acquisition import presets
+    from tasks.acquisition.http import HttpSettings
+    from tasks.cropping.shards import CropParams
+
+    acquire, crop, params = AcquireConfig(preset="lfw"), CropConfig(), CropParams()
+    assert HttpSettings() == HttpSettings(timeout=acquire.timeout, retries=acquire.retries, backoff=acquire.backoff,
+                                          max_bytes=acquire.max_bytes, user_agent=acquire.user_agent,
+                                          pool=acquire.workers)
+    assert (params.sizes, params.largest_only, params.margin, params.pad, params.aligned) == \
+        (tuple(crop.sizes), crop.largest_only, crop.margin, crop.pad, crop.aligned)
+    assert (params.haar.scale_factor, params.haar.min_neighbors, params.haar.min_face) == \
+        (crop.scale_factor, crop.min_neighbors, crop.min_face)
+    assert set(presets.DOWNLOADS) == set(PRESETS)
+
+
 def test_default_tracking_store_is_sqlite_in_facegan_home(monkeypatch, facegan_home):
     from tasks import tracking
 

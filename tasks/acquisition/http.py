@@ -15,7 +15,9 @@ from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 from urllib3.util.retry import Retry
 
-USER_AGENT = "facegan/0.1 (face dataset builder; polite: robots.txt, per-host delay)"
+from config.acquire import AcquireConfig
+from config.base import field_default
+
 CHUNK = 1 << 16
 TRANSIENT = ("timeout", "connection_error", "http_5", "http_429", "truncated_download")
 
@@ -26,12 +28,13 @@ class FetchFailed(Exception):
 
 @dataclass(frozen=True)
 class HttpSettings:
-    timeout: float = 20.0
-    retries: int = 3
-    backoff: float = 0.5
-    max_bytes: int = 50_000_000
-    user_agent: str = USER_AGENT
-    pool: int = 16
+    """The HTTP part of an AcquireConfig; the defaults are its fields' (pool: --workers)."""
+    timeout: float = field_default(AcquireConfig, "timeout")
+    retries: int = field_default(AcquireConfig, "retries")
+    backoff: float = field_default(AcquireConfig, "backoff")
+    max_bytes: int = field_default(AcquireConfig, "max_bytes")
+    user_agent: str = field_default(AcquireConfig, "user_agent")
+    pool: int = field_default(AcquireConfig, "workers")
 
 
 def session(settings: HttpSettings) -> requests.Session:

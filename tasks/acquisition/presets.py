@@ -11,22 +11,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from config.acquire import Preset
+
 
 @dataclass(frozen=True)
-class Preset:
-    name: str
+class PresetDownload:
+    name: Preset
     url: str
     checksum: tuple[str, str]          # (algorithm, hex digest) as published
     note: str
 
 
-PRESETS = {
-    "lfw": Preset("lfw", "http://vis-www.cs.umass.edu/lfw/lfw-deepfunneled.tgz",
-                  ("md5", "68331da3eb755a505a502b5aacb3c201"),
-                  "LFW deep-funneled (UMass); md5 as published on the LFW page"),
-    "celeba": Preset("celeba", "https://drive.google.com/uc?export=download&id=0B7EVK8r0v71pZjFTYXZWM3FlRnM",
-                     ("md5", "00d2c5bc6d35e252742224ab0c1e8fcb"),
-                     "CelebA img_align_celeba.zip on Google Drive (often refused: use --path or --url)"),
+DOWNLOADS: dict[Preset, PresetDownload] = {  # one per name of config.acquire.PRESETS
+    "lfw": PresetDownload("lfw", "http://vis-www.cs.umass.edu/lfw/lfw-deepfunneled.tgz",
+                          ("md5", "68331da3eb755a505a502b5aacb3c201"),
+                          "LFW deep-funneled (UMass); md5 as published on the LFW page"),
+    "celeba": PresetDownload("celeba", "https://drive.google.com/uc?export=download&id=0B7EVK8r0v71pZjFTYXZWM3FlRnM",
+                             ("md5", "00d2c5bc6d35e252742224ab0c1e8fcb"),
+                             "CelebA img_align_celeba.zip on Google Drive (often refused: use --path or --url)"),
 }
 
 GOOGLE_DRIVE_REFUSED = ("Google Drive returned a web page instead of img_align_celeba.zip (it often refuses "
@@ -34,5 +36,6 @@ GOOGLE_DRIVE_REFUSED = ("Google Drive returned a web page instead of img_align_c
                         "<extracted folder>` or `facegan acquire --url <mirror of the zip>`")
 
 
-def get(name: str) -> Preset:
-    return PRESETS[name]
+def get(name: str) -> PresetDownload:
+    return DOWNLOADS[name]
+

@@ -167,12 +167,12 @@ def _source_urls(raw: Path) -> set[str]:
 def pipeline_source(config) -> tuple[str, str, dict]:
     """(kind, what, acquire fields) of a PipelineConfig's --source; checks it exists / is a URL.
     kind: preset, url or path; `what` is the URL or URI the images will be recorded under."""
-    from tasks.acquisition.presets import PRESETS
+    from tasks.acquisition import presets
 
     kind = config.source_kind()
     if kind == "preset":
         preset = config.source.lower()
-        return kind, PRESETS[preset].url, {"preset": preset}
+        return kind, presets.get(preset).url, {"preset": preset}
     if kind == "url":
         url = check_url(config.source, "--source")
         return kind, url, {"url": url}

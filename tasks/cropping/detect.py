@@ -16,11 +16,13 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from config.base import field_default
+from config.crop import CropConfig
 from tasks.cropping import formats
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 BIG_FACE_SHARE = 0.25  # largest-only: first search faces at least this share of the short side
-PAD_SHARE = 0.30       # second search: border added on every side, as a share of the longer side
+PAD_SHARE: float = field_default(CropConfig, "pad")  # second search: border on every side, share of the longer side
 PAD_MIN_INSIDE = 0.5   # a padded-pass box must lie at least this much inside the image
 PAD_MIN_FACE = 0.5     # ... and be at least this share of the image's short side: the padded search
 # is for faces that fill the frame (a smaller face has context around it, the normal search's job);
@@ -34,9 +36,10 @@ _local = threading.local()
 
 @dataclass(frozen=True)
 class HaarParams:
-    scale_factor: float = 1.16
-    min_neighbors: int = 5
-    min_face: int = 25
+    """The cascade's search; the defaults are CropConfig's (--scale-factor, --min-neighbors, --min-face)."""
+    scale_factor: float = field_default(CropConfig, "scale_factor")
+    min_neighbors: int = field_default(CropConfig, "min_neighbors")
+    min_face: int = field_default(CropConfig, "min_face")
 
 
 def cascade() -> cv2.CascadeClassifier:

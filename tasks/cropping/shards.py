@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from config.base import field_default
+from config.crop import CropConfig
 from tasks.atomic import atomic_path
 from tasks.cropping.detect import PAD_SHARE, HaarParams, find_faces, read_image
 from tasks.cropping.geometry import cut_square, resize_square, square_box
@@ -21,14 +23,15 @@ from tasks.cropping.geometry import cut_square, resize_square, square_box
 
 @dataclass(frozen=True)
 class CropParams:
-    sizes: tuple[int, ...] = (48, 64, 128)
-    largest_only: bool = False
-    margin: float = 0.10
+    """How a shard is cropped; the defaults are CropConfig's."""
+    sizes: tuple[int, ...] = tuple(field_default(CropConfig, "sizes"))
+    largest_only: bool = field_default(CropConfig, "largest_only")
+    margin: float = field_default(CropConfig, "margin")
     haar: HaarParams = HaarParams()
     pad: float = PAD_SHARE         # second search on the padded image when the first finds nothing; 0 = off
     # True: every image is one centred face: its centred square, no detection. None: automatic
     # (an aligned-looking set's faceless images are cut at its typical box, see report.py). False: off
-    aligned: bool | None = None
+    aligned: bool | None = field_default(CropConfig, "aligned")
 
 
 ALIGNED_CENTRE = "aligned-centre"  # --aligned: the image's centred square
