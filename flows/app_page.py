@@ -29,14 +29,14 @@ def zip_bytes(images, stem: str) -> bytes:
 
 @st.cache_resource(show_spinner="loading generator")
 def generator(uri: str):
-    from tasks.training.generator import load_generator
+    from tasks.training.trained_generators import load_generator
 
     return load_generator(uri, device="cpu")
 
 
 def main() -> None:
     from tasks import tracking
-    from tasks.training.generator import sample_images
+    from tasks.training.trained_generators import sample_images
 
     st.set_page_config(page_title="facegan generator", page_icon=":performing_arts:")
     st.title("facegan: generate faces")

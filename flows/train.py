@@ -11,12 +11,12 @@ from prefect.cache_policies import NO_CACHE
 
 from config.train import TrainConfig
 from tasks import tracking
-from tasks.training import distributed, loop, run as training_run
+from tasks.training import lifecycle, loop, torchrun
 
 
 @task(name="open-training-run", cache_policy=NO_CACHE)
 def open_run(config: TrainConfig) -> dict:
-    return training_run.prepare_run(config)
+    return lifecycle.prepare_run(config)
 
 
 @task(name="train-gan", cache_policy=NO_CACHE)
@@ -26,7 +26,7 @@ def train_gan(config: TrainConfig, prepared: dict) -> dict:
     run = tracking.TrackedRun(prepared["run_id"])
     try:
         if config.nproc > 1:
-            return distributed.launch(config, prepared)
+            return torchrun.launch(config, prepared)
         return loop.train_loop(config, Path(prepared["dataset_path"]), Path(prepared["run_dir"]),
                                prepared["meta"], run)
     except BaseException:
@@ -36,7 +36,7 @@ def train_gan(config: TrainConfig, prepared: dict) -> dict:
 
 @task(name="publish-generator", cache_policy=NO_CACHE)
 def publish_generator(config: TrainConfig, prepared: dict, summary: dict) -> dict:
-    return training_run.publish(config, prepared, summary)
+    return lifecycle.publish(config, prepared, summary)
 
 
 @flow(name="train", log_prints=True)

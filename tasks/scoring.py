@@ -94,7 +94,7 @@ def resolve_dataset_arg(dataset: str, size: int) -> Path:
 def generate(ref: str, n: int, seed: int, device: str = "auto") -> tuple[np.ndarray, dict]:
     """n samples from the generator behind `ref` (EMA weights when the run kept them)."""
     from tasks.training.device import pick_device
-    from tasks.training.generator import load_generator, sample_images
+    from tasks.training.trained_generators import load_generator, sample_images
 
     G, meta = load_generator(ref, device=pick_device(device))
     images = sample_images(G, meta, n, seed=seed)

@@ -134,9 +134,6 @@ class TrackedRun:
         else:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
-    def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
-
     def log_dict(self, data: dict, artifact_file: str) -> None:
         self.client.log_dict(self.run_id, data, artifact_file)
 
@@ -150,9 +147,6 @@ class TrackedRun:
     def log_table(self, df, artifact_file: str) -> None:
         self.client.log_table(self.run_id, df, artifact_file)
 
-    def artifact_uri(self) -> str:
-        return self.client.get_run(self.run_id).info.artifact_uri
-
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
 
@@ -163,7 +157,7 @@ class TrackedRun:
         MLflow's slow requirement inference (a subprocess, ~10 s)."""
         import mlflow.pytorch
 
-        with mlflow.start_run(run_id=self.run_id, nested=True), contextlib.ExitStack():
+        with mlflow.start_run(run_id=self.run_id, nested=True):
             info = mlflow.pytorch.log_model(model, name=artifact_path, input_example=input_example,
                                             registered_model_name=registered_name,
                                             pip_requirements=pip_requirements)
@@ -194,12 +188,9 @@ def resume_run(run_id: str) -> TrackedRun:
 
 @contextlib.contextmanager
 def run(stage: str, run_name: str | None = None, params: Mapping[str, Any] | None = None,
-        parent_run_id: str | None = None, tags: Mapping[str, Any] | None = None,
-        run_id: str | None = None) -> Iterator[TrackedRun]:
-    """Start (or resume, with run_id) a run; mark it FINISHED, or FAILED on an exception."""
-    tracked = resume_run(run_id) if run_id else start_run(stage, run_name, params, parent_run_id, tags)
-    if run_id and params:
-        tracked.log_params(params)
+        parent_run_id: str | None = None, tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
+    """Start a run; mark it FINISHED, or FAILED on an exception."""
+    tracked = start_run(stage, run_name, params, parent_run_id, tags)
     try:
         yield tracked
     except BaseException:
@@ -232,13 +223,6 @@ def download_artifacts(run_id: str, path: str, dst: str | Path | None = None) ->
 
 def list_artifacts(run_id: str, path: str | None = None) -> list[str]:
     return [a.path for a in _client().list_artifacts(run_id, path)]
-
-
-def load_pytorch_model(model_uri: str, map_location: str = "cpu"):
-    import mlflow.pytorch
-
-    _client()
-    return mlflow.pytorch.load_model(model_uri, map_location=map_location)
 
 
 def resolve_model_uri(model_uri: str) -> tuple[str | None, str]:

@@ -31,7 +31,7 @@ def trained_run(tmp_path):
 def test_app_generates_and_downloads_faces(trained_run):
     from streamlit.testing.v1 import AppTest
 
-    from tasks.training.generator import load_generator, sample_images
+    from tasks.training.trained_generators import load_generator, sample_images
 
     at = AppTest.from_file(PAGE, default_timeout=180).run()
     assert not at.exception

@@ -130,7 +130,7 @@ def generator_file(tmp_path_factory) -> Path:
     """A real (untrained) 48 px DCGAN generator file, as `facegan train` publishes them."""
     import torch
 
-    from tasks.training.generator import build_generator, generator_payload
+    from tasks.training.trained_generators import build_generator, generator_payload
 
     torch.manual_seed(0)
     G = build_generator("dcgan", 48, 16, 8)
@@ -185,8 +185,8 @@ def test_generate_many_faces_in_batches_with_a_bounded_grid(capsys, tmp_path, ge
     import numpy as np
     from PIL import Image
 
-    from tasks.training.generate import BATCH, GRID_MAX
-    from tasks.training.generator import iter_samples, load_generator, sample_images
+    from tasks.training.generated_faces import BATCH, GRID_MAX
+    from tasks.training.trained_generators import iter_samples, load_generator, sample_images
 
     n = 2 * BATCH + 37
     out = tmp_path / "many"

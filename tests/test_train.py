@@ -22,7 +22,7 @@ from flows.train import train
 from tasks import tracking
 from config.errors import TrainingError
 from tasks.training import checkpoints as ckpt
-from tasks.training.generator import load_generator, sample_images
+from tasks.training.trained_generators import load_generator, sample_images
 from tasks.training.loop import build_parts, train_loop
 from tests.conftest import REPO
 

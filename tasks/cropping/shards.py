@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -163,7 +163,3 @@ def load_shard(path: Path) -> ShardResult:
     png_dir = shard_png_dir(path)
     return ShardResult(meta["records"], crops, meta["images"], meta["unreadable"], meta["faces_per_image"],
                        png_dir if png_dir.is_dir() else None, meta.get("outcomes"))
-
-
-def params_dict(params: CropParams) -> dict:
-    return asdict(params)

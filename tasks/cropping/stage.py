@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 from prefect import task
 
-from tasks.cropping.shards import CropParams, crop_rows, params_dict, save_shard
+from tasks.cropping.shards import CropParams, crop_rows, save_shard
 from config.errors import InputError
 from tasks.paths import MANIFEST, raw_dir
 
@@ -40,7 +40,7 @@ def raw_skipped(raw_name: str) -> list[dict]:
 
 
 def fingerprint(rows: list[dict], params: CropParams, dedupe: bool) -> str:
-    payload = json.dumps({"params": params_dict(params), "dedupe": dedupe,
+    payload = json.dumps({"params": asdict(params), "dedupe": dedupe,
                           "rows": [(r["path"], r.get("sha256")) for r in rows]}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 

@@ -6,24 +6,25 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from config.errors import TrainingError
 from config.train import TrainConfig
 from models.began import AutoEncoder, Equilibrium
 from models.dcgan import Discriminator
 from models.ema import EMA
 from models.wgan_gp import Critic
-from config.errors import TrainingError
 from tasks.training import checkpoints as ckpt
-from tasks.training import distributed
+from tasks.training import collectives
 from tasks.training.data import FaceBatches, load_faces
 from tasks.training.device import amp_dtype, autocast, memory_format, pick_device, set_threads
-from tasks.training.generator import build_generator
 from tasks.training.samples import CurveScorer, save_grid
-from tasks.training.steps import STEPS, Parts
+from tasks.training.trained_generators import build_generator
+from tasks.training.updates import UPDATES, Parts
 
 log = logging.getLogger("facegan.train")
 DEFAULT_STEPS = 3000
@@ -51,8 +52,18 @@ def build_parts(cfg: TrainConfig, device: torch.device) -> Parts:
                  equilibrium=Equilibrium(cfg.gamma, cfg.lambda_k) if cfg.model == "began" else None)
 
 
-def state_dict(p: Parts, cfg: TrainConfig, meta: dict, counters: dict) -> dict:
-    return {"config": cfg.model_dump(mode="json"), "meta": meta, **counters,
+@dataclass
+class Counters:
+    """Where a run is; saved in every checkpoint (as top-level keys) and returned at the end."""
+    step: int = 0                 # generator updates done
+    batches: int = 0              # real batches drawn (d_steps per step)
+    cpu_seconds: float = 0.0      # CPU time of the updates, all ranks, cumulative over resumes
+    best_detection_rate: float | None = None
+    best_step: int | None = None
+
+
+def state_dict(p: Parts, cfg: TrainConfig, meta: dict, counters: Counters) -> dict:
+    return {"config": cfg.model_dump(mode="json"), "meta": meta, **asdict(counters),
             "G": p.G.state_dict(), "D": p.D.state_dict(),
             "ema": p.ema.model.state_dict() if p.ema else None,
             "opt_g": p.opt_g.state_dict(), "opt_d": p.opt_d.state_dict(),
@@ -60,7 +71,7 @@ def state_dict(p: Parts, cfg: TrainConfig, meta: dict, counters: dict) -> dict:
             "k_t": p.equilibrium.k if p.equilibrium else None, "rng": ckpt.rng_state()}
 
 
-def load_state(p: Parts, state: dict) -> dict:
+def load_state(p: Parts, state: dict) -> Counters:
     """Restore a checkpoint into `p`; returns its counters."""
     p.G.load_state_dict(state["G"])
     p.D.load_state_dict(state["D"])
@@ -72,10 +83,7 @@ def load_state(p: Parts, state: dict) -> dict:
     if p.equilibrium is not None and state.get("k_t") is not None:
         p.equilibrium.k = state["k_t"]
     ckpt.set_rng_state(state["rng"])
-    return {k: state[k] for k in COUNTERS}
-
-
-COUNTERS = ("step", "batches", "cpu_seconds", "best_detection_rate", "best_step")
+    return Counters(**{f.name: state[f.name] for f in fields(Counters)})
 
 
 class Budget:
@@ -93,10 +101,10 @@ class Budget:
         totals = [t for t in (steps, self.batches and math.ceil(self.batches / cfg.d_steps)) if t]
         self.total = min(totals) if totals else None
 
-    def done(self, c: dict) -> bool:
-        return bool((self.steps and c["step"] >= self.steps)
-                    or (self.batches and c["batches"] >= self.batches)
-                    or (self.cpu_seconds and c["cpu_seconds"] >= self.cpu_seconds))
+    def done(self, c: Counters) -> bool:
+        return bool((self.steps and c.step >= self.steps)
+                    or (self.batches and c.batches >= self.batches)
+                    or (self.cpu_seconds and c.cpu_seconds >= self.cpu_seconds))
 
 
 def run_logger() -> logging.Logger:
@@ -144,7 +152,7 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
     """Train until the budget is reached; resumes from run_dir/checkpoints when possible.
     `run` is a tasks.tracking.TrackedRun (None on the other ranks of a distributed run: only
     rank 0 logs, samples and checkpoints). Returns the final counters and checkpoint path."""
-    ranks = distributed.current()
+    ranks = collectives.current()
     threads = set_threads(cfg.threads)
     device = pick_device(cfg.device)
     if device.type == "cuda" and ranks.active:
@@ -159,26 +167,26 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
     fmt = memory_format(cfg.channels_last and device.type != "mps")
     data = FaceBatches(faces, cfg.batch_size, cfg.seed, device, fmt, ranks.rank, ranks.world)
     budget = Budget(cfg, data.per_epoch)
-    c = {"step": 0, "batches": 0, "cpu_seconds": 0.0, "best_detection_rate": None, "best_step": None}
+    c = Counters()
     logged_through = 0  # steps up to here are already in MLflow: not logged twice
     last = ckpt.latest_checkpoint(ckpt_dir)
     if last is not None:
         c = load_state(parts, ckpt.load_checkpoint(last, map_location=device))
-        log.warning("resuming %s from %s (step %d)", meta["run_name"], last.name, c["step"])
+        log.warning("resuming %s from %s (step %d)", meta["run_name"], last.name, c.step)
         if ranks.main:
-            run.log_metrics({"resumed_from_step": c["step"]}, step=c["step"])
+            run.log_metrics({"resumed_from_step": c.step}, step=c.step)
             logged_through = run.last_step("loss_d")  # a killed run logged past its checkpoint
     if ranks.active:
         for module in (parts.G, parts.D):
-            distributed.broadcast_module(module)
+            collectives.broadcast_module(module)
         if parts.ema is not None:
-            distributed.broadcast_module(parts.ema.model)
-        parts.sync = distributed.average_gradients
+            collectives.broadcast_module(parts.ema.model)
+        parts.sync = collectives.average_gradients
         if not ranks.main:  # rank 0 keeps the checkpoint's RNG stream; the others draw their own noise
-            torch.manual_seed(cfg.seed * 1_000_003 + 7_919 * ranks.rank + c["step"])
+            torch.manual_seed(cfg.seed * 1_000_003 + 7_919 * ranks.rank + c.step)
     fixed_noise = torch.randn(64, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 1))
     scorer = CurveScorer(cfg.score_every, cfg.score_samples, cfg.seed, dataset_path, cfg.size)
-    step_fn = STEPS[cfg.model]
+    update = UPDATES[cfg.model]
 
     def sampler() -> torch.nn.Module:
         """The generator that samples, scores and is published: the EMA one (its BatchNorm
@@ -188,59 +196,59 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
         return parts.ema.sampler(cfg.z_dim, lambda: autocast(device, parts.amp))
 
     def progress() -> dict:
-        return {"kimg": c["batches"] * cfg.batch_size * ranks.world / 1000, "cpu_seconds": c["cpu_seconds"]}
+        return {"kimg": c.batches * cfg.batch_size * ranks.world / 1000, "cpu_seconds": c.cpu_seconds}
 
     def next_real() -> torch.Tensor:
-        batch = data.get(c["batches"])
-        c["batches"] += 1
+        batch = data.get(c.batches)
+        c.batches += 1
         return batch
 
     def checkpoint(path: Path) -> Path:
         sampler()  # the EMA's BatchNorm statistics are saved up to date
-        return ckpt.save_checkpoint(state_dict(parts, cfg, meta, {k: c[k] for k in COUNTERS}), path)
+        return ckpt.save_checkpoint(state_dict(parts, cfg, meta, c), path)
 
     sums: dict[str, float] = {}
-    count, window = 0, (time.perf_counter(), c["batches"])
-    bar = tqdm(total=budget.total, initial=c["step"], desc=f"train {cfg.model}-{cfg.size}",
+    count, window = 0, (time.perf_counter(), c.batches)
+    bar = tqdm(total=budget.total, initial=c.step, desc=f"train {cfg.model}-{cfg.size}",
                unit="step", dynamic_ncols=True, disable=None if ranks.main else True)
-    lines = ProgressLines(budget, c["step"], cfg, run_logger() if ranks.main and bar.disable else None)
+    lines = ProgressLines(budget, c.step, cfg, run_logger() if ranks.main and bar.disable else None)
     if budget.done(c) and ranks.main:
         kimg = progress()["kimg"]
-        run_logger().warning(f"budget reached at step {c['step']} ({kimg:.1f} kimg): nothing to train; "
-                             f"pass --steps > {c['step']} or --kimg > {kimg:.1f} to continue")
+        run_logger().warning(f"budget reached at step {c.step} ({kimg:.1f} kimg): nothing to train; "
+                             f"pass --steps > {c.step} or --kimg > {kimg:.1f} to continue")
     try:
         while not budget.done(c):
             t0 = time.process_time()
-            metrics = step_fn(parts, next_real)
+            metrics = update(parts, next_real)
             spent = time.process_time() - t0
-            c["cpu_seconds"] += distributed.total(spent) if ranks.active else spent
-            c["step"] += 1
-            _check_finite(metrics, c["step"], last, cfg)
+            c.cpu_seconds += collectives.total(spent) if ranks.active else spent
+            c.step += 1
+            _check_finite(metrics, c.step, last, cfg)
             if parts.ema:
-                parts.ema.update(parts.G, c["step"])
+                parts.ema.update(parts.G, c.step)
             parts.sched_g.step()
             parts.sched_d.step()
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
-            step = c["step"]
+            step = c.step
             bar.update(1)
             if not ranks.main:
                 continue
             if step % cfg.log_every == 0 or budget.done(c):
                 avg = {k: v / count for k, v in sums.items()}
                 elapsed = time.perf_counter() - window[0]
-                avg.update(lr=parts.opt_g.param_groups[0]["lr"], epoch=data.epoch_of(c["batches"]),
-                           images_per_sec=(c["batches"] - window[1]) * cfg.batch_size * ranks.world
+                avg.update(lr=parts.opt_g.param_groups[0]["lr"], epoch=data.epoch_of(c.batches),
+                           images_per_sec=(c.batches - window[1]) * cfg.batch_size * ranks.world
                            / max(elapsed, 1e-9),
-                           cpu_minutes=c["cpu_seconds"] / 60, **progress())
+                           cpu_minutes=c.cpu_seconds / 60, **progress())
                 if step > logged_through:
                     run.log_metrics(avg, step=step)
                 bar.set_postfix({"kimg": f"{avg['kimg']:.1f}", "img/s": f"{avg['images_per_sec']:.0f}",
                                  **{k: f"{avg[k]:.3f}" for k in ("loss_d", "loss_g")},
                                  "det": "-" if lines.detection is None else f"{lines.detection:.2f}"})
                 lines.maybe_log(step, avg, budget.done(c))
-                sums, count, window = {}, 0, (time.perf_counter(), c["batches"])
+                sums, count, window = {}, 0, (time.perf_counter(), c.batches)
             if step % cfg.sample_every == 0:
                 save_grid(sampler(), fixed_noise, sample_dir / f"step-{step:06d}.png", run)
             if scorer.due(step):
@@ -248,8 +256,8 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
                 if scores is not None:
                     run.log_metrics({**scores, **progress()}, step=step)
                     rate = lines.detection = scores["detection_rate"]
-                    if c["best_detection_rate"] is None or rate > c["best_detection_rate"]:
-                        c["best_detection_rate"], c["best_step"] = rate, step
+                    if c.best_detection_rate is None or rate > c.best_detection_rate:
+                        c.best_detection_rate, c.best_step = rate, step
                         checkpoint(ckpt_dir / ckpt.BEST)
             if step % cfg.checkpoint_every == 0:
                 last = checkpoint(ckpt.checkpoint_path(ckpt_dir, step))
@@ -257,14 +265,14 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
     finally:
         bar.close()
     if ranks.active:
-        in_sync = distributed.ranks_agree(parts.G) and distributed.ranks_agree(parts.D)
+        in_sync = collectives.ranks_agree(parts.G) and collectives.ranks_agree(parts.D)
         if not in_sync:
             raise TrainingError(f"rank {ranks.rank}: the ranks' weights diverged (gradient averaging failed)")
         if not ranks.main:
-            return {**{k: c[k] for k in COUNTERS}, "checkpoint": None, "grid": None, "world_size": ranks.world}
-    if last is None or last != ckpt.checkpoint_path(ckpt_dir, c["step"]):
-        last = checkpoint(ckpt.checkpoint_path(ckpt_dir, c["step"]))
+            return {**asdict(c), "checkpoint": None, "grid": None, "world_size": ranks.world}
+    if last is None or last != ckpt.checkpoint_path(ckpt_dir, c.step):
+        last = checkpoint(ckpt.checkpoint_path(ckpt_dir, c.step))
         ckpt.prune(ckpt_dir, cfg.keep_checkpoints)
     final_grid = save_grid(sampler(), fixed_noise, sample_dir / "final.png", run)
-    return {**{k: c[k] for k in COUNTERS}, "checkpoint": str(last), "grid": str(final_grid),
+    return {**asdict(c), "checkpoint": str(last), "grid": str(final_grid),
             "world_size": ranks.world}

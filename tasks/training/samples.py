@@ -82,7 +82,7 @@ class CurveScorer:
         if not self._prepare():
             return None
         from evaluation import embeddings, metrics
-        from tasks.training.generator import sample_images
+        from tasks.training.trained_generators import sample_images
 
         state = torch.get_rng_state()
         images = sample_images(G, meta, self.n, seed=self.seed + 2)

@@ -1,13 +1,13 @@
 """One training iteration per GAN type: D/critic update(s), then one generator update.
 
-Each step function takes the `Parts` of a run and a `next_real()` callable (the next batch of
+Each update function takes the `Parts` of a run and a `next_real()` callable (the next batch of
 real images) and returns plain-float metrics: loss_d, loss_g, d_x, d_g_z plus model extras.
 Meanings: DCGAN d_x / d_g_z = mean sigmoid(D(.)) (the canonical example's D(x), D(G(z)));
 WGAN-GP = mean critic scores; BEGAN = L1 reconstruction errors L(x), L(G(z)).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -38,7 +38,6 @@ class Parts:
     gp_lambda: float = 10.0
     loss: str = "bce"
     equilibrium: began_losses.Equilibrium | None = None
-    extras: dict = field(default_factory=dict)
     sync: Callable[[torch.optim.Optimizer], None] | None = None  # averages gradients across ranks
 
     def noise(self, n: int) -> torch.Tensor:
@@ -55,7 +54,7 @@ class Parts:
         opt.step()
 
 
-def dcgan_step(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, float]:
+def dcgan_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, float]:
     d_loss, g_loss = dcgan_losses.LOSSES[p.loss]
     p.D.requires_grad_(True)
     for _ in range(p.d_steps):
@@ -77,7 +76,7 @@ def dcgan_step(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, flo
             "d_g_z2": torch.sigmoid(gen_logits.float()).mean().item()}
 
 
-def wgan_gp_step(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, float]:
+def wgan_gp_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, float]:
     p.D.requires_grad_(True)
     for _ in range(p.d_steps):
         real = next_real()
@@ -100,7 +99,7 @@ def wgan_gp_step(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, f
             "wasserstein": d_x - d_g_z, "gp": gp.item()}
 
 
-def began_step(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, float]:
+def began_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, float]:
     eq = p.equilibrium
     p.D.requires_grad_(True)
     for _ in range(p.d_steps):
@@ -121,4 +120,4 @@ def began_step(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, flo
             "d_g_z": loss_fake.item(), "k_t": k_used, "M_global": m_global}
 
 
-STEPS = {"dcgan": dcgan_step, "wgan-gp": wgan_gp_step, "began": began_step}
+UPDATES = {"dcgan": dcgan_update, "wgan-gp": wgan_gp_update, "began": began_update}

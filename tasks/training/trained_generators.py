@@ -10,7 +10,6 @@ ema (whether the weights are the EMA generator's, which is preferred whenever it
 """
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -80,8 +79,6 @@ def _load_run(run_id: str, device, artifact: str = GENERATOR_ARTIFACT) -> tuple[
         run = tracking.get_run(run_id)
     except Exception:
         raise NotFoundError(f"no MLflow run, checkpoint or registered model {run_id!r}") from None
-    if artifact != GENERATOR_ARTIFACT and artifact not in tracking.list_artifacts(run_id, artifact.rsplit("/", 1)[0]):
-        artifact = GENERATOR_ARTIFACT  # registered before versioned generator files existed
     try:
         with tempfile.TemporaryDirectory(prefix="facegan-gen-") as tmp:
             G, meta = _load_file(tracking.download_artifacts(run_id, artifact, tmp), device)
@@ -128,14 +125,11 @@ def load_generator(ref: str, device="cpu") -> tuple[nn.Module, dict]:
 
 
 @torch.no_grad()
-def iter_samples(G: nn.Module, meta: dict, n: int, seed: int = 0, batch_size: int = 250, device=None):
-    """The n images of sample_images in batches of uint8 (b, size, size, 3) RGB: memory bounded
-    by one batch (plus the n x z_dim noise, drawn on the CPU from `seed` in one piece so the images
-    depend on the seed only, not on batch size or device)."""
-    if device is None:
-        device = next(G.parameters()).device
-    else:
-        G = G.to(device)
+def iter_samples(G: nn.Module, meta: dict, n: int, seed: int = 0, batch_size: int = 250):
+    """The n images of sample_images in batches of uint8 (b, size, size, 3) RGB, on G's device:
+    memory bounded by one batch (plus the n x z_dim noise, drawn on the CPU from `seed` in one
+    piece so the images depend on the seed only, not on batch size or device)."""
+    device = next(G.parameters()).device
     z = torch.randn(n, meta["z_dim"], generator=torch.Generator().manual_seed(seed))
     was_training = G.training
     G.eval()
@@ -147,13 +141,12 @@ def iter_samples(G: nn.Module, meta: dict, n: int, seed: int = 0, batch_size: in
         G.train(was_training)
 
 
-def sample_images(G: nn.Module, meta: dict, n: int, seed: int = 0, batch_size: int = 250,
-                  device=None) -> np.ndarray:
+def sample_images(G: nn.Module, meta: dict, n: int, seed: int = 0, batch_size: int = 250) -> np.ndarray:
     """n images as uint8 (n, size, size, 3) RGB. The noise is drawn on the CPU from `seed` in
     one piece, so the result depends on the seed only (not on batch size or device)."""
     out = np.empty((n, meta["size"], meta["size"], 3), dtype=np.uint8)
     start = 0
-    for batch in iter_samples(G, meta, n, seed, batch_size, device):
+    for batch in iter_samples(G, meta, n, seed, batch_size):
         out[start:start + len(batch)] = batch
         start += len(batch)
     return out

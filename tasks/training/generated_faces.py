@@ -17,7 +17,7 @@ from tasks import outputs
 from tasks.atomic import atomic_path
 from tasks.paths import data_home
 from tasks.training.device import pick_device
-from tasks.training.generator import iter_samples, load_generator
+from tasks.training.trained_generators import iter_samples, load_generator
 
 GRID_MAX = 100
 BATCH = 250

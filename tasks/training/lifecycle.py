@@ -16,7 +16,7 @@ from tasks.paths import runs_root
 from tasks.training import checkpoints as ckpt
 from tasks.training.data import (dataset_fingerprint, dataset_info, display_path, load_faces,
                                  resolve_dataset_path)
-from tasks.training.generator import GENERATOR_ARTIFACT, META_ARTIFACT, RUN_DIR_TAG, generator_payload
+from tasks.training.trained_generators import GENERATOR_ARTIFACT, META_ARTIFACT, RUN_DIR_TAG, generator_payload
 
 log = logging.getLogger("facegan.train")
 RUN_FILE = "run.json"
@@ -161,7 +161,7 @@ def publish(cfg: TrainConfig, prepared: dict, summary: dict) -> dict:
     facegan-<model>-<size>) and the loss curves. Returns {model_version, generator}."""
     import torch
 
-    from tasks.training.generator import load_generator
+    from tasks.training.trained_generators import load_generator
 
     run_dir = Path(prepared["run_dir"])
     info = _read_json(run_dir / RUN_FILE)
