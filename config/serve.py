@@ -4,7 +4,10 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from config.base import StageConfig
+from config.deployments import NIGHTLY_CRON, NIGHTLY_TIMEZONE, nightly_pipeline
 from config.train import Model
+
+_NIGHTLY = nightly_pipeline()
 
 
 class ServeConfig(StageConfig):
@@ -14,14 +17,14 @@ class ServeConfig(StageConfig):
     pools. Point PREFECT_API_URL at a running `prefect server start` to use the UI and
     `prefect deployment run 'crop/on-demand' --param config='{...}'`; stop with Ctrl-C."""
 
-    cron: str = Field("0 2 * * *", description="cron schedule of face-pipeline/nightly")
-    timezone: str = Field("UTC", description="IANA time zone of the cron schedule, e.g. Europe/Berlin")
+    cron: str = Field(NIGHTLY_CRON, description="cron schedule of face-pipeline/nightly")
+    timezone: str = Field(NIGHTLY_TIMEZONE, description="IANA time zone of the cron schedule, e.g. UTC")
     paused: bool = Field(False, description="register the nightly schedule paused")
     limit: int = Field(2, ge=1, le=64, description="flow runs executed at the same time by this process")
     trainings: int = Field(1, ge=1, le=64, description="train runs at the same time (one per GPU)")
-    source: str = Field("lfw", min_length=1, description="the nightly pipeline's --source")
-    models: list[Model] = Field(["dcgan", "wgan-gp", "began"], description="the nightly pipeline's --models")
-    cpu_minutes: float = Field(60.0, gt=0, description="the nightly pipeline's training budget per model")
+    source: str = Field(_NIGHTLY["source"], min_length=1, description="the nightly pipeline's --source")
+    models: list[Model] = Field(_NIGHTLY["models"], description="the nightly pipeline's --models")
+    cpu_minutes: float = Field(_NIGHTLY["cpu_minutes"], gt=0, description="the nightly pipeline's training budget per model")
 
     @field_validator("cron")
     @classmethod
@@ -43,3 +46,9 @@ class ServeConfig(StageConfig):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {tz!r} (use an IANA name such as UTC or Europe/Berlin)") from None
         return tz
+
+    def nightly_parameters(self) -> dict:
+        """The nightly pipeline's config: config.deployments' with this command's --source,
+        --models and --cpu-minutes."""
+        return {**nightly_pipeline(), "source": self.source, "models": list(self.models),
+                "cpu_minutes": self.cpu_minutes}

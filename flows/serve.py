@@ -1,20 +1,15 @@
-"""`facegan serve`: the deployments of infra/prefect.yaml served from one process (prefect.serve).
-Same names as the work-pool deployments: face-pipeline/nightly, acquire/on-demand,
-crop/on-demand, train/gpu, evaluate/on-demand.
+"""`facegan serve`: facegan's deployments (config/deployments.py, the same ones infra/prefect.yaml
+deploys to the work pools) served from one process with prefect.serve.
 
 Each served deployment owns its code location and drops any work pool, so serve can take over
-a deployment that `prefect deploy` registered under the same name. Without that, Prefect 3.8.8
-updates such a deployment without its path (RunnerDeployment keeps `path` in a private field that
-the update leaves out) and with its pull steps cleared: the server keeps `path: null` from
-`prefect deploy`, and the run crashes ("Downloading flow code from storage at None",
-FileNotFoundError '<cwd>/None'); its work pool would also stay set, so a pool worker could take
-the run too. (Runner.add_flow is no way out: it pickles the flow function by value, whose globals
-then miss the config class named only in a postponed annotation, and parameter validation fails.)"""
+a deployment that `prefect deploy` registered under the same name (why: docs/deploy.md)."""
 from __future__ import annotations
 
+import importlib
 import inspect
 from pathlib import Path
 
+from config.deployments import DEPLOYMENTS, NIGHTLY, TRAIN, Deployment
 from config.pipeline import PipelineConfig
 from config.serve import ServeConfig
 
@@ -35,26 +30,29 @@ def own(deployment, flow):
     return deployment
 
 
+def flow_of(deployment: Deployment):
+    """The Prefect flow object at a deployment's entrypoint."""
+    path, _, function = deployment.entrypoint.partition(":")
+    return getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), function)
+
+
 def deployments(config: ServeConfig) -> list:
+    """The RunnerDeployments `facegan serve` registers (nothing is sent to a Prefect server here)."""
     from prefect.schedules import Cron
 
-    from flows.acquire import acquire
-    from flows.crop import crop
-    from flows.evaluate import evaluate
-    from flows.pipeline import face_pipeline
-    from flows.train import train
-
-    nightly = PipelineConfig(source=config.source, models=config.models, cpu_minutes=config.cpu_minutes)
-    served = [
-        (face_pipeline, face_pipeline.to_deployment(
-            "nightly", schedule=Cron(config.cron, timezone=config.timezone), paused=config.paused,
-            tags=["facegan"], parameters={"config": nightly.model_dump(mode="json", exclude_defaults=True)})),
-        (acquire, acquire.to_deployment("on-demand", tags=["facegan"])),
-        (crop, crop.to_deployment("on-demand", tags=["facegan"])),
-        (train, train.to_deployment("gpu", tags=["facegan", "gpu"], concurrency_limit=config.trainings)),
-        (evaluate, evaluate.to_deployment("on-demand", tags=["facegan"])),
-    ]
-    return [own(deployment, flow) for flow, deployment in served]
+    served = []
+    for d in DEPLOYMENTS:
+        flow = flow_of(d)
+        options: dict = {"description": d.description, "tags": list(d.tags)}
+        if d is NIGHTLY:
+            nightly = config.nightly_parameters()
+            PipelineConfig(**nightly)  # a bad --source or --models fails here, before serving
+            options.update(schedule=Cron(config.cron, timezone=config.timezone), paused=config.paused,
+                           parameters={"config": nightly})
+        if d is TRAIN:
+            options["concurrency_limit"] = config.trainings
+        served.append(own(flow.to_deployment(d.name, **options), flow))
+    return served
 
 
 def main(config: ServeConfig) -> None:

@@ -174,7 +174,7 @@ def test_deploy_pools_workers_and_one_off_runs(stack, tmp_path, monkeypatch):
 
 def test_facegan_serve_takes_over_the_deployments_and_runs_them(stack, tmp_path):
     """`facegan serve` on the names `prefect deploy` registered (not deleted first): its runs must
-    not load the flow from the pool deployments' `path: null` (they crashed that way once)."""
+    not load the flow from the pool deployments' `path: null` (docs/deploy.md, serve's pull step)."""
     from prefect.exceptions import ObjectNotFound
 
     with stack.client() as client:

@@ -91,6 +91,34 @@ def test_prefect_yaml_declares_the_deployments():
     PipelineConfig(**found["face_pipeline", "nightly"]["parameters"]["config"])
 
 
+def _declared(d: dict) -> dict:
+    return {"entrypoint": d["entrypoint"], "description": d["description"], "tags": sorted(d["tags"]),
+            "schedules": [(s["cron"], s["timezone"], s["active"]) for s in d.get("schedules", [])],
+            "parameters": d.get("parameters", {})}
+
+
+def _served(d) -> dict:
+    return {"entrypoint": d.entrypoint, "description": d.description, "tags": sorted(d.tags),
+            "schedules": [(s.schedule.cron, s.schedule.timezone, not d.paused) for s in d.schedules or []],
+            "parameters": d.parameters}
+
+
+def test_prefect_deploy_and_facegan_serve_run_the_same_deployments():
+    """infra/prefect.yaml against the deployments `facegan serve` builds with its defaults (built
+    in-process, nothing is sent to a Prefect server): same names, flows, schedules, parameters."""
+    from config.deployments import DEPLOYMENTS
+    from config.serve import ServeConfig
+    from flows.serve import deployments
+
+    spec = yaml.safe_load((INFRA / "prefect.yaml").read_text())
+    declared = {(d["entrypoint"], d["name"]): _declared(d) for d in spec["deployments"]}
+    served = {(d.entrypoint, d.name): _served(d) for d in deployments(ServeConfig())}
+    assert declared == served
+    assert declared["flows/pipeline.py:face_pipeline", "nightly"]["schedules"] == [("0 2 * * *", "Europe/Berlin", True)]
+    pools = {(d["entrypoint"], d["name"]): d["work_pool"]["name"] for d in spec["deployments"]}
+    assert pools == {(d.entrypoint, d.name): d.work_pool for d in DEPLOYMENTS}
+
+
 def test_work_pools_script_usage():
     proc = subprocess.run([str(INFRA / "work-pools.sh"), "nonsense"], capture_output=True, text=True)
     assert proc.returncode == 2 and "unknown command: nonsense" in proc.stderr
