@@ -82,8 +82,7 @@ def auto_threads() -> int:
     """CPU threads for training: the cores not already busy, at least 1.
 
     On a shared machine an oversubscribed OpenMP pool is far slower than a smaller one (each
-    barrier waits for a descheduled thread): measured here with other jobs running, a DCGAN step
-    took 3-8x longer in wall time with 2 threads than with 1."""
+    barrier waits for a descheduled thread)."""
     cores = os.cpu_count() or 1
     return max(1, min(cores, round(cores - busy_cores())))
 
