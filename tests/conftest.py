@@ -1,7 +1,8 @@
 """Shared test fixtures.
 
-- One Prefect ephemeral server for the whole session (starting one takes ~8 s); its URL is
-  exported as PREFECT_API_URL so `facegan` subprocesses reuse it.
+- One Prefect ephemeral server for the whole session (starting one takes ~8-11 s), started only
+  when the first test that is not marked `no_prefect` runs; its URL is exported as
+  PREFECT_API_URL so `facegan` subprocesses reuse it.
 - One sqlite MLflow store for the session (MLFLOW_TRACKING_URI); FACEGAN_HOME per test.
 - Real data from $FACEGAN_SHARED_DATA (default ../shared/data relative to the repo root).
 """
@@ -34,19 +35,42 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _session_env(tmp_path_factory):
-    """Ephemeral Prefect server + sqlite MLflow store shared by all tests of the session."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
+    """One sqlite MLflow store for the session (cheap: nothing starts here)."""
     mlflow_dir = tmp_path_factory.mktemp("mlflow")
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "FACEGAN_MLFLOW_ARTIFACTS",
+                                             "PREFECT_LOGGING_LEVEL", "PREFECT_SERVER_ANALYTICS_ENABLED")}
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{mlflow_dir / 'mlflow.db'}"
     os.environ["FACEGAN_MLFLOW_ARTIFACTS"] = str(mlflow_dir / "artifacts")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"  # no internet: telemetry only logs errors
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def prefect_server(_session_env):
+    """An ephemeral Prefect server for the whole session (starting one takes ~8-11 s), started by
+    the first test that runs flows; its URL is exported as PREFECT_API_URL so `facegan`
+    subprocesses reuse it."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
     with prefect_test_harness(server_startup_timeout=120):
         os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()
-        yield
+        yield os.environ["PREFECT_API_URL"]
     os.environ.pop("PREFECT_API_URL", None)
+
+
+@pytest.fixture(autouse=True)
+def _prefect_unless_marked(request):
+    """Every test gets the session's Prefect server except those marked `no_prefect` (pure model,
+    geometry and help tests): they do not pay for starting it."""
+    if request.node.get_closest_marker("no_prefect") is None:
+        request.getfixturevalue("prefect_server")
 
 
 @pytest.fixture(autouse=True)
@@ -83,6 +107,17 @@ def run_facegan(capsys, *argv) -> tuple[int, str, str]:
         code = exc.code if isinstance(exc.code, int) else 1
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def facegan_result(capture, *argv, in_subprocess: bool = False) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of one real `facegan` command with only its own output: in-process
+    through flows.cli.main (no interpreter start; `capture` is capfd, so Prefect's log handlers
+    are captured too), or in a subprocess to prove the console entry point itself."""
+    if in_subprocess:
+        proc = run_cli(*argv)
+        return proc.returncode, proc.stdout, proc.stderr
+    capture.readouterr()  # drop what the test printed before the command
+    return run_facegan(capture, *argv)
 
 
 def dlib_face_boxes() -> tuple[Path, dict[str, list[tuple[int, int, int, int]]]]:
@@ -125,7 +160,7 @@ def extract_lfw_subset(dest: Path, limit: int, skip_people: int = 0) -> Path:
 
 
 @pytest.fixture(scope="session")
-def lfw_crops(tmp_path_factory) -> Path:
+def lfw_crops(tmp_path_factory, prefect_server) -> Path:
     """A data home holding crop dataset "lfw-sample" (48/64/128 px), made by the real acquire and
     crop flows from 300 LFW photos. Tests use it with monkeypatch.setenv("FACEGAN_HOME", home)."""
     from flows.acquire import acquire
@@ -146,3 +181,20 @@ def lfw_crops(tmp_path_factory) -> Path:
         else:
             os.environ["FACEGAN_HOME"] = old
     return home
+
+
+# --- training helpers shared by the train tests ------------------------------------------------
+
+TRAIN_TINY = dict(batch_size=8, log_every=1, sample_every=2, checkpoint_every=2, threads=1, score_every=0)
+
+
+def dataset_path(home: Path, size: int = 64) -> str:
+    """The lfw_crops fixture's dataset folder of one size."""
+    return str(home / "datasets" / "lfw-sample" / str(size))
+
+
+def metric_history(run_id: str, key: str) -> dict[int, float]:
+    """step -> value of an MLflow metric (the last logged value of a step)."""
+    from tasks import tracking
+
+    return {m.step: m.value for m in sorted(tracking.metric_history(run_id, key), key=lambda m: m.timestamp)}

@@ -11,7 +11,7 @@ from PIL import Image
 
 from tasks.acquisition import local
 from config.errors import InputError
-from tests.conftest import shared
+from conftest import facegan_result, shared
 
 
 def _photo_folder(tmp_path: Path) -> tuple[Path, dict]:
@@ -35,6 +35,7 @@ def _photo_folder(tmp_path: Path) -> tuple[Path, dict]:
     return root, {"ok": 5, "duplicate": 1, "failed": 3}
 
 
+@pytest.mark.no_prefect
 def test_import_folder_validates_by_decoding(tmp_path, facegan_home):
     root, expected = _photo_folder(tmp_path)
     result = local.import_folder(root, "people", workers=2, shard_size=3, progress=False, identity="folder")
@@ -61,6 +62,7 @@ def test_import_folder_validates_by_decoding(tmp_path, facegan_home):
     assert result["stats"]["failed_not_an_image"] == 2 and result["stats"]["failed_truncated_image"] == 1
 
 
+@pytest.mark.no_prefect
 def test_rerun_reuses_unchanged_files(tmp_path):
     root, _ = _photo_folder(tmp_path)
     first = local.import_folder(root, "people", workers=1, progress=False)
@@ -98,7 +100,7 @@ def test_flow_logs_mlflow_run_and_default_name(tmp_path):
     assert any(a.type == "table" and "duplicates" in str(a.data) for a in artifacts)
 
 
-def test_cli_bad_folders_one_line_and_existing_set_untouched(tmp_path, cli, facegan_home):
+def test_cli_bad_folders_one_line_and_existing_set_untouched(tmp_path, capfd, facegan_home):
     root, _ = _photo_folder(tmp_path)
     local.import_folder(root, "keep", workers=1, progress=False)
     manifest = facegan_home / "raw" / "keep" / "manifest.parquet"
@@ -113,11 +115,12 @@ def test_cli_bad_folders_one_line_and_existing_set_untouched(tmp_path, cli, face
         local.import_folder(shared("photos", "skimage"), "keep", progress=False)
     cases = {tmp_path / "missing": "folder not found", empty: "folder is empty", junk: "no decodable image"}
     for folder, message in cases.items():
-        proc = cli("acquire", "--path", folder, "--name", "keep" if folder != junk else "junk")
-        errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
-        assert proc.returncode == 2
-        assert len(errors) == 1 and errors[0].startswith("facegan: error: "), proc.stderr
-        assert message in errors[0] and "Traceback" not in proc.stderr
+        # in-process (test_first_day runs acquire's own process)
+        code, _, err = facegan_result(capfd, "acquire", "--path", folder, "--name", "keep" if folder != junk else "junk")
+        errors = [line for line in err.splitlines() if "error" in line.lower()]
+        assert code == 2
+        assert len(errors) == 1 and errors[0].startswith("facegan: error: "), err
+        assert message in errors[0] and "Traceback" not in err
     assert manifest.read_bytes() == before
     # the same folder re-imported after its photos were deleted: the set is left as it was
     for photo in [p for p in root.rglob("*") if p.is_file() and p.name != "notes.txt"]:
@@ -127,11 +130,13 @@ def test_cli_bad_folders_one_line_and_existing_set_untouched(tmp_path, cli, face
     assert manifest.read_bytes() == before
 
 
+@pytest.mark.no_prefect
 def test_default_name_is_sanitised():
     assert local.default_name("lfw deepfunneled (copy)") == "lfw-deepfunneled-copy"
     assert local.default_name("...") == "images"
 
 
+@pytest.mark.no_prefect
 def test_hidden_folders_and_the_data_home_are_skipped(tmp_path, monkeypatch):
     root, _ = _photo_folder(tmp_path)
     (root / ".thumbnails").mkdir()

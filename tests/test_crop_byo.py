@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import dlib_face_boxes, shared
+from conftest import dlib_face_boxes, facegan_result, shared
 
 N_CHIPS = 200
 N_CELEBA = 200
@@ -148,6 +148,7 @@ def test_aligned_celeba_loses_no_image(byo_sets, facegan_home):
     assert metrics["images_aligned"] == len(filled) and metrics["aligned_set"] == 1
 
 
+@pytest.mark.no_prefect
 def test_padded_search_finds_no_faces_in_face_free_photos():
     """The padded search runs on every image where the normal one finds nothing, so it must not
     invent faces: 151 video frames and 300 flower photos at 128 and 64 px. Measured: video frames
@@ -166,6 +167,7 @@ def test_padded_search_finds_no_faces_in_face_free_photos():
         assert sum(m is not None for m in found) <= most, name
 
 
+@pytest.mark.no_prefect
 def test_hand_labelled_boxes_with_the_padded_search():
     """dlib's 43 hand-labelled faces through find_faces (the crop stage's detector, padded search
     included): recall >= 0.78 at precision >= 0.95 (measured 0.814 / 1.0, as without it: every
@@ -274,7 +276,7 @@ def _png_bomb(path: Path, side: int = 20000) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
 
 
-def test_bad_input_counted_with_reasons_one_line_when_nothing_usable(facegan_home, tmp_path, cli):
+def test_bad_input_counted_with_reasons_one_line_when_nothing_usable(facegan_home, tmp_path, capfd):
     """A folder of only non-images, a 1×1 image, a 20000×20000 PNG, a truncated JPEG among good
     photos and a text file named .jpg: each counted with its reason; one error line and exit 2 only
     when nothing at all is usable; existing datasets untouched."""
@@ -297,10 +299,12 @@ def test_bad_input_counted_with_reasons_one_line_when_nothing_usable(facegan_hom
     image, reason = read_image(mixed / "bomb.png")
     assert image is None and reason.startswith("too many pixels")
 
-    assert cli("acquire", "--path", mixed, "--name", "mixed").returncode == 0
-    proc = cli("crop", "--raw", "mixed", "--sizes", "64")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = proc.stdout + proc.stderr
+    # the real commands in-process (test_first_day runs acquire's and crop's own processes)
+    code, _, err = facegan_result(capfd, "acquire", "--path", mixed, "--name", "mixed")
+    assert code == 0, err[-2000:]
+    code, out, err = facegan_result(capfd, "crop", "--raw", "mixed", "--sizes", "64")
+    assert code == 0, err[-2000:]
+    out = out + err
     assert "images read: 7 of 7" in out and "3 files skipped at import" in out, out[-3000:]
     assert "images without a face: 1 (1 too small)" in out
     folder = facegan_home / "datasets" / "mixed" / "64"
@@ -320,18 +324,19 @@ def test_bad_input_counted_with_reasons_one_line_when_nothing_usable(facegan_hom
     junk.mkdir()
     (junk / "a.jpg").write_text("not a photo")
     (junk / "notes.txt").write_text("hello")
-    proc = cli("acquire", "--path", junk, "--name", "junk")
-    lines = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()]  # (the rest: progress bars)
-    assert proc.returncode == 2 and len(lines) == 1 and "no decodable image" in lines[0], proc.stderr
+    code, _, err = facegan_result(capfd, "acquire", "--path", junk, "--name", "junk")
+    lines = [ln for ln in err.splitlines() if "error" in ln.lower()]  # (the rest: progress bars)
+    assert code == 2 and len(lines) == 1 and "no decodable image" in lines[0], err
     assert "2 files: 2 not an image" in lines[0]
     unusable = tmp_path / "unusable"
     unusable.mkdir()
     for name in ("tiny.png", "bomb.png", "text.jpg", "truncated.jpg"):
         (unusable / name).write_bytes((mixed / name).read_bytes())
-    assert cli("acquire", "--path", unusable, "--name", "unusable").returncode == 0
-    proc = cli("crop", "--raw", "unusable", "--name", "mixed", "--sizes", "64")
-    lines = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()]
-    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    code, _, err = facegan_result(capfd, "acquire", "--path", unusable, "--name", "unusable")
+    assert code == 0, err[-2000:]
+    code, out, err = facegan_result(capfd, "crop", "--raw", "unusable", "--name", "mixed", "--sizes", "64")
+    lines = [ln for ln in err.splitlines() if "error" in ln.lower()]
+    assert code == 2 and len(lines) == 1, err[-2000:]
     assert lines[0].startswith("facegan: error: no faces found in 1 images") and "3 files skipped at import" in lines[0]
-    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "Traceback" not in out + err
     assert snapshot() == before and not (facegan_home / "datasets" / "mixed" / ".work").exists()

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from evaluation.report import COLUMNS, INCEPTION_COLUMN
+from conftest import facegan_result
 from tasks import tracking
 
 N = 64
@@ -93,17 +94,18 @@ def test_evaluate_writes_table_1_with_all_columns_and_logs_it(tiny_run, cli, mon
     assert metrics["dcgan.detection_rate"] == pytest.approx(dcgan["detection rate"], abs=1e-4)
 
 
-def test_evaluate_bad_input_gives_one_line(cli, tiny_run, monkeypatch):
+def test_evaluate_bad_input_gives_one_line(capfd, tiny_run, monkeypatch):
     monkeypatch.setenv("FACEGAN_HOME", str(tiny_run["home"]))
     for args, expected in ((["--run", "0123456789abcdef0123456789abcdef"], "no MLflow run"),
                            (["--run", tiny_run["run_id"], "-n", "5"], "--n"),
                            (["--run", tiny_run["run_id"], "--dataset", "no-such-set"], "unknown crop dataset"),
                            (["--run", tiny_run["run_id"], "--inception-weights", "/nonexistent.pt"], "no such file")):
-        proc = cli("evaluate", *args)
-        assert proc.returncode != 0, args
-        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-        assert expected in lines[-1], (args, proc.stderr[-1000:])
+        # in-process (test_first_day runs evaluate's own process)
+        code, _, err = facegan_result(capfd, "evaluate", *args)
+        assert code == 2, (args, err[-2000:])
+        lines = [line for line in err.strip().splitlines() if line.strip()]
+        assert "Traceback" not in err, err[-2000:]
+        assert expected in lines[-1], (args, err[-1000:])
 
 
 def test_optional_inception_fid_column_from_a_local_weights_file(inception_weights, lfw_crops, tmp_path):
@@ -111,7 +113,7 @@ def test_optional_inception_fid_column_from_a_local_weights_file(inception_weigh
 
     from evaluation.inception import load_inception
     from evaluation.report import build_table
-    from flows.evaluate import add_inception_fid
+    from tasks.report import inception_fids
     from config.errors import InputError
     from tasks.scoring import Scored
 
@@ -120,7 +122,7 @@ def test_optional_inception_fid_column_from_a_local_weights_file(inception_weigh
     rows = [Scored("noise", noise, np.zeros(6, bool), None, {}), Scored("real", faces[:6], np.ones(6, bool), None, {})]
     entries = [{"label": r.label, "n": 6, "detected": int(r.detected.sum()), "memorised": 0.0,
                 "nearest_mean": 0.5, "frechet": 0.1, "precision": 1.0, "recall": 1.0} for r in rows]
-    add_inception_fid(inception_weights, entries, rows, faces[6:])
+    entries = [{**e, "inception_fid": fid} for e, fid in zip(entries, inception_fids(inception_weights, rows, faces[6:]))]
     table = build_table(entries[:1], entries[1], 0.1)
     assert list(table.columns) == COLUMNS + [INCEPTION_COLUMN]
     assert np.isfinite(table[INCEPTION_COLUMN]).all() and (table[INCEPTION_COLUMN] >= 0).all()

@@ -15,6 +15,8 @@ import pytest
 from evaluation import detection
 from tests.conftest import REPO, shared
 
+pytestmark = pytest.mark.no_prefect  # pure: no Prefect flow runs here (lfw_crops starts Prefect itself)
+
 
 def flowers_64(count: int = 400) -> np.ndarray:
     """Negative control: flower photos (no faces) resized to 64 px with INTER_AREA, as crops are.
@@ -80,7 +82,9 @@ def test_real_control_on_lfw_64px_crops_is_detected(lfw64):
 
 
 def test_held_out_split_is_by_identity_and_deterministic(lfw64):
-    from evaluation.real_sets import held_out_mask, load_dataset, real_sets
+    from evaluation.real_sets import held_out_mask
+    from tasks.cropping.dataset import load_dataset
+    from tasks.scoring import load_real_sets as real_sets
 
     _, manifest = load_dataset(lfw64, 64)
     held = held_out_mask(manifest, 0.5)
@@ -100,7 +104,7 @@ def test_memorisation_column_flags_training_copies_not_held_out_faces(lfw64, tmp
     """Generators that are not GANs, fed through the same scoring as `facegan evaluate`:
     one returns training crops verbatim, one returns real held-out crops it never saw."""
     from evaluation import metrics
-    from evaluation.real_sets import real_sets
+    from tasks.scoring import load_real_sets as real_sets
     from tasks.scoring import Scored, row_metrics, score_images
 
     sets = real_sets(lfw64, 60, 64, fraction=0.5, seed=0, max_training=120)

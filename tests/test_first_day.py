@@ -45,6 +45,7 @@ def _env_without_servers(home: Path) -> dict:
     return env
 
 
+@pytest.mark.no_prefect
 @pytest.mark.parametrize("argv,message", BAD_COMMANDS, ids=[" ".join(a[:2]) for a, _ in BAD_COMMANDS])
 def test_rejected_command_is_fast_one_line_and_leaves_nothing(tmp_path, argv, message):
     """No PREFECT_API_URL (a user's shell): the command must not start a temporary Prefect
@@ -64,6 +65,7 @@ def test_rejected_command_is_fast_one_line_and_leaves_nothing(tmp_path, argv, me
     assert elapsed < 2.0, f"rejected in {elapsed:.2f} s"
 
 
+@pytest.mark.no_prefect
 def test_a_rejected_command_imports_no_prefect_mlflow_or_torch(tmp_path):
     code = (
         "import sys\n"
@@ -207,6 +209,7 @@ def test_generate_many_faces_in_batches_with_a_bounded_grid(capsys, tmp_path, ge
 
 # --- item 14: help and docs ---------------------------------------------------------------------
 
+@pytest.mark.no_prefect
 def test_help_states_each_default_once_and_required_flags_as_required(capsys):
     import re
 
@@ -226,6 +229,7 @@ def test_help_states_each_default_once_and_required_flags_as_required(capsys):
     assert code == 2 and "the following arguments are required: --run" in err
 
 
+@pytest.mark.no_prefect
 def test_config_reference_and_pipeline_help_state_true_things(capsys):
     from flows.reference import config_reference
 
@@ -260,6 +264,7 @@ def test_experiment_is_a_model_training_experiment(facegan_home):
     assert exp.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
 
 
+@pytest.mark.no_prefect
 def test_ui_refuses_a_store_that_does_not_exist(tmp_path):
     home = tmp_path / "home"
     proc = subprocess.run([sys.executable, "-m", "flows.cli", "ui"], capture_output=True, text=True,
@@ -329,6 +334,7 @@ def test_ui_serves_facegans_store_on_loopback_and_stops_on_sigterm(tmp_path, mon
 
 # --- item 13: facegan serve says where it serves, needs a reachable server, stops cleanly -------
 
+@pytest.mark.no_prefect
 def test_serve_without_a_prefect_server_is_refused_at_once(tmp_path):
     env = _env_without_servers(tmp_path / "home")
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")  # no profile that sets PREFECT_API_URL

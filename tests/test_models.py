@@ -9,6 +9,8 @@ from models import began, dcgan, wgan_gp
 from models.diffaugment import diff_augment, parse_policy
 from models.ema import EMA
 
+pytestmark = pytest.mark.no_prefect  # pure model code: no Prefect flow runs here
+
 
 @pytest.mark.parametrize("size", [48, 64, 128])
 def test_dcgan_builds_for_every_size(size):

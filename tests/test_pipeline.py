@@ -8,14 +8,13 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, extract_lfw_subset
+from conftest import REPO, extract_lfw_subset, facegan_result
 from PIL import Image
 
 from config.pipeline import PipelineConfig
 from flows.pipeline import face_pipeline
 from tasks import tracking
 
-REPORTS: list[str] = []  # evaluate run made by the pipeline test, screenshotted below
 TINY = dict(steps=3, batch_size=8, features=8, n=20, max_training=40, workers=2, sizes=[48])
 
 
@@ -27,10 +26,30 @@ def _children(parent_id: str) -> dict[str, list]:
     return by_stage
 
 
-def test_pipeline_nests_stage_runs_and_reuses_current_outputs(tmp_path):
-    src = extract_lfw_subset(tmp_path / "src" / "lfw-mini", 100)
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory, prefect_server) -> dict:
+    """One real face-pipeline run (DCGAN + BEGAN, 48 px) on 100 LFW photos in its own data home:
+    {"home", "config", "result"}. The nesting test reruns it; the screenshot test shows its report."""
+    import os
+
+    home = tmp_path_factory.mktemp("pipeline-home")
+    src = extract_lfw_subset(tmp_path_factory.mktemp("pipeline-src") / "lfw-mini", 100)
     config = PipelineConfig(source=str(src), name="mini", models=["dcgan", "began"], **TINY)
-    first = face_pipeline(config)
+    old = os.environ.get("FACEGAN_HOME")
+    os.environ["FACEGAN_HOME"] = str(home)
+    try:
+        result = face_pipeline(config)
+    finally:
+        if old is None:
+            os.environ.pop("FACEGAN_HOME", None)
+        else:
+            os.environ["FACEGAN_HOME"] = old
+    return {"home": home, "config": config, "result": result}
+
+
+def test_pipeline_nests_stage_runs_and_reuses_current_outputs(pipeline_run, monkeypatch):
+    monkeypatch.setenv("FACEGAN_HOME", str(pipeline_run["home"]))
+    config, first = pipeline_run["config"], pipeline_run["result"]
 
     parent = tracking.get_run(first["pipeline_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.tags["facegan.stage"] == "pipeline"
@@ -48,7 +67,7 @@ def test_pipeline_nests_stage_runs_and_reuses_current_outputs(tmp_path):
     table = first["reports"][48]["markdown"]
     assert "| DCGAN |" in table and "| BEGAN |" in table and "| real control |" in table
     assert first["skipped"] == []
-    REPORTS.append(evaluate_run.info.run_id)
+    assert first["reports"][48]["run_id"] == evaluate_run.info.run_id
 
     # rerun: acquire, crop and evaluate are current; training resumes the same (finished) runs
     second = face_pipeline(config)
@@ -59,26 +78,26 @@ def test_pipeline_nests_stage_runs_and_reuses_current_outputs(tmp_path):
     assert "report/48px/table1.md" in tracking.list_artifacts(second["pipeline_run_id"], "report/48px")
 
 
-def test_pipeline_cli_bad_source_is_one_line(cli, tmp_path):
-    proc = cli("pipeline", "--source", str(tmp_path / "nope"))
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
+def test_pipeline_cli_bad_source_is_one_line(capfd, tmp_path):
+    # in-process (test_first_day runs pipeline's own process)
+    code, _, err = facegan_result(capfd, "pipeline", "--source", str(tmp_path / "nope"))
+    assert code == 2
+    assert err.strip().splitlines() == [
         f"facegan: error: --source {str(tmp_path / 'nope')!r}: no such folder or archive (give a preset: "
         "lfw or celeba, an http(s) URL, a folder or a zip/tar archive)"]
-    proc = cli("pipeline", "--models", "vae")
-    assert proc.returncode == 2 and "--models 'vae'" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    code, _, err = facegan_result(capfd, "pipeline", "--models", "vae")
+    assert code == 2 and "--models 'vae'" in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.skipif(not shutil.which("chromium"), reason="chromium not installed (./setup.sh --browser)")
-def test_mlflow_ui_screenshot_of_the_report(tmp_path):
-    if not REPORTS:
-        pytest.skip("needs the evaluate run of the pipeline test")
+def test_mlflow_ui_screenshot_of_the_report(pipeline_run, tmp_path):
+    report = pipeline_run["result"]["reports"][48]["run_id"]  # the pipeline's evaluate run
     out, runs_out = tmp_path / "shot.png", tmp_path / "runs.png"
-    proc = subprocess.run([sys.executable, str(REPO / "infra" / "screenshot_mlflow.py"), "--run", REPORTS[0],
+    proc = subprocess.run([sys.executable, str(REPO / "infra" / "screenshot_mlflow.py"), "--run", report,
                            "--out", str(out), "--runs-out", str(runs_out), "--window-size", "1600,1000"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f"/runs/{REPORTS[0]}/artifactPath/report/table1.html" in proc.stdout
+    assert f"/runs/{report}/artifactPath/report/table1.html" in proc.stdout
     assert "/#/experiments/" in proc.stdout and "workflowType=machine_learning" in proc.stdout
     image = np.asarray(Image.open(out).convert("L"))
     assert image.shape == (1000, 1600)
@@ -94,14 +113,15 @@ def test_mlflow_ui_screenshot_of_the_report(tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
 
 
+@pytest.mark.no_prefect
 def test_relative_archive_source_is_named_and_resolved(tmp_path, monkeypatch):
     """The README's main job passes a relative archive path (../shared/data/...): the raw set is
     named after the archive and the acquire stage gets an absolute path."""
     import os
     import tarfile
 
-    from flows.acquire import source_name
-    from flows.pipeline import acquire_config
+    from tasks.acquisition.sources import raw_set_name
+    from tasks.pipeline import acquire_config
 
     photos = extract_lfw_subset(tmp_path / "src", 2)
     with tarfile.open(tmp_path / "faces-2.tgz", "w:gz") as tar:
@@ -111,4 +131,4 @@ def test_relative_archive_source_is_named_and_resolved(tmp_path, monkeypatch):
     config = PipelineConfig(source=os.path.join("..", "faces-2.tgz"))
     acquire = acquire_config(config)
     assert acquire.path == tmp_path / "faces-2.tgz"
-    assert source_name(acquire) == "faces-2"
+    assert raw_set_name(acquire) == "faces-2"

@@ -39,6 +39,7 @@ def history(run_id: str, key: str) -> dict[int, float]:
     return {m.step: m.value for m in sorted(tracking.metric_history(run_id, key), key=lambda m: m.timestamp)}
 
 
+@pytest.mark.no_prefect
 def test_recipes_resolve_to_their_ingredients():
     canonical, default, augmented = TrainConfig(recipe="canonical"), TrainConfig(), TrainConfig(recipe="augmented")
     assert (canonical.d_norm, canonical.loss, canonical.ema, canonical.diffaugment, canonical.lr_d) == \
@@ -80,6 +81,7 @@ def test_each_recipe_ingredient_trains_on_real_crops(lfw_crops, facegan_home, in
     assert (state["ema"] is not None) == cfg.ema
 
 
+@pytest.mark.no_prefect
 def test_ema_generator_batchnorm_statistics_are_its_own():
     """After training moves the live weights, the EMA generator's running statistics must be the
     mean/variance of its OWN activations, not the live generator's."""
@@ -136,6 +138,7 @@ def test_kimg_budget_and_curve_metrics_in_mlflow(lfw_crops, facegan_home):
     assert "realism_curves.png" in tracking.list_artifacts(run_id)
 
 
+@pytest.mark.no_prefect
 def test_spectral_discriminator_is_one_lipschitz_per_layer():
     torch.manual_seed(0)
     D = Discriminator(64, features=8, norm="spectral").train()

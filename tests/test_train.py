@@ -24,18 +24,9 @@ from config.errors import TrainingError
 from tasks.training import checkpoints as ckpt
 from tasks.training.trained_generators import load_generator, sample_images
 from tasks.training.loop import build_parts, train_loop
-from tests.conftest import REPO
-
-TINY = dict(batch_size=8, log_every=1, sample_every=2, checkpoint_every=2, threads=1, score_every=0)
-
-
-def dataset_path(home: Path, size: int = 64) -> str:
-    return str(home / "datasets" / "lfw-sample" / str(size))
-
-
-def history(run_id: str, key: str) -> dict[int, float]:
-    """step -> value (the last logged value of a step)."""
-    return {m.step: m.value for m in sorted(tracking.metric_history(run_id, key), key=lambda m: m.timestamp)}
+from conftest import REPO, dataset_path, facegan_result
+from conftest import TRAIN_TINY as TINY
+from conftest import metric_history as history
 
 
 def initial_generator(cfg: TrainConfig) -> dict:
@@ -172,24 +163,24 @@ def test_generate_writes_pngs_and_grid_deterministically(lfw_crops, facegan_home
         assert np.array_equal(np.asarray(image), np.asarray(Image.open(out2 / name)))
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--size", "50"], "--size"),
-    (["--batch-size", "0"], "--batch-size"),
-    (["--model", "stylegan"], "--model"),
-    (["--dataset", "EMPTY"], "no crops in"),
-    (["--resume"], "no checkpoint to resume"),
+@pytest.mark.parametrize("args,message,in_subprocess", [
+    (["--size", "50"], "--size", False),
+    (["--batch-size", "0"], "--batch-size", False),
+    (["--model", "stylegan"], "--model", False),
+    (["--dataset", "EMPTY"], "no crops in", True),  # the real process: one line, exit code 2
+    (["--resume"], "no checkpoint to resume", False),
 ])
-def test_bad_input_gives_one_error_line(lfw_crops, facegan_home, cli, args, message):
+def test_bad_input_gives_one_error_line(lfw_crops, facegan_home, capfd, args, message, in_subprocess):
     empty = facegan_home / "empty-dataset"
     empty.mkdir(parents=True)
     args = [str(empty) if a == "EMPTY" else a for a in args]
     if "--dataset" not in args:
         args += ["--dataset", dataset_path(lfw_crops)]
-    proc = cli("train", "--steps", "1", *args)
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    error_lines = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
-    assert len(error_lines) == 1 and message in error_lines[0], proc.stderr
+    code, _, err = facegan_result(capfd, "train", "--steps", "1", *args, in_subprocess=in_subprocess)
+    assert code == 2, err
+    assert "Traceback" not in err
+    error_lines = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(error_lines) == 1 and message in error_lines[0], err
     assert not (facegan_home / "runs").exists() or not list((facegan_home / "runs").rglob("*.pt"))
 
 

@@ -12,7 +12,9 @@ from flows.train import train
 from tasks import tracking
 from tasks.training import checkpoints as ckpt
 from tasks.training.data import FaceBatches, load_faces
-from tests.test_train import TINY, dataset_path, history
+from conftest import TRAIN_TINY as TINY
+from conftest import dataset_path
+from conftest import metric_history as history
 
 
 def test_two_gloo_processes_train_one_run(lfw_crops, facegan_home):
