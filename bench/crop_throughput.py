@@ -3,6 +3,9 @@
 
     .venv/bin/python bench/crop_throughput.py [--images 1000] [--workers N]
 
+The photos are the first LFW photos of ../shared/data's archive (FACEGAN_SHARED_DATA); nothing
+needs to be passed.
+
 Both sides do the same work per image: detect with the same Haar parameters, cut the largest
 face, write it at 48, 64 and 128 px. The seed loop gets OpenCV's own threads (its detectMultiScale
 already spreads over the cores: ~1.5x a single thread here). facegan's flow (--largest-only) wins
@@ -55,7 +58,11 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from conftest import extract_lfw_subset
+    from conftest import SHARED_DATA, extract_lfw_subset
+
+    if not (SHARED_DATA / "archives" / "lfw-deepfunneled.tgz").is_file():
+        sys.exit(f"crop_throughput: {SHARED_DATA / 'archives' / 'lfw-deepfunneled.tgz'} not found "
+                 "(set FACEGAN_SHARED_DATA to the shared data folder)")
 
     tmp = Path(tempfile.mkdtemp(prefix="facegan-bench-crop-"))
     os.environ["FACEGAN_HOME"] = str(tmp / "home")

@@ -1,6 +1,7 @@
 """Download throughput: facegan's downloader vs a sequential `requests.get` loop (what the seed
 did), both fetching the same 600 real images from a loopback server that adds 20 ms latency per
-image (a stand-in for a remote host). Both write every image to disk; facegan also decodes,
+image (a stand-in for a remote host). The images are the flower photos of ../shared/data
+(FACEGAN_SHARED_DATA); nothing needs to be passed. Both write every image to disk; facegan also decodes,
 hashes, dedupes and journals each one.
 
     .venv/bin/python bench/download_throughput.py [--n 600] [--latency 0.02] [--workers 16]
@@ -10,6 +11,7 @@ Last line: `ratio: X.XX` (facegan images/s over sequential images/s). Goal >= 10
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -23,10 +25,13 @@ sys.path.insert(0, str(REPO))
 from tasks.acquisition import http, store  # noqa: E402
 from tests.acquire_server import Route, SubprocessServer, distinct_images  # noqa: E402
 
-SHARED = REPO.parent / "shared" / "data"
+SHARED = Path(os.environ.get("FACEGAN_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 def flower_images(n: int) -> list[bytes]:
+    if not (SHARED / "negatives" / "flowers").is_dir():
+        raise SystemExit(f"download_throughput: {SHARED / 'negatives' / 'flowers'} not found "
+                         "(set FACEGAN_SHARED_DATA to the shared data folder)")
     images = distinct_images(SHARED / "negatives" / "flowers", n)
     if len(images) < n:
         raise SystemExit(f"only {len(images)} distinct images under {SHARED}/negatives/flowers")

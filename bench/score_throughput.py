@@ -56,7 +56,7 @@ def crops_from_lfw(n: int) -> np.ndarray:
 def load_crops(dataset: str | None, n: int) -> np.ndarray:
     if dataset is None:
         return crops_from_lfw(n)
-    from tasks.training.data import resolve_dataset_path
+    from tasks.paths import resolve_dataset_path
 
     path = resolve_dataset_path(dataset, 64)[1]
     faces = np.load(path / "faces.npy", mmap_mode="r")

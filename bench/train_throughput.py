@@ -170,7 +170,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating measurement rounds")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='bench-mlflow-')}/mlflow.db")
-    from tasks.training.data import resolve_dataset_path
+    from tasks.paths import resolve_dataset_path
     from tasks.training.device import auto_threads
 
     if args.dataset is None:

@@ -7,25 +7,20 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import REPO, extract_lfw_subset
+from conftest import REPO, dataset_path
 from PIL import Image
 
 PAGE = str(REPO / "flows" / "app_page.py")
 
 
 @pytest.fixture
-def trained_run(tmp_path):
-    from flows.acquire import acquire
-    from config.acquire import AcquireConfig
-    from config.crop import CropConfig
+def trained_run(lfw_crops):
+    """A registered 2-step DCGAN (48 px) trained on the session's real LFW crops."""
     from config.train import TrainConfig
-    from flows.crop import crop
     from flows.train import train
 
-    src = extract_lfw_subset(tmp_path / "lfw-app", 30)
-    acquire(AcquireConfig(path=src, name="app", progress=False))
-    crop(CropConfig(raw="app", sizes=[48], largest_only=True, workers=2))
-    return train(TrainConfig(dataset="app", size=48, steps=2, batch_size=8, features=8, sample_every=1))
+    return train(TrainConfig(dataset=dataset_path(lfw_crops, 48), size=48, steps=2, batch_size=8, features=8,
+                             sample_every=1, name="app-dcgan-48"))
 
 
 def test_app_generates_and_downloads_faces(trained_run):

@@ -23,19 +23,21 @@ def error_lines(err: str) -> list[str]:
 
 # --- item 6: bad input is rejected before Prefect/MLflow start, fast, leaving nothing behind ----
 
+# in_subprocess: one real process per command family (its start-up time, the console entry
+# point); the others run the same main(argv) in-process
 BAD_COMMANDS = [
-    (["acquire", "--url", "file:///etc/passwd"], "not an http(s) URL"),
-    (["acquire", "--path", "{tmp}/missing"], "folder not found"),
-    (["acquire", "--scrape", "ftp://example.org/"], "not an http(s) URL"),
-    (["acquire", "--url-list", "{tmp}/urls.csv"], "URL list not found"),
-    (["acquire", "--path", "{tmp}", "--name", "../../etc"], "invalid name"),
-    (["crop", "--raw", "nope"], "unknown raw set"),
-    (["pipeline", "--source", "{tmp}/missing.tgz"], "no such folder or archive"),
-    (["pipeline", "--source", "ftp://example.org/lfw.tgz"], "no such folder or archive"),
-    (["generate", "--run", "{tmp}/runs/x/checkpoints/best.pt"], "no such checkpoint file"),
-    (["generate", "--run", "models:/facegan-dcgan-64/first"], "models:/<name>/<version>"),
-    (["generate", "--run", "{tmp}/runs/x/checkpoints/best.pt", "--out", "{tmp}/a-file"], "no such checkpoint"),
-    (["evaluate", "--run", "{tmp}/nope.pt"], "no such checkpoint file"),
+    (["acquire", "--url", "file:///etc/passwd"], "not an http(s) URL", True),
+    (["acquire", "--path", "{tmp}/missing"], "folder not found", False),
+    (["acquire", "--scrape", "ftp://example.org/"], "not an http(s) URL", False),
+    (["acquire", "--url-list", "{tmp}/urls.csv"], "URL list not found", False),
+    (["acquire", "--path", "{tmp}", "--name", "../../etc"], "invalid name", False),
+    (["crop", "--raw", "nope"], "unknown raw set", True),
+    (["pipeline", "--source", "{tmp}/missing.tgz"], "no such folder or archive", True),
+    (["pipeline", "--source", "ftp://example.org/lfw.tgz"], "no such folder or archive", False),
+    (["generate", "--run", "{tmp}/runs/x/checkpoints/best.pt"], "no such checkpoint file", True),
+    (["generate", "--run", "models:/facegan-dcgan-64/first"], "models:/<name>/<version>", False),
+    (["generate", "--run", "{tmp}/runs/x/checkpoints/best.pt", "--out", "{tmp}/a-file"], "no such checkpoint", False),
+    (["evaluate", "--run", "{tmp}/nope.pt"], "no such checkpoint file", True),
 ]
 
 
@@ -46,21 +48,30 @@ def _env_without_servers(home: Path) -> dict:
 
 
 @pytest.mark.no_prefect
-@pytest.mark.parametrize("argv,message", BAD_COMMANDS, ids=[" ".join(a[:2]) for a, _ in BAD_COMMANDS])
-def test_rejected_command_is_fast_one_line_and_leaves_nothing(tmp_path, argv, message):
+@pytest.mark.parametrize("argv,message,in_subprocess", BAD_COMMANDS,
+                         ids=[" ".join(a[:2]) + (" (process)" if sub else "") for a, _, sub in BAD_COMMANDS])
+def test_rejected_command_is_fast_one_line_and_leaves_nothing(tmp_path, capfd, monkeypatch, argv, message,
+                                                              in_subprocess):
     """No PREFECT_API_URL (a user's shell): the command must not start a temporary Prefect
     server, open an MLflow run or create FACEGAN_HOME; it answers in under 2 s."""
     (tmp_path / "a-file").write_text("not a folder")
     home = tmp_path / "home"
     args = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
-                          timeout=120, env=_env_without_servers(home), cwd=REPO)
+    if in_subprocess:
+        proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
+                              timeout=120, env=_env_without_servers(home), cwd=REPO)
+        code, err = proc.returncode, proc.stderr
+    else:
+        for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
+            monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv("FACEGAN_HOME", str(home))
+        code, _, err = run_facegan(capfd, *args)
     elapsed = time.perf_counter() - start
-    assert proc.returncode == 2, proc.stderr
-    lines = error_lines(proc.stderr)
-    assert len(lines) == 1 and lines[0].startswith("facegan: error: ") and message in lines[0], proc.stderr
-    assert "Starting temporary server" not in proc.stderr
+    assert code == 2, err
+    lines = error_lines(err)
+    assert len(lines) == 1 and lines[0].startswith("facegan: error: ") and message in lines[0], err
+    assert "Starting temporary server" not in err
     assert not home.exists(), f"left behind: {sorted(p.name for p in home.rglob('*'))}"
     assert elapsed < 2.0, f"rejected in {elapsed:.2f} s"
 

@@ -95,8 +95,11 @@ def _train_args(home: Path, name: str) -> list[str]:
             "--features", "48", "--name", name, "--score-every", "0", "--no-register-model"]
 
 
-def test_sigkill_after_second_checkpoint_resumes_same_run_with_same_losses(lfw_crops, facegan_home, cli):
-    ref = cli(*_train_args(lfw_crops, "uninterrupted"), check=True).stdout.strip().splitlines()[-1]
+def test_sigkill_after_second_checkpoint_resumes_same_run_with_same_losses(lfw_crops, facegan_home, capfd):
+    # the reference run and the rerun: the real command in-process; the killed run: its own process
+    code, out, err = facegan_result(capfd, *_train_args(lfw_crops, "uninterrupted"))
+    assert code == 0, err[-3000:]
+    ref = out.strip().splitlines()[-1]
 
     ckpt_dir = facegan_home / "runs" / "killed" / "checkpoints"
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *_train_args(lfw_crops, "killed")],
@@ -120,8 +123,9 @@ def test_sigkill_after_second_checkpoint_resumes_same_run_with_same_losses(lfw_c
     run_id = json.loads((ckpt_dir.parent / "run.json").read_text())["run_id"]
     assert tracking.get_run(run_id).info.status == "RUNNING"  # killed: never marked finished
 
-    rerun = cli(*_train_args(lfw_crops, "killed"), check=True)
-    assert rerun.stdout.strip().splitlines()[-1] == run_id  # the same MLflow run
+    code, out, err = facegan_result(capfd, *_train_args(lfw_crops, "killed"))
+    assert code == 0, err[-3000:]
+    assert out.strip().splitlines()[-1] == run_id  # the same MLflow run
     assert history(run_id, "resumed_from_step") == {killed_at: killed_at}
     assert tracking.get_run(run_id).info.status == "FINISHED"
     assert ckpt.load_checkpoint(ckpt_dir / "step-000014.pt")["step"] == 14
@@ -147,14 +151,16 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(lfw_crop
     assert (run_dir / "checkpoints" / "step-000004.pt").read_bytes() == good
 
 
-def test_generate_writes_pngs_and_grid_deterministically(lfw_crops, facegan_home, cli, monkeypatch):
+def test_generate_writes_pngs_and_grid_deterministically(lfw_crops, facegan_home, capfd, monkeypatch):
     monkeypatch.setenv("FACEGAN_HOME", str(lfw_crops))  # dataset by name, as a user would
     run_id = train(TrainConfig(dataset="lfw-sample", steps=2, features=16, name="gen-src",
                                register_model=False, **TINY))
     out1, out2 = facegan_home / "g1", facegan_home / "g2"
-    cli("generate", "--run", run_id, "-n", "4", "--out", out1, check=True)
+    code, _, err = facegan_result(capfd, "generate", "--run", run_id, "-n", "4", "--out", out1)
+    assert code == 0, err[-3000:]
     checkpoint = lfw_crops / "runs" / "gen-src" / "checkpoints" / "step-000002.pt"
-    cli("generate", "--run", checkpoint, "-n", "4", "--out", out2, check=True)
+    code, _, err = facegan_result(capfd, "generate", "--run", checkpoint, "-n", "4", "--out", out2)
+    assert code == 0, err[-3000:]
     files = sorted(p.name for p in out1.iterdir())
     assert files == ["000000.png", "000001.png", "000002.png", "000003.png", "generate.json", "grid.png"]
     for name in files[:4]:
