@@ -58,6 +58,8 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # the flows below start Prefect's ephemeral server: a busy machine needs more than its 20 s default
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from conftest import SHARED_DATA, extract_lfw_subset
 
     if not (SHARED_DATA / "archives" / "lfw-deepfunneled.tgz").is_file():
