@@ -59,7 +59,7 @@ def prefect_server(_session_env):
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=300):  # a loaded 2-core machine can take >2 min
         os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()
         yield os.environ["PREFECT_API_URL"]
     os.environ.pop("PREFECT_API_URL", None)
