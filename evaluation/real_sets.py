@@ -1,4 +1,5 @@
-"""The real images a report compares against, split deterministically from one crop dataset.
+"""The real images a report compares against, split deterministically from one crop dataset
+(its faces array and manifest; tasks/ reads them from disk).
 
 Held-out split: every crop is assigned to a group — its identity when the manifest has one (LFW:
 the person), else its source image (sha256) — and a group is held out when
@@ -16,13 +17,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from config.errors import InputError, NotFoundError
-from tasks.paths import FACES_ARRAY, MANIFEST
+from config.errors import InputError
 
 SALT = "facegan-heldout:"
 
@@ -60,32 +59,15 @@ def held_out_mask(manifest: pd.DataFrame, fraction: float) -> np.ndarray:
     return keys.map(held).to_numpy(dtype=bool)
 
 
-def load_dataset(path: Path, size: int | None = None) -> tuple[np.ndarray, pd.DataFrame]:
-    """faces.npy (memory-mapped) and manifest of one crop dataset folder, checked against each other."""
-    path = Path(path)
-    if not (path / FACES_ARRAY).is_file():
-        raise NotFoundError(f"no crops in {path} ({FACES_ARRAY} missing): the real control needs the "
-                            "dataset the model was trained on")
-    faces = np.load(path / FACES_ARRAY, mmap_mode="r")
-    manifest = (pd.read_parquet(path / MANIFEST) if (path / MANIFEST).is_file()
-                else pd.DataFrame(index=range(len(faces))))
-    if len(manifest) != len(faces):
-        raise InputError(f"{path}: manifest has {len(manifest)} rows but {FACES_ARRAY} {len(faces)} crops")
-    if size is not None and faces.shape[1:] != (size, size, 3):
-        raise InputError(f"{path / FACES_ARRAY} holds {faces.shape[1:]} images, expected {size}x{size}x3")
-    return faces, manifest
-
-
-def real_sets(path: Path, n: int, size: int | None = None, fraction: float = 0.2, seed: int = 0,
-              max_training: int | None = None) -> RealSets:
-    """Control, reference and training sets from the dataset at `path` (see module doc).
+def real_sets(faces: np.ndarray, manifest: pd.DataFrame, n: int, fraction: float = 0.2, seed: int = 0,
+              max_training: int | None = None, name: str = "the dataset") -> RealSets:
+    """Control, reference and training sets from a dataset's faces and manifest (see module doc).
 
     When the held-out part has fewer than 2n crops, control and reference get half of it each."""
-    faces, manifest = load_dataset(path, size)
     held = held_out_mask(manifest, fraction)
     held_idx, train_idx = np.flatnonzero(held), np.flatnonzero(~held)
     if len(held_idx) < 4 or len(train_idx) < 2:
-        raise InputError(f"{path}: only {len(held_idx)} held-out and {len(train_idx)} training crops "
+        raise InputError(f"{name}: only {len(held_idx)} held-out and {len(train_idx)} training crops "
                          f"with held-out fraction {fraction}; the dataset is too small to evaluate against")
     n_real = min(n, len(held_idx) // 2)
     rng = np.random.default_rng(seed)
@@ -97,7 +79,7 @@ def real_sets(path: Path, n: int, size: int | None = None, fraction: float = 0.2
     by_identity = keys.str.startswith("id:")
     split_by = ("identity" if by_identity.all() else "source image" if not by_identity.any()
                 else "identity (else source image)")
-    info = {"dataset_path": str(path), "crops": len(faces), "held_out_fraction": fraction,
+    info = {"crops": len(faces), "held_out_fraction": fraction,
             "held_out_crops": int(len(held_idx)), "training_crops": int(len(train_idx)),
             "n_real": int(n_real), "split": "by identity (else source image), sha256 hash",
             "split_by": split_by, "groups": int(keys.nunique()),

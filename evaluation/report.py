@@ -1,23 +1,69 @@
-"""The Table 1 report: a pandas table (CSV / Markdown / HTML), a bar chart, and grids of detected
-vs not-detected samples. Pure functions: rows in, table/figures/files out (logging is elsewhere).
+"""The Table 1 report: a pandas table (CSV / Markdown / HTML texts), its notes, the metric names
+it is logged under, a bar chart, and grids of detected vs not-detected samples. Pure functions:
+rows in, table/texts/figures out (files and logging are in tasks/report.py).
 """
 from __future__ import annotations
 
-from pathlib import Path
+import io
+import re
 
 import numpy as np
 import pandas as pd
 import torch
 from torchvision.utils import make_grid
 
-from tasks.atomic import atomic_path, write_text
-
 COLUMNS = ["model", "run", "budget (steps / kimg / CPU-min)", "N", "no face detected", "face detected",
            "detection rate", "relative to real control", "memorised (< real p1)",
            "mean nearest-training distance", "Fréchet distance (face enc.)", "Fréchet noise floor",
            "Fréchet ÷ floor", "precision", "recall", "SWD ×1e3", "SWD ÷ floor"]
 INCEPTION_COLUMN = "Inception FID"
-REPORT_FILES = ("table1.csv", "table1.md", "table1.html")
+REPORT_FILES = ("table1.md", "table1.csv", "table1.html")
+# MLflow metric name per Table 1 column, logged as "<row slug>.<name>"
+METRIC_COLUMNS = (("detection_rate", "detection rate"), ("relative_detection_rate", "relative to real control"),
+                  ("memorised", "memorised (< real p1)"),
+                  ("nearest_training_distance", "mean nearest-training distance"),
+                  ("frechet", "Fréchet distance (face enc.)"), ("frechet_ratio", "Fréchet ÷ floor"),
+                  ("swd", "SWD ×1e3"), ("swd_ratio", "SWD ÷ floor"), ("precision", "precision"),
+                  ("recall", "recall"), ("inception_fid", INCEPTION_COLUMN))
+
+
+def slug(label: str) -> str:
+    """'DCGAN (canonical)' -> 'dcgan-canonical': a row's name in MLflow metric and file names."""
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+
+
+def metric_values(table: pd.DataFrame) -> dict[str, float]:
+    """Every row's numbers as MLflow metrics: {'<row slug>.<metric>': value}."""
+    return {f"{slug(r['model'])}.{key}": r[col] for r in table.to_dict("records")
+            for key, col in METRIC_COLUMNS if col in r}
+
+
+def split_counts(info: dict) -> str:
+    """'by identity: 12 of 57 identities held out (312 crops), 45 identities with 1245 crops left for training'."""
+    unit = {"identity": "identities", "source image": "source images"}.get(info.get("split_by"), "groups")
+    return (f"by {info.get('split_by', 'group')}: {info.get('held_out_groups')} of {info.get('groups')} {unit} "
+            f"held out ({info['held_out_crops']} crops), {info.get('training_groups')} {unit} with "
+            f"{info['crops'] - info['held_out_crops']} crops left for training")
+
+
+def notes(info: dict, dataset: str, size: int, version_note: str, held_out: float, threshold: float,
+          k: int, seed: int) -> list[str]:
+    """The report's notes: what the real control is, the split, and how each column is computed."""
+    return [f"Real control: {info['n_real']} held-out crops of {dataset} ({size} px); every row "
+            f"is compared with {info['n_real']} other held-out crops (reference set).",
+            version_note,
+            f"Held-out split: {split_counts(info)}, fraction {held_out}; memorisation "
+            f"distances go to the {info['training_crops']} non-held-out (training) crops.",
+            f"Memorised: share of images closer to their nearest training face (128-d "
+            f"face_recognition encoding) than {threshold:.4f}, the 1st percentile of the real "
+            f"control's nearest-training distances.",
+            "Fréchet noise floor: the same distance between the real control and the "
+            f"disjoint real reference set. Precision/recall: k-NN manifolds, k={k}.",
+            "SWD: multi-scale sliced Wasserstein distance (Karras et al. 2018; 7x7 patches of a "
+            "Laplacian pyramid down to 16 px) to the same reference set, x 1e3; the real "
+            "control's SWD is its noise floor. Budget: generator steps / thousands of real "
+            "images shown to D / CPU-minutes of training.",
+            f"Generated with seed {seed} (EMA generator when the run kept one)."]
 
 
 def budget_text(meta: dict) -> str:
@@ -75,19 +121,19 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join([head, rule, *body]) + "\n"
 
 
-def write_report(table: pd.DataFrame, folder: Path, protocol: str, notes: list[str]) -> list[Path]:
-    """table1.csv / .md / .html in `folder` (atomic writes); the md/html carry the protocol."""
-    folder.mkdir(parents=True, exist_ok=True)
-    csv, md, html = (folder / name for name in REPORT_FILES)
-    with atomic_path(csv) as tmp:
-        table.to_csv(tmp, index=False)
-    text = "\n".join(f"- {n}" for n in [f"Detection protocol: {protocol}.", *notes])
-    write_text(md, f"# Table 1: face_recognition on generated faces\n\n{to_markdown(table)}\n{text}\n")
-    notes_html = "".join(f"<li>{n}</li>" for n in [f"Detection protocol: {protocol}.", *notes])
-    write_text(html, "<!doctype html><meta charset='utf-8'><title>facegan Table 1</title>"
-               "<h1>Table 1: face_recognition on generated faces</h1>"
-               + table.to_html(index=False, border=0) + f"<ul>{notes_html}</ul>\n")
-    return [csv, md, html]
+def documents(table: pd.DataFrame, protocol: str, notes: list[str]) -> dict[str, str]:
+    """The report files' texts, by name (REPORT_FILES): Markdown, CSV and HTML; the Markdown and
+    HTML carry the protocol and the notes."""
+    items = [f"Detection protocol: {protocol}.", *notes]
+    csv = io.StringIO()
+    table.to_csv(csv, index=False)
+    text = "\n".join(f"- {n}" for n in items)
+    html = ("<!doctype html><meta charset='utf-8'><title>facegan Table 1</title>"
+            "<h1>Table 1: face_recognition on generated faces</h1>" + table.to_html(index=False, border=0)
+            + "<ul>" + "".join(f"<li>{n}</li>" for n in items) + "</ul>\n")
+    texts = {"table1.md": f"# Table 1: face_recognition on generated faces\n\n{to_markdown(table)}\n{text}\n",
+             "table1.csv": csv.getvalue(), "table1.html": html}
+    return {name: texts[name] for name in REPORT_FILES}
 
 
 def bar_chart(table: pd.DataFrame):

@@ -1,4 +1,5 @@
-"""The evaluate stage's steps: plain functions plus thin Prefect task wrappers.
+"""Scoring sets of faces for the evaluate stage: sampling a trained generator, detection +
+encodings per image (cached), the real sets of a dataset, and one Table 1 row's numbers.
 
 Scores (detected + 128-d encoding per image) are cached on disk in blocks keyed by the images'
 bytes, the protocol and the detector: FACEGAN_HOME/evaluations/cache/<key>.npz. A rerun (or a run
@@ -12,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from evaluation import detection, embeddings, metrics, swd
+from evaluation.real_sets import RealSets, real_sets
 from evaluation.report import budget_text
 from tasks.atomic import atomic_path
+from tasks.cropping.dataset import load_dataset
 from config.errors import InputError, NotFoundError
 from tasks.paths import data_home
 
@@ -85,13 +86,22 @@ def dataset_path_of(meta: dict) -> Path:
     return path if path.is_absolute() else data_home() / path
 
 
+def load_real_sets(path: Path, n: int, size: int | None = None, fraction: float = 0.2, seed: int = 0,
+                   max_training: int | None = None) -> RealSets:
+    """The control / reference / training split (evaluation.real_sets) of the crop dataset at `path`."""
+    faces, manifest = load_dataset(path, size)
+    sets = real_sets(faces, manifest, n, fraction, seed, max_training, name=str(path))
+    sets.info["dataset_path"] = str(path)
+    return sets
+
+
 def resolve_dataset_arg(dataset: str, size: int) -> Path:
     from tasks.training.data import resolve_dataset_path
 
     return resolve_dataset_path(dataset, size)[1]
 
 
-def generate(ref: str, n: int, seed: int, device: str = "auto") -> tuple[np.ndarray, dict]:
+def sample_faces(ref: str, n: int, seed: int, device: str = "auto") -> tuple[np.ndarray, dict]:
     """n samples from the generator behind `ref` (EMA weights when the run kept them)."""
     from tasks.training.device import pick_device
     from tasks.training.trained_generators import load_generator, sample_images
@@ -145,6 +155,3 @@ def row_metrics(scored: Scored, reference_enc: np.ndarray, training_enc: np.ndar
         row["swd"] = swd.swd(reference_images[:m], scored.images[:m])["swd"]
     return row
 
-
-generate_task = task(name="generate-samples", cache_policy=NO_CACHE)(generate)
-score_task = task(name="score-images", cache_policy=NO_CACHE)(score_images)

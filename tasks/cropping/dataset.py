@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from torchvision.utils import make_grid
 
+from config.errors import InputError, NotFoundError
 from tasks.atomic import write_npy, write_parquet, write_text
 from tasks.cropping.shards import ShardResult, write_png
 from tasks.paths import FACES_ARRAY, MANIFEST
@@ -150,6 +151,18 @@ def read_meta(folder: Path) -> dict | None:
         return None
 
 
-def load_dataset(folder: Path) -> tuple[pd.DataFrame, np.ndarray]:
-    """A dataset's manifest and its faces array (memory-mapped)."""
-    return pd.read_parquet(folder / MANIFEST), np.load(folder / FACES_ARRAY, mmap_mode="r")
+def load_dataset(folder: Path, size: int | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+    """(faces, manifest) of one crop dataset folder: faces.npy (memory-mapped, uint8 N x H x W x 3)
+    and its manifest (an index-only frame when there is none), checked against each other."""
+    folder = Path(folder)
+    if not (folder / FACES_ARRAY).is_file():
+        raise NotFoundError(f"no crops in {folder} ({FACES_ARRAY} missing): the real control needs the "
+                            "dataset the model was trained on")
+    faces = np.load(folder / FACES_ARRAY, mmap_mode="r")
+    manifest = (pd.read_parquet(folder / MANIFEST) if (folder / MANIFEST).is_file()
+                else pd.DataFrame(index=range(len(faces))))
+    if len(manifest) != len(faces):
+        raise InputError(f"{folder}: manifest has {len(manifest)} rows but {FACES_ARRAY} {len(faces)} crops")
+    if size is not None and faces.shape[1:] != (size, size, 3):
+        raise InputError(f"{folder / FACES_ARRAY} holds {faces.shape[1:]} images, expected {size}x{size}x3")
+    return faces, manifest

@@ -1,16 +1,138 @@
-"""The crop stage's steps: plain functions plus thin Prefect task wrappers."""
+"""The crop stage's steps, as plain functions (the flow in flows/crop.py only wires them).
+
+`plan_crop` resolves the raw set and the dataset, and either finds the dataset up to date or splits
+the raw images into shards; the flow maps `crop_shard` over the shards (Prefect tasks on a thread
+pool or a Dask cluster, cached by their output file), then `build_datasets` merges them into one
+dataset per size, swapped in atomically, and `publish` reports the counts.
+"""
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
-from prefect import task
 
-from tasks.cropping.shards import CropParams, crop_rows, save_shard
+from config.crop import CropConfig
 from config.errors import InputError
-from tasks.paths import MANIFEST, raw_dir
+from tasks.atomic import clean_partials
+from tasks.cropping.dataset import NO_FACE_SHEET, REJECTED, read_meta, recover
+from tasks.cropping.detect import HaarParams
+from tasks.cropping.runner import connect_cluster, shard_runner
+from tasks.cropping.shards import CropParams, crop_rows, save_shard
+from tasks.paths import MANIFEST, check_name, dataset_dir, raw_dir, resolve_raw
+
+
+def check_request(config: CropConfig) -> None:
+    """Fail fast, before a Prefect server starts: an unknown raw set, a bad name, no Dask cluster."""
+    resolve_raw(config.raw)
+    check_name(config.name) if config.name else None
+    connect_cluster(config.dask_address) if config.dask_address else None
+
+
+def crop_params(config: CropConfig) -> CropParams:
+    return CropParams(sizes=tuple(config.sizes), largest_only=config.largest_only, margin=config.margin,
+                      haar=HaarParams(config.scale_factor, config.min_neighbors, config.min_face),
+                      pad=config.pad, aligned=config.aligned)
+
+
+@dataclass
+class CropPlan:
+    raw_name: str
+    name: str
+    root: Path  # datasets/<name>
+    rows: list[dict]
+    params: CropParams
+    fingerprint: str
+    shards: list[tuple[list[dict], Path]]  # (rows, output file)
+    address: str | None  # the Dask cluster, if any
+    current: dict | None  # the summary of an up-to-date dataset: nothing to crop
+
+    @property
+    def work(self) -> Path:
+        return self.root / ".work"
+
+    def run_params(self, config: CropConfig) -> dict:
+        return {**config.model_dump(exclude={"parent_run_id"}), "raw": self.raw_name, "name": self.name,
+                "images": len(self.rows), "fingerprint": self.fingerprint}
+
+
+def plan_crop(config: CropConfig, log=print) -> CropPlan:
+    """The raw rows to crop and their shards, or the up-to-date dataset (same raw set, same options)."""
+    raw_name = resolve_raw(config.raw)
+    name = check_name(config.name or raw_name)
+    # on a Dask cluster, shards are sized for the cluster's threads instead of config.workers
+    address, slots = connect_cluster(config.dask_address) if config.dask_address else (None, config.workers)
+    root = dataset_dir(name)
+    recover(root)
+    rows = load_raw_rows(raw_name)
+    params = crop_params(config)
+    fp = fingerprint(rows, params, config.dedupe)
+    metas = [read_meta(root / str(s)) for s in config.sizes]
+    if all(m and m.get("fingerprint") == fp for m in metas):
+        log(f"dataset {name!r} is up to date with raw set {raw_name!r}: nothing to crop")
+        current = {"dataset": name, "path": str(root), "skipped": True, "run_id": metas[0].get("run_id"),
+                   **{f"crops_{s}": m["crops"] for s, m in zip(config.sizes, metas)}}
+        return CropPlan(raw_name, name, root, rows, params, fp, [], address, current)
+    work = root / ".work"
+    clean_partials(work) if work.exists() else None
+    shard_size = config.shard_size or max(10, min(200, -(-len(rows) // (4 * slots))))
+    shards = plan_shards(rows, shard_size, params, work)
+    log(f"{len(shards)} shards of up to {shard_size} images on "
+        + (f"the Dask cluster at {address} ({slots} threads)" if address else f"{config.workers} threads"))
+    return CropPlan(raw_name, name, root, rows, params, fp, shards, address, None)
+
+
+def crop_all_shards(shard_task, plan: CropPlan, workers: int) -> list[Path]:
+    """Map the crop-shard Prefect task over the plan's shards on a thread pool or the Dask
+    cluster, with a progress bar; returns the shard files."""
+    from prefect.futures import as_completed
+    from tqdm import tqdm
+
+    with shard_runner(workers, plan.address) as runner:
+        futures = [runner.submit(shard_task, {"rows": chunk, "params": plan.params, "target": target})
+                   for chunk, target in plan.shards]
+        for future in tqdm(as_completed(futures), total=len(futures), desc=f"crop {plan.name}", unit="shard"):
+            future.result()
+    return [target for _, target in plan.shards]
+
+
+def build_datasets(plan: CropPlan, config: CropConfig, run_id: str, started: float) -> dict:
+    """Merge the shards into one dataset per size (swapped in atomically); returns the stats. When
+    nothing is usable, no resume cache and no empty dataset folder are left behind."""
+    meta = {"fingerprint": plan.fingerprint, "raw": plan.raw_name, "run_id": run_id, "params": config.model_dump()}
+    try:
+        stats = assemble([t for _, t in plan.shards], config.sizes, config.dedupe, plan.root, meta,
+                         config.workers, config.seed, plan.params, raw_skipped(plan.raw_name))
+    except InputError:
+        shutil.rmtree(plan.work, ignore_errors=True)
+        if plan.root.is_dir() and not any(plan.root.iterdir()):
+            plan.root.rmdir()
+        raise
+    stats["seconds"] = round(time.perf_counter() - started, 2)
+    stats["images_per_s"] = round(stats["images_in"] / max(stats["seconds"], 1e-9), 1)
+    return stats
+
+
+def finish_crop(plan: CropPlan, stats: dict, run_id: str) -> dict:
+    """Drop the shard cache (the datasets are in place); returns the flow's result."""
+    shutil.rmtree(plan.work, ignore_errors=True)
+    return {"dataset": plan.name, "path": str(plan.root), "skipped": False, "run_id": run_id, **stats}
+
+
+def summary_text(result: dict, sizes: list[int]) -> str:
+    """What `facegan crop` prints."""
+    if result["skipped"]:
+        return f"dataset {result['dataset']} up to date at {result['path']}"
+    per_size = ", ".join(f"{s}px: {result[f'crops_{s}']}" for s in sizes)
+    report = "\n".join(report_lines(result))
+    return (f"cropped {result['images_in']} images -> {result['crops']} faces ({per_size}) "
+            f"in {result['seconds']} s ({result['images_per_s']} img/s)\n{report}\n"
+            f"dataset: {result['path']} (images without a crop: {NO_FACE_SHEET}, {REJECTED})\n"
+            f"mlflow run: {result['run_id']}")
 
 
 def load_raw_rows(raw_name: str) -> list[dict]:
@@ -65,14 +187,10 @@ def crop_shard(rows: list[dict], params: CropParams, target: Path) -> Path:
     return save_shard(crop_rows(rows, params), target)
 
 
-def _shard_cache_key(context, parameters) -> str | None:
-    # Cached exactly when the shard's output file is present and unchanged.
+def shard_cache_key(context, parameters) -> str | None:
+    """Prefect cache key of a shard: cached exactly when its output file is present and unchanged."""
     target = Path(parameters["target"])
     return f"crop-shard:{target}:{target.stat().st_mtime_ns}" if target.is_file() else None
-
-
-crop_shard_task = task(crop_shard, name="crop-shard", cache_key_fn=_shard_cache_key, persist_result=True,
-                       retries=1, log_prints=False)
 
 
 def assemble(shard_files: list[Path], sizes: list[int], dedupe: bool, root: Path, meta: dict,
@@ -82,8 +200,6 @@ def assemble(shard_files: list[Path], sizes: list[int], dedupe: bool, root: Path
 
     With `params.aligned` None (automatic), a set that looks aligned gets the images where no pass
     found a face cut at its typical face box (tasks.cropping.report)."""
-    import shutil
-
     from tasks.cropping import report
     from tasks.cropping.dataset import merge_shards, swap_in, thumbnails_sheet, write_size
     from tasks.cropping.shards import load_shard
@@ -133,16 +249,12 @@ def assemble(shard_files: list[Path], sizes: list[int], dedupe: bool, root: Path
     return stats
 
 
-assemble_task = task(assemble, name="assemble-datasets")
-
 
 def publish(run, stats: dict, root: Path, sizes: list[int]) -> None:
     """Stats and contact sheets to MLflow; a stats table as a Prefect artifact."""
-    from prefect.artifacts import create_table_artifact
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    from prefect.artifacts import create_markdown_artifact
-
-    from tasks.cropping.dataset import CONTACT_SHEET, NO_FACE_SHEET, REJECTED
+    from tasks.cropping.dataset import CONTACT_SHEET
 
     run.log_metrics(stats)
     for size in sizes:
@@ -178,8 +290,6 @@ def report_lines(stats: dict) -> list[str]:
 
 
 def report_markdown(stats: dict, root: Path, sizes: list[int]) -> str:
-    from tasks.cropping.dataset import NO_FACE_SHEET, REJECTED
-
     first = root / str(sizes[0])
     lines = [f"# facegan crop: {root.name}", ""] + [f"- {line}" for line in report_lines(stats)]
     if (first / REJECTED).is_file():

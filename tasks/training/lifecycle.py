@@ -1,5 +1,6 @@
-"""Opening a training run (dataset, run folder, MLflow run, resume) and publishing its result
-(generator file, registered model, loss curves). Plain functions; flows/train.py wires them."""
+"""The life of a training run: open it (dataset, run folder, MLflow run, resume), train it to its
+budget, publish its result (generator file, registered model, loss curves). Plain functions;
+flows/train.py wires them."""
 from __future__ import annotations
 
 import json
@@ -88,6 +89,31 @@ def prepare_run(cfg: TrainConfig) -> dict:
     resumed = int(latest.stem.split("-")[1]) if latest else None
     return {"run_id": run_id, "run_name": name, "run_dir": str(run_dir), "dataset_path": str(path),
             "meta": meta, "resumed_from": resumed}
+
+
+def train(cfg: TrainConfig, prepared: dict) -> dict:
+    """Train the prepared run to its budget (torchrun workers when nproc > 1); the MLflow run is
+    marked FAILED when training stops with an error. Returns the loop's summary."""
+    from tasks.training import loop, torchrun
+
+    run = tracking.TrackedRun(prepared["run_id"])
+    try:
+        if cfg.nproc > 1:
+            return torchrun.launch(cfg, prepared)
+        return loop.train_loop(cfg, Path(prepared["dataset_path"]), Path(prepared["run_dir"]), prepared["meta"], run)
+    except BaseException:
+        run.finish("FAILED")
+        raise
+
+
+def finish(prepared: dict) -> None:
+    tracking.TrackedRun(prepared["run_id"]).finish()
+
+
+def summary_line(prepared: dict, summary: dict, published: dict) -> str:
+    model = (f"model {published['registered_model']} v{published['model_version']}"
+             if published.get("registered_model") else "model not registered (--no-register-model)")
+    return f"run {prepared['run_name']}: step {summary['step']}, {model}, grid {summary['grid']}"
 
 
 def loss_figure(run_id: str):

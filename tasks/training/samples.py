@@ -66,10 +66,9 @@ class CurveScorer:
         if self.dataset_path is not None:
             try:
                 from evaluation import metrics
-                from evaluation.real_sets import real_sets
-                from tasks.scoring import score_images
+                from tasks.scoring import load_real_sets, score_images
 
-                real = real_sets(Path(self.dataset_path), self.n, self.size, seed=self.seed)
+                real = load_real_sets(Path(self.dataset_path), self.n, self.size, seed=self.seed)
                 if real.info["n_real"] > self.K + 1:
                     _, control = score_images(real.control, label="real control")
                     _, reference = score_images(real.reference, label="real reference")
