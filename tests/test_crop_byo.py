@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import dlib_face_boxes, facegan_result, shared
+from conftest import dlib_face_boxes, shared
 
 N_CHIPS = 200
 N_CELEBA = 200
@@ -276,7 +276,7 @@ def _png_bomb(path: Path, side: int = 20000) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
 
 
-def test_bad_input_counted_with_reasons_one_line_when_nothing_usable(facegan_home, tmp_path, capfd):
+def test_bad_input_counted_with_reasons_one_line_when_nothing_usable(facegan_home, tmp_path, cli):
     """A folder of only non-images, a 1×1 image, a 20000×20000 PNG, a truncated JPEG among good
     photos and a text file named .jpg: each counted with its reason; one error line and exit 2 only
     when nothing at all is usable; existing datasets untouched."""
@@ -299,12 +299,12 @@ def test_bad_input_counted_with_reasons_one_line_when_nothing_usable(facegan_hom
     image, reason = read_image(mixed / "bomb.png")
     assert image is None and reason.startswith("too many pixels")
 
-    # the real commands in-process (test_first_day runs acquire's and crop's own processes)
-    code, _, err = facegan_result(capfd, "acquire", "--path", mixed, "--name", "mixed")
-    assert code == 0, err[-2000:]
-    code, out, err = facegan_result(capfd, "crop", "--raw", "mixed", "--sizes", "64")
-    assert code == 0, err[-2000:]
-    out = out + err
+    # real processes: a fresh interpreter's PIL state (face_recognition, once imported, makes PIL
+    # accept truncated JPEGs process-wide; conftest resets that flag before each test)
+    assert cli("acquire", "--path", mixed, "--name", "mixed").returncode == 0
+    proc = cli("crop", "--raw", "mixed", "--sizes", "64")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout + proc.stderr
     assert "images read: 7 of 7" in out and "3 files skipped at import" in out, out[-3000:]
     assert "images without a face: 1 (1 too small)" in out
     folder = facegan_home / "datasets" / "mixed" / "64"
@@ -324,19 +324,18 @@ def test_bad_input_counted_with_reasons_one_line_when_nothing_usable(facegan_hom
     junk.mkdir()
     (junk / "a.jpg").write_text("not a photo")
     (junk / "notes.txt").write_text("hello")
-    code, _, err = facegan_result(capfd, "acquire", "--path", junk, "--name", "junk")
-    lines = [ln for ln in err.splitlines() if "error" in ln.lower()]  # (the rest: progress bars)
-    assert code == 2 and len(lines) == 1 and "no decodable image" in lines[0], err
+    proc = cli("acquire", "--path", junk, "--name", "junk")
+    lines = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()]  # (the rest: progress bars)
+    assert proc.returncode == 2 and len(lines) == 1 and "no decodable image" in lines[0], proc.stderr
     assert "2 files: 2 not an image" in lines[0]
     unusable = tmp_path / "unusable"
     unusable.mkdir()
     for name in ("tiny.png", "bomb.png", "text.jpg", "truncated.jpg"):
         (unusable / name).write_bytes((mixed / name).read_bytes())
-    code, _, err = facegan_result(capfd, "acquire", "--path", unusable, "--name", "unusable")
-    assert code == 0, err[-2000:]
-    code, out, err = facegan_result(capfd, "crop", "--raw", "unusable", "--name", "mixed", "--sizes", "64")
-    lines = [ln for ln in err.splitlines() if "error" in ln.lower()]
-    assert code == 2 and len(lines) == 1, err[-2000:]
+    assert cli("acquire", "--path", unusable, "--name", "unusable").returncode == 0
+    proc = cli("crop", "--raw", "unusable", "--name", "mixed", "--sizes", "64")
+    lines = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
     assert lines[0].startswith("facegan: error: no faces found in 1 images") and "3 files skipped at import" in lines[0]
-    assert "Traceback" not in out + err
+    assert "Traceback" not in proc.stdout + proc.stderr
     assert snapshot() == before and not (facegan_home / "datasets" / "mixed" / ".work").exists()
