@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from config.base import default_workers
 from config.errors import FaceganError
 
 _MODULE = None
@@ -57,10 +58,6 @@ def load():
 def _init_worker() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     load()
-
-
-def default_workers() -> int:
-    return max(1, os.cpu_count() or 1)
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
