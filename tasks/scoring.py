@@ -96,7 +96,7 @@ def load_real_sets(path: Path, n: int, size: int | None = None, fraction: float 
 
 
 def resolve_dataset_arg(dataset: str, size: int) -> Path:
-    from tasks.training.data import resolve_dataset_path
+    from tasks.paths import resolve_dataset_path
 
     return resolve_dataset_path(dataset, size)[1]
 

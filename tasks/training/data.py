@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from config.errors import InputError, NotFoundError
-from tasks.paths import FACES_ARRAY, data_home, resolve_dataset_path  # noqa: F401 (re-exported)
+from config.errors import InputError
+from tasks.paths import FACES_ARRAY, data_home
 
 
 def display_path(path: Path) -> str:

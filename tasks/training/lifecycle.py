@@ -13,10 +13,9 @@ from config.train import RECIPE_FIELDS, TrainConfig
 from tasks import tracking
 from tasks.atomic import atomic_path, write_text
 from config.errors import InputError, NotFoundError
-from tasks.paths import runs_root
+from tasks.paths import resolve_dataset_path, runs_root
 from tasks.training import checkpoints as ckpt
-from tasks.training.data import (dataset_fingerprint, dataset_info, display_path, load_faces,
-                                 resolve_dataset_path)
+from tasks.training.data import dataset_fingerprint, dataset_info, display_path, load_faces
 from tasks.training.trained_generators import GENERATOR_ARTIFACT, META_ARTIFACT, RUN_DIR_TAG, generator_payload
 
 log = logging.getLogger("facegan.train")
