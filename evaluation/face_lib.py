@@ -43,7 +43,13 @@ def load():
         with warnings.catch_warnings(), contextlib.redirect_stdout(printed), \
                 contextlib.redirect_stderr(printed):
             warnings.simplefilter("ignore")  # face_recognition_models imports pkg_resources
+            from PIL import ImageFile
+
+            truncated = ImageFile.LOAD_TRUNCATED_IMAGES
             import face_recognition
+            # face_recognition sets PIL's process-wide flag to accept truncated files: restore it, so
+            # that a process which scored faces still rejects truncated images when it imports them
+            ImageFile.LOAD_TRUNCATED_IMAGES = truncated
     except SystemExit:  # face_recognition calls quit() when face_recognition_models is missing
         said = " ".join(printed.getvalue().split())[:200]
         raise FaceLibraryError("face_recognition could not load its models (face_recognition_models "

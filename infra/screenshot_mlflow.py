@@ -140,6 +140,9 @@ class Browser:
             if self.call("Runtime.evaluate", expression=probe, returnByValue=True).get("result", {}).get("value"):
                 break
             time.sleep(0.5)
+        else:
+            if expect:
+                fail(f"{url} never showed {expect!r} within {wait_ms} ms")
         time.sleep(settle_s)
         data = self.call("Page.captureScreenshot", format="png")["data"]
         out.write_bytes(base64.b64decode(data))
@@ -187,6 +190,10 @@ def main(argv: list[str] | None = None) -> Path:
     if ARTIFACT not in tracking.list_artifacts(run.info.run_id, "report"):
         fail(f"run {run.info.run_id} has no {ARTIFACT} (not an evaluate run?)")
 
+    top = run  # the runs table lists top-level runs only (child runs are folded under their parent)
+    while top.data.tags.get("mlflow.parentRunId"):
+        top = tracking.get_run(top.data.tags["mlflow.parentRunId"])
+
     server = None
     ui = args.ui
     try:
@@ -205,7 +212,7 @@ def main(argv: list[str] | None = None) -> Path:
         browser = Browser(chromium, args.window_size)
         try:
             browser.close_assistant(ui.rstrip("/"))
-            for page, out, expect in ((runs_url, args.runs_out, run.info.run_name),
+            for page, out, expect in ((runs_url, args.runs_out, top.info.run_name),
                                       (url, args.out, "table1.html")):
                 out.parent.mkdir(parents=True, exist_ok=True)
                 browser.shot(page, out.resolve(), args.wait_ms, args.settle, expect)

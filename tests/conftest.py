@@ -74,16 +74,6 @@ def _prefect_unless_marked(request):
 
 
 @pytest.fixture(autouse=True)
-def _pil_default_truncated_images():
-    """Importing face_recognition (any evaluate, in this process) sets PIL's process-wide
-    ImageFile.LOAD_TRUNCATED_IMAGES = True, after which truncated JPEGs are imported and cropped
-    instead of rejected: each test starts from PIL's default, whichever tests ran before it."""
-    from PIL import ImageFile
-
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
-
-
-@pytest.fixture(autouse=True)
 def facegan_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "facegan-home"
     monkeypatch.setenv("FACEGAN_HOME", str(home))

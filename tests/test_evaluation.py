@@ -146,3 +146,22 @@ def test_metrics_on_known_distributions():
     assert p == 1.0 and r < 0.05  # mode collapse: realistic but no diversity
     near = metrics.nearest_distances(np.array([[0.0, 0.0], [3.0, 4.0]]), np.array([[0.0, 0.0], [10.0, 0.0]]))
     assert near.tolist() == pytest.approx([0.0, 5.0])
+
+
+@pytest.mark.no_prefect
+def test_loading_face_recognition_keeps_pil_rejecting_truncated_files():
+    """face_recognition sets PIL's process-wide LOAD_TRUNCATED_IMAGES; after facegan loads it, a
+    truncated JPEG must still be refused (a serve process imports images after scoring faces)."""
+    code = ("import io\n"
+            "from PIL import Image, ImageFile\n"
+            "from evaluation import face_lib\n"
+            "face_lib.load()\n"
+            "buf = io.BytesIO()\n"
+            "Image.new('RGB', (64, 64), 'red').save(buf, 'JPEG')\n"
+            "try:\n"
+            "    Image.open(io.BytesIO(buf.getvalue()[:300])).load()\n"
+            "except OSError:\n"
+            "    print('refused', ImageFile.LOAD_TRUNCATED_IMAGES)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=REPO)
+    assert proc.stdout.strip() == "refused False", proc.stdout + proc.stderr[-2000:]
