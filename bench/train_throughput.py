@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps before the timed ones")
     parser.add_argument("--rounds", type=int, default=2, help="alternating measurement rounds")
     args = parser.parse_args()
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='bench-mlflow-')}/mlflow.db")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tempfile.mkdtemp(prefix='bench-mlflow-')}/mlflow.db"
     from tasks.paths import resolve_dataset_path
     from tasks.training.device import auto_threads
 
@@ -179,6 +179,8 @@ def main() -> None:
         folder, name = crops_folder(args.crops), "LFW (made from ../shared/data)"
     else:
         name, folder = resolve_dataset_path(args.dataset, 64)
+    # the bench's MLflow runs, checkpoints and grids go to a scratch home, never into the user's
+    os.environ["FACEGAN_HOME"] = tempfile.mkdtemp(prefix="bench-train-home-")
     n_png = sum(1 for _ in folder.glob("*.png"))
     print(f"dataset {name}: {folder} ({n_png} PNG crops), torch threads {torch.get_num_threads()}, "
           f"{args.steps} steps x {args.rounds} rounds, batch 64")
