@@ -299,8 +299,8 @@ def test_bad_input_counted_with_reasons_one_line_when_nothing_usable(facegan_hom
     image, reason = read_image(mixed / "bomb.png")
     assert image is None and reason.startswith("too many pixels")
 
-    # real processes: a fresh interpreter's PIL state (face_recognition, once imported, makes PIL
-    # accept truncated JPEGs process-wide; conftest resets that flag before each test)
+    # real processes, as a user runs them (tests/test_evaluation.py checks that loading
+    # face_recognition no longer makes PIL accept truncated files in the process that did it)
     assert cli("acquire", "--path", mixed, "--name", "mixed").returncode == 0
     proc = cli("crop", "--raw", "mixed", "--sizes", "64")
     assert proc.returncode == 0, proc.stderr[-2000:]
