@@ -1,5 +1,7 @@
 """Shared test fixtures.
 
+- Test files run in parallel (pytest-xdist, `-n auto --dist loadfile`): each worker is its own
+  session, with everything below.
 - One Prefect ephemeral server for the whole session (starting one takes ~8-11 s), started only
   when the first test that is not marked `no_prefect` runs; its URL is exported as
   PREFECT_API_URL so `facegan` subprocesses reuse it.
@@ -24,6 +26,12 @@ def shared(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data missing: {path}")
     return path
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: one worker per core this process may use (taskset included), at most 4: every
+    worker starts its own Prefect server, and the trainings in the tests use all cores anyway."""
+    return max(1, min(len(os.sched_getaffinity(0)), 4))
 
 
 @pytest.fixture(scope="session")
