@@ -34,6 +34,13 @@ def pytest_xdist_auto_num_workers(config) -> int:
     return max(1, min(len(os.sched_getaffinity(0)), 4))
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle, which stays the order within each group
+def pytest_collection_modifyitems(items: list) -> None:
+    """Files marked `slow` (minutes each) run first: in parallel runs a worker starts on each while the
+    others take the quick files, instead of one slow file starting last and running alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
