@@ -174,28 +174,57 @@ def extract_lfw_subset(dest: Path, limit: int, skip_people: int = 0) -> Path:
     return dest
 
 
-@pytest.fixture(scope="session")
-def lfw_crops(tmp_path_factory, prefect_server) -> Path:
-    """A data home holding crop dataset "lfw-sample" (48/64/128 px), made by the real acquire and
-    crop flows from 300 LFW photos. Tests use it with monkeypatch.setenv("FACEGAN_HOME", home)."""
+def _build_lfw_crops(root: Path) -> Path:
+    """The real acquire and crop flows on 300 LFW photos into root/lfw-crops-home. Their MLflow
+    runs go to that home's own store (home/mlflow.db, as for a user without MLFLOW_TRACKING_URI):
+    the home is shared by the xdist workers, and each worker has its own session store."""
     from flows.acquire import acquire
     from config.acquire import AcquireConfig
     from config.crop import CropConfig
     from flows.crop import crop
 
-    home = tmp_path_factory.mktemp("lfw-crops-home")
-    src = extract_lfw_subset(tmp_path_factory.mktemp("lfw-src") / "lfw-sample", 300)
-    old = os.environ.get("FACEGAN_HOME")
+    home = root / "lfw-crops-home"
+    src = extract_lfw_subset(root / "lfw-src" / "lfw-sample", 300)
+    keys = ("FACEGAN_HOME", "MLFLOW_TRACKING_URI", "FACEGAN_MLFLOW_ARTIFACTS")
+    saved = {k: os.environ.get(k) for k in keys}
     os.environ["FACEGAN_HOME"] = str(home)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("FACEGAN_MLFLOW_ARTIFACTS", None)
     try:
         acquire(AcquireConfig(path=src, name="lfw-sample"))
         crop(CropConfig(raw="lfw-sample", largest_only=True))
     finally:
-        if old is None:
-            os.environ.pop("FACEGAN_HOME", None)
-        else:
-            os.environ["FACEGAN_HOME"] = old
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return home
+
+
+@pytest.fixture(scope="session")
+def lfw_crops(tmp_path_factory, prefect_server) -> Path:
+    """A data home holding crop dataset "lfw-sample" (48/64/128 px), made by the real acquire and
+    crop flows from 300 LFW photos, built once per test run: the xdist workers share it (a file
+    lock in the run's temp folder; the standard pytest-xdist recipe). Read-only for the tests;
+    its acquire and crop runs are in its own MLflow store, home/mlflow.db. Tests use it with
+    monkeypatch.setenv("FACEGAN_HOME", home)."""
+    import shutil
+
+    from filelock import FileLock
+
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:  # not under xdist: this session's own
+        return _build_lfw_crops(tmp_path_factory.mktemp("lfw-crops"))
+    root = tmp_path_factory.getbasetemp().parent / "lfw-crops"  # one per run, shared by its workers
+    root.mkdir(exist_ok=True)
+    done = root / "built"
+    with FileLock(str(root / "build.lock")):
+        if not done.exists():
+            for partial in ("lfw-crops-home", "lfw-src"):  # a worker that failed midway
+                shutil.rmtree(root / partial, ignore_errors=True)
+            _build_lfw_crops(root)
+            done.touch()
+    return root / "lfw-crops-home"
 
 
 # --- training helpers shared by the train tests ------------------------------------------------

@@ -229,6 +229,9 @@ def test_rerun_is_skipped_and_logged_to_mlflow(lfw_crops, monkeypatch):
     from tasks import tracking
 
     monkeypatch.setenv("FACEGAN_HOME", str(lfw_crops))
+    # the fixture's runs are in its home's own store (lfw_crops/mlflow.db; see tests/conftest.py)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.delenv("FACEGAN_MLFLOW_ARTIFACTS")
     first_meta = json.loads((lfw_crops / "datasets" / "lfw-sample" / "64" / "meta.json").read_text())
     mtime = (lfw_crops / "datasets" / "lfw-sample" / "64" / "faces.npy").stat().st_mtime_ns
     again = crop(CropConfig(raw="lfw-sample", largest_only=True))
