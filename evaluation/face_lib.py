@@ -4,7 +4,8 @@ face_recognition prints a message and calls quit() when its model package cannot
 which would kill the whole flow with no traceback and exit code 0. `load()` turns that (and any
 import failure of dlib) into a FaceganError with one clear line.
 
-face_recognition (dlib) is single-threaded, so scoring runs in a pool of worker processes.
+face_recognition (dlib) is single-threaded, so scoring runs in a pool of worker processes (small
+jobs, when no pool is running, in this process: see SMALL_JOB).
 The pool is created once per process and reused (the trainer scores every K steps); workers
 are started with "spawn" so they never inherit torch/Prefect threads from the parent.
 """
@@ -27,6 +28,10 @@ from config.errors import FaceganError
 _MODULE = None
 _POOL: ProcessPoolExecutor | None = None
 _POOL_WORKERS = 0
+# Up to this many images are scored in this process when no pool is running: each pool worker
+# spends about 2 CPU-seconds importing dlib and loading its models, about the cost of encoding
+# 40 faces, so a small job is cheaper here (a running pool is always used).
+SMALL_JOB = 64
 
 
 class FaceLibraryError(FaceganError):
@@ -94,7 +99,8 @@ def map_chunks(fn: Callable[[np.ndarray], Sequence], images: np.ndarray, workers
     load()  # fail here, in the caller, with a clear message (not as a broken pool)
     workers = default_workers() if workers is None else max(1, int(workers))
     chunks = [images[i:i + chunk_size] for i in range(0, len(images), chunk_size)]
-    if workers == 1 or len(chunks) <= 1:
+    small = len(images) <= SMALL_JOB and _POOL is None  # less work than starting the workers
+    if workers == 1 or len(chunks) <= 1 or small:
         results = map(fn, chunks)
     else:
         from concurrent.futures.process import BrokenProcessPool
