@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from prefect import flow, get_run_logger, unmapped
+from prefect.utilities.annotations import quote
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from config.acquire import AcquireConfig
@@ -37,7 +38,7 @@ def acquire(config: AcquireConfig) -> dict:
                 crawl_stats = urls.crawl_stats
             else:  # one URL or a preset
                 extra = steps.fetch_source(config, raw, log)
-            result = steps.finish_acquire(raw, name, extra, crawl_stats, started)
+            result = steps.finish_acquire(raw, name, quote(extra), crawl_stats, started)  # quote: not walked by Prefect
         steps.publish_acquire(result, tracked)
     return stage.summary(result, tracked.run_id)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from prefect import flow
+from prefect.utilities.annotations import quote
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from config.crop import CropConfig
@@ -21,7 +22,7 @@ def crop(config: CropConfig = CropConfig()) -> dict:
                       params=plan.run_params(config)) as run:
         started = time.perf_counter()
         stage.crop_all_shards(steps.crop_shard, plan, config.workers)
-        stats = steps.build_datasets(plan, config, run.run_id, started)
+        stats = steps.build_datasets(quote(plan), config, run.run_id, started)  # quote: Prefect does not walk 2 x n rows
         steps.publish_crop(run, stats, plan.root, config.sizes)
     return stage.finish_crop(plan, stats, run.run_id)
 

@@ -89,7 +89,7 @@ def test_a_rejected_command_imports_no_prefect_mlflow_or_torch(tmp_path):
         "import sys\n"
         "from flows.cli import main\n"
         "try:\n"
-        f"    main(['acquire', '--url', 'file:///etc/passwd'])\n"
+        "    main(['acquire', '--url', 'file:///etc/passwd'])\n"
         "except SystemExit as exc:\n"
         "    assert exc.code == 2, exc.code\n"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'mlflow', 'torch', 'pandas'})\n"

@@ -4,7 +4,6 @@ models named in the report (12), train without registration (14). Every step is 
 `facegan` command run in-process through flows.cli.main; tiny sizes (48 px, 2 steps, N=20)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -22,20 +21,14 @@ def trained(tmp_path_factory) -> dict:
     2-step DCGAN run, all made by the real commands."""
     home = tmp_path_factory.mktemp("first-day-home")
     photos = extract_lfw_subset(tmp_path_factory.mktemp("photos") / "lfw-mini", 60)
-    old = os.environ.get("FACEGAN_HOME")
-    os.environ["FACEGAN_HOME"] = str(home)
-    try:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("FACEGAN_HOME", str(home))
         facegan(["acquire", "--path", str(photos), "--name", "faces", "--workers", "1", "--no-progress"])
         facegan(["crop", "--raw", "faces", "--sizes", "48", "--workers", "1"])
         from flows.train import train
         from config.train import TrainConfig
 
         run_id = train(TrainConfig(dataset="faces", size=48, steps=2, batch_size=8, features=8, threads=1))
-    finally:
-        if old is None:
-            os.environ.pop("FACEGAN_HOME", None)
-        else:
-            os.environ["FACEGAN_HOME"] = old
     return {"home": home, "photos": photos, "run_id": run_id}
 
 

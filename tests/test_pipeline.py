@@ -30,20 +30,12 @@ def _children(parent_id: str) -> dict[str, list]:
 def pipeline_run(tmp_path_factory, prefect_server) -> dict:
     """One real face-pipeline run (DCGAN + BEGAN, 48 px) on 100 LFW photos in its own data home:
     {"home", "config", "result"}. The nesting test reruns it; the screenshot test shows its report."""
-    import os
-
     home = tmp_path_factory.mktemp("pipeline-home")
     src = extract_lfw_subset(tmp_path_factory.mktemp("pipeline-src") / "lfw-mini", 100)
     config = PipelineConfig(source=str(src), name="mini", models=["dcgan", "began"], **TINY)
-    old = os.environ.get("FACEGAN_HOME")
-    os.environ["FACEGAN_HOME"] = str(home)
-    try:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("FACEGAN_HOME", str(home))
         result = face_pipeline(config)
-    finally:
-        if old is None:
-            os.environ.pop("FACEGAN_HOME", None)
-        else:
-            os.environ["FACEGAN_HOME"] = old
     return {"home": home, "config": config, "result": result}
 
 
