@@ -142,6 +142,19 @@ def facegan_result(capture, *argv, in_subprocess: bool = False) -> tuple[int, st
     return run_facegan(capture, *argv)
 
 
+def error_lines(err: str) -> list[str]:
+    """The non-blank lines of a command's stderr (a rejected command must print exactly one)."""
+    return [line for line in err.splitlines() if line.strip()]
+
+
+def env_without_servers(home: Path) -> dict:
+    """This environment without the session's Prefect server and MLflow store, FACEGAN_HOME=home:
+    a process started with it sees what a user's first command sees."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+    env["FACEGAN_HOME"] = str(home)
+    return env
+
+
 def dlib_face_boxes() -> tuple[Path, dict[str, list[tuple[int, int, int, int]]]]:
     """dlib's hand-labelled group photos: (folder, {file: [(left, top, width, height), ...]})."""
     import xml.etree.ElementTree as ET
