@@ -34,7 +34,7 @@ def pytest_xdist_auto_num_workers(config) -> int:
     return max(1, min(len(os.sched_getaffinity(0)), 4))
 
 
-# The longest test files (2 cores, `--durations`), longest first: 4-5 min, 2-4 min, then 0.7-2 min each
+# The longest test files, longest first (as `--durations` ranks them on 2 cores)
 LONGEST_FILES = ("test_lfw_full.py", "test_deployments.py", "test_train.py", "test_crop_dask.py",
                  "test_crop_byo.py", "test_evaluate_flow.py", "test_pipeline.py", "test_recipe.py")
 
