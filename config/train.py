@@ -48,9 +48,13 @@ def parse_policy(policy: str) -> list[str]:
 # Fields that define WHAT is trained. The default run name hashes them, so rerunning the same
 # command resumes the same run, and changing the recipe starts a new one.
 RECIPE_FIELDS = ("dataset", "size", "model", "recipe", "batch_size", "lr", "lr_d", "beta1", "beta2",
-                 "d_steps", "z_dim", "features", "d_norm", "loss", "critic_norm", "gp_lambda", "gamma",
+                 "d_steps", "z_dim", "features", "d_norm", "loss", "critic_norm", "gp_lambda", "gp_every", "gamma",
                  "lambda_k", "ema", "ema_decay", "diffaugment", "lr_decay", "lr_decay_every",
                  "precision", "seed")
+
+# Recipe fields added after runs were first named: at these values they leave the name unchanged,
+# so the commands of existing runs still resume them.
+NAME_NEUTRAL = {"gp_every": 1}
 
 
 def _model_default(what: str) -> str:
@@ -92,6 +96,7 @@ class TrainConfig(StageConfig):
     loss: Literal["bce", "hinge"] | None = Field(None, description="DCGAN loss: bce (non-saturating; canonical, default) or hinge (augmented); WGAN-GP and BEGAN use their own")
     critic_norm: Literal["layer", "none"] = Field("layer", description="WGAN-GP critic normalisation")
     gp_lambda: float = Field(10.0, ge=0, description="WGAN-GP gradient-penalty weight")
+    gp_every: int = Field(1, ge=1, le=64, description="WGAN-GP: compute the gradient penalty on every Nth critic update only, weighted N x (lazy regularisation; 1 = every update, the paper)")
     gamma: float = Field(0.5, gt=0, le=1, description="BEGAN diversity ratio gamma")
     lambda_k: float = Field(0.001, ge=0, description="BEGAN k_t learning rate")
     ema: bool | None = Field(None, description="keep an EMA of the generator (used for samples, checkpoints and evaluation; off in the canonical recipe)")
@@ -144,6 +149,7 @@ class TrainConfig(StageConfig):
     def run_name(self, dataset: str) -> str:
         if self.name:
             return self.name
-        digest = hashlib.sha1(json.dumps(self.recipe_values(dataset), sort_keys=True).encode()).hexdigest()
+        named = {k: v for k, v in self.recipe_values(dataset).items() if NAME_NEUTRAL.get(k, object()) != v}
+        digest = hashlib.sha1(json.dumps(named, sort_keys=True).encode()).hexdigest()
         return f"{dataset}-{self.size}-{self.model}-{digest[:6]}"
 

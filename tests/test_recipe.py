@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -165,3 +166,29 @@ def test_progress_lines_without_a_terminal_and_budget_already_reached(lfw_crops,
         first.stderr[-2000:]
     again = cli(*args, env=env, check=True)
     assert "budget reached at step 4 (0.0 kimg): nothing to train; pass --steps > 4" in again.stderr + again.stdout
+
+
+def test_lazy_gradient_penalty_every_nth_critic_update_weighted_n(lfw_crops):
+    """--gp-every N: the WGAN-GP penalty on critic updates 0, N, 2N, ... weighted N x lambda, the
+    others the plain Wasserstein loss; every update still trains the critic."""
+    from tasks.training.updates import wgan_gp_update
+
+    faces = np.load(Path(dataset_path(lfw_crops)) / "faces.npy")[:8]
+    real = torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1
+    for every in (1, 3):
+        cfg = TrainConfig(model="wgan-gp", d_steps=1, gp_every=every, features=8, batch_size=8, z_dim=16)
+        ckpt.seed_everything(0)
+        p = build_parts(cfg, torch.device("cpu"))
+        gps, before = [], None
+        for step in range(4):
+            p.step = step
+            before = [t.detach().clone() for t in p.D.parameters()]
+            m = wgan_gp_update(p, lambda: real)
+            penalty = m["loss_d"] - (m["d_g_z"] - m["d_x"])
+            weight = cfg.gp_lambda * every if step % every == 0 else 0.0
+            assert math.isclose(penalty, weight * m["gp"], rel_tol=1e-3, abs_tol=1e-4), (every, step)
+            assert any(not torch.equal(a, b) for a, b in zip(before, p.D.parameters()))
+            gps.append(m["gp"])
+        assert all(math.isfinite(g) and g > 0 for g in gps)
+        if every == 3:  # logged: the newest penalty computed, recomputed on update 3
+            assert gps[0] == gps[1] == gps[2] != gps[3]

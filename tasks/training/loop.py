@@ -48,7 +48,7 @@ def build_parts(cfg: TrainConfig, device: torch.device) -> Parts:
     return Parts(G=G, D=D, opt_g=opt_g, opt_d=opt_d, sched_g=sched(opt_g), sched_d=sched(opt_d),
                  ema=EMA(G, cfg.ema_decay) if cfg.ema else None, device=device,
                  amp=amp_dtype(device, cfg.precision), z_dim=cfg.z_dim, d_steps=cfg.d_steps,
-                 augment=cfg.diffaugment, gp_lambda=cfg.gp_lambda, loss=cfg.loss or "bce",
+                 augment=cfg.diffaugment, gp_lambda=cfg.gp_lambda, gp_every=cfg.gp_every, loss=cfg.loss or "bce",
                  equilibrium=Equilibrium(cfg.gamma, cfg.lambda_k) if cfg.model == "began" else None)
 
 
@@ -219,6 +219,7 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
     try:
         while not budget.done(c):
             t0 = time.process_time()
+            parts.step = c.step
             metrics = update(parts, next_real)
             spent = time.process_time() - t0
             c.cpu_seconds += collectives.total(spent) if ranks.active else spent

@@ -36,6 +36,9 @@ class Parts:
     d_steps: int = 1
     augment: str = ""
     gp_lambda: float = 10.0
+    gp_every: int = 1             # WGAN-GP: the penalty on every Nth critic update, weighted N x (lazy)
+    step: int = 0                 # generator updates done before this one (set by the loop)
+    last_gp: float = float("nan")  # the newest gradient penalty computed (logged as `gp`)
     loss: str = "bce"
     equilibrium: began_losses.Equilibrium | None = None
     sync: Callable[[torch.optim.Optimizer], None] | None = None  # averages gradients across ranks
@@ -78,25 +81,31 @@ def dcgan_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, f
 
 def wgan_gp_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, float]:
     p.D.requires_grad_(True)
-    for _ in range(p.d_steps):
+    for i in range(p.d_steps):
         real = next_real()
+        last = i == p.d_steps - 1
         with autocast(p.device, p.amp):
-            with torch.no_grad():
+            # the last critic update's fakes keep their graph: the generator update reuses them
+            with torch.set_grad_enabled(last):
                 fake = p.G(p.noise(real.size(0)))
             real_scores = p.D(p.aug(real)).float()
-            fake_scores = p.D(p.aug(fake)).float()
-            loss_c = wgan_losses.critic_loss(real_scores, fake_scores)
-            gp = wgan_losses.gradient_penalty(p.D, real, fake)
-            loss_d = loss_c + p.gp_lambda * gp
+            fake_scores = p.D(p.aug(fake.detach())).float()
+            loss_d = wgan_losses.critic_loss(real_scores, fake_scores)
+            # lazy regularisation (StyleGAN2): the penalty on every gp_every-th critic update,
+            # weighted gp_every times, costs 1/gp_every of its double backward
+            if (p.step * p.d_steps + i) % p.gp_every == 0:
+                gp = wgan_losses.gradient_penalty(p.D, real, fake)
+                loss_d = loss_d + p.gp_lambda * p.gp_every * gp
+                p.last_gp = gp.item()
         p.update(p.opt_d, loss_d)
     p.D.requires_grad_(False)
     with autocast(p.device, p.amp):
-        gen_scores = p.D(p.aug(p.G(p.noise(real.size(0))))).float()
+        gen_scores = p.D(p.aug(fake)).float()
         loss_g = wgan_losses.generator_loss(gen_scores)
     p.update(p.opt_g, loss_g)
     d_x, d_g_z = real_scores.mean().item(), fake_scores.mean().item()
     return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "d_x": d_x, "d_g_z": d_g_z,
-            "wasserstein": d_x - d_g_z, "gp": gp.item()}
+            "wasserstein": d_x - d_g_z, "gp": p.last_gp}
 
 
 def began_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, float]:
