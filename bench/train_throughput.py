@@ -8,9 +8,10 @@
     DCGAN + EMA whose BatchNorm statistics are recomputed; bf16 autocast, channels_last,
     faces.npy in memory, MLflow logging every 20 steps, grids, checkpoint), threads chosen by
     --threads auto.
-(c) the canonical recipe (`--recipe canonical`: the paper's DCGAN, no EMA) and the augmented
-    recipe (spectral-norm hinge D, TTUR, DiffAugment, EMA) in the same trainer and threads: the
-    default recipe's step cost relative to the canonical DCGAN step, and the augmented one's.
+(c) the canonical recipe (`--recipe canonical`: the paper's DCGAN, no EMA), the augmented
+    recipe (spectral-norm hinge D, TTUR, DiffAugment, EMA) and WGAN-GP with one critic step and
+    the lazy gradient penalty, in the same trainer and threads: each one's step cost relative to
+    the canonical DCGAN step.
 
 All are timed in steady state over the same number of generator steps (after untimed warm-up
 steps) on the same 64 px crops, alternating in rounds so a busy machine slows them alike. The
@@ -99,8 +100,9 @@ def canonical_images_per_sec(folder: Path, steps: int, warmup: int, batch_size: 
 
 
 GFLOP_PER_IMAGE = 2.48  # one DCGAN-64 training step, per image
-CANONICAL_RECIPE = dict(recipe="canonical")
-AUGMENTED_RECIPE = dict(recipe="augmented")
+# recipes whose step cost is compared with the canonical DCGAN step in the same trainer
+COMPARED = {"canonical": dict(recipe="canonical"), "augmented": dict(recipe="augmented"),
+            "wgan-gp, 1 critic step, lazy GP every 4": dict(model="wgan-gp", d_steps=1, lr_d=3e-4, gp_every=4)}
 
 
 def bf16_roofline(threads: int, n: int = 4096, repeats: int = 5) -> float:
@@ -143,7 +145,7 @@ def _facegan_seconds(folder: Path, steps: int, threads: int, recipe: dict) -> tu
     cfg = TrainConfig(dataset=str(folder), size=64, steps=steps, score_every=0, threads=threads, **recipe)
     run = tracking.start_run("bench", run_name="bench-train-throughput")
     with tempfile.TemporaryDirectory() as run_dir:
-        meta = {"model": "dcgan", "size": 64, "z_dim": cfg.z_dim, "features": cfg.features,
+        meta = {"model": cfg.model, "size": 64, "z_dim": cfg.z_dim, "features": cfg.features,
                 "dataset": folder.parent.name, "dataset_path": str(folder), "run_name": "bench"}
         start, cpu0 = time.perf_counter(), cpu_seconds()
         train_loop(cfg, folder, Path(run_dir), meta, run)
@@ -184,7 +186,8 @@ def main() -> None:
     n_png = sum(1 for _ in folder.glob("*.png"))
     print(f"dataset {name}: {folder} ({n_png} PNG crops), torch threads {torch.get_num_threads()}, "
           f"{args.steps} steps x {args.rounds} rounds, batch 64")
-    canon, ours, dcgan, augmented, roofs = [], [], [], [], []
+    canon, ours, roofs = [], [], []
+    compared: dict[str, list[tuple[float, float]]] = {name: [] for name in COMPARED}
     for r in range(args.rounds):
         canon.append(canonical_images_per_sec(folder, args.steps, args.warmup))
         print(f"round {r + 1}: canonical (fp32, PNG DataLoader) {canon[-1][0]:6.1f} images/s "
@@ -194,12 +197,10 @@ def main() -> None:
         ours.append(facegan_images_per_sec(folder, args.steps, args.warmup, threads))
         print(f"round {r + 1}: facegan trainer (default recipe) {ours[-1][0]:6.1f} images/s "
               f"({ours[-1][1]:.1f} images per CPU-second)", flush=True)
-        dcgan.append(facegan_images_per_sec(folder, args.steps, args.warmup, threads, CANONICAL_RECIPE))
-        print(f"round {r + 1}: facegan trainer (canonical recipe) {dcgan[-1][0]:6.1f} images/s "
-              f"({dcgan[-1][1]:.1f} images per CPU-second)", flush=True)
-        augmented.append(facegan_images_per_sec(folder, args.steps, args.warmup, threads, AUGMENTED_RECIPE))
-        print(f"round {r + 1}: facegan trainer (augmented recipe) {augmented[-1][0]:6.1f} images/s "
-              f"({augmented[-1][1]:.1f} images per CPU-second)", flush=True)
+        for recipe, rows in compared.items():
+            rows.append(facegan_images_per_sec(folder, args.steps, args.warmup, threads, COMPARED[recipe]))
+            print(f"round {r + 1}: facegan trainer ({recipe}) {rows[-1][0]:6.1f} images/s "
+                  f"({rows[-1][1]:.1f} images per CPU-second)", flush=True)
         roofs.append(bf16_roofline(threads))
         print(f"round {r + 1}: bf16 matmul roofline on {threads} thread(s): {roofs[-1]:.0f} GFLOP/s", flush=True)
     mean = lambda rows, i: sum(row[i] for row in rows) / len(rows)  # noqa: E731
@@ -207,10 +208,13 @@ def main() -> None:
     share = mean(ours, 0) * GFLOP_PER_IMAGE / roofline
     print(f"images per CPU-second: canonical {mean(canon, 1):.1f}, facegan {mean(ours, 1):.1f} "
           f"(ratio {mean(ours, 1) / mean(canon, 1):.2f})")
+    dcgan = compared["canonical"]
     print(f"default recipe step cost: {mean(dcgan, 0) / mean(ours, 0):.2f}x the canonical DCGAN step "
           f"({mean(ours, 0):.1f} vs {mean(dcgan, 0):.1f} images/s)")
-    print(f"augmented recipe step cost: {mean(dcgan, 0) / mean(augmented, 0):.2f}x the canonical DCGAN step "
-          f"({mean(augmented, 0):.1f} vs {mean(dcgan, 0):.1f} images/s)")
+    for recipe, rows in compared.items():
+        if recipe != "canonical":
+            print(f"{recipe} step cost: {mean(dcgan, 0) / mean(rows, 0):.2f}x the canonical DCGAN step "
+                  f"({mean(rows, 0):.1f} vs {mean(dcgan, 0):.1f} images/s)")
     print(f"roofline share: {share:.2f} ({mean(ours, 0):.1f} images/s x {GFLOP_PER_IMAGE} GFLOP = "
           f"{mean(ours, 0) * GFLOP_PER_IMAGE:.0f} GFLOP/s of {roofline:.0f} GFLOP/s bf16 matmul)")
     print(f"images/s: canonical {mean(canon, 0):.1f}, facegan {mean(ours, 0):.1f}")

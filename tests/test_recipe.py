@@ -192,3 +192,20 @@ def test_lazy_gradient_penalty_every_nth_critic_update_weighted_n(lfw_crops):
         assert all(math.isfinite(g) and g > 0 for g in gps)
         if every == 3:  # logged: the newest penalty computed, recomputed on update 3
             assert gps[0] == gps[1] == gps[2] != gps[3]
+    # resumed between two penalties (a fresh Parts at step 4 of every 3): the log still gets a
+    # finite penalty, kept out of the loss and measured without drawing from the run's random
+    # stream, so the update is the uninterrupted run's (whose last penalty is known)
+    cfg = TrainConfig(model="wgan-gp", d_steps=1, gp_every=3, features=8, batch_size=8, z_dim=16)
+    runs = []
+    for known in (None, 1.0):
+        ckpt.seed_everything(0)
+        p = build_parts(cfg, torch.device("cpu"))
+        p.step, p.last_gp = 4, known
+        torch.manual_seed(1)
+        m = wgan_gp_update(p, lambda: real)
+        runs.append((m, torch.get_rng_state()))
+    (resumed, rng_resumed), (uninterrupted, rng_uninterrupted) = runs
+    assert math.isfinite(resumed["gp"]) and resumed["gp"] > 0 and uninterrupted["gp"] == 1.0
+    assert math.isclose(resumed["loss_d"], resumed["d_g_z"] - resumed["d_x"], rel_tol=1e-5, abs_tol=1e-6)
+    assert (resumed["loss_d"], resumed["loss_g"]) == (uninterrupted["loss_d"], uninterrupted["loss_g"])
+    assert torch.equal(rng_resumed, rng_uninterrupted)

@@ -38,7 +38,7 @@ class Parts:
     gp_lambda: float = 10.0
     gp_every: int = 1             # WGAN-GP: the penalty on every Nth critic update, weighted N x (lazy)
     step: int = 0                 # generator updates done before this one (set by the loop)
-    last_gp: float = float("nan")  # the newest gradient penalty computed (logged as `gp`)
+    last_gp: float | None = None  # the newest gradient penalty computed (logged as `gp`)
     loss: str = "bce"
     equilibrium: began_losses.Equilibrium | None = None
     sync: Callable[[torch.optim.Optimizer], None] | None = None  # averages gradients across ranks
@@ -97,6 +97,10 @@ def wgan_gp_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str,
                 gp = wgan_losses.gradient_penalty(p.D, real, fake)
                 loss_d = loss_d + p.gp_lambda * p.gp_every * gp
                 p.last_gp = gp.item()
+            elif p.last_gp is None:  # resumed between penalties: one for the log only, drawn
+                # from its own generator so the run's random stream is the uninterrupted one's
+                own = torch.Generator(p.device).manual_seed(p.step)
+                p.last_gp = wgan_losses.gradient_penalty(p.D, real, fake, generator=own).item()
         p.update(p.opt_d, loss_d)
     p.D.requires_grad_(False)
     with autocast(p.device, p.amp):
