@@ -48,8 +48,8 @@ def parse_policy(policy: str) -> list[str]:
 # Fields that define WHAT is trained. The default run name hashes them, so rerunning the same
 # command resumes the same run, and changing the recipe starts a new one.
 RECIPE_FIELDS = ("dataset", "size", "model", "recipe", "batch_size", "lr", "lr_d", "beta1", "beta2",
-                 "d_steps", "z_dim", "features", "d_norm", "loss", "critic_norm", "gp_lambda", "gp_every", "gamma",
-                 "lambda_k", "ema", "ema_decay", "diffaugment", "lr_decay", "lr_decay_every",
+                 "d_steps", "z_dim", "features", "d_norm", "loss", "critic_norm", "gp_lambda", "gp_every",
+                 "gamma", "lambda_k", "ema", "ema_decay", "diffaugment", "lr_decay", "lr_decay_every",
                  "precision", "seed")
 
 # Recipe fields added after runs were first named: at these values they leave the name unchanged,

@@ -48,7 +48,8 @@ def build_parts(cfg: TrainConfig, device: torch.device) -> Parts:
     return Parts(G=G, D=D, opt_g=opt_g, opt_d=opt_d, sched_g=sched(opt_g), sched_d=sched(opt_d),
                  ema=EMA(G, cfg.ema_decay) if cfg.ema else None, device=device,
                  amp=amp_dtype(device, cfg.precision), z_dim=cfg.z_dim, d_steps=cfg.d_steps,
-                 augment=cfg.diffaugment, gp_lambda=cfg.gp_lambda, gp_every=cfg.gp_every, loss=cfg.loss or "bce",
+                 augment=cfg.diffaugment, gp_lambda=cfg.gp_lambda, gp_every=cfg.gp_every,
+                 loss=cfg.loss or "bce",
                  equilibrium=Equilibrium(cfg.gamma, cfg.lambda_k) if cfg.model == "began" else None)
 
 
@@ -207,8 +208,9 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
         sampler()  # the EMA's BatchNorm statistics are saved up to date
         return ckpt.save_checkpoint(state_dict(parts, cfg, meta, c), path)
 
-    sums: dict[str, float] = {}
-    count, window = 0, (time.perf_counter(), c.batches)
+    sums: dict[str, float] = {}  # per metric, over the steps that reported it since the last log
+    counts: dict[str, int] = {}
+    window = (time.perf_counter(), c.batches)
     bar = tqdm(total=budget.total, initial=c.step, desc=f"train {cfg.model}-{cfg.size}",
                unit="step", dynamic_ncols=True, disable=None if ranks.main else True)
     lines = ProgressLines(budget, c.step, cfg, run_logger() if ranks.main and bar.disable else None)
@@ -231,13 +233,13 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
             parts.sched_d.step()
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
-            count += 1
+                counts[k] = counts.get(k, 0) + 1
             step = c.step
             bar.update(1)
             if not ranks.main:
                 continue
             if step % cfg.log_every == 0 or budget.done(c):
-                avg = {k: v / count for k, v in sums.items()}
+                avg = {k: v / counts[k] for k, v in sums.items()}
                 elapsed = time.perf_counter() - window[0]
                 avg.update(lr=parts.opt_g.param_groups[0]["lr"], epoch=data.epoch_of(c.batches),
                            images_per_sec=(c.batches - window[1]) * cfg.batch_size * ranks.world
@@ -249,7 +251,7 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
                                  **{k: f"{avg[k]:.3f}" for k in ("loss_d", "loss_g")},
                                  "det": "-" if lines.detection is None else f"{lines.detection:.2f}"})
                 lines.maybe_log(step, avg, budget.done(c))
-                sums, count, window = {}, 0, (time.perf_counter(), c.batches)
+                sums, counts, window = {}, {}, (time.perf_counter(), c.batches)
             if step % cfg.sample_every == 0:
                 save_grid(sampler(), fixed_noise, sample_dir / f"step-{step:06d}.png", run)
             if scorer.due(step):

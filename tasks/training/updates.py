@@ -38,7 +38,6 @@ class Parts:
     gp_lambda: float = 10.0
     gp_every: int = 1             # WGAN-GP: the penalty on every Nth critic update, weighted N x (lazy)
     step: int = 0                 # generator updates done before this one (set by the loop)
-    last_gp: float | None = None  # the newest gradient penalty computed (logged as `gp`)
     loss: str = "bce"
     equilibrium: began_losses.Equilibrium | None = None
     sync: Callable[[torch.optim.Optimizer], None] | None = None  # averages gradients across ranks
@@ -81,6 +80,7 @@ def dcgan_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, f
 
 def wgan_gp_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, float]:
     p.D.requires_grad_(True)
+    penalty = None  # the last critic update's, when it computed one
     for i in range(p.d_steps):
         real = next_real()
         last = i == p.d_steps - 1
@@ -96,11 +96,7 @@ def wgan_gp_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str,
             if (p.step * p.d_steps + i) % p.gp_every == 0:
                 gp = wgan_losses.gradient_penalty(p.D, real, fake)
                 loss_d = loss_d + p.gp_lambda * p.gp_every * gp
-                p.last_gp = gp.item()
-            elif p.last_gp is None:  # resumed between penalties: one for the log only, drawn
-                # from its own generator so the run's random stream is the uninterrupted one's
-                own = torch.Generator(p.device).manual_seed(p.step)
-                p.last_gp = wgan_losses.gradient_penalty(p.D, real, fake, generator=own).item()
+                penalty = gp.item()
         p.update(p.opt_d, loss_d)
     p.D.requires_grad_(False)
     with autocast(p.device, p.amp):
@@ -108,8 +104,11 @@ def wgan_gp_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str,
         loss_g = wgan_losses.generator_loss(gen_scores)
     p.update(p.opt_g, loss_g)
     d_x, d_g_z = real_scores.mean().item(), fake_scores.mean().item()
-    return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "d_x": d_x, "d_g_z": d_g_z,
-            "wasserstein": d_x - d_g_z, "gp": p.last_gp}
+    metrics = {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "d_x": d_x, "d_g_z": d_g_z,
+               "wasserstein": d_x - d_g_z}
+    if penalty is not None:  # a lazy penalty (--gp-every) is logged on the steps that computed one
+        metrics["gp"] = penalty
+    return metrics
 
 
 def began_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, float]:
