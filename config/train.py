@@ -50,11 +50,11 @@ def parse_policy(policy: str) -> list[str]:
 RECIPE_FIELDS = ("dataset", "size", "model", "recipe", "batch_size", "lr", "lr_d", "beta1", "beta2",
                  "d_steps", "z_dim", "features", "d_norm", "loss", "critic_norm", "gp_lambda", "gp_every",
                  "gamma", "lambda_k", "ema", "ema_decay", "diffaugment", "lr_decay", "lr_decay_every",
-                 "precision", "seed")
+                 "lr_rampdown_kimg", "precision", "seed")
 
 # Recipe fields added after runs were first named: at these values they leave the name unchanged,
 # so the commands of existing runs still resume them.
-NAME_NEUTRAL = {"gp_every": 1}
+NAME_NEUTRAL = {"gp_every": 1, "lr_rampdown_kimg": 0.0}
 
 
 def _model_default(what: str) -> str:
@@ -104,6 +104,7 @@ class TrainConfig(StageConfig):
     diffaugment: str | None = Field(None, description="DiffAugment policy, a comma list of color, translation, cutout; '' = off (augmented recipe: all three)")
     lr_decay: float = Field(1.0, gt=0, le=1, description="multiply the learning rates by this every --lr-decay-every steps (the paper: 0.9)")
     lr_decay_every: int = Field(2000, ge=1, description="steps between learning-rate decays")
+    lr_rampdown_kimg: float = Field(0.0, ge=0, description="ramp both learning rates linearly down to 0 over the last N kimg of the --kimg, --steps or --epochs budget (0 = constant)")
     seed: int = Field(0, ge=0, description="random seed (runs are reproducible on CPU)")
     log_every: int = Field(20, ge=1, description="log losses, D(x), D(G(z)) to MLflow every N steps")
     sample_every: int = Field(100, ge=1, description="save a fixed-noise 8x8 sample grid every N steps")
@@ -135,6 +136,13 @@ class TrainConfig(StageConfig):
         if not policy:  # None (from the recipe) or off: no torch import for the common case
             return policy
         return ",".join(parse_policy(policy))
+
+    @model_validator(mode="after")
+    def _rampdown_needs_a_step_budget(self) -> "TrainConfig":
+        if self.lr_rampdown_kimg and self.cpu_minutes and not (self.steps or self.kimg or self.epochs):
+            raise ValueError("--lr-rampdown-kimg ramps down to the end of a --kimg, --steps or --epochs "
+                             "budget: a --cpu-minutes budget has no known end step")
+        return self
 
     @field_validator("name")
     @classmethod

@@ -200,3 +200,30 @@ def test_lazy_gradient_penalty_every_nth_critic_update_weighted_n(lfw_crops, fac
     gp = history(run_id, "gp")
     assert sorted(gp) == [1, 4, 7] and all(math.isfinite(v) and v > 0 for v in gp.values())
     assert sorted(history(run_id, "loss_d")) == list(range(1, 9))
+
+
+def test_learning_rate_ramps_down_to_zero_over_the_budgets_last_kimg(lfw_crops, facegan_home):
+    """--lr-rampdown-kimg: both learning rates constant, then linear down to 0 at the budget's
+    last step; the schedule is checkpointed; a run without it keeps the paper's step schedule and
+    cannot be resumed with one (also from a checkpoint written before the option existed)."""
+    from config.errors import InputError
+
+    # batch 8: 0.008 kimg per step, so 0.032 kimg = the last 4 of 8 steps
+    args = dict(dataset=dataset_path(lfw_crops), steps=8, **TINY)
+    run_id = train(TrainConfig(lr_rampdown_kimg=0.032, name="rampdown", **args))
+    lr = history(run_id, "lr")
+    assert [round(lr[s] / 2e-4, 6) for s in range(1, 9)] == [1, 1, 1, 1, 0.75, 0.5, 0.25, 0]
+    state = ckpt.load_checkpoint(facegan_home / "runs" / "rampdown" / "checkpoints" / "step-000006.pt")
+    assert state["sched_g"]["last_epoch"] == state["sched_d"]["last_epoch"] == 6
+    assert math.isclose(state["opt_d"]["param_groups"][0]["lr"], 0.5 * 2e-4)
+
+    run_id = train(TrainConfig(name="constant", **args))
+    assert set(history(run_id, "lr").values()) == {2e-4}
+    path = facegan_home / "runs" / "constant" / "checkpoints" / "step-000008.pt"
+    old = ckpt.load_checkpoint(path)
+    del old["config"]["lr_rampdown_kimg"]  # as written before the option existed
+    torch.save(old, path)
+    with pytest.raises(InputError, match="different lr_rampdown_kimg"):
+        train(TrainConfig(name="constant", lr_rampdown_kimg=0.032, **{**args, "steps": 12}))
+    with pytest.raises(ValueError, match="no known end step"):
+        TrainConfig(lr_rampdown_kimg=1, cpu_minutes=5)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from config.train import RECIPE_FIELDS, TrainConfig
+from config.train import NAME_NEUTRAL, RECIPE_FIELDS, TrainConfig
 from tasks import tracking
 from tasks.atomic import atomic_path, write_text
 from config.errors import InputError, NotFoundError
@@ -47,8 +47,9 @@ def prepare_run(cfg: TrainConfig) -> dict:
     if latest is not None:
         saved = ckpt.load_checkpoint(latest).get("config", {})
         recipe = cfg.recipe_values(dataset)
-        saved_recipe = {**saved, "dataset": info.get("dataset", dataset)}
-        changed = [k for k in RECIPE_FIELDS if k in saved and saved_recipe[k] != recipe[k]]
+        # a field added after the checkpoint was written had its neutral value then
+        saved_recipe = {**NAME_NEUTRAL, **saved, "dataset": info.get("dataset", dataset)}
+        changed = [k for k in RECIPE_FIELDS if k in saved_recipe and saved_recipe[k] != recipe[k]]
         if changed:
             raise InputError(f"run {name!r} was trained with a different {', '.join(changed)}: "
                              "pass a new --name to start another run")

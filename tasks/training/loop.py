@@ -30,8 +30,23 @@ log = logging.getLogger("facegan.train")
 DEFAULT_STEPS = 3000
 
 
-def build_parts(cfg: TrainConfig, device: torch.device) -> Parts:
-    """Fresh models, optimizers and schedulers for a recipe (seeded by the caller)."""
+def lr_factor(cfg: TrainConfig, total_steps: int | None):
+    """The learning rates' multiplier after `step` generator updates: the paper's step decay
+    (--lr-decay every --lr-decay-every steps), times a linear ramp from 1 down to 0 over the last
+    --lr-rampdown-kimg of a budget of `total_steps`."""
+    if cfg.lr_rampdown_kimg and not total_steps:
+        raise TrainingError("--lr-rampdown-kimg needs a --kimg, --steps or --epochs budget")
+    ramp_steps = cfg.lr_rampdown_kimg / cfg.kimg_per_step
+
+    def factor(step: int) -> float:
+        decay = cfg.lr_decay ** (step // cfg.lr_decay_every)
+        return decay * min(1.0, max(0.0, (total_steps - step) / ramp_steps)) if ramp_steps else decay
+    return factor
+
+
+def build_parts(cfg: TrainConfig, device: torch.device, total_steps: int | None = None) -> Parts:
+    """Fresh models, optimizers and schedulers for a recipe (seeded by the caller); `total_steps`
+    is the budget's end, which a learning-rate ramp-down needs."""
     G = build_generator(cfg.model, cfg.size, cfg.z_dim, cfg.features)
     if cfg.model == "dcgan":
         D = Discriminator(cfg.size, cfg.features, norm=cfg.d_norm)
@@ -44,7 +59,11 @@ def build_parts(cfg: TrainConfig, device: torch.device) -> Parts:
     betas = (cfg.beta1, cfg.beta2)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d or cfg.lr, betas=betas)
-    sched = lambda opt: torch.optim.lr_scheduler.StepLR(opt, cfg.lr_decay_every, cfg.lr_decay)  # noqa: E731
+    if cfg.lr_rampdown_kimg:
+        factor = lr_factor(cfg, total_steps)
+        sched = lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factor)  # noqa: E731
+    else:  # StepLR, as the checkpoints of runs without a ramp-down hold
+        sched = lambda opt: torch.optim.lr_scheduler.StepLR(opt, cfg.lr_decay_every, cfg.lr_decay)  # noqa: E731
     return Parts(G=G, D=D, opt_g=opt_g, opt_d=opt_d, sched_g=sched(opt_g), sched_d=sched(opt_d),
                  ema=EMA(G, cfg.ema_decay) if cfg.ema else None, device=device,
                  amp=amp_dtype(device, cfg.precision), z_dim=cfg.z_dim, d_steps=cfg.d_steps,
@@ -163,11 +182,11 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
                  f", rank {ranks.rank} of {ranks.world}" if ranks.active else "")
     faces = load_faces(dataset_path, cfg.size)
     ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
-    ckpt.seed_everything(cfg.seed)
-    parts = build_parts(cfg, device)
     fmt = memory_format(cfg.channels_last and device.type != "mps")
     data = FaceBatches(faces, cfg.batch_size, cfg.seed, device, fmt, ranks.rank, ranks.world)
     budget = Budget(cfg, data.per_epoch)
+    ckpt.seed_everything(cfg.seed)
+    parts = build_parts(cfg, device, budget.total)
     c = Counters()
     logged_through = 0  # steps up to here are already in MLflow: not logged twice
     last = ckpt.latest_checkpoint(ckpt_dir)
