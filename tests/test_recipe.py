@@ -202,28 +202,36 @@ def test_lazy_gradient_penalty_every_nth_critic_update_weighted_n(lfw_crops, fac
     assert sorted(history(run_id, "loss_d")) == list(range(1, 9))
 
 
-def test_learning_rate_ramps_down_to_zero_over_the_budgets_last_kimg(lfw_crops, facegan_home):
-    """--lr-rampdown-kimg: both learning rates constant, then linear down to 0 at the budget's
-    last step; the schedule is checkpointed; a run without it keeps the paper's step schedule and
-    cannot be resumed with one (also from a checkpoint written before the option existed)."""
+def test_learning_rate_ramps_down_to_zero_over_the_budgets_last_fraction(lfw_crops, facegan_home):
+    """--lr-rampdown F: both learning rates constant, then linear down towards 0 over the last F
+    of the budget (in steps, kimg, epochs or CPU time, whichever ends it); the default recipe
+    ramps over the last quarter; a run trained without a ramp cannot be resumed with one (also
+    from a checkpoint written before the option existed)."""
     from config.errors import InputError
+    from tasks.training.loop import Counters, lr_factor
 
-    # batch 8: 0.008 kimg per step, so 0.032 kimg = the last 4 of 8 steps
     args = dict(dataset=dataset_path(lfw_crops), steps=8, **TINY)
-    run_id = train(TrainConfig(lr_rampdown_kimg=0.032, name="rampdown", **args))
-    lr = history(run_id, "lr")
-    assert [round(lr[s] / 2e-4, 6) for s in range(1, 9)] == [1, 1, 1, 1, 0.75, 0.5, 0.25, 0]
+    run_id = train(TrainConfig(lr_rampdown=0.5, name="rampdown", **args))
+    lr = history(run_id, "lr")  # logged after step s: the rate of update s, with (s - 1) / 8 spent
+    assert [round(lr[s] / 2e-4, 6) for s in range(1, 9)] == [1, 1, 1, 1, 1, 0.75, 0.5, 0.25]
     state = ckpt.load_checkpoint(facegan_home / "runs" / "rampdown" / "checkpoints" / "step-000006.pt")
-    assert state["sched_g"]["last_epoch"] == state["sched_d"]["last_epoch"] == 6
-    assert math.isclose(state["opt_d"]["param_groups"][0]["lr"], 0.5 * 2e-4)
+    assert math.isclose(state["opt_d"]["param_groups"][0]["lr"], 0.75 * 2e-4)
 
-    run_id = train(TrainConfig(name="constant", **args))
+    # a CPU-time budget ramps by CPU time; the paper's step decay multiplies in
+    cpu = TrainConfig(cpu_minutes=2, lr_decay=0.5, lr_decay_every=10)
+    budget = Budget(cpu, per_epoch=100)
+    assert TrainConfig().lr_rampdown == 0.25 and cpu.lr_rampdown == 0.25
+    assert lr_factor(cpu, 5, budget.fraction(Counters(step=5, cpu_seconds=60))) == 1.0
+    assert math.isclose(lr_factor(cpu, 25, budget.fraction(Counters(step=25, cpu_seconds=105))), 0.25 * 0.5)
+    assert lr_factor(cpu, 30, budget.fraction(Counters(step=30, cpu_seconds=120))) == 0.0
+    canonical = TrainConfig(recipe="canonical", lr_decay=0.5, lr_decay_every=10)
+    assert canonical.lr_rampdown == 0.0 and lr_factor(canonical, 29, 0.99) == 0.25
+
+    run_id = train(TrainConfig(name="constant", recipe="canonical", **args))
     assert set(history(run_id, "lr").values()) == {2e-4}
     path = facegan_home / "runs" / "constant" / "checkpoints" / "step-000008.pt"
     old = ckpt.load_checkpoint(path)
-    del old["config"]["lr_rampdown_kimg"]  # as written before the option existed
+    del old["config"]["lr_rampdown"]  # as written before the option existed
     torch.save(old, path)
-    with pytest.raises(InputError, match="different lr_rampdown_kimg"):
-        train(TrainConfig(name="constant", lr_rampdown_kimg=0.032, **{**args, "steps": 12}))
-    with pytest.raises(ValueError, match="no known end step"):
-        TrainConfig(lr_rampdown_kimg=1, cpu_minutes=5)
+    with pytest.raises(InputError, match="different lr_rampdown"):
+        train(TrainConfig(name="constant", recipe="canonical", lr_rampdown=0.5, **{**args, "steps": 12}))

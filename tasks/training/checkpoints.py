@@ -1,8 +1,8 @@
 """Checkpoints: runs/<run>/checkpoints/step-NNNNNN.pt (+ best.pt), written atomically.
 
-A checkpoint holds everything needed to continue bit-for-bit: G, D, EMA, both optimizers and
-schedulers, step counters, BEGAN's k_t, the RNG states (python, numpy, torch CPU and CUDA), the
-config, and the MLflow run id.
+A checkpoint holds everything needed to continue bit-for-bit: G, D, EMA, both optimizers, step
+counters, BEGAN's k_t, the RNG states (python, numpy, torch CPU and CUDA), the config, and the
+MLflow run id. (The learning rates are a function of the step and the budget spent.)
 """
 from __future__ import annotations
 

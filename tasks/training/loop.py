@@ -30,23 +30,8 @@ log = logging.getLogger("facegan.train")
 DEFAULT_STEPS = 3000
 
 
-def lr_factor(cfg: TrainConfig, total_steps: int | None):
-    """The learning rates' multiplier after `step` generator updates: the paper's step decay
-    (--lr-decay every --lr-decay-every steps), times a linear ramp from 1 down to 0 over the last
-    --lr-rampdown-kimg of a budget of `total_steps`."""
-    if cfg.lr_rampdown_kimg and not total_steps:
-        raise TrainingError("--lr-rampdown-kimg needs a --kimg, --steps or --epochs budget")
-    ramp_steps = cfg.lr_rampdown_kimg / cfg.kimg_per_step
-
-    def factor(step: int) -> float:
-        decay = cfg.lr_decay ** (step // cfg.lr_decay_every)
-        return decay * min(1.0, max(0.0, (total_steps - step) / ramp_steps)) if ramp_steps else decay
-    return factor
-
-
-def build_parts(cfg: TrainConfig, device: torch.device, total_steps: int | None = None) -> Parts:
-    """Fresh models, optimizers and schedulers for a recipe (seeded by the caller); `total_steps`
-    is the budget's end, which a learning-rate ramp-down needs."""
+def build_parts(cfg: TrainConfig, device: torch.device) -> Parts:
+    """Fresh models and optimizers for a recipe (seeded by the caller)."""
     G = build_generator(cfg.model, cfg.size, cfg.z_dim, cfg.features)
     if cfg.model == "dcgan":
         D = Discriminator(cfg.size, cfg.features, norm=cfg.d_norm)
@@ -59,17 +44,29 @@ def build_parts(cfg: TrainConfig, device: torch.device, total_steps: int | None 
     betas = (cfg.beta1, cfg.beta2)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d or cfg.lr, betas=betas)
-    if cfg.lr_rampdown_kimg:
-        factor = lr_factor(cfg, total_steps)
-        sched = lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factor)  # noqa: E731
-    else:  # StepLR, as the checkpoints of runs without a ramp-down hold
-        sched = lambda opt: torch.optim.lr_scheduler.StepLR(opt, cfg.lr_decay_every, cfg.lr_decay)  # noqa: E731
-    return Parts(G=G, D=D, opt_g=opt_g, opt_d=opt_d, sched_g=sched(opt_g), sched_d=sched(opt_d),
+    return Parts(G=G, D=D, opt_g=opt_g, opt_d=opt_d,
                  ema=EMA(G, cfg.ema_decay) if cfg.ema else None, device=device,
                  amp=amp_dtype(device, cfg.precision), z_dim=cfg.z_dim, d_steps=cfg.d_steps,
                  augment=cfg.diffaugment, gp_lambda=cfg.gp_lambda, gp_every=cfg.gp_every,
                  loss=cfg.loss or "bce",
                  equilibrium=Equilibrium(cfg.gamma, cfg.lambda_k) if cfg.model == "began" else None)
+
+
+def lr_factor(cfg: TrainConfig, step: int, fraction_done: float) -> float:
+    """The learning rates' multiplier for the update after `step` generator updates, with
+    `fraction_done` of the budget spent: the paper's step decay (--lr-decay every
+    --lr-decay-every steps) times a linear ramp from 1 down to 0 over the budget's last
+    --lr-rampdown fraction."""
+    decay = cfg.lr_decay ** (step // cfg.lr_decay_every)
+    if not cfg.lr_rampdown:
+        return decay
+    return decay * min(1.0, max(0.0, (1.0 - fraction_done) / cfg.lr_rampdown))
+
+
+def set_learning_rates(p: Parts, cfg: TrainConfig, factor: float) -> None:
+    for opt, lr in ((p.opt_g, cfg.lr), (p.opt_d, cfg.lr_d or cfg.lr)):
+        for group in opt.param_groups:
+            group["lr"] = lr * factor
 
 
 @dataclass
@@ -87,7 +84,6 @@ def state_dict(p: Parts, cfg: TrainConfig, meta: dict, counters: Counters) -> di
             "G": p.G.state_dict(), "D": p.D.state_dict(),
             "ema": p.ema.model.state_dict() if p.ema else None,
             "opt_g": p.opt_g.state_dict(), "opt_d": p.opt_d.state_dict(),
-            "sched_g": p.sched_g.state_dict(), "sched_d": p.sched_d.state_dict(),
             "k_t": p.equilibrium.k if p.equilibrium else None, "rng": ckpt.rng_state()}
 
 
@@ -98,7 +94,7 @@ def load_state(p: Parts, state: dict) -> Counters:
     if p.ema is not None:
         p.ema.model.load_state_dict(state["ema"] if state.get("ema") is not None else state["G"])
         p.ema.stale = True
-    for name in ("opt_g", "opt_d", "sched_g", "sched_d"):
+    for name in ("opt_g", "opt_d"):
         getattr(p, name).load_state_dict(state[name])
     if p.equilibrium is not None and state.get("k_t") is not None:
         p.equilibrium.k = state["k_t"]
@@ -120,6 +116,12 @@ class Budget:
         self.cpu_seconds = cfg.cpu_minutes * 60 if cfg.cpu_minutes else None
         totals = [t for t in (steps, self.batches and math.ceil(self.batches / cfg.d_steps)) if t]
         self.total = min(totals) if totals else None
+
+    def fraction(self, c: Counters) -> float:
+        """How much of the budget is spent: the largest share of any of its limits."""
+        return max(c.step / self.steps if self.steps else 0.0,
+                   c.batches / self.batches if self.batches else 0.0,
+                   c.cpu_seconds / self.cpu_seconds if self.cpu_seconds else 0.0)
 
     def done(self, c: Counters) -> bool:
         return bool((self.steps and c.step >= self.steps)
@@ -182,11 +184,11 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
                  f", rank {ranks.rank} of {ranks.world}" if ranks.active else "")
     faces = load_faces(dataset_path, cfg.size)
     ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
+    ckpt.seed_everything(cfg.seed)
+    parts = build_parts(cfg, device)
     fmt = memory_format(cfg.channels_last and device.type != "mps")
     data = FaceBatches(faces, cfg.batch_size, cfg.seed, device, fmt, ranks.rank, ranks.world)
     budget = Budget(cfg, data.per_epoch)
-    ckpt.seed_everything(cfg.seed)
-    parts = build_parts(cfg, device, budget.total)
     c = Counters()
     logged_through = 0  # steps up to here are already in MLflow: not logged twice
     last = ckpt.latest_checkpoint(ckpt_dir)
@@ -241,6 +243,7 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
         while not budget.done(c):
             t0 = time.process_time()
             parts.step = c.step
+            set_learning_rates(parts, cfg, lr_factor(cfg, c.step, budget.fraction(c)))
             metrics = update(parts, next_real)
             spent = time.process_time() - t0
             c.cpu_seconds += collectives.total(spent) if ranks.active else spent
@@ -248,8 +251,6 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
             _check_finite(metrics, c.step, last, cfg)
             if parts.ema:
                 parts.ema.update(parts.G, c.step)
-            parts.sched_g.step()
-            parts.sched_d.step()
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
                 counts[k] = counts.get(k, 0) + 1

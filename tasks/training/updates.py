@@ -27,8 +27,6 @@ class Parts:
     D: nn.Module
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
-    sched_g: torch.optim.lr_scheduler.LRScheduler
-    sched_d: torch.optim.lr_scheduler.LRScheduler
     ema: EMA | None
     device: torch.device
     amp: torch.dtype | None
