@@ -5,9 +5,9 @@
     the example's 2 workers, Resize/CenterCrop/ToTensor/Normalize), batch 64, Sigmoid + BCELoss,
     D real/fake backward then G backward, Adam 2e-4 (0.5, 0.999).
 (b) facegan: tasks.training.loop.train_loop with TrainConfig() defaults (the default recipe:
-    DCGAN + EMA whose BatchNorm statistics are recomputed; bf16 autocast, channels_last,
-    faces.npy in memory, MLflow logging every 20 steps, grids, checkpoint), threads chosen by
-    --threads auto.
+    DCGAN + EMA whose BatchNorm statistics are recomputed + learning-rate ramp-down; bf16
+    autocast, channels_last, faces.npy in memory, MLflow logging every 20 steps, grids,
+    checkpoint), threads chosen by --threads auto.
 (c) the canonical recipe (`--recipe canonical`: the paper's DCGAN, no EMA), the augmented
     recipe (spectral-norm hinge D, TTUR, DiffAugment, EMA) and WGAN-GP with one critic step and
     the lazy gradient penalty, in the same trainer and threads: each one's step cost relative to
