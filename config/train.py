@@ -23,9 +23,10 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 # DCGAN recipes. "canonical" is the paper's / pytorch/examples' DCGAN (the Table 1 row the paper
 # reports). "default" adds the generator EMA, whose BatchNorm statistics are recomputed for its
-# own weights, and ramps the learning rates down to 0 over the budget's last quarter. "augmented" is the small-data recipe under test (docs/train.md, the ablation): a
-# spectrally normalised D with the hinge loss and twice G's learning rate (TTUR), DiffAugment on
-# real and fake, and a ~9 kimg EMA half-life. At 100 kimg on LFW it detects more faces but
+# own weights, and ramps the learning rates down to 0 over the budget's last quarter.
+# "augmented" is the small-data recipe under test (docs/train.md, the ablation): a spectrally
+# normalised D with the hinge loss and twice G's learning rate (TTUR), DiffAugment on real and
+# fake, and a ~9 kimg EMA half-life. At 100 kimg on LFW it detects more faces but
 # sits further from real faces (Fréchet, SWD) than the canonical DCGAN, so it is not the default.
 DCGAN_RECIPES: dict[str, dict[str, Any]] = {
     "canonical": dict(d_norm="batch", loss="bce", lr_d=None, ema=False, ema_decay=0.999, diffaugment="",
