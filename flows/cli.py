@@ -91,8 +91,16 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls) -> None:
         parser.add_argument(*flags, **kwargs)
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse's own errors (a value of the wrong type, a missing or unknown option) as one line,
+    like every other rejected command, instead of the usage block; --help still shows it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="facegan", description="Web images -> face crops -> GANs -> face_recognition realism report "
         "(Prefect flows, tracked in MLflow). Data: $FACEGAN_HOME (default ./facegan-data).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -74,6 +74,21 @@ def test_rejected_command_is_one_line_and_leaves_nothing(tmp_path, capfd, monkey
 
 
 @pytest.mark.no_prefect
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--steps", "abc"], "argument --steps: invalid int value: 'abc'"),
+    (["train", "--lr-rampdown", "2"], "--lr-rampdown 2.0: Input should be less than or equal to 1"),
+    (["train", "--no-such-option"], "unrecognized arguments: --no-such-option"),
+    (["generate"], "the following arguments are required: --run"),
+    (["no-such-command"], "invalid choice: 'no-such-command'"),
+])
+def test_a_bad_option_is_one_line(capsys, argv, message):
+    code, out, err = run_facegan(capsys, *argv)
+    lines = error_lines(err)
+    assert code == 2 and len(lines) == 1 and message in lines[0], err
+    assert lines[0].startswith("facegan") and ": error: " in lines[0] and not out
+
+
+@pytest.mark.no_prefect
 def test_a_rejected_command_imports_no_prefect_mlflow_or_torch(tmp_path):
     code = (
         "import sys\n"
