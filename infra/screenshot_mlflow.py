@@ -17,6 +17,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -76,7 +77,8 @@ class Browser:
     """Headless Chromium driven over the DevTools protocol (websockets, a Prefect dependency)."""
 
     def __init__(self, chromium: str, size: str):
-        self.profile = tempfile.TemporaryDirectory(prefix="facegan-chromium-")
+        # Chromium's helper processes may still be flushing the profile while it is removed.
+        self.profile = tempfile.TemporaryDirectory(prefix="facegan-chromium-", ignore_cleanup_errors=True)
         port = free_port()
         width, height = (int(v) for v in size.split(","))
         self.size = (width, height)
@@ -148,15 +150,29 @@ class Browser:
         out.write_bytes(base64.b64decode(data))
 
     def close(self) -> None:
+        """Shut Chromium down with its helper processes (renderer, GPU, crash handler: the
+        process group), then remove the profile they wrote to."""
         try:
+            self.ws.send(json.dumps({"id": self.next_id + 1, "method": "Browser.close"}))  # orderly exit
             self.ws.close()
-        except Exception:  # noqa: BLE001 - closing anyway
+        except Exception:  # noqa: BLE001 - not connected, or already gone: killed below
             pass
-        self.proc.terminate()
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            pass
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # whatever is left of the group
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            time.sleep(0.5)
+        self.proc.wait()
+        for _ in range(10):  # a helper killed mid-write may leave a file behind for a moment
+            shutil.rmtree(self.profile.name, ignore_errors=True)
+            if not Path(self.profile.name).exists():
+                break
+            time.sleep(0.3)
         self.profile.cleanup()
 
 
