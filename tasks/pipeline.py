@@ -3,9 +3,8 @@ each stage's config built from the PipelineConfig, the checks that skip a stage 
 current, and the pipeline's report.
 
 A stage config takes every PipelineConfig field of the same name (sizes, largest_only, seed,
-workers, device, batch_size, features, n, max_training, ...) except those whose meaning differs
-between the two (`name`: the pipeline's raw set vs a stage's output; the training budget, which
-is one of --steps or --cpu-minutes).
+workers, device, kimg, steps, cpu_minutes, batch_size, features, n, max_training, ...) except
+`name`, whose meaning differs between the two (the pipeline's raw set vs a stage's output).
 """
 from __future__ import annotations
 
@@ -29,7 +28,7 @@ from tasks.acquisition.stage import OFFLINE_HINT as ACQUIRE_OFFLINE_HINT
 STEPS_TAG = "facegan.evaluated_steps"
 OFFLINE_HINT = ("(offline? pass a local copy or a mirror with --source, e.g. "
                 "--source ../shared/data/archives/lfw-deepfunneled.tgz)")
-NOT_SHARED = {"name", "steps", "cpu_minutes", "parent_run_id"}
+NOT_SHARED = {"name", "parent_run_id"}
 
 Stage = TypeVar("Stage", bound=StageConfig)
 
@@ -71,8 +70,7 @@ def check_crops(cropped: dict, sizes: list[int], name: str) -> None:
 
 
 def train_configs(cfg: PipelineConfig, dataset: str, parent: str | None = None) -> list[TrainConfig]:
-    budget = {"steps": cfg.steps} if cfg.steps else {"cpu_minutes": cfg.cpu_minutes}
-    return [stage_config(TrainConfig, cfg, dataset=dataset, size=size, model=model, parent_run_id=parent, **budget)
+    return [stage_config(TrainConfig, cfg, dataset=dataset, size=size, model=model, parent_run_id=parent)
             for size in cfg.sizes for model in cfg.models]
 
 

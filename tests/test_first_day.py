@@ -261,8 +261,11 @@ def test_config_reference_and_pipeline_help_state_true_things(capsys):
     flat = " ".join(out.split())
     assert "15 minutes" not in flat
     readme = " ".join((REPO / "README.md").read_text().split())
-    for measured in ("5 min 18 s", "7 min 15 s"):  # the help states the README's measurements
+    for measured in ("8 min 19 s", "183 of 300"):  # the help states the README's measurement
         assert measured in flat and measured in readme, measured
+    from config.pipeline import DEFAULT_KIMG
+
+    assert f"trains {DEFAULT_KIMG:g} kimg" in flat and f"{DEFAULT_KIMG:g} kimg" in readme
     assert "15 minutes" not in (REPO / "docs" / "pipeline.md").read_text()
 
 

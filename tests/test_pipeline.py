@@ -126,3 +126,19 @@ def test_relative_archive_source_is_named_and_resolved(tmp_path, monkeypatch):
     acquire = acquire_config(config)
     assert acquire.path == tmp_path / "faces-2.tgz"
     assert raw_set_name(acquire) == "faces-2"
+
+
+@pytest.mark.no_prefect
+def test_every_training_run_gets_the_pipelines_budget():
+    from config.pipeline import DEFAULT_KIMG
+    from tasks.pipeline import train_configs
+    from tasks.training.loop import Budget
+
+    (default,) = train_configs(PipelineConfig(), "lfw")  # no budget given: kimg, the same work on any CPU
+    assert (default.kimg, default.steps, default.cpu_minutes) == (DEFAULT_KIMG, None, None)
+    assert Budget(default, per_epoch=200).steps == 313  # 20 kimg at DCGAN's batch 64
+    runs = train_configs(PipelineConfig(models=["dcgan", "wgan-gp"], sizes=[64, 128], steps=5, cpu_minutes=60), "x")
+    assert [(c.model, c.size) for c in runs] == [("dcgan", 64), ("wgan-gp", 64), ("dcgan", 128), ("wgan-gp", 128)]
+    assert {(c.kimg, c.steps, c.cpu_minutes) for c in runs} == {(None, 5, 60.0)}  # the first reached stops
+    (wgan,) = train_configs(PipelineConfig(models=["wgan-gp"], kimg=32), "x")
+    assert Budget(wgan, per_epoch=200).steps == 100  # kimg counts D's images: 64 x 5 critic steps each
