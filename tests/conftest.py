@@ -35,7 +35,7 @@ def pytest_xdist_auto_num_workers(config) -> int:
 
 
 # The longest test files, longest first (as `--durations` ranks them on 2 cores)
-LONGEST_FILES = ("test_lfw_full.py", "test_deployments.py", "test_train.py", "test_crop_dask.py",
+LONGEST_FILES = ("test_deployments.py", "test_train.py", "test_crop_dask.py",
                  "test_crop_byo.py", "test_evaluate_flow.py", "test_pipeline.py", "test_recipe.py")
 
 
