@@ -6,31 +6,26 @@ suite (the suite crops LFW subsets from the same archive).
     .venv/bin/python bench/lfw_full.py [--keep DIR]
 
 The archive is ../shared/data/archives/lfw-deepfunneled.tgz (FACEGAN_SHARED_DATA); nothing needs
-to be passed. Prints each stage's wall time, the crops per size and, last, `ratio: X.XX`: the crop
+to be passed. Prints each stage's wall time, the crops per size and, last, `ratio: X.XXX`: the crop
 yield (crops per photo) against the 12,900 / 13,233 floor it must stay above. Exits 1 when a check
 fails. Measured on a 2-core Xeon: acquire 41 s, crop 160 s (83 photos/s), 13,233 crops per size
 (every photo: the padded second search finds the faces the first misses)."""
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.acquire_server import LoopbackServer, Route  # noqa: E402
+
 PHOTOS, FLOOR = 13_233, 12_900  # LFW's photos; the crops each size must keep
-
-
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
 
 def facegan(home: Path, *args: str) -> float:
     """Run the real `facegan` command; its wall time in seconds (exit on failure)."""
@@ -80,13 +75,8 @@ def main() -> None:
         sys.exit(f"missing {tgz} (set FACEGAN_SHARED_DATA to the shared data folder)")
     with tempfile.TemporaryDirectory(prefix="facegan-lfw-full-") as tmp:
         home = args.keep or Path(tmp)
-        server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(tgz.parent)))
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
-            url = f"http://127.0.0.1:{server.server_address[1]}/{tgz.name}"
-            acquire_s = facegan(home, "acquire", "--url", url, "--name", "lfw")
-        finally:
-            server.shutdown()
+        with LoopbackServer({f"/{tgz.name}": Route(tgz.read_bytes(), "application/gzip")}) as server:
+            acquire_s = facegan(home, "acquire", "--url", server.url(f"/{tgz.name}"), "--name", "lfw")
         crop_s = facegan(home, "crop", "--largest-only")
         counts = {size: check(home / "datasets" / "lfw" / str(size), size) for size in (48, 64, 128)}
     print(f"acquire (download + unpack {PHOTOS} photos): {acquire_s:.1f} s")

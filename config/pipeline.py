@@ -12,6 +12,7 @@ from config.train import Model
 # default recipe's faces (docs/train.md, "Short budgets").
 DEFAULT_KIMG = 20.0
 
+
 class PipelineConfig(StageConfig):
     """The whole DAG in one command: acquire a source, crop it, train each model at each size and
     score them (Table 1 report), all nested under one MLflow run tagged facegan.stage=pipeline.

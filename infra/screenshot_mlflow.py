@@ -77,8 +77,7 @@ class Browser:
     """Headless Chromium driven over the DevTools protocol (websockets, a Prefect dependency)."""
 
     def __init__(self, chromium: str, size: str):
-        # Chromium's helper processes may still be flushing the profile while it is removed.
-        self.profile = tempfile.TemporaryDirectory(prefix="facegan-chromium-", ignore_cleanup_errors=True)
+        self.profile = tempfile.TemporaryDirectory(prefix="facegan-chromium-")
         port = free_port()
         width, height = (int(v) for v in size.split(","))
         self.size = (width, height)
@@ -161,18 +160,11 @@ class Browser:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             pass
-        for sig in (signal.SIGTERM, signal.SIGKILL):  # whatever is left of the group
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            time.sleep(0.5)
+        try:  # a helper still writing to the profile is what made its removal fail
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.proc.wait()
-        for _ in range(10):  # a helper killed mid-write may leave a file behind for a moment
-            shutil.rmtree(self.profile.name, ignore_errors=True)
-            if not Path(self.profile.name).exists():
-                break
-            time.sleep(0.3)
         self.profile.cleanup()
 
 
