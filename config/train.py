@@ -8,19 +8,13 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from config.base import Device, Size, StageConfig, check_name
+from config.gans import GANS
 
-Model = Literal["dcgan", "wgan-gp", "began"]
+Model = Literal[tuple(GANS)]  # type: ignore[valid-type]
 
-# Per-model recipe defaults. A field left at None takes its model's (and, for DCGAN, its
-# --recipe's) value; the resolved values are what is logged to MLflow.
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dcgan": dict(batch_size=64, lr=2e-4, beta1=0.5, beta2=0.999, d_steps=1, z_dim=100, features=64,
-                  score_every=500),
-    "wgan-gp": dict(batch_size=64, lr=1e-4, beta1=0.0, beta2=0.9, d_steps=5, z_dim=100, features=64,
-                    score_every=0, ema=True, ema_decay=0.999, diffaugment="", lr_rampdown=0.0),
-    "began": dict(batch_size=16, lr=1e-4, beta1=0.5, beta2=0.999, d_steps=1, z_dim=64, features=32,
-                  score_every=0, ema=True, ema_decay=0.999, diffaugment="", lr_rampdown=0.0),
-}
+# A field left at None takes its model's (and, for DCGAN, its --recipe's) value from the GAN
+# registry (config/gans.py); the resolved values are what is logged to MLflow.
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {name: gan.defaults for name, gan in GANS.items()}
 # DCGAN recipes. "canonical" is the paper's / pytorch/examples' DCGAN (the Table 1 row the paper
 # reports). "default" adds the generator EMA, whose BatchNorm statistics are recomputed for its
 # own weights, and ramps the learning rates down to 0 over the budget's last quarter.
@@ -53,11 +47,11 @@ def parse_policy(policy: str) -> list[str]:
 RECIPE_FIELDS = ("dataset", "size", "model", "recipe", "batch_size", "lr", "lr_d", "beta1", "beta2",
                  "d_steps", "z_dim", "features", "d_norm", "loss", "critic_norm", "gp_lambda", "gp_every",
                  "gamma", "lambda_k", "ema", "ema_decay", "diffaugment", "lr_decay", "lr_decay_every",
-                 "lr_rampdown", "precision", "seed")
+                 "lr_rampdown", "precision", "seed", "d_input", "d_width", "mode_seeking")
 
 # Recipe fields added after runs were first named: at these values they leave the name unchanged,
 # so the commands of existing runs still resume them.
-NAME_NEUTRAL = {"gp_every": 1, "lr_rampdown": 0.0}
+NAME_NEUTRAL = {"gp_every": 1, "lr_rampdown": 0.0, "d_input": None, "d_width": None, "mode_seeking": 0.0}
 
 
 def _model_default(what: str) -> str:
@@ -65,7 +59,7 @@ def _model_default(what: str) -> str:
 
 
 class TrainConfig(StageConfig):
-    """Train a GAN (DCGAN, WGAN-GP or BEGAN) on one crop dataset and log it to MLflow.
+    """Train a GAN (DCGAN, WGAN-GP, BEGAN or Projected GAN) on one crop dataset and log it to MLflow.
 
     Training stops at the first budget reached: --steps, --epochs or --cpu-minutes (CPU time of
     the training steps, cumulative over resumes; for equal-budget comparisons). Rerunning the same
@@ -97,6 +91,9 @@ class TrainConfig(StageConfig):
     features: int | None = Field(None, ge=4, le=1024, description=f"base feature maps ({_model_default('features')})")
     d_norm: Literal["batch", "spectral", "none"] | None = Field(None, description="DCGAN discriminator normalisation: batch (canonical, default) or spectral (augmented)")
     loss: Literal["bce", "hinge"] | None = Field(None, description="DCGAN loss: bce (non-saturating; canonical, default) or hinge (augmented); WGAN-GP and BEGAN use their own")
+    d_input: int | None = Field(None, ge=32, le=512, description="projected: resize images to this many px before the frozen feature network (default: their own size)")
+    d_width: float | None = Field(None, gt=0, le=4, description="projected: width multiplier of the trainable discriminator heads (default 0.5)")
+    mode_seeking: float = Field(0.0, ge=0, description="weight of the mode-seeking term in the generator's loss (MSGAN: penalises images that differ less than their latents); DCGAN and projected")
     critic_norm: Literal["layer", "none"] = Field("layer", description="WGAN-GP critic normalisation")
     gp_lambda: float = Field(10.0, ge=0, description="WGAN-GP gradient-penalty weight")
     gp_every: int = Field(1, ge=1, le=64, description="WGAN-GP: compute the gradient penalty on every Nth critic update only, weighted N x (lazy regularisation; 1 = every update, the paper)")

@@ -128,4 +128,13 @@ def hinge_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return -fake_logits.mean()
 
 
+def mode_seeking_loss(images: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Mode-seeking term (Mao et al. 2019, MSGAN): pairs the batch's two halves and penalises
+    images that differ less than their latents, 1 / (mean|G(z1) - G(z2)| / mean|z1 - z2|)."""
+    half = images.size(0) // 2
+    image_gap = (images[:half] - images[half:2 * half]).abs().flatten(1).mean(1)
+    z_gap = (z[:half] - z[half:2 * half]).abs().flatten(1).mean(1)
+    return (1.0 / (image_gap / z_gap + eps)).mean()
+
+
 LOSSES = {"bce": (d_loss, g_loss), "hinge": (hinge_d_loss, hinge_g_loss)}

@@ -20,11 +20,12 @@ from evaluation.report import budget_text
 from tasks.atomic import atomic_path
 from tasks.cropping.dataset import load_dataset
 from config.errors import InputError, NotFoundError
+from config.gans import GANS
 from tasks.paths import data_home
 
 SCORE_VERSION = "1"
 BLOCK = 500
-MODEL_LABELS = {"dcgan": "DCGAN", "wgan-gp": "WGAN-GP", "began": "BEGAN"}
+MODEL_LABELS = {name: gan.label for name, gan in GANS.items()}
 REAL_LABEL = "real control"
 
 

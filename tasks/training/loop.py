@@ -14,17 +14,16 @@ from tqdm.auto import tqdm
 
 from config.errors import TrainingError
 from config.train import TrainConfig
-from models.began import AutoEncoder, Equilibrium
-from models.dcgan import Discriminator
+from models.began import Equilibrium
 from models.ema import EMA
-from models.wgan_gp import Critic
 from tasks.training import checkpoints as ckpt
 from tasks.training import collectives
 from tasks.training.data import FaceBatches, load_faces
 from tasks.training.device import amp_dtype, autocast, memory_format, pick_device, set_threads
 from tasks.training.samples import CurveScorer, save_grid
-from tasks.training.trained_generators import build_generator
-from tasks.training.updates import UPDATES, Parts
+from config.gans import GANS
+from tasks.training.trained_generators import build_discriminator, build_generator, resolve
+from tasks.training.updates import Parts
 
 log = logging.getLogger("facegan.train")
 DEFAULT_STEPS = 3000
@@ -33,22 +32,18 @@ DEFAULT_STEPS = 3000
 def build_parts(cfg: TrainConfig, device: torch.device) -> Parts:
     """Fresh models and optimizers for a recipe (seeded by the caller)."""
     G = build_generator(cfg.model, cfg.size, cfg.z_dim, cfg.features)
-    if cfg.model == "dcgan":
-        D = Discriminator(cfg.size, cfg.features, norm=cfg.d_norm)
-    elif cfg.model == "wgan-gp":
-        D = Critic(cfg.size, cfg.features, norm=cfg.critic_norm)
-    else:
-        D = AutoEncoder(cfg.size, cfg.z_dim, cfg.features)
+    D = build_discriminator(cfg)
     fmt = memory_format(cfg.channels_last and device.type != "mps")
     G, D = G.to(device, memory_format=fmt), D.to(device, memory_format=fmt)
     betas = (cfg.beta1, cfg.beta2)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d or cfg.lr, betas=betas)
+    trainable = D.trainable_parameters() if hasattr(D, "trainable_parameters") else D.parameters()
+    opt_d = torch.optim.Adam(trainable, lr=cfg.lr_d or cfg.lr, betas=betas)
     return Parts(G=G, D=D, opt_g=opt_g, opt_d=opt_d,
                  ema=EMA(G, cfg.ema_decay) if cfg.ema else None, device=device,
                  amp=amp_dtype(device, cfg.precision), z_dim=cfg.z_dim, d_steps=cfg.d_steps,
                  augment=cfg.diffaugment, gp_lambda=cfg.gp_lambda, gp_every=cfg.gp_every,
-                 loss=cfg.loss or "bce",
+                 loss=cfg.loss or "bce", mode_seeking=cfg.mode_seeking,
                  equilibrium=Equilibrium(cfg.gamma, cfg.lambda_k) if cfg.model == "began" else None)
 
 
@@ -208,7 +203,7 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
             torch.manual_seed(cfg.seed * 1_000_003 + 7_919 * ranks.rank + c.step)
     fixed_noise = torch.randn(64, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 1))
     scorer = CurveScorer(cfg.score_every, cfg.score_samples, cfg.seed, dataset_path, cfg.size)
-    update = UPDATES[cfg.model]
+    update = resolve(GANS[cfg.model].update)
 
     def sampler() -> torch.nn.Module:
         """The generator that samples, scores and is published: the EMA one (its BatchNorm

@@ -10,6 +10,7 @@ ema (whether the weights are the EMA generator's, which is preferred whenever it
 """
 from __future__ import annotations
 
+import importlib
 import tempfile
 from pathlib import Path
 
@@ -18,20 +19,30 @@ import torch
 from torch import nn
 
 from config.errors import NotFoundError
+from config.gans import GANS
 
 GENERATOR_ARTIFACT = "generator/generator.pt"
 META_ARTIFACT = "generator/meta.json"
 RUN_DIR_TAG = "facegan.run_dir"
 
 
+def resolve(target: str):
+    """The object a GAN registry entry names as "module:attribute"."""
+    module, attribute = target.split(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
 def build_generator(model: str, size: int, z_dim: int, features: int) -> nn.Module:
-    if model == "began":
-        from models.began import Generator
-    elif model in ("dcgan", "wgan-gp"):
-        from models.dcgan import Generator
-    else:
-        raise NotFoundError(f"unknown model {model!r}: use dcgan, wgan-gp or began")
-    return Generator(size=size, z_dim=z_dim, features=features)
+    if model not in GANS:
+        raise NotFoundError(f"unknown model {model!r}: use one of {', '.join(GANS)}")
+    return resolve(GANS[model].generator)(size=size, z_dim=z_dim, features=features)
+
+
+def build_discriminator(cfg) -> nn.Module:
+    """The discriminator / critic of cfg.model, built from the TrainConfig fields its registry
+    entry names."""
+    gan = GANS[cfg.model]
+    return resolve(gan.discriminator)(**{arg: getattr(cfg, name) for arg, name in gan.discriminator_args.items()})
 
 
 def budget_of(checkpoint: dict) -> dict:

@@ -37,6 +37,7 @@ class Parts:
     gp_every: int = 1             # WGAN-GP: the penalty on every Nth critic update, weighted N x (lazy)
     step: int = 0                 # generator updates done before this one (set by the loop)
     loss: str = "bce"
+    mode_seeking: float = 0.0     # weight of the mode-seeking term in G's loss (MSGAN)
     equilibrium: began_losses.Equilibrium | None = None
     sync: Callable[[torch.optim.Optimizer], None] | None = None  # averages gradients across ranks
 
@@ -60,7 +61,8 @@ def dcgan_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, f
     for _ in range(p.d_steps):
         real = next_real()
         with autocast(p.device, p.amp):
-            fake = p.G(p.noise(real.size(0)))
+            z = p.noise(real.size(0))
+            fake = p.G(z)
             real_logits = p.D(p.aug(real))
             fake_logits = p.D(p.aug(fake.detach()))
             loss_d = d_loss(real_logits.float(), fake_logits.float())
@@ -69,8 +71,13 @@ def dcgan_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, f
     with autocast(p.device, p.amp):
         gen_logits = p.D(p.aug(fake))
         loss_g = g_loss(gen_logits.float())
+        extras = {}
+        if p.mode_seeking:
+            ms = dcgan_losses.mode_seeking_loss(fake.float(), z)
+            loss_g = loss_g + p.mode_seeking * ms
+            extras["mode_seeking"] = ms.item()
     p.update(p.opt_g, loss_g)
-    return {"loss_d": loss_d.item(), "loss_g": loss_g.item(),
+    return {**extras, "loss_d": loss_d.item(), "loss_g": loss_g.item(),
             "d_x": torch.sigmoid(real_logits.float()).mean().item(),
             "d_g_z": torch.sigmoid(fake_logits.float()).mean().item(),
             "d_g_z2": torch.sigmoid(gen_logits.float()).mean().item()}
@@ -129,5 +136,3 @@ def began_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, f
     return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "d_x": loss_real.item(),
             "d_g_z": loss_fake.item(), "k_t": k_used, "M_global": m_global}
 
-
-UPDATES = {"dcgan": dcgan_update, "wgan-gp": wgan_gp_update, "began": began_update}
