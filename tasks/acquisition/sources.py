@@ -181,6 +181,8 @@ def pipeline_source(config) -> tuple[str, str, dict]:
         raise NotFoundError(f"--source {config.source!r}: no such folder or archive (give a preset: "
                             "lfw or celeba, an http(s) URL, a folder or a zip/tar archive)")
     path = check_source(path)
+    if path.is_dir() and not _any_file(path):  # as `facegan acquire --path` checks it
+        raise InputError(f"--source {config.source!r}: folder is empty: {path}")
     return kind, (str(path) if path.is_dir() else path.as_uri()), {"path": path}
 
 
