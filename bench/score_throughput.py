@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 
-def crops_from_lfw(n: int) -> np.ndarray:
-    """n 64 px crops (largest face per photo) of the first LFW photos, made by the crop stage's
+def crops_from_lfw(n: int, size: int = 64) -> np.ndarray:
+    """n crops of `size` px (largest face per photo) of the first LFW photos, made by the crop stage's
     own function (Haar, 10% margin, square, INTER_AREA)."""
     from tasks.cropping.shards import CropParams, crop_image
 
@@ -40,7 +40,7 @@ def crops_from_lfw(n: int) -> np.ndarray:
     tgz = shared / "archives" / "lfw-deepfunneled.tgz"
     if not tgz.is_file():
         sys.exit(f"score_throughput: {tgz} not found; pass --dataset")
-    params = CropParams(sizes=(64,), largest_only=True)
+    params = CropParams(sizes=(size,), largest_only=True)
     crops: list[np.ndarray] = []
     with tempfile.TemporaryDirectory() as tmp, tarfile.open(tgz, "r:gz") as tar:
         for member in tar:
@@ -49,7 +49,7 @@ def crops_from_lfw(n: int) -> np.ndarray:
             if member.isfile() and member.name.endswith(".jpg"):
                 tar.extract(member, tmp, filter="data")
                 out = crop_image(str(Path(tmp) / member.name), params)
-                crops.extend(out[1][64] if out else [])
+                crops.extend(out[1][size] if out else [])
     return np.stack(crops)
 
 

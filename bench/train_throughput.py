@@ -8,7 +8,8 @@
     DCGAN + EMA whose BatchNorm statistics are recomputed + learning-rate ramp-down; bf16
     autocast, channels_last, faces.npy in memory, MLflow logging every 20 steps, grids,
     checkpoint), threads chosen by --threads auto.
-(c) the canonical recipe (`--recipe canonical`: the paper's DCGAN, no EMA), the augmented
+(c) the projected GAN (`--model projected`: the DCGAN generator against a discriminator on frozen
+    ImageNet features), the canonical recipe (`--recipe canonical`: the paper's DCGAN, no EMA), the augmented
     recipe (spectral-norm hinge D, TTUR, DiffAugment, EMA) and WGAN-GP with one critic step and
     the lazy gradient penalty, in the same trainer and threads: each one's step cost relative to
     the canonical DCGAN step.
@@ -19,6 +20,7 @@ bf16 matrix-multiply roofline of this CPU (a 4096^3 bf16 matmul on the trainer's
 measured in the same run; the trainer's share of it = images/s x 2.48 GFLOP (one DCGAN-64 step
 per image: G forward + backward, D on real and fake, D again for G) / roofline. Without
 --dataset, 64 px crops are made from the LFW archive in ../shared/data (FACEGAN_SHARED_DATA).
+(d) at 128 px, the default recipe and the projected GAN (--steps-128 steps, one round).
 Prints images/s (and images per CPU-second) of each and, last, `ratio: X.XX` (b / a, images/s).
 
     .venv/bin/python bench/train_throughput.py [--dataset NAME|PATH] [--steps 30] [--warmup 10] [--rounds 2]
@@ -101,7 +103,8 @@ def canonical_images_per_sec(folder: Path, steps: int, warmup: int, batch_size: 
 
 GFLOP_PER_IMAGE = 2.48  # one DCGAN-64 training step, per image
 # recipes whose step cost is compared with the canonical DCGAN step in the same trainer
-COMPARED = {"canonical": dict(recipe="canonical"), "augmented": dict(recipe="augmented"),
+COMPARED = {"canonical": dict(recipe="canonical"), "projected": dict(model="projected"),
+            "augmented": dict(recipe="augmented"),
             "wgan-gp, 1 critic step, lazy GP every 4": dict(model="wgan-gp", d_steps=1, lr_d=3e-4, gp_every=4)}
 
 
@@ -121,15 +124,15 @@ def bf16_roofline(threads: int, n: int = 4096, repeats: int = 5) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
-def crops_folder(n: int) -> Path:
-    """A crop dataset folder (NNNNNN.png + faces.npy) of n 64 px LFW crops made on the fly."""
+def crops_folder(n: int, size: int = 64) -> Path:
+    """A crop dataset folder (NNNNNN.png + faces.npy) of n LFW crops of `size` px made on the fly."""
     import numpy as np
     from PIL import Image
 
     from bench.score_throughput import crops_from_lfw
 
-    faces = crops_from_lfw(n)
-    folder = Path(tempfile.mkdtemp(prefix="bench-train-crops-")) / "lfw-bench" / "64"
+    faces = crops_from_lfw(n, size)
+    folder = Path(tempfile.mkdtemp(prefix="bench-train-crops-")) / "lfw-bench" / str(size)
     folder.mkdir(parents=True)
     for i, face in enumerate(faces):
         Image.fromarray(face).save(folder / f"{i:06d}.png")
@@ -137,15 +140,15 @@ def crops_folder(n: int) -> Path:
     return folder
 
 
-def _facegan_seconds(folder: Path, steps: int, threads: int, recipe: dict) -> tuple[float, float]:
+def _facegan_seconds(folder: Path, steps: int, threads: int, recipe: dict, size: int = 64) -> tuple[float, float]:
     from config.train import TrainConfig
     from tasks import tracking
     from tasks.training.loop import train_loop
 
-    cfg = TrainConfig(dataset=str(folder), size=64, steps=steps, score_every=0, threads=threads, **recipe)
+    cfg = TrainConfig(dataset=str(folder), size=size, steps=steps, score_every=0, threads=threads, **recipe)
     run = tracking.start_run("bench", run_name="bench-train-throughput")
     with tempfile.TemporaryDirectory() as run_dir:
-        meta = {"model": cfg.model, "size": 64, "z_dim": cfg.z_dim, "features": cfg.features,
+        meta = {"model": cfg.model, "size": size, "z_dim": cfg.z_dim, "features": cfg.features,
                 "dataset": folder.parent.name, "dataset_path": str(folder), "run_name": "bench"}
         start, cpu0 = time.perf_counter(), cpu_seconds()
         train_loop(cfg, folder, Path(run_dir), meta, run)
@@ -155,11 +158,11 @@ def _facegan_seconds(folder: Path, steps: int, threads: int, recipe: dict) -> tu
 
 
 def facegan_images_per_sec(folder: Path, steps: int, warmup: int, threads: int,
-                           recipe: dict | None = None) -> tuple[float, float]:
+                           recipe: dict | None = None, size: int = 64) -> tuple[float, float]:
     """Steady state: time(warmup + steps) - time(warmup), so start-up and the final checkpoint
     and grid cancel out, as the canonical loop's untimed warm-up steps do."""
-    long_wall, long_cpu = _facegan_seconds(folder, warmup + steps, threads, recipe or {})
-    short_wall, short_cpu = _facegan_seconds(folder, warmup, threads, recipe or {})
+    long_wall, long_cpu = _facegan_seconds(folder, warmup + steps, threads, recipe or {}, size)
+    short_wall, short_cpu = _facegan_seconds(folder, warmup, threads, recipe or {}, size)
     images = steps * 64
     return images / max(long_wall - short_wall, 1e-9), images / max(long_cpu - short_cpu, 1e-9)
 
@@ -172,6 +175,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed generator steps per measurement")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps before the timed ones")
     parser.add_argument("--rounds", type=int, default=2, help="alternating measurement rounds")
+    parser.add_argument("--steps-128", type=int, default=10, help="timed steps per 128 px measurement (0 = skip)")
     args = parser.parse_args()
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tempfile.mkdtemp(prefix='bench-mlflow-')}/mlflow.db"
     from tasks.paths import resolve_dataset_path
@@ -217,6 +221,12 @@ def main() -> None:
                   f"({mean(rows, 0):.1f} vs {mean(dcgan, 0):.1f} images/s)")
     print(f"roofline share: {share:.2f} ({mean(ours, 0):.1f} images/s x {GFLOP_PER_IMAGE} GFLOP = "
           f"{mean(ours, 0) * GFLOP_PER_IMAGE:.0f} GFLOP/s of {roofline:.0f} GFLOP/s bf16 matmul)")
+    if args.steps_128:
+        folder_128 = crops_folder(args.crops // 3, 128)
+        default_128 = facegan_images_per_sec(folder_128, args.steps_128, 3, threads, size=128)
+        projected_128 = facegan_images_per_sec(folder_128, args.steps_128, 3, threads, dict(model="projected"), 128)
+        print(f"128 px: default recipe {default_128[0]:.1f} images/s, projected {projected_128[0]:.1f} images/s: "
+              f"projected step cost {default_128[0] / projected_128[0]:.2f}x the default's")
     print(f"images/s: canonical {mean(canon, 0):.1f}, facegan {mean(ours, 0):.1f}")
     print(f"ratio: {mean(ours, 0) / mean(canon, 0):.2f}")
 
