@@ -1,9 +1,10 @@
 """128-d face_recognition encodings for every image, detected or not.
 
 Each image is prepared exactly as for detection (resized to 256 px bicubic) and encoded with the
-whole image as the face location, so generated faces the detector misses still get an encoding
-(the crops are already face-centred). These vectors feed the Fréchet distance, precision/recall
-and the nearest-training-face (memorisation) column.
+whole image as the face location (the crops are already face-centred). The face-space metrics
+(Fréchet distance, precision/recall, spread, memorisation: evaluation.metrics.face_space_row) use
+only the encodings of images in which a face is detected: dlib encodes anything it is given, and
+the encoding of noise is not a face.
 """
 from __future__ import annotations
 

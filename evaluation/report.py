@@ -1,6 +1,10 @@
 """The Table 1 report: a pandas table (CSV / Markdown / HTML texts), its notes, the metric names
 it is logged under, a bar chart, and grids of detected vs not-detected samples. Pure functions:
 rows in, table/texts/figures out (files and logging are in tasks/report.py).
+
+The face-space columns (memorised ... encoding spread) rest on a row's detected faces only
+("face-space N"); below evaluation.metrics.MIN_FACES they are NaN in the table, "—" in the
+Markdown, CSV and HTML texts, and the "face-space note" column says why.
 """
 from __future__ import annotations
 
@@ -9,13 +13,15 @@ import re
 
 import numpy as np
 import pandas as pd
-import torch
-from torchvision.utils import make_grid
 
+MISSING = "—"  # a number not computed (too few detected faces, no reference images, ...)
+TITLE = "Table 1: face_recognition on generated faces"
+FACES_COLUMN, NOTE_COLUMN = "face-space N", "face-space note"
 COLUMNS = ["model", "run", "budget (steps / kimg / CPU-min)", "N", "no face detected", "face detected",
-           "detection rate", "relative to real control", "memorised (< real p1)",
+           "detection rate", "relative to real control", FACES_COLUMN, "memorised (< real p1)",
            "mean nearest-training distance", "Fréchet distance (face enc.)", "Fréchet noise floor",
-           "Fréchet ÷ floor", "precision", "recall", "SWD ×1e3", "SWD ÷ floor"]
+           "Fréchet ÷ floor", "precision", "recall", "encoding spread", "SWD ×1e3", "SWD ÷ floor",
+           NOTE_COLUMN]
 INCEPTION_COLUMN = "Inception FID"
 REPORT_FILES = ("table1.md", "table1.csv", "table1.html")
 # MLflow metric name per Table 1 column, logged as "<row slug>.<name>"
@@ -24,7 +30,8 @@ METRIC_COLUMNS = (("detection_rate", "detection rate"), ("relative_detection_rat
                   ("nearest_training_distance", "mean nearest-training distance"),
                   ("frechet", "Fréchet distance (face enc.)"), ("frechet_ratio", "Fréchet ÷ floor"),
                   ("swd", "SWD ×1e3"), ("swd_ratio", "SWD ÷ floor"), ("precision", "precision"),
-                  ("recall", "recall"), ("inception_fid", INCEPTION_COLUMN))
+                  ("recall", "recall"), ("face_space_n", FACES_COLUMN), ("encoding_spread", "encoding spread"),
+                  ("inception_fid", INCEPTION_COLUMN))
 
 
 def slug(label: str) -> str:
@@ -33,9 +40,16 @@ def slug(label: str) -> str:
 
 
 def metric_values(table: pd.DataFrame) -> dict[str, float]:
-    """Every row's numbers as MLflow metrics: {'<row slug>.<metric>': value}."""
-    return {f"{slug(r['model'])}.{key}": r[col] for r in table.to_dict("records")
-            for key, col in METRIC_COLUMNS if col in r}
+    """Every row's numbers as MLflow metrics: {'<row slug>.<metric>': value}; a number not
+    computed (NaN, "—" in the report) is not logged."""
+    return {f"{slug(r['model'])}.{key}": float(r[col]) for r in table.to_dict("records")
+            for key, col in METRIC_COLUMNS if col in r and pd.notna(r[col])}
+
+
+def title(dataset: str | None = None, size: int | None = None) -> str:
+    """'Table 1: face_recognition on generated faces — lfw, 64 px' (one report per image size)."""
+    where = ", ".join(x for x in (dataset, f"{size} px" if size else None) if x)
+    return f"{TITLE} — {where}" if where else TITLE
 
 
 def split_counts(info: dict) -> str:
@@ -47,16 +61,29 @@ def split_counts(info: dict) -> str:
 
 
 def notes(info: dict, dataset: str, size: int, version_note: str, held_out: float, threshold: float,
-          k: int, seed: int) -> list[str]:
+          k: int, seed: int, min_faces: int = 20, face_counts: dict | None = None) -> list[str]:
     """The report's notes: what the real control is, the split, and how each column is computed."""
-    return [f"Real control: {info['n_real']} held-out crops of {dataset} ({size} px); every row "
+    counts = face_counts or {}
+    named = ", ".join(f"{name} {count}" for name, count in counts.items())
+    memo = (f"than {threshold:.4f}, the 1st percentile of the real control's detected faces' "
+            "nearest-training distances." if np.isfinite(threshold) else
+            "than the 1st percentile of the real control's nearest-training distances (not computed: "
+            "too few detected faces).")
+    return [f"Face-space columns (memorised, nearest-training distance, Fréchet, precision, recall, "
+            f"encoding spread) are computed over detected faces only, generated and real rows alike "
+            f"(the real sets too{': ' + named + ' detected' if named else ''}); '{FACES_COLUMN}' is how "
+            f"many faces a row's numbers rest on. Below {min_faces} detected faces a number is shown "
+            f"as {MISSING} and '{NOTE_COLUMN}' says why.",
+            "Encoding spread: mean pairwise distance of the row's detected-face encodings divided by "
+            "that of the real reference set's (diversity: ~1 for real faces, ~0 for one face repeated, "
+            "well below 1 for a collapsed generator).",
+            f"Real control: {info['n_real']} held-out crops of {dataset} ({size} px); every row "
             f"is compared with {info['n_real']} other held-out crops (reference set).",
             version_note,
             f"Held-out split: {split_counts(info)}, fraction {held_out}; memorisation "
             f"distances go to the {info['training_crops']} non-held-out (training) crops.",
-            f"Memorised: share of images closer to their nearest training face (128-d "
-            f"face_recognition encoding) than {threshold:.4f}, the 1st percentile of the real "
-            f"control's nearest-training distances.",
+            f"Memorised: share of detected faces closer to their nearest (detected) training face "
+            f"(128-d face_recognition encoding) {memo}",
             "Fréchet noise floor: the same distance between the real control and the "
             f"disjoint real reference set. Precision/recall: k-NN manifolds, k={k}.",
             "SWD: multi-scale sliced Wasserstein distance (Karras et al. 2018; 7x7 patches of a "
@@ -77,16 +104,28 @@ def budget_text(meta: dict) -> str:
     return " / ".join(parts)
 
 
+def _round(value, digits: int) -> float:
+    return float("nan") if value is None or not np.isfinite(value) else round(float(value), digits)
+
+
+def _ratio(value, floor, digits: int = 2) -> float:
+    if value is None or floor is None or not np.isfinite(value) or not np.isfinite(floor) or not floor:
+        return float("nan")
+    return round(float(value) / float(floor), digits)
+
+
 def build_table(rows: list[dict], control: dict, noise_floor: float) -> pd.DataFrame:
-    """rows/control: dicts with label, run, n, detected, memorised, nearest_mean, frechet,
-    precision, recall, optionally budget (text) and swd (the control last: its swd is the SWD
-    noise floor). Returns the Table 1 DataFrame (one row per entry)."""
+    """rows/control: dicts with label, run, n, detected, faces (detected faces the face-space
+    numbers rest on), memorised, nearest_mean, frechet, precision, recall, spread (NaN: not
+    computed), note (why), optionally budget (text) and swd (the control last: its swd is the SWD
+    noise floor). Returns the Table 1 DataFrame (one row per entry; NaN where not computed)."""
     control_rate = control["detected"] / control["n"]
     swd_floor = control.get("swd")
     records = []
     for r in [*rows, control]:
         rate = r["detected"] / r["n"]
         swd = r.get("swd")
+        frechet = r.get("frechet", float("nan"))
         records.append({
             "model": r["label"], "run": r.get("run") or "", "budget (steps / kimg / CPU-min)": r.get("budget", ""),
             "N": r["n"],
@@ -94,14 +133,17 @@ def build_table(rows: list[dict], control: dict, noise_floor: float) -> pd.DataF
             "face detected": f"{r['detected']}/{r['n']}",
             "detection rate": round(rate, 4),
             "relative to real control": round(rate / control_rate, 4) if control_rate else float("nan"),
-            "memorised (< real p1)": round(r["memorised"], 4),
-            "mean nearest-training distance": round(r["nearest_mean"], 4),
-            "Fréchet distance (face enc.)": round(r["frechet"], 4),
-            "Fréchet noise floor": round(noise_floor, 4),
-            "Fréchet ÷ floor": round(r["frechet"] / noise_floor, 2) if noise_floor else float("nan"),
-            "precision": round(r["precision"], 4), "recall": round(r["recall"], 4),
-            "SWD ×1e3": round(swd, 2) if swd is not None else float("nan"),
-            "SWD ÷ floor": round(swd / swd_floor, 2) if swd is not None and swd_floor else float("nan"),
+            FACES_COLUMN: int(r.get("faces", r["detected"])),
+            "memorised (< real p1)": _round(r.get("memorised"), 4),
+            "mean nearest-training distance": _round(r.get("nearest_mean"), 4),
+            "Fréchet distance (face enc.)": _round(frechet, 4),
+            "Fréchet noise floor": _round(noise_floor, 4),
+            "Fréchet ÷ floor": _ratio(frechet, noise_floor),
+            "precision": _round(r.get("precision"), 4), "recall": _round(r.get("recall"), 4),
+            "encoding spread": _round(r.get("spread"), 4),
+            "SWD ×1e3": _round(swd, 2),
+            "SWD ÷ floor": _ratio(swd, swd_floor),
+            NOTE_COLUMN: r.get("note", ""),
         })
         if "inception_fid" in r:
             records[-1][INCEPTION_COLUMN] = round(r["inception_fid"], 3)
@@ -112,7 +154,9 @@ def build_table(rows: list[dict], control: dict, noise_floor: float) -> pd.DataF
 def to_markdown(table: pd.DataFrame) -> str:
     """GitHub-flavoured Markdown (no tabulate dependency)."""
     def cell(v) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else str(v)
+        if isinstance(v, float):
+            return MISSING if not np.isfinite(v) else f"{v:.4f}"
+        return str(v)
 
     head = "| " + " | ".join(table.columns) + " |"
     rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(table[c]) else "---"
@@ -121,17 +165,20 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join([head, rule, *body]) + "\n"
 
 
-def documents(table: pd.DataFrame, protocol: str, notes: list[str]) -> dict[str, str]:
+def documents(table: pd.DataFrame, protocol: str, notes: list[str], heading: str = TITLE) -> dict[str, str]:
     """The report files' texts, by name (REPORT_FILES): Markdown, CSV and HTML; the Markdown and
-    HTML carry the protocol and the notes."""
+    HTML carry the heading (title(dataset, size): two sizes' reports are told apart), the
+    protocol and the notes. Numbers not computed are written as MISSING ("—")."""
+    from html import escape
+
     items = [f"Detection protocol: {protocol}.", *notes]
     csv = io.StringIO()
-    table.to_csv(csv, index=False)
+    table.to_csv(csv, index=False, na_rep=MISSING)
     text = "\n".join(f"- {n}" for n in items)
-    html = ("<!doctype html><meta charset='utf-8'><title>facegan Table 1</title>"
-            "<h1>Table 1: face_recognition on generated faces</h1>" + table.to_html(index=False, border=0)
-            + "<ul>" + "".join(f"<li>{n}</li>" for n in items) + "</ul>\n")
-    texts = {"table1.md": f"# Table 1: face_recognition on generated faces\n\n{to_markdown(table)}\n{text}\n",
+    html = (f"<!doctype html><meta charset='utf-8'><title>facegan {escape(heading.split(':')[0])}</title>"
+            f"<h1>{escape(heading)}</h1>" + table.to_html(index=False, border=0, na_rep=MISSING)
+            + "<ul>" + "".join(f"<li>{escape(n)}</li>" for n in items) + "</ul>\n")
+    texts = {"table1.md": f"# {heading}\n\n{to_markdown(table)}\n{text}\n",
              "table1.csv": csv.getvalue(), "table1.html": html}
     return {name: texts[name] for name in REPORT_FILES}
 
@@ -165,22 +212,68 @@ def bar_chart(table: pd.DataFrame):
     return fig
 
 
-def sample_grid(images: np.ndarray, n: int = 32, nrow: int = 8) -> np.ndarray:
-    """A uint8 grid (H, W, 3) of the first n images (a blank tile when there are none)."""
+PAD = 2  # white pixels around and between tiles
+
+
+def _tile_shape(images) -> tuple[int, int]:
+    shape = np.shape(images)
+    return (shape[1], shape[2]) if len(shape) == 4 and shape[1] and shape[2] else (64, 64)
+
+
+def grid_shape(tile: tuple[int, int], n: int = 32, nrow: int = 8) -> tuple[int, int]:
+    """(height, width) in pixels of a full grid of n tiles of `tile` px, nrow per row."""
+    rows, cols = -(-n // nrow), min(nrow, n)
+    return rows * (tile[0] + PAD) + PAD, cols * (tile[1] + PAD) + PAD
+
+
+def text_tile(height: int, width: int, text: str = "no images") -> np.ndarray:
+    """A white uint8 (height, width, 3) image with `text` in grey at its centre."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    try:
+        font = ImageFont.load_default(size=max(10, min(height, width, 96) // 4))
+    except (TypeError, OSError):  # a Pillow without FreeType: the fixed bitmap font
+        font = ImageFont.load_default()
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    draw.text(((width - (right - left)) / 2 - left, (height - (bottom - top)) / 2 - top), text,
+              fill=(96, 96, 96), font=font)
+    return np.asarray(canvas).copy()
+
+
+def sample_grid(images: np.ndarray, n: int = 32, nrow: int = 8, full: bool = False) -> np.ndarray:
+    """A uint8 grid (H, W, 3) of the first n images, tiles at their own size. No images: a white
+    strip one tile high saying "no images". full=True: always the size of a full grid of n (the
+    tiles top-left on white), so grids of 1 and of n images show their tiles at the same scale."""
+    tile = _tile_shape(images)
+    height, width = grid_shape(tile, n, nrow)
     if len(images) == 0:
-        return np.full((8, 8, 3), 255, np.uint8)
-    tensor = torch.from_numpy(np.ascontiguousarray(images[:n])).permute(0, 3, 1, 2)
-    grid = make_grid(tensor, nrow=min(nrow, len(tensor)), padding=2, pad_value=255)
-    return grid.permute(1, 2, 0).numpy().copy()
+        return text_tile(height if full else tile[0] + 2 * PAD, width)
+    images = images[:n]
+    # torchvision's make_grid returns a lone image as it is (no padding), which a figure then
+    # stretched to a whole panel: the grid is laid out here, every tile with its padding
+    cols = min(nrow, len(images))
+    if not full:
+        height, width = grid_shape(tile, len(images), cols)
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    for i, image in enumerate(images):
+        top, left = PAD + (i // cols) * (tile[0] + PAD), PAD + (i % cols) * (tile[1] + PAD)
+        canvas[top:top + tile[0], left:left + tile[1]] = image
+    return canvas
 
 
-def detection_grids(images: np.ndarray, detected: np.ndarray, n: int = 32) -> dict[str, np.ndarray]:
+def detection_grids(images: np.ndarray, detected: np.ndarray, n: int = 32,
+                    full: bool = False) -> dict[str, np.ndarray]:
     """{'detected': grid, 'not_detected': grid} of up to n samples each, in sample order."""
-    return {"detected": sample_grid(images[detected], n), "not_detected": sample_grid(images[~detected], n)}
+    return {"detected": sample_grid(images[detected], n, full=full),
+            "not_detected": sample_grid(images[~detected], n, full=full)}
 
 
 def detection_figure(rows: list[tuple[str, np.ndarray, np.ndarray]], n: int = 32):
-    """One figure: for each (label, images, detected) a 'detected' and a 'not detected' grid."""
+    """One figure: for each (label, images, detected) a 'detected' and a 'not detected' grid,
+    every panel the size of a full grid of n (sample_grid full=True): one image stays one tile,
+    an empty side says "no images"."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -188,9 +281,9 @@ def detection_figure(rows: list[tuple[str, np.ndarray, np.ndarray]], n: int = 32
 
     fig, axes = plt.subplots(len(rows), 2, figsize=(10, 2.9 * len(rows)), squeeze=False)
     for (label, images, detected), (left, right) in zip(rows, axes):
-        grids = detection_grids(images, detected, n)
+        grids = detection_grids(images, detected, n, full=True)
         for ax, key, title in ((left, "detected", "face detected"), (right, "not_detected", "no face detected")):
-            ax.imshow(grids[key])
+            ax.imshow(grids[key], interpolation="nearest")
             count = int(detected.sum()) if key == "detected" else int((~detected).sum())
             ax.set_title(f"{label}: {title} ({count}/{len(detected)})", fontsize=9)
             ax.axis("off")

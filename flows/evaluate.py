@@ -31,9 +31,9 @@ def evaluate(config: EvaluateConfig) -> dict:
         rows = [Scored(label, images, *steps.score_images(images, label=label, **score), meta)
                 for label, (images, meta) in zip(row_labels(metas), generated)]
         control = Scored(REAL_LABEL, real.control, *steps.score_images(real.control, label=REAL_LABEL, **score), {})
-        _, reference_enc = steps.score_images(real.reference, label="real reference", **score)
-        _, training_enc = steps.score_images(real.training, label="training faces", **score)
-        table, numbers = steps.table_1(rows, control, reference_enc, training_enc, real, config)
+        reference = steps.score_images(real.reference, label="real reference", **score)
+        training = steps.score_images(real.training, label="training faces", **score)
+        table, numbers = steps.table_1(rows, control, reference, training, real, config)
         result = steps.publish_report(run, table, numbers, [*rows, control], real, version, metas, path, size,
                                       config, time.perf_counter() - started)
     print(f"Table 1 written to {result['folder']}")

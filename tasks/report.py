@@ -95,19 +95,26 @@ def inception_fids(weights: Path, scored: list[Scored], reference: np.ndarray) -
     return [metrics.frechet_distance(inception_features(model, row.images), reference_features) for row in scored]
 
 
-def table_1(rows: list[Scored], control: Scored, reference_enc: np.ndarray, training_enc: np.ndarray,
-            real: RealSets, config: EvaluateConfig):
+def table_1(rows: list[Scored], control: Scored, reference: tuple[np.ndarray, np.ndarray],
+            training: tuple[np.ndarray, np.ndarray], real: RealSets, config: EvaluateConfig,
+            min_faces: int | None = None):
     """Table 1 (one row per generator, the real control last) and the numbers its notes cite:
-    (table, {"frechet_noise_floor", "memorisation_threshold"})."""
-    threshold = metrics.memorisation_threshold(metrics.nearest_distances(control.encodings, training_enc))
-    noise_floor = metrics.frechet_distance(control.encodings, reference_enc)
-    entries = [{**row_metrics(scored, reference_enc, training_enc, threshold, config.k, real.reference),
+    (table, {"frechet_noise_floor", "memorisation_threshold", "min_faces", "<set>_faces"}).
+
+    reference / training: (detected, encodings) of the real reference and training faces. Every
+    face-space number rests on detected faces only (evaluation.metrics.face_space), at least
+    min_faces of them (default: metrics.MIN_FACES, more when k needs it)."""
+    min_faces = min_faces or max(metrics.MIN_FACES, config.k + 1)
+    space = metrics.face_space(control.encodings, control.detected, reference[1], reference[0],
+                               training[1], training[0], min_faces)
+    entries = [{**row_metrics(scored, space, config.k, real.reference),
                 "label": scored.label, "run": row_source(scored.meta)} for scored in [*rows, control]]
     if config.inception_weights:
         fids = inception_fids(config.inception_weights, [*rows, control], real.reference)
         entries = [{**entry, "inception_fid": fid} for entry, fid in zip(entries, fids)]
-    table = report.build_table(entries[:-1], entries[-1], noise_floor)
-    return table, {"frechet_noise_floor": noise_floor, "memorisation_threshold": threshold}
+    table = report.build_table(entries[:-1], entries[-1], space.floor)
+    return table, {"frechet_noise_floor": space.floor, "memorisation_threshold": space.threshold,
+                   "min_faces": min_faces, **{f"{name}_faces": count for name, count in space.counts.items()}}
 
 
 def write_files(folder: Path, texts: dict[str, str]) -> list[Path]:
@@ -127,9 +134,12 @@ def publish(run, table, numbers: dict, scored: list[Scored], real: RealSets, ver
 
     dataset = dataset_label(metas, path)
     folder = evaluations_root() / run.run_id
+    counts = {name.removesuffix("_faces"): count for name, count in numbers.items() if name.endswith("_faces")}
     notes = report.notes(real.info, dataset, size, version["note"], config.held_out,
-                         numbers["memorisation_threshold"], config.k, config.seed)
-    for file in write_files(folder, report.documents(table, detection.PROTOCOL, notes)):
+                         numbers["memorisation_threshold"], config.k, config.seed,
+                         numbers.get("min_faces", metrics.MIN_FACES), {f"real {k}": v for k, v in counts.items()})
+    heading = report.title(dataset, size)
+    for file in write_files(folder, report.documents(table, detection.PROTOCOL, notes, heading)):
         run.log_artifact(file, "report")
     run.log_table(table, "report/table1.json")
     figures = ((report.bar_chart(table), "report/bar_chart.png"),
@@ -145,14 +155,15 @@ def publish(run, table, numbers: dict, scored: list[Scored], real: RealSets, ver
             run.log_artifact(save_pngs(row.images, folder / "samples" / report.slug(row.label)),
                              f"samples/{report.slug(row.label)}")
     run.log_metrics(report.metric_values(table))
-    run.log_metrics({**numbers, "seconds": seconds})
+    run.log_metrics({**{k: v for k, v in numbers.items() if np.isfinite(v)}, "seconds": seconds})
     create_table_artifact(table=table.to_dict("records"), key="evaluate-table-1",
                           description=f"Table 1 ({dataset}, {size} px), MLflow run {run.run_id}\n\n"
                           f"Protocol: {detection.PROTOCOL}")
-    return {"run_id": run.run_id, "table": report.to_markdown(table), "folder": str(folder),
+    return {"run_id": run.run_id, "title": heading, "table": report.to_markdown(table), "folder": str(folder),
             "rows": table.to_dict("records")}
 
 
 def summary_text(result: dict) -> str:
     """What `facegan evaluate` prints."""
-    return f"{result['table']}\nreport: {result['folder']}\nmlflow run: {result['run_id']}"
+    heading = f"{result['title']}\n\n" if result.get("title") else ""
+    return f"{heading}{result['table']}\nreport: {result['folder']}\nmlflow run: {result['run_id']}"

@@ -25,7 +25,6 @@ from tasks.paths import data_home
 
 SCORE_VERSION = "1"
 BLOCK = 500
-MODEL_LABELS = {name: gan.label for name, gan in GANS.items()}
 REAL_LABEL = "real control"
 
 
@@ -114,12 +113,15 @@ def sample_faces(ref: str, n: int, seed: int, device: str = "auto") -> tuple[np.
 
 
 def row_labels(metas: list[dict]) -> list[str]:
-    """DCGAN (the default recipe) / DCGAN (canonical) / WGAN-GP / BEGAN, suffixed with the run
-    name (else id) when a label appears twice."""
+    """The registry's label (DCGAN, WGAN-GP, BEGAN, Projected GAN), with the recipe when it is
+    not the model's default one ("DCGAN (canonical)"), suffixed with the run name (else id) when
+    a label appears twice."""
     def base(meta: dict) -> str:
-        label = MODEL_LABELS.get(meta.get("model"), str(meta.get("model")))
-        canonical = meta.get("model") == "dcgan" and meta.get("recipe") == "canonical"
-        return f"{label} (canonical)" if canonical else label
+        gan = GANS.get(meta.get("model"))
+        if gan is None:
+            return str(meta.get("model"))
+        recipe = meta.get("recipe")
+        return f"{gan.label} ({recipe})" if gan.recipes and recipe and recipe != gan.default_recipe else gan.label
 
     labels = [base(m) for m in metas]
     return [f"{b} [{m.get('run_name') or str(m.get('run_id') or m.get('ref'))[:8]}]" if labels.count(b) > 1 else b
@@ -136,23 +138,18 @@ def save_pngs(images: np.ndarray, folder: Path) -> Path:
     return folder
 
 
-def row_metrics(scored: Scored, reference_enc: np.ndarray, training_enc: np.ndarray,
-                memo_threshold: float, k: int, reference_images: np.ndarray | None = None) -> dict:
-    """Every number of one Table 1 row except the relative-to-control columns. With reference
-    images, also the multi-scale SWD against them (evaluation.swd; equal-size sets, the first
-    min(N, n_reference) of each)."""
+def row_metrics(scored: Scored, space: metrics.FaceSpace, k: int,
+                reference_images: np.ndarray | None = None) -> dict:
+    """Every number of one Table 1 row except the relative-to-control columns: the counts, the
+    face-space numbers over the row's detected faces only (evaluation.metrics.face_space_row: NaN
+    and a note below space.min_faces) and, with reference images, the multi-scale SWD against
+    them (evaluation.swd; pixels, every image; equal-size sets, the first min(N, n_reference))."""
     n = len(scored.detected)
     if n <= k:
         raise InputError(f"{scored.label}: {n} images is too few for k={k} precision/recall")
-    nearest = metrics.nearest_distances(scored.encodings, training_enc)
-    precision, recall = metrics.precision_recall(reference_enc, scored.encodings, k)
-    row = {"n": n, "detected": int(scored.detected.sum()),
-           "memorised": metrics.memorised_share(nearest, memo_threshold),
-           "nearest_mean": float(nearest.mean()),
-           "frechet": metrics.frechet_distance(scored.encodings, reference_enc),
-           "precision": precision, "recall": recall, "budget": budget_text(scored.meta)}
+    row = {"n": n, "detected": int(scored.detected.sum()), "budget": budget_text(scored.meta),
+           **metrics.face_space_row(scored.encodings, scored.detected, space, k)}
     if reference_images is not None:
         m = min(n, len(reference_images))
         row["swd"] = swd.swd(reference_images[:m], scored.images[:m])["swd"]
     return row
-

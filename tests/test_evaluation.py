@@ -117,14 +117,17 @@ def test_memorisation_column_flags_training_copies_not_held_out_faces(lfw64, tmp
         return sets.reference[:n]  # held-out faces, disjoint from the control set
 
     cache = tmp_path / "cache"
-    _, training_enc = score_images(sets.training, cache_dir=cache)
-    _, control_enc = score_images(sets.control, cache_dir=cache)
-    threshold = metrics.memorisation_threshold(metrics.nearest_distances(control_enc, training_enc))
+    training_det, training_enc = score_images(sets.training, cache_dir=cache)
+    control_det, control_enc = score_images(sets.control, cache_dir=cache)
+    # the control doubles as the reference here: only memorisation is measured
+    space = metrics.face_space(control_enc, control_det, control_enc, control_det, training_enc, training_det)
+    assert np.isfinite(space.threshold)
     results = {}
     for name, generator in (("verbatim", verbatim_generator), ("held-out", held_out_generator)):
         images = generator(40)
         det, enc = score_images(images, cache_dir=cache)  # cached: same crops as above
-        results[name] = row_metrics(Scored(name, images, det, enc, {}), control_enc, training_enc, threshold, 3)
+        results[name] = row_metrics(Scored(name, images, det, enc, {}), space, 3)
+        assert results[name]["faces"] == det.sum() >= 36  # real crops: ~99% detected
     assert results["verbatim"]["memorised"] >= 0.95
     assert results["verbatim"]["nearest_mean"] < 1e-3
     assert results["held-out"]["memorised"] <= 0.1  # ~1% by construction; a few of 40 at most
@@ -146,6 +149,39 @@ def test_metrics_on_known_distributions():
     assert p == 1.0 and r < 0.05  # mode collapse: realistic but no diversity
     near = metrics.nearest_distances(np.array([[0.0, 0.0], [3.0, 4.0]]), np.array([[0.0, 0.0], [10.0, 0.0]]))
     assert near.tolist() == pytest.approx([0.0, 5.0])
+    square = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])  # 4 sides 1, 2 diagonals sqrt 2
+    assert metrics.mean_pairwise_distance(square) == pytest.approx((4 + 2 * np.sqrt(2)) / 6)
+    assert metrics.encoding_spread(np.repeat(a[:1], 50, axis=0), a[:500]) == pytest.approx(0.0, abs=1e-6)
+    assert metrics.encoding_spread(b[:500], a[:500]) == pytest.approx(1.0, abs=0.05)
+    assert metrics.encoding_spread(collapsed, a[:500]) < 0.01
+
+
+def test_face_space_numbers_need_enough_detected_faces():
+    """Below MIN_FACES detected faces a set gets NaN and the reason, not numbers on non-faces;
+    the undetected rows' encodings never enter a number."""
+    from evaluation import metrics
+
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(150, 8))  # control, reference, training: 50 each
+    every = np.ones(50, bool)
+    space = metrics.face_space(real[:50], every, real[50:100], every, real[100:], every)
+    few = np.zeros(40, bool)
+    few[:metrics.MIN_FACES - 1] = True
+    row = metrics.face_space_row(rng.normal(size=(40, 8)), few, space)
+    assert row["faces"] == metrics.MIN_FACES - 1
+    assert all(np.isnan(row[k]) for k in ("frechet", "precision", "recall", "spread", "memorised", "nearest_mean"))
+    assert row["note"] == f"{metrics.MIN_FACES - 1} of 40 faces detected (fewer than {metrics.MIN_FACES})"
+    # detected: 30 training rows (copies); undetected: 10 far-away rows that must not count
+    mixed = np.concatenate([real[100:130], 100 + rng.normal(size=(10, 8))])
+    flags = np.r_[np.ones(30, bool), np.zeros(10, bool)]
+    row = metrics.face_space_row(mixed, flags, space)
+    assert row["faces"] == 30 and row["memorised"] == 1.0 and row["nearest_mean"] < 1e-3
+    assert row["precision"] > 0.6 and row["note"] == ""
+    # a real reference with too few detected faces: every row says so
+    thin = metrics.face_space(real[:50], every, real[50:100], np.arange(50) < 5, real[100:], every)
+    assert thin.reference is None and np.isnan(thin.floor) and "real reference: 5 of 50" in thin.reference_note
+    row = metrics.face_space_row(real[:30], every[:30], thin)
+    assert np.isnan(row["frechet"]) and np.isfinite(row["memorised"]) and "real reference" in row["note"]
 
 
 @pytest.mark.no_prefect

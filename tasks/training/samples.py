@@ -36,18 +36,22 @@ def save_grid(G: torch.nn.Module, noise: torch.Tensor, path: Path, run=None, nro
 class CurveScorer:
     """Every `every` steps, the curve metrics of n generated faces against a fixed held-out real
     reference of the same dataset (evaluation's split and protocol, n real faces, encodings cached
-    on disk): detection_rate, frechet (face encodings), frechet_floor (the same distance between
-    two disjoint real sets of n: the noise floor), frechet_ratio, precision and recall (k=3).
-    Only the detection rate when the dataset is too small for a held-out split; off with a
-    warning when face_recognition is unavailable."""
+    on disk): detection_rate and face_space_n (how many faces were detected) always; over the
+    detected faces only, and only when at least evaluation.metrics.MIN_FACES of them (and of the
+    real reference) are detected — as in the Table 1 report — frechet (face encodings),
+    frechet_floor (the same distance between two disjoint real sets: the noise floor),
+    frechet_ratio, precision and recall (k=3), and encoding_spread (mean pairwise encoding
+    distance over the real reference's). A step below the minimum logs no face-space number
+    rather than one computed on non-faces. Only the detection rate when the dataset is too small
+    for a held-out split; off with a warning when face_recognition is unavailable."""
 
     K = 3
 
     def __init__(self, every: int, n: int, seed: int, dataset_path: Path | None = None,
-                 size: int | None = None):
-        self.every, self.n, self.seed = every, n, seed
+                 size: int | None = None, held_out: float = 0.2):
+        self.every, self.n, self.seed, self.held_out = every, n, seed, held_out
         self.dataset_path, self.size = dataset_path, size
-        self._reference: tuple[np.ndarray, float] | None = None
+        self._space = None  # evaluation.metrics.FaceSpace of the real sets
         self._ready = False
 
     def due(self, step: int) -> bool:
@@ -68,36 +72,49 @@ class CurveScorer:
                 from evaluation import metrics
                 from tasks.scoring import load_real_sets, score_images
 
-                real = load_real_sets(Path(self.dataset_path), self.n, self.size, seed=self.seed)
+                real = load_real_sets(Path(self.dataset_path), self.n, self.size, self.held_out, self.seed)
                 if real.info["n_real"] > self.K + 1:
-                    _, control = score_images(real.control, label="real control")
-                    _, reference = score_images(real.reference, label="real reference")
-                    self._reference = (reference, metrics.frechet_distance(control, reference))
+                    control = score_images(real.control, label="real control")
+                    reference = score_images(real.reference, label="real reference")
+                    self._space = metrics.face_space(control[1], control[0], reference[1], reference[0],
+                                                     min_faces=max(metrics.MIN_FACES, self.K + 1))
+                    if self._space.reference is None:
+                        log.warning("curve metrics: detection rate only (%s)", self._space.reference_note)
             except Exception as exc:  # too small for a held-out split: detection rate only
                 log.warning("curve metrics: detection rate only (%s)", exc)
         return True
 
+    def score_images(self, images: np.ndarray) -> dict[str, float]:
+        """The curve metrics of one batch of generated uint8 (N, H, W, 3) images."""
+        from evaluation import embeddings, metrics
+
+        if self._space is None:
+            from evaluation.detection import detect_faces
+
+            detected = detect_faces(images)
+            return {"detection_rate": float(detected.mean()), "face_space_n": int(detected.sum())}
+        detected, encodings = embeddings.detect_and_encode(images)
+        row = metrics.face_space_row(encodings, detected, self._space, self.K)
+        scores = {"detection_rate": float(detected.mean()), "face_space_n": row["faces"]}
+        if np.isfinite(row["frechet"]):
+            floor = self._space.floor
+            scores["frechet"] = row["frechet"]
+            if np.isfinite(floor):
+                scores.update(frechet_floor=floor, frechet_ratio=row["frechet"] / max(floor, 1e-12))
+            scores.update(precision=row["precision"], recall=row["recall"], encoding_spread=row["spread"])
+        return scores
+
     def score(self, G: torch.nn.Module, meta: dict) -> dict[str, float] | None:
         if not self._prepare():
             return None
-        from evaluation import embeddings, metrics
         from tasks.training.trained_generators import sample_images
 
         state = torch.get_rng_state()
         images = sample_images(G, meta, self.n, seed=self.seed + 2)
         torch.set_rng_state(state)
         try:
-            if self._reference is None:
-                from evaluation.detection import detection_rate
-
-                return {"detection_rate": float(detection_rate(images))}
-            detected, encodings = embeddings.detect_and_encode(images)
-            reference, floor = self._reference
-            frechet = metrics.frechet_distance(encodings, reference)
-            precision, recall = metrics.precision_recall(reference, encodings, self.K)
+            return self.score_images(images)
         except Exception as exc:
             log.warning("realism scoring off: %s", exc)
             self.every = 0
             return None
-        return {"detection_rate": float(detected.mean()), "frechet": frechet, "frechet_floor": floor,
-                "frechet_ratio": frechet / max(floor, 1e-12), "precision": precision, "recall": recall}
