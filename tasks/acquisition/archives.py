@@ -21,7 +21,11 @@ MAGIC = [(b"PK\x03\x04", "zip"), (b"PK\x05\x06", "zip"), (b"\x1f\x8b", "tar"), (
 def sniff(path: Path) -> str | None:
     """'zip' or 'tar' when `path` is such an archive (judged by content), else None."""
     with open(path, "rb") as fh:
-        head = fh.read(512)
+        return sniff_bytes(fh.read(512))
+
+
+def sniff_bytes(head: bytes) -> str | None:
+    """'zip' or 'tar' when these first bytes (512 suffice) start such an archive, else None."""
     for magic, kind in MAGIC:
         if head.startswith(magic):
             return kind

@@ -50,12 +50,17 @@ def identity_of(path: Path, root: Path) -> str | None:
     return rel.parent.name if len(rel.parts) > 1 else None
 
 
-def list_files(root: Path) -> list[Path]:
+def list_files(root: Path, unreadable: list[tuple[str, str]] | None = None) -> list[Path]:
     """Every file under `root`, sorted; hidden folders (.git, .thumbnails) and facegan's own data
-    home are skipped."""
+    home are skipped. Folders that cannot be listed are added to `unreadable` as (path, reason)."""
     home = data_home()
     files = []
-    for folder, dirs, names in os.walk(root):
+
+    def failed(exc: OSError) -> None:
+        if unreadable is not None:
+            unreadable.append((str(exc.filename or ""), exc.strerror or str(exc)))
+
+    for folder, dirs, names in os.walk(root, onerror=failed):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and Path(folder, d).resolve() != home)
         files.extend(Path(folder) / n for n in sorted(names))
     return [f for f in files if f.is_file()]
@@ -138,9 +143,13 @@ def import_folder(path: str | Path, name: str | None = None, workers: int = 2, s
     root = check_folder(path)
     name = name or default_name(root.name)
     source = {"kind": "path", "source": str(root)}
-    files = list_files(root)
+    unreadable: list[tuple[str, str]] = []
+    files = list_files(root, unreadable)
     if not files:
-        raise InputError(f"folder is empty: {root}")
+        detail = f" (cannot read {unreadable[0][0]}: {unreadable[0][1]})" if unreadable else ""
+        raise InputError(f"folder is empty: {root}{detail}")
+    for folder, why in unreadable:
+        log(f"skipped unreadable folder {folder}: {why}")
     raw = claim_raw(name, source)
     reused = _unchanged(manifest.read(raw), files)
     todo = [str(f) for f in files if str(f) not in reused]
@@ -154,6 +163,9 @@ def import_folder(path: str | Path, name: str | None = None, workers: int = 2, s
         r = dict(reused.get(str(f)) or fresh[str(f)])
         r["identity"] = person
         rows.append(r)
+    # what could not be listed is reported like any failed file (summary, manifest, MLflow metrics)
+    rows += [manifest.row(path=folder, status="failed", reason=f"unreadable folder: {why}")
+             for folder, why in unreadable]
     df = manifest.mark_duplicates(manifest.frame(rows))
     if not (df["status"] == "ok").any():
         reasons = df["reason"].map(manifest.reason_key).value_counts()

@@ -169,9 +169,12 @@ def summary(result: dict, run_id: str) -> dict:
     stats = result["stats"]
     return {"name": result["name"], "raw_dir": result["raw_dir"], "manifest": result["manifest"],
             "files": int(stats["files"]), "ok": int(stats["ok"]), "duplicates": int(stats["duplicates"]),
-            "failed": int(stats["failed"]), "run_id": run_id}
+            "failed": int(stats["failed"]), "run_id": run_id,
+            "failed_reasons": {k.removeprefix("failed_"): int(v) for k, v in stats.items()
+                               if k.startswith("failed_")}}
 
 
 def summary_line(r: dict) -> str:
+    reasons = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in (r.get("failed_reasons") or {}).items())
     return (f"acquired {r['name']!r}: {r['files']} files/URLs, {r['ok']} ok, {r['duplicates']} duplicates, "
-            f"{r['failed']} failed -> {r['raw_dir']} (MLflow run {r['run_id']})")
+            f"{r['failed']} failed{f' ({reasons})' if reasons else ''} -> {r['raw_dir']} (MLflow run {r['run_id']})")

@@ -18,7 +18,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from tasks.acquisition import http, manifest
+from tasks.acquisition import archives, http, manifest
 
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif",
               "MPO": "jpg"}
@@ -147,7 +147,11 @@ class Downloader:
         sha = manifest.sha256_bytes(data)
         checked = manifest.check_image(data)
         if isinstance(checked, str):
-            if ctype:
+            kind = archives.sniff_bytes(data[:512])
+            if kind is not None:  # a list holds images; an archive is fetched (and extracted) by --url
+                checked = (f"archive, not an image: a {kind} archive; URL lists hold images only: "
+                           f"fetch it with `facegan acquire --url {item['url']}`")
+            elif ctype:
                 checked += f" (served as {ctype.split(';')[0]})"
             return manifest.row(**base, status="failed", reason=checked, sha256=sha, bytes=len(data))
         status, path = self.store(data, sha, checked[2])

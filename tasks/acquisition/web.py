@@ -165,8 +165,12 @@ def finalize(raw: Path, extra_rows: list[dict] = ()) -> pd.DataFrame:
     if not (df["status"] == "ok").any():  # leave no raw set that crop could pick up empty-handed
         reasons = df["reason"].map(manifest.reason_key).value_counts()
         detail = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in reasons.items()) or "nothing found"
-        raise DownloadError(f"no image could be acquired into {raw.name!r} ({detail}); "
-                            f"rerun to retry the transient failures")
+        transient = df["reason"].map(http.is_transient).any()
+        failed = df[df["status"] == "failed"]
+        if len(failed):
+            detail += f"; e.g. {failed['url'].iloc[0] or failed['path'].iloc[0]}: {failed['reason'].iloc[0]}"
+        raise DownloadError(f"no image could be acquired into {raw.name!r} ({detail})"
+                            + ("; rerun to retry the transient failures" if transient else ""))
     images = (raw / "images").resolve()
     kept = set(df.loc[df["status"] == "ok", "path"].dropna())
     drop = (df["status"] != "ok") & df["path"].notna()

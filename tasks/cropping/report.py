@@ -89,12 +89,29 @@ def pass_stats(outcomes: list[dict], skipped: list[dict]) -> dict:
         "faces_haar": faces[NORMAL],
         "faces_haar_padded": faces[PADDED],
         "faces_aligned": faces[ALIGNED_CENTRE] + faces[ALIGNED_BOX],
-        "images_too_small": sum(1 for o in read if o.get("reason") == "too small"),
+        "images_too_small": sum(1 for o in read if (o.get("reason") or "").startswith("too small")),
         "files_skipped": len(skipped),
     }
     for key, n in sorted(Counter(reason_key(s.get("reason")) for s in skipped).items()):
         stats[f"skipped_{key}"] = n
     return stats
+
+
+def face_rank_stats(records) -> dict:
+    """How many crops are the largest face of their photo and how many are extra (background)
+    faces of a photo with several: all faces are kept unless --largest-only."""
+    ranks = [int(r.get("face_index") or 0) for r in records]
+    return {"crops_largest_face": sum(1 for i in ranks if i == 0),
+            "crops_extra_faces": sum(1 for i in ranks if i > 0)}
+
+
+def face_rank_line(stats: dict) -> str:
+    """The face_rank_stats counts in words ('' for a dataset cropped before they were counted)."""
+    if "crops_largest_face" not in stats:
+        return ""
+    extra = stats.get("crops_extra_faces", 0)
+    return (f"crops: {stats.get('crops_largest_face', 0)} the largest face of their photo, {extra} extra "
+            "(background) faces" + (" (--largest-only keeps only the largest)" if extra else ""))
 
 
 def reason_key(reason: str | None) -> str:

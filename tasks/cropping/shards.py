@@ -36,6 +36,7 @@ class CropParams:
 
 ALIGNED_CENTRE = "aligned-centre"  # --aligned: the image's centred square
 ALIGNED_BOX = "aligned-box"        # automatic: an aligned set's typical face box (Haar found none here)
+ALIGNED_MIN_SIDE = 32  # px: --aligned images smaller than this on either side are rejected
 
 
 @dataclass
@@ -101,6 +102,10 @@ def crop_image(path: str, params: CropParams) -> tuple[list[dict], dict[int, lis
     h, w = bgr.shape[:2]
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     if params.aligned is True:
+        if min(w, h) < ALIGNED_MIN_SIDE:  # a thumbnail or a 1x1 pixel is no face to train on
+            return [], {s: [] for s in params.sizes}, {
+                "method": None, "faces": 0, "width": w, "height": h,
+                "reason": f"too small: {w}x{h} px (--aligned needs at least {ALIGNED_MIN_SIDE} px on each side)"}
         records, crops = crops_of(rgb, [centred_box(w, h)], params, ALIGNED_CENTRE, margin=0.0)
         return records, crops, {"method": ALIGNED_CENTRE, "faces": 1, "width": w, "height": h, "reason": None}
     boxes, method = find_faces(bgr, params.haar, params.largest_only, params.pad)

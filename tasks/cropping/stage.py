@@ -18,12 +18,13 @@ import pandas as pd
 
 from config.crop import CropConfig
 from config.errors import InputError
+from tasks import locks
 from tasks.atomic import clean_partials
 from tasks.cropping.dataset import NO_FACE_SHEET, REJECTED, read_meta, recover
 from tasks.cropping.detect import HaarParams
 from tasks.cropping.runner import connect_cluster, shard_runner
 from tasks.cropping.shards import CropParams, crop_rows, save_shard
-from tasks.paths import MANIFEST, check_name, dataset_dir, raw_dir, resolve_raw
+from tasks.paths import MANIFEST, check_name, dataset_dir, datasets_root, raw_dir, resolve_raw
 
 
 def check_request(config: CropConfig) -> None:
@@ -67,6 +68,29 @@ def plan_crop(config: CropConfig, log=print) -> CropPlan:
     # on a Dask cluster, shards are sized for the cluster's threads instead of config.workers
     address, slots = connect_cluster(config.dask_address) if config.dask_address else (None, config.workers)
     root = dataset_dir(name)
+    # one writer per dataset: a second crop into it is refused in one line, before it touches .work
+    locks.acquire(lock_path(name), f"dataset {name!r} is being cropped")
+    try:
+        plan = _plan(config, raw_name, name, root, address, slots, log)
+    except BaseException:
+        locks.release(lock_path(name))
+        raise
+    if plan.current:
+        locks.release(lock_path(name))
+    return plan
+
+
+def lock_path(name: str) -> Path:
+    """The lock of a crop dataset (held from planning to the swap-in of its sizes)."""
+    return datasets_root() / ".locks" / f"{name}.lock"
+
+
+def release(plan: CropPlan) -> None:
+    locks.release(lock_path(plan.name))
+
+
+def _plan(config: CropConfig, raw_name: str, name: str, root: Path, address: str | None, slots: int,
+          log) -> CropPlan:
     recover(root)
     rows = load_raw_rows(raw_name)
     params = crop_params(config)
@@ -92,11 +116,21 @@ def crop_all_shards(shard_task, plan: CropPlan, workers: int) -> list[Path]:
     from prefect.futures import as_completed
     from tqdm import tqdm
 
-    with shard_runner(workers, plan.address) as runner:
-        futures = [runner.submit(shard_task, {"rows": chunk, "params": plan.params, "target": target})
-                   for chunk, target in plan.shards]
-        for future in tqdm(as_completed(futures), total=len(futures), desc=f"crop {plan.name}", unit="shard"):
-            future.result()
+    try:
+        with shard_runner(workers, plan.address) as runner:
+            futures = [runner.submit(shard_task, {"rows": chunk, "params": plan.params, "target": target})
+                       for chunk, target in plan.shards]
+            try:
+                for future in tqdm(as_completed(futures), total=len(futures), desc=f"crop {plan.name}",
+                                   unit="shard"):
+                    future.result()
+            except KeyboardInterrupt:  # Ctrl-C: the shards not started yet are dropped, not run
+                for future in futures:
+                    future.cancel()
+                raise
+    except BaseException:
+        release(plan)
+        raise
     return [target for _, target in plan.shards]
 
 
@@ -111,6 +145,10 @@ def build_datasets(plan: CropPlan, config: CropConfig, run_id: str, started: flo
         shutil.rmtree(plan.work, ignore_errors=True)
         if plan.root.is_dir() and not any(plan.root.iterdir()):
             plan.root.rmdir()
+        release(plan)
+        raise
+    except BaseException:
+        release(plan)
         raise
     stats["seconds"] = round(time.perf_counter() - started, 2)
     stats["images_per_s"] = round(stats["images_in"] / max(stats["seconds"], 1e-9), 1)
@@ -120,6 +158,7 @@ def build_datasets(plan: CropPlan, config: CropConfig, run_id: str, started: flo
 def finish_crop(plan: CropPlan, stats: dict, run_id: str) -> dict:
     """Drop the shard cache (the datasets are in place); returns the flow's result."""
     shutil.rmtree(plan.work, ignore_errors=True)
+    release(plan)
     return {"dataset": plan.name, "path": str(plan.root), "skipped": False, "run_id": run_id, **stats}
 
 
@@ -227,9 +266,11 @@ def assemble(shard_files: list[Path], sizes: list[int], dedupe: bool, root: Path
         "aligned_set": int(typical is not None),
         "duplicates_dropped": dropped,
         "crops": int(len(manifest)),
+        **report.face_rank_stats(manifest.to_dict("records")),  # largest face of a photo vs extra faces
     }
     if manifest.empty:
-        detail = f"{stats['images_unreadable']} unreadable"
+        detail = f"{stats['images_unreadable']} unreadable" + (
+            f", {stats['images_too_small']} too small" if stats.get("images_too_small") else "")
         if skipped:
             reasons = ", ".join(f"{n} {k.removeprefix('skipped_').replace('_', ' ')}"
                                 for k, n in stats.items() if k.startswith("skipped_"))
@@ -275,6 +316,8 @@ def publish(run, stats: dict, root: Path, sizes: list[int]) -> None:
 
 def report_lines(stats: dict) -> list[str]:
     """The crop report in a few lines (console and Prefect artifact)."""
+    from tasks.cropping.report import face_rank_line
+
     skipped = ", ".join(f"{n} {k.removeprefix('skipped_').replace('_', ' ')}"
                         for k, n in stats.items() if k.startswith("skipped_"))
     return [
@@ -286,6 +329,7 @@ def report_lines(stats: dict) -> list[str]:
         + (" (aligned set)" if stats.get("aligned_set") else ""),
         f"images without a face: {stats.get('images_no_face', 0)}"
         + (f" ({stats['images_too_small']} too small)" if stats.get("images_too_small") else ""),
+        *filter(None, [face_rank_line(stats)]),
     ]
 
 
