@@ -10,6 +10,7 @@ $FACEGAN_HOME/mlartifacts (or $FACEGAN_MLFLOW_ARTIFACTS).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ import mlflow
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
+from config.errors import FaceganError
 from tasks.paths import data_home
 
 EXPERIMENT = os.environ.get("FACEGAN_EXPERIMENT", "facegan")
@@ -42,8 +44,147 @@ def tracking_uri() -> str:
 
 def _client() -> MlflowClient:
     uri = tracking_uri()
+    ensure_store(uri)
     mlflow.set_tracking_uri(uri)
     return MlflowClient(tracking_uri=uri)
+
+
+# --- the store's creation: atomic, so that a killed first command never leaves a half-made store --
+
+class StoreError(FaceganError):
+    """The MLflow store cannot be created or opened (full disk, out-of-date schema)."""
+
+
+_STORES_READY: set[str] = set()
+DISK_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+DISK_MESSAGES = ("disk i/o error", "database or disk is full", "no space left", "file too large")
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def _store_state(path: Path) -> tuple[str | None, int]:
+    """(schema revision, number of runs) of a sqlite MLflow store; (None, 0) for a store killed
+    before it got either."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error:
+        return None, 0
+    try:
+        def one(sql: str):
+            try:
+                row = con.execute(sql).fetchone()
+                return row[0] if row else None
+            except sqlite3.Error:
+                return None
+
+        return one("SELECT version_num FROM alembic_version"), int(one("SELECT count(*) FROM runs") or 0)
+    finally:
+        con.close()
+
+
+def is_disk_error(exc: BaseException | None) -> bool:
+    """A full disk or a file size limit (ulimit -f) anywhere in an exception's chain."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            return True
+        if any(m in str(exc).lower() for m in DISK_MESSAGES):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def disk_message(path: Path) -> str:
+    """Where `path` lives and how much room is left there (free space, file size limit)."""
+    import resource
+    import shutil
+
+    folder = Path(path).resolve().parent
+    while not folder.exists():
+        folder = folder.parent
+    mount = folder
+    while not os.path.ismount(mount):
+        mount = mount.parent
+    free = shutil.disk_usage(folder).free
+    text = f"{free / 2**30:.1f} GiB free on the disk mounted at {mount}"
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        text += f"; this shell limits files to {limit // 1024} KiB (ulimit -f)"
+    return text
+
+
+def ensure_store(uri: str | None = None) -> None:
+    """Make sure a sqlite store exists at the current schema. A new store is built under a
+    temporary name and renamed into place once migrated, so a command killed while MLflow creates
+    it (SIGKILL, a full disk) leaves no half-made store; one left by an older facegan that holds
+    no runs yet is rebuilt. Other stores (a tracking server, postgres) are MLflow's business."""
+    uri = uri or tracking_uri()
+    if uri in _STORES_READY:
+        return
+    path = _sqlite_file(uri)
+    if path is not None:
+        _make_store(path)
+    _STORES_READY.add(uri)
+
+
+def _make_store(path: Path) -> None:
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    from tasks import locks
+
+    head = _get_latest_schema_revision()
+    if path.is_file() and _store_state(path)[0] == head:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with locks.held(path.with_name(f".{path.name}.lock"), "the MLflow store is being created", wait=True):
+            if path.is_file():
+                revision, runs = _store_state(path)
+                if revision == head:
+                    return  # another process made it meanwhile
+                if runs:
+                    raise StoreError(
+                        f"the MLflow store {path} has schema {revision or 'unknown'}, this MLflow expects "
+                        f"{head}: back it up, then run `.venv/bin/mlflow db upgrade sqlite:///{path}`")
+                logging.getLogger("facegan").warning(
+                    "the MLflow store %s was left half-made by an interrupted command (no runs in it): "
+                    "building it again", path)
+                for leftover in (path, Path(f"{path}-journal"), Path(f"{path}-wal"), Path(f"{path}-shm")):
+                    leftover.unlink(missing_ok=True)
+            for partial in path.parent.glob(f".{path.name}.*.part*"):  # killed creators' temp stores
+                partial.unlink(missing_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+            try:
+                _build_store(tmp)
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                os.rename(tmp, path)
+            finally:
+                for leftover in (tmp, Path(f"{tmp}-journal")):
+                    leftover.unlink(missing_ok=True)
+    except StoreError:
+        raise
+    except Exception as exc:
+        if is_disk_error(exc):
+            raise StoreError(f"cannot create the MLflow store {path}: the disk is full or a file size "
+                             f"limit is set ({disk_message(path)})") from None
+        raise
+
+
+def _build_store(path: Path) -> None:
+    """Create and migrate an MLflow sqlite store at `path` (tracking and registry tables)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    artifacts = os.environ.get("FACEGAN_MLFLOW_ARTIFACTS") or path.parent / "mlartifacts"
+    store = SqlAlchemyStore(f"sqlite:///{path}", Path(artifacts).resolve().as_uri())
+    store.engine.dispose()
 
 
 # MLflow 3 opens an experiment on its GenAI "Overview" page unless the experiment says it is for
@@ -189,10 +330,13 @@ def resume_run(run_id: str) -> TrackedRun:
 @contextlib.contextmanager
 def run(stage: str, run_name: str | None = None, params: Mapping[str, Any] | None = None,
         parent_run_id: str | None = None, tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
-    """Start a run; mark it FINISHED, or FAILED on an exception."""
+    """Start a run; mark it FINISHED, KILLED when interrupted (Ctrl-C), or FAILED on an exception."""
     tracked = start_run(stage, run_name, params, parent_run_id, tags)
     try:
         yield tracked
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM
+        tracked.finish(RunStatus.to_string(RunStatus.KILLED))
+        raise
     except BaseException:
         tracked.finish(RunStatus.to_string(RunStatus.FAILED))
         raise
@@ -248,3 +392,12 @@ def registered_models(prefix: str = "facegan-") -> list[dict]:
     rows = [{"name": v.name, "version": int(v.version), "run_id": v.run_id,
              "created": v.creation_timestamp} for v in versions]
     return sorted(rows, key=lambda r: (r["created"] or 0, r["version"]), reverse=True)
+
+
+def describe_model_version(name: str, version: str, description: str, tags: Mapping[str, Any]) -> None:
+    """Give one registered model version a description and tags (what tells versions apart in
+    the registry: model, size, kimg, dataset)."""
+    client = _client()
+    client.update_model_version(name, str(version), description=description)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, str(value))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from config.train import NAME_NEUTRAL, RECIPE_FIELDS, TrainConfig
-from tasks import tracking
+from tasks import locks, tracking
 from tasks.atomic import atomic_path, write_text
 from config.errors import InputError, NotFoundError
 from tasks.paths import resolve_dataset_path, runs_root
@@ -39,6 +39,21 @@ def prepare_run(cfg: TrainConfig) -> dict:
         raise InputError(f"--batch-size {cfg.batch_size}{per} is larger than the dataset ({len(faces)} crops)")
     name = cfg.run_name(dataset)
     run_dir = runs_root() / name
+    # one writer per run: a second `train` of it (--resume twice) is refused in one line
+    locks.acquire(lock_path(name), f"run {name!r} is being trained")
+    try:
+        return _prepare(cfg, dataset, path, faces, name, run_dir)
+    except BaseException:
+        locks.release(lock_path(name))
+        raise
+
+
+def lock_path(name: str) -> Path:
+    """The lock of a training run (held from opening the run to its last step)."""
+    return runs_root() / ".locks" / f"{name}.lock"
+
+
+def _prepare(cfg: TrainConfig, dataset: str, path: Path, faces, name: str, run_dir: Path) -> dict:
     info = _read_json(run_dir / RUN_FILE)
     latest = ckpt.latest_checkpoint(run_dir / "checkpoints")
     if cfg.resume and latest is None:
@@ -101,13 +116,31 @@ def train(cfg: TrainConfig, prepared: dict) -> dict:
         if cfg.nproc > 1:
             return torchrun.launch(cfg, prepared)
         return loop.train_loop(cfg, Path(prepared["dataset_path"]), Path(prepared["run_dir"]), prepared["meta"], run)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: KILLED, and where it stopped
+        run.finish("KILLED")
+        locks.release(lock_path(prepared["run_name"]))
+        raise type(exc)(interrupted_at(prepared, run)) from None
     except BaseException:
         run.finish("FAILED")
+        locks.release(lock_path(prepared["run_name"]))
         raise
+
+
+def interrupted_at(prepared: dict, run) -> str:
+    """Where an interrupted run stopped: its last logged step and the checkpoint it resumes from."""
+    try:
+        step = run.last_step("loss_d")
+    except Exception:  # noqa: BLE001 - the store may be what was interrupted
+        step = None
+    latest = ckpt.latest_checkpoint(Path(prepared["run_dir"]) / "checkpoints")
+    resumes = f"resumes from step {int(latest.stem.split('-')[1])}" if latest else "no checkpoint yet: starts over"
+    at = f"at step {step}" if step else "before its first logged step"
+    return f"{at} of run {prepared['run_name']} ({resumes})"
 
 
 def finish(prepared: dict) -> None:
     tracking.TrackedRun(prepared["run_id"]).finish()
+    locks.release(lock_path(prepared["run_name"]))
 
 
 def summary_line(prepared: dict, summary: dict, published: dict) -> str:
@@ -212,6 +245,11 @@ def publish(cfg: TrainConfig, prepared: dict, summary: dict) -> dict:
     version = run.log_pytorch_model(G.float(), "model", registered_name=name, input_example=example,
                                     pip_requirements=_requirements())
     meta["model_version"] = version
+    if version:  # model, size, kimg and dataset tell the versions apart in the registry
+        tags = {"model": cfg.model, "size": cfg.size, "kimg": round(summary["step"] * cfg.kimg_per_step, 2),
+                "steps": summary["step"], "dataset": prepared["meta"]["dataset"], "recipe": cfg.recipe}
+        tracking.describe_model_version(name, version, "{model} at {size} px, {kimg} kimg ({steps} steps) on "
+                                        "dataset {dataset}, recipe {recipe}".format(**tags), tags)
     with atomic_path(gen_path) as tmp:
         torch.save(generator_payload(G.state_dict(), meta), tmp)
     folder = GENERATOR_ARTIFACT.rsplit("/", 1)[0]
