@@ -120,14 +120,8 @@ def crop_all_shards(shard_task, plan: CropPlan, workers: int) -> list[Path]:
         with shard_runner(workers, plan.address) as runner:
             futures = [runner.submit(shard_task, {"rows": chunk, "params": plan.params, "target": target})
                        for chunk, target in plan.shards]
-            try:
-                for future in tqdm(as_completed(futures), total=len(futures), desc=f"crop {plan.name}",
-                                   unit="shard"):
-                    future.result()
-            except KeyboardInterrupt:  # Ctrl-C: the shards not started yet are dropped, not run
-                for future in futures:
-                    future.cancel()
-                raise
+            for future in tqdm(as_completed(futures), total=len(futures), desc=f"crop {plan.name}", unit="shard"):
+                future.result()
     except BaseException:
         release(plan)
         raise
