@@ -15,6 +15,8 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from config.gans import GANS
+
 # name: (config class, runner, one-line help). The runner takes the config and returns what to print.
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "acquire": ("config.acquire:AcquireConfig", "flows.acquire:main",
@@ -22,7 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "crop": ("config.crop:CropConfig", "flows.crop:main",
              "detect faces (Haar) and crop them into 48/64/128 px datasets"),
     "evaluate": ("config.evaluate:EvaluateConfig", "flows.evaluate:main", "score generators with face_recognition: the Table 1 report + real control"),
-    "train": ("config.train:TrainConfig", "flows.train:main", "train a GAN (dcgan, wgan-gp, began) on a crop dataset"),
+    "train": ("config.train:TrainConfig", "flows.train:main", f"train a GAN ({', '.join(GANS)}) on a crop dataset"),
     "generate": ("config.generate:GenerateConfig", "flows.generate:main", "write N faces from a trained generator"),
     "pipeline": ("config.pipeline:PipelineConfig", "flows.pipeline:main", "the whole DAG: acquire -> crop -> train -> evaluate, nested under one MLflow run"),
     "serve": ("config.serve:ServeConfig", "flows.serve:main", "serve every deployment (nightly pipeline + on-demand stages) from this process"),
@@ -134,20 +136,84 @@ def _quiet_expected_errors() -> None:
     class _DropTraceback(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
             exc = record.exc_info[1] if record.exc_info else None
-            if isinstance(exc, FaceganError):
+            if isinstance(exc, (FaceganError, KeyboardInterrupt)):
                 return False
             msg = record.getMessage() if record.args else str(record.msg)
-            return not any(cls in msg for cls in _ERROR_NAMES)
+            if any(signal in msg for signal in _INTERRUPT_MESSAGES):
+                # Ctrl-C / SIGTERM: the CLI prints one line and marks this flow run Cancelled
+                flow_run = getattr(record, "flow_run_id", None)
+                if flow_run and getattr(record, "task_run_id", None) is None:
+                    _INTERRUPTED_FLOW_RUNS.append(str(flow_run))
+                return False
+            if exc is not None and _is_disk_error(exc):
+                return False
+            return not any(cls in msg for cls in _error_names())
 
-    from config import errors as errors_module
-
-    _ERROR_NAMES[:] = [f"{n}:" for n in dir(errors_module) if n.endswith("Error")]
     for logger_name in ("prefect", "prefect.flow_runs", "prefect.task_runs", ""):
         for handler in logging.getLogger(logger_name).handlers:
             handler.addFilter(_DropTraceback())
 
 
-_ERROR_NAMES: list[str] = []
+def _error_names() -> list[str]:
+    """"BusyError:" and the like: every FaceganError class, as Prefect's state messages name them."""
+    from config.errors import FaceganError
+
+    names, todo = set(), [FaceganError]
+    while todo:
+        cls = todo.pop()
+        names.add(f"{cls.__name__}:")
+        todo.extend(cls.__subclasses__())
+    return sorted(names)
+# Prefect's "Crash detected!" and "Finished in state Crashed(...)" lines for a Ctrl-C or SIGTERM
+_INTERRUPT_MESSAGES = ("aborted by an interrupt signal", "aborted by a termination signal")
+_INTERRUPTED_FLOW_RUNS: list[str] = []
+
+
+def _is_disk_error(exc: BaseException) -> bool:
+    tracking = sys.modules.get("tasks.tracking")
+    return bool(tracking and tracking.is_disk_error(exc))
+
+
+def _disk_error_line(exc: BaseException) -> str:
+    """One line for a full disk or a file size limit: what could not be written, and the room left."""
+    from tasks import tracking
+
+    path = None
+    cause: BaseException | None = exc
+    while cause is not None and path is None:
+        path = getattr(cause, "filename", None)
+        cause = cause.__cause__ or cause.__context__
+    if path is None:
+        uri = tracking.tracking_uri()
+        path = tracking._sqlite_file(uri) or os.environ.get("FACEGAN_HOME") or "facegan-data"
+    return f"cannot write {path}: the disk is full or a file size limit is set ({tracking.disk_message(Path(path))})"
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the same cleanup (runs marked KILLED, servers stopped)."""
+
+
+TERMINATED = "terminated (SIGTERM)"
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted(TERMINATED)
+
+
+def _cancel_interrupted_flow_runs() -> None:
+    """Mark the flow runs a Ctrl-C crashed as Cancelled (best effort: the server may be gone)."""
+    if not _INTERRUPTED_FLOW_RUNS:
+        return
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.states import Cancelled
+
+        with get_client(sync_client=True) as client:
+            for flow_run in dict.fromkeys(_INTERRUPTED_FLOW_RUNS):
+                client.set_flow_run_state(flow_run, Cancelled(message="interrupted by the user (Ctrl-C)"),
+                                          force=True)
+    except Exception:  # noqa: BLE001 - the Cancelled state is a courtesy, not worth a traceback
+        pass
 
 
 def run(argv: list[str] | None = None) -> Any:
@@ -165,9 +231,85 @@ def run(argv: list[str] | None = None) -> Any:
 
     for note in check(command, config):  # bad input fails here: nothing heavy imported or started yet
         print(note, file=sys.stderr, flush=True)
+    _check_not_busy(command, config)
     runner = _load(runner_spec)  # imports Prefect, which sets up its log handlers
     _quiet_expected_errors()
+    if command in FLOW_COMMANDS:
+        from tasks import tracking
+
+        tracking.ensure_store()  # before a Prefect server starts: a full disk answers at once
+        _start_temporary_server()
     return runner(config)
+
+
+def _check_not_busy(command: str, config) -> None:
+    """A second `train` of a run, or `crop` into a dataset, that another process is writing is
+    refused here, in one line, before a Prefect server starts (the flow takes the lock itself)."""
+    from tasks import locks
+
+    if command == "train":
+        from tasks.paths import resolve_dataset_path
+
+        name = config.run_name(resolve_dataset_path(config.dataset, config.size)[0])
+        locks.check_free(locks.run_lock(name), locks.training(name))
+    elif command == "crop":
+        from tasks.paths import resolve_raw
+
+        name = config.name or resolve_raw(config.raw)
+        locks.check_free(locks.dataset_lock(name), locks.cropping(name))
+
+
+# The commands that run Prefect flows: they track to MLflow and may start a temporary Prefect server.
+FLOW_COMMANDS = ("acquire", "crop", "train", "generate", "evaluate", "pipeline")
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int):
+    """A Popen preexec_fn: the child gets SIGTERM when `parent` (the thread that forks it) ends,
+    however it ends (SIGKILL, the OOM killer), so a killed command leaves no server behind."""
+    import ctypes
+    import signal
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: nobody would signal us
+            os._exit(1)
+
+    return preexec
+
+
+def _start_temporary_server() -> None:
+    """Without a Prefect server (PREFECT_API_URL unset), start Prefect's temporary one here, in the
+    main thread, as a child that dies with this process: Prefect stops it at exit, but a command
+    killed by SIGKILL (or SIGTERM before this process handles it) would otherwise leave an
+    orphaned uvicorn of ~230 MB behind. Prefect's flows then reuse this server (its singleton)."""
+    import subprocess
+
+    if not sys.platform.startswith("linux"):
+        return
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
+        return
+    from prefect.server.api import server as server_module
+
+    preexec = _die_with(os.getpid())
+
+    class _Popen(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("preexec_fn", preexec)
+            super().__init__(*args, **kwargs)
+
+    class _Subprocess(types.ModuleType):  # prefect's server module sees this as `subprocess`
+        Popen = _Popen
+
+        def __getattr__(self, name):
+            return getattr(subprocess, name)
+
+    server_module.subprocess = _Subprocess("subprocess")
+    server_module.SubprocessASGIServer().start()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -175,8 +317,17 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # A busy machine can take longer than Prefect's default 20 s to start the ephemeral server.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    import shlex
+    import signal
+    import threading
+
     from config.errors import FaceganError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    previous = None
+    if command in FLOW_COMMANDS and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         result = run(argv)
     except FaceganError as exc:
@@ -184,9 +335,23 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"facegan: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("facegan: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        if os.environ.get("FACEGAN_DEBUG"):
+            raise
+        _cancel_interrupted_flow_runs()
+        how = TERMINATED if isinstance(exc, Interrupted) else "interrupted"
+        where = str(exc) if exc.args and str(exc) != TERMINATED else ""
+        resume = f"; resume with: facegan {shlex.join(argv)}" if command in FLOW_COMMANDS else ""
+        print(f"facegan: {how}{' ' + where if where else ''}{resume}", file=sys.stderr)
+        sys.exit(143 if isinstance(exc, Interrupted) else 130)
+    except Exception as exc:
+        if os.environ.get("FACEGAN_DEBUG") or not _is_disk_error(exc):
+            raise
+        print(f"facegan: error: {_disk_error_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if result is not None:
         print(result)
 

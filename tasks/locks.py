@@ -24,6 +24,37 @@ _HELD: dict[str, list[int]] = {}  # lock path -> [fd, depth]
 _GUARD = threading.Lock()
 
 
+def run_lock(name: str) -> Path:
+    """The lock of a training run (held from opening the run to its last step)."""
+    from tasks.paths import runs_root
+
+    return runs_root() / ".locks" / f"{name}.lock"
+
+
+def dataset_lock(name: str) -> Path:
+    """The lock of a crop dataset (held from planning to the swap-in of its sizes)."""
+    from tasks.paths import datasets_root
+
+    return datasets_root() / ".locks" / f"{name}.lock"
+
+
+def training(name: str) -> str:
+    return f"run {name!r} is being trained"
+
+
+def cropping(name: str) -> str:
+    return f"dataset {name!r} is being cropped"
+
+
+def check_free(path: str | Path, doing: str) -> None:
+    """Raise BusyError now when another process holds the lock (the CLI asks before a Prefect
+    server starts; the flow takes the lock itself)."""
+    path = Path(path)
+    if path.is_file() and str(path.resolve()) not in _HELD:
+        acquire(path, doing)
+        release(path)
+
+
 def holder(path: Path) -> int | None:
     """The pid recorded in a lock file (None when unreadable or empty)."""
     try:

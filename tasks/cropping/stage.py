@@ -24,7 +24,7 @@ from tasks.cropping.dataset import NO_FACE_SHEET, REJECTED, read_meta, recover
 from tasks.cropping.detect import HaarParams
 from tasks.cropping.runner import connect_cluster, shard_runner
 from tasks.cropping.shards import CropParams, crop_rows, save_shard
-from tasks.paths import MANIFEST, check_name, dataset_dir, datasets_root, raw_dir, resolve_raw
+from tasks.paths import MANIFEST, check_name, dataset_dir, raw_dir, resolve_raw
 
 
 def check_request(config: CropConfig) -> None:
@@ -69,7 +69,7 @@ def plan_crop(config: CropConfig, log=print) -> CropPlan:
     address, slots = connect_cluster(config.dask_address) if config.dask_address else (None, config.workers)
     root = dataset_dir(name)
     # one writer per dataset: a second crop into it is refused in one line, before it touches .work
-    locks.acquire(lock_path(name), f"dataset {name!r} is being cropped")
+    locks.acquire(lock_path(name), busy_message(name))
     try:
         plan = _plan(config, raw_name, name, root, address, slots, log)
     except BaseException:
@@ -81,8 +81,11 @@ def plan_crop(config: CropConfig, log=print) -> CropPlan:
 
 
 def lock_path(name: str) -> Path:
-    """The lock of a crop dataset (held from planning to the swap-in of its sizes)."""
-    return datasets_root() / ".locks" / f"{name}.lock"
+    return locks.dataset_lock(name)
+
+
+def busy_message(name: str) -> str:
+    return locks.cropping(name)
 
 
 def release(plan: CropPlan) -> None:

@@ -40,7 +40,7 @@ def prepare_run(cfg: TrainConfig) -> dict:
     name = cfg.run_name(dataset)
     run_dir = runs_root() / name
     # one writer per run: a second `train` of it (--resume twice) is refused in one line
-    locks.acquire(lock_path(name), f"run {name!r} is being trained")
+    locks.acquire(lock_path(name), busy_message(name))
     try:
         return _prepare(cfg, dataset, path, faces, name, run_dir)
     except BaseException:
@@ -49,8 +49,11 @@ def prepare_run(cfg: TrainConfig) -> dict:
 
 
 def lock_path(name: str) -> Path:
-    """The lock of a training run (held from opening the run to its last step)."""
-    return runs_root() / ".locks" / f"{name}.lock"
+    return locks.run_lock(name)
+
+
+def busy_message(name: str) -> str:
+    return locks.training(name)
 
 
 def _prepare(cfg: TrainConfig, dataset: str, path: Path, faces, name: str, run_dir: Path) -> dict:
