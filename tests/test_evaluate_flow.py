@@ -6,7 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from evaluation.report import COLUMNS, INCEPTION_COLUMN
+from evaluation.metrics import MIN_FACES
+from evaluation.report import COLUMNS, FACES_COLUMN, INCEPTION_COLUMN, MISSING, NOTE_COLUMN
 from conftest import facegan_result
 from tasks import tracking
 
@@ -54,13 +55,14 @@ def test_evaluate_writes_table_1_with_all_columns_and_logs_it(tiny_run, capfd, m
                                     "--max-training", "40")  # training faces only feed the memorisation column
     assert code == 0, out[-3000:] + err[-3000:]
     assert "| DCGAN |" in out and "| real control |" in out
+    assert "Table 1: face_recognition on generated faces — lfw-sample, 64 px" in out.splitlines()
     report_run = out.strip().splitlines()[-1].removeprefix("mlflow run: ").strip()
     run = tracking.get_run(report_run)
     assert run.data.tags[tracking.STAGE_TAG] == "evaluate"
     assert tiny_run["run_id"] in run.data.tags["facegan.evaluated_runs"]
 
     folder = tiny_run["home"] / "evaluations" / report_run
-    table = pd.read_csv(folder / "table1.csv")
+    table = pd.read_csv(folder / "table1.csv", na_values=[MISSING], keep_default_na=False)
     assert list(table.columns) == COLUMNS
     assert table["model"].tolist() == ["DCGAN", "real control"]
     for row in table.to_dict("records"):
@@ -68,7 +70,8 @@ def test_evaluate_writes_table_1_with_all_columns_and_logs_it(tiny_run, capfd, m
         found, n2 = map(int, row["face detected"].split("/"))
         assert n1 == n2 == row["N"] and missed + found == row["N"]
         assert row["detection rate"] == pytest.approx(found / row["N"], abs=1e-4)
-        assert 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1
+        assert pd.isna(row["precision"]) or 0 <= row["precision"] <= 1
+        assert row[FACES_COLUMN] == found  # face-space numbers rest on the detected faces
     dcgan, real = table.iloc[0], table.iloc[1]
     assert dcgan["N"] == N
     assert real["detection rate"] >= 0.95  # real LFW crops under the protocol
@@ -78,8 +81,13 @@ def test_evaluate_writes_table_1_with_all_columns_and_logs_it(tiny_run, capfd, m
     assert dcgan["SWD ÷ floor"] > 1.5  # noise-like faces: far above the real-vs-real SWD
     steps, kimg, cpu_minutes = dcgan["budget (steps / kimg / CPU-min)"].split(" / ")
     assert (steps, kimg) == ("3", "0.048") and float(cpu_minutes) > 0
-    # a 3-step DCGAN makes noise: far from the real faces, above the noise floor
-    assert dcgan["Fréchet distance (face enc.)"] > 2 * real["Fréchet noise floor"]
+    assert real[NOTE_COLUMN] == "" and 0.8 < real["encoding spread"] < 1.2
+    assert real["Fréchet noise floor"] > 0 and 0 <= real["memorised (< real p1)"] <= 0.1
+    # a 3-step DCGAN makes noise: too few faces detected for any face-space number, and it says so
+    assert dcgan[FACES_COLUMN] < MIN_FACES
+    for column in ("memorised (< real p1)", "Fréchet distance (face enc.)", "precision", "recall", "encoding spread"):
+        assert pd.isna(dcgan[column]), column
+    assert f"of {N} faces detected (fewer than {MIN_FACES})" in dcgan[NOTE_COLUMN]
     assert (folder / "table1.md").read_text().count("|") > 20 and (folder / "table1.html").is_file()
     assert len(list((folder / "samples" / "dcgan").glob("*.png"))) == N
 
@@ -89,9 +97,10 @@ def test_evaluate_writes_table_1_with_all_columns_and_logs_it(tiny_run, capfd, m
                  "grids/dcgan_detected.png", "grids/real-control_not_detected.png"):
         assert name in artifacts, f"{name} missing from {sorted(artifacts)}"
     metrics = run.data.metrics
-    for key in ("dcgan.detection_rate", "dcgan.memorised", "dcgan.frechet", "real-control.detection_rate",
-                "frechet_noise_floor", "memorisation_threshold"):
+    for key in ("dcgan.detection_rate", "dcgan.face_space_n", "real-control.detection_rate", "real-control.frechet",
+                "real-control.encoding_spread", "frechet_noise_floor", "memorisation_threshold", "control_faces"):
         assert key in metrics
+    assert "dcgan.frechet" not in metrics and "dcgan.precision" not in metrics  # not computed: not logged
     assert metrics["dcgan.detection_rate"] == pytest.approx(dcgan["detection rate"], abs=1e-4)
 
 
