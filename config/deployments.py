@@ -3,6 +3,8 @@ here; infra/prefect.yaml, read by `prefect deploy` for the work pools, states th
 with the same schedule and parameters (tests/test_infra.py compares the two)."""
 from __future__ import annotations
 
+from config.gans import GANS
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +25,7 @@ NIGHTLY_TIMEZONE = "Europe/Berlin"
 def nightly_pipeline() -> dict[str, Any]:
     """The nightly pipeline's config (PipelineConfig fields): LFW, 64 px, the three models with 60
     CPU-minutes each, scored on N=1000 faces as the paper's Table 1 was."""
-    return {"source": "lfw", "sizes": [64], "models": ["dcgan", "wgan-gp", "began"], "cpu_minutes": 60.0,
+    return {"source": "lfw", "sizes": [64], "models": [name for name, gan in GANS.items() if gan.nightly], "cpu_minutes": 60.0,
             "n": 1000}
 
 

@@ -5,6 +5,7 @@ from pydantic import Field, field_validator, model_validator
 
 from config.acquire import PRESETS
 from config.base import Device, Size, StageConfig, check_name, default_workers
+from config.gans import DEFAULT_MODEL
 from config.train import Model
 
 # The main job's training budget per model when none is given. Images shown to D, not CPU time:
@@ -33,7 +34,7 @@ class PipelineConfig(StageConfig):
     reacquire: bool = Field(False, description="run acquire even when the raw set already exists")
     sizes: list[Size] = Field([64], description="crop sizes to train and evaluate")
     largest_only: bool = Field(True, description="crop only the largest face per image")
-    models: list[Model] = Field(["dcgan"], description="GANs to train at each size")
+    models: list[Model] = Field([DEFAULT_MODEL], description="GANs to train at each size")
     kimg: float | None = Field(None, gt=0, description="training budget per model in thousands of real "
                                f"images shown to D (default {DEFAULT_KIMG:g} when no budget is given)")
     steps: int | None = Field(None, ge=1, description="training budget per model in generator steps")

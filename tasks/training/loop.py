@@ -14,7 +14,6 @@ from tqdm.auto import tqdm
 
 from config.errors import TrainingError
 from config.train import TrainConfig
-from models.began import Equilibrium
 from models.ema import EMA
 from tasks.training import checkpoints as ckpt
 from tasks.training import collectives
@@ -22,7 +21,7 @@ from tasks.training.data import FaceBatches, load_faces
 from tasks.training.device import amp_dtype, autocast, memory_format, pick_device, set_threads
 from tasks.training.samples import CurveScorer, save_grid
 from config.gans import GANS
-from tasks.training.trained_generators import build_discriminator, build_generator, resolve
+from tasks.training.trained_generators import build_discriminator, build_generator, build_state, resolve
 from tasks.training.updates import Parts
 
 log = logging.getLogger("facegan.train")
@@ -44,7 +43,7 @@ def build_parts(cfg: TrainConfig, device: torch.device) -> Parts:
                  amp=amp_dtype(device, cfg.precision), z_dim=cfg.z_dim, d_steps=cfg.d_steps,
                  augment=cfg.diffaugment, gp_lambda=cfg.gp_lambda, gp_every=cfg.gp_every,
                  loss=cfg.loss or "bce", mode_seeking=cfg.mode_seeking,
-                 equilibrium=Equilibrium(cfg.gamma, cfg.lambda_k) if cfg.model == "began" else None)
+                 equilibrium=build_state(cfg))
 
 
 def lr_factor(cfg: TrainConfig, step: int, fraction_done: float) -> float:

@@ -45,6 +45,12 @@ def build_discriminator(cfg) -> nn.Module:
     return resolve(gan.discriminator)(**{arg: getattr(cfg, name) for arg, name in gan.discriminator_args.items()})
 
 
+def build_state(cfg):
+    """The extra training state of cfg.model (BEGAN's equilibrium k_t), or None."""
+    gan = GANS[cfg.model]
+    return resolve(gan.state)(**{arg: getattr(cfg, name) for arg, name in gan.state_args.items()}) if gan.state else None
+
+
 def budget_of(checkpoint: dict) -> dict:
     """What a training checkpoint cost: step, kimg (real images shown to D, all ranks),
     cpu_minutes, and the recipe it was trained with."""
