@@ -39,6 +39,12 @@ RECIPE_FIELDS = ("dataset", "size", "model", "recipe", "batch_size", "lr", "lr_d
 NAME_NEUTRAL = {"gp_every": 1, "lr_rampdown": 0.0, "d_input": None, "d_width": None, "mode_seeking": 0.0}
 
 
+def kimg_of(batches: int, batch_size: int, ranks: int = 1) -> float:
+    """Thousands of real images shown to D: real batches drawn (d_steps per generator step), on
+    every rank. The one kimg formula: budgets, logs and checkpoints all use it."""
+    return batches * batch_size * ranks / 1000
+
+
 def _model_default(what: str) -> str:
     return ", ".join(f"{m} {d[what]}" for m, d in MODEL_DEFAULTS.items())
 
@@ -120,7 +126,7 @@ class TrainConfig(StageConfig):
     @property
     def kimg_per_step(self) -> float:
         """Real images shown to D per generator step, in thousands (all ranks)."""
-        return self.batch_size * self.d_steps * self.nproc / 1000
+        return kimg_of(self.d_steps, self.batch_size, self.nproc)
 
     @field_validator("diffaugment")
     @classmethod

@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from config.errors import TrainingError
-from config.train import TrainConfig
+from config.train import TrainConfig, kimg_of
 from models.ema import EMA
 from tasks.training import checkpoints as ckpt
 from tasks.training import collectives
@@ -212,7 +212,7 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
         return parts.ema.sampler(cfg.z_dim, lambda: autocast(device, parts.amp))
 
     def progress() -> dict:
-        return {"kimg": c.batches * cfg.batch_size * ranks.world / 1000, "cpu_seconds": c.cpu_seconds}
+        return {"kimg": kimg_of(c.batches, cfg.batch_size, ranks.world), "cpu_seconds": c.cpu_seconds}
 
     def next_real() -> torch.Tensor:
         batch = data.get(c.batches)

@@ -20,6 +20,7 @@ from torch import nn
 
 from config.errors import NotFoundError
 from config.gans import GANS
+from config.train import kimg_of
 
 GENERATOR_ARTIFACT = "generator/generator.pt"
 META_ARTIFACT = "generator/meta.json"
@@ -55,8 +56,8 @@ def budget_of(checkpoint: dict) -> dict:
     """What a training checkpoint cost: step, kimg (real images shown to D, all ranks),
     cpu_minutes, and the recipe it was trained with."""
     cfg = checkpoint.get("config") or {}
-    images = checkpoint.get("batches", 0) * cfg.get("batch_size", 0) * cfg.get("nproc", 1)
-    return {"step": checkpoint["step"], "kimg": images / 1000,
+    kimg = kimg_of(checkpoint.get("batches", 0), cfg.get("batch_size", 0), cfg.get("nproc", 1))
+    return {"step": checkpoint["step"], "kimg": kimg,
             "cpu_minutes": checkpoint.get("cpu_seconds", 0.0) / 60, "recipe": cfg.get("recipe")}
 
 
