@@ -1,8 +1,11 @@
 """The `facegan` command. Each subcommand's flags are generated from its flow's pydantic config,
 so `--help`, the Prefect form and the config reference always agree. Thin: parse, validate, run.
 
-Errors a user can fix (FaceganError, invalid parameters) print one line and exit with code 2.
-Set FACEGAN_DEBUG=1 for full tracebacks.
+Errors a user can fix (FaceganError, invalid parameters, a full disk) print one line and exit with
+code 2. Ctrl-C (SIGTERM alike) prints one line, where it stopped and the command that resumes, marks
+the MLflow run KILLED and the Prefect flow run Cancelled, and exits with 130 (143). A temporary
+Prefect server dies with the command, however the command ends. Set FACEGAN_DEBUG=1 for full
+tracebacks.
 """
 from __future__ import annotations
 
