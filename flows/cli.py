@@ -168,7 +168,9 @@ def _error_names() -> list[str]:
         todo.extend(cls.__subclasses__())
     return sorted(names)
 # Prefect's "Crash detected!" and "Finished in state Crashed(...)" lines for a Ctrl-C or SIGTERM
-_INTERRUPT_MESSAGES = ("aborted by an interrupt signal", "aborted by a termination signal")
+# (and the crop shards the task runner cancels on its way out)
+_INTERRUPT_MESSAGES = ("aborted by an interrupt signal", "aborted by a termination signal",
+                       "Task run cancelled by the task runner")
 _INTERRUPTED_FLOW_RUNS: list[str] = []
 
 

@@ -111,7 +111,9 @@ def _prepare(cfg: TrainConfig, dataset: str, path: Path, faces, name: str, run_d
 
 def train(cfg: TrainConfig, prepared: dict) -> dict:
     """Train the prepared run to its budget (torchrun workers when nproc > 1); the MLflow run is
-    marked FAILED when training stops with an error. Returns the loop's summary."""
+    marked FAILED when training stops with an error, KILLED on Ctrl-C (the KeyboardInterrupt then
+    says at which step, and from which checkpoint the same command resumes). Returns the loop's
+    summary."""
     from tasks.training import loop, torchrun
 
     run = tracking.TrackedRun(prepared["run_id"])

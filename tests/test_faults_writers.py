@@ -1,0 +1,179 @@
+"""Issue 25 items 2 and 3: one writer per training run and per crop dataset (the second gets one
+line naming the first's pid, exit 2; a killed writer's lock is taken over), and Ctrl-C: one line
+saying where it stopped and how to resume, the MLflow run KILLED, the Prefect flow run
+Cancelled, exit 130, no "Crash detected". `facegan serve` stops on SIGTERM without an unawaited
+coroutine. The real `facegan` command: in subprocesses where signals and concurrency are what is
+tested, in-process through the CLI otherwise; 120 LFW photos, 48 px, 8 features."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from conftest import REPO, error_lines, extract_lfw_subset, run_facegan
+
+pytestmark = pytest.mark.slow
+
+TRAIN = ["train", "--dataset", "faces", "--size", "48", "--name", "race", "--batch-size", "8", "--features", "8",
+         "--threads", "1", "--log-every", "1", "--checkpoint-every", "5", "--sample-every", "1000",
+         "--score-every", "0", "--no-register-model"]
+CROP = ["crop", "--raw", "faces", "--name", "racecrop", "--sizes", "48", "--workers", "1", "--shard-size", "10"]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    """Raw set and dataset 'faces' (120 LFW photos, 48 px), made by the real commands."""
+    from flows.cli import main as facegan
+
+    home = tmp_path_factory.mktemp("writers-home")
+    photos = extract_lfw_subset(tmp_path_factory.mktemp("photos") / "lfw-120", 120)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("FACEGAN_HOME", str(home))
+        facegan(["acquire", "--path", str(photos), "--name", "faces", "--workers", "1", "--no-progress"])
+        facegan(["crop", "--raw", "faces", "--sizes", "48", "--workers", "1"])
+    return home
+
+
+def _env(home: Path) -> dict:
+    return {**os.environ, "FACEGAN_HOME": str(home)}
+
+
+def _start(args: list[str], home: Path, log: Path) -> subprocess.Popen:
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=_env(home),
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def _wait_for(condition, proc: subprocess.Popen, log: Path, what: str, timeout: float = 400):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        assert proc.poll() is None, f"ended ({proc.returncode}) before {what}:\n{log.read_text()[-3000:]}"
+        time.sleep(0.05)
+    raise AssertionError(f"no {what} after {timeout} s")
+
+
+def _holder(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
+
+
+def _steps(run_dir: Path) -> list[int]:
+    return sorted(int(p.stem.split("-")[1]) for p in (run_dir / "checkpoints").glob("step-*.pt"))
+
+
+def _cancelled_flow_runs(flow: str, since: datetime) -> list:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(limit=200)
+        names = {f.id: f.name for f in client.read_flows(limit=200)}
+    return [r for r in runs if names.get(r.flow_id) == flow and r.state_name == "Cancelled" and r.created >= since]
+
+
+def test_one_trainer_per_run_and_ctrl_c_stops_it_in_one_line(home, tmp_path, capsys, monkeypatch):
+    from tasks import tracking
+
+    monkeypatch.setenv("FACEGAN_HOME", str(home))  # for the in-process command at the end
+    since = datetime.now(timezone.utc)
+    lock, run_dir = home / "runs" / ".locks" / "race.lock", home / "runs" / "race"
+    first = _start([*TRAIN, "--steps", "100000"], home, tmp_path / "first.log")
+    _wait_for(lambda: _holder(lock) == first.pid, first, tmp_path / "first.log", "lock taken")
+
+    # a second trainer of the same run: one line naming the first, exit 2, before Prefect starts
+    started = time.perf_counter()
+    second = subprocess.run([sys.executable, "-m", "flows.cli", *TRAIN, "--resume", "--steps", "100000"], cwd=REPO,
+                            env=_env(home), capture_output=True, text=True, timeout=300)
+    second_s = time.perf_counter() - started
+    assert second.returncode == 2
+    assert error_lines(second.stderr) == [f"facegan: error: run 'race' is being trained by pid {first.pid}: wait "
+                                          "for it to finish or stop it, then run this again"], second.stderr
+    print(f"second trainer refused in {second_s:.1f} s")
+
+    # Ctrl-C: one line with the step and the resume command, KILLED, Cancelled, exit 130
+    _wait_for(lambda: _steps(run_dir), first, tmp_path / "first.log", "checkpoint")
+    first.send_signal(signal.SIGINT)
+    assert first.wait(timeout=120) == 130
+    log = (tmp_path / "first.log").read_text()
+    assert "Crash detected" not in log and "Traceback" not in log, log[-3000:]
+    line = error_lines(log)[-1]
+    match = re.fullmatch(r"facegan: interrupted at step (\d+) of run race \(resumes from step (\d+)\); resume with: "
+                         r"facegan (.*)", line)
+    assert match, log[-3000:]
+    assert int(match[1]) >= int(match[2]) == _steps(run_dir)[-1]
+    assert match[3] == " ".join([*TRAIN, "--steps", "100000"])
+    assert [x for x in error_lines(log) if x.startswith("facegan")] == [line]
+    run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
+    assert tracking.get_run(run_id).info.status == "KILLED"
+    assert _cancelled_flow_runs("train", since)
+
+    # a trainer killed outright (SIGKILL) leaves a stale lock: the next one takes it over
+    killed = _start([*TRAIN, "--steps", "100000"], home, tmp_path / "killed.log")
+    before = _steps(run_dir)[-1]
+    _wait_for(lambda: _holder(lock) == killed.pid and _steps(run_dir)[-1] > before, killed,
+              tmp_path / "killed.log", "a checkpoint of the resumed run")
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=60)
+    assert _holder(lock) == killed.pid  # the file still names the dead process; the kernel freed the lock
+    last = _steps(run_dir)[-1]
+    code, out, err = run_facegan(capsys, *TRAIN, "--steps", str(last + 2))
+    assert code == 0, err
+    assert _steps(run_dir)[-1] == last + 2
+    assert tracking.get_run(run_id).info.status == "FINISHED"
+
+
+def test_one_crop_per_dataset_and_ctrl_c_leaves_nothing_behind(home, tmp_path, capsys, monkeypatch):
+    from tasks import tracking
+
+    monkeypatch.setenv("FACEGAN_HOME", str(home))  # for the in-process command at the end
+    lock, root = home / "datasets" / ".locks" / "racecrop.lock", home / "datasets" / "racecrop"
+    first = _start(CROP, home, tmp_path / "first.log")
+    _wait_for(lambda: _holder(lock) == first.pid, first, tmp_path / "first.log", "lock taken")
+
+    second = subprocess.run([sys.executable, "-m", "flows.cli", *CROP], cwd=REPO, env=_env(home),
+                            capture_output=True, text=True, timeout=300)
+    assert second.returncode == 2
+    assert error_lines(second.stderr) == [f"facegan: error: dataset 'racecrop' is being cropped by pid {first.pid}: "
+                                          "wait for it to finish or stop it, then run this again"], second.stderr
+
+    _wait_for(lambda: list((root / ".work").glob("shard-*.npz")), first, tmp_path / "first.log", "a shard")
+    first.send_signal(signal.SIGINT)
+    assert first.wait(timeout=120) == 130
+    log = (tmp_path / "first.log").read_text()
+    assert "Crash detected" not in log and "Traceback" not in log, log[-3000:]
+    assert [x for x in error_lines(log) if x.startswith("facegan")] == [
+        f"facegan: interrupted; resume with: facegan {' '.join(CROP)}"], log[-3000:]
+    killed = [r for r in tracking.find_runs("crop") if r.info.run_name == "crop-racecrop"]
+    assert [r.info.status for r in killed] == ["KILLED"]
+
+    # the same command resumes (the shards done are kept) and leaves no .work folder
+    code, out, err = run_facegan(capsys, *CROP)
+    assert code == 0, err
+    assert (root / "48" / "faces.npy").is_file() and not (root / ".work").exists()
+    assert not list(root.glob(".*"))
+
+
+def test_serve_stops_on_sigterm_without_an_unawaited_coroutine(tmp_path):
+    env = {**os.environ, "FACEGAN_HOME": str(tmp_path / "home"), "PYTHONWARNINGS": "default"}
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--paused"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("facegan serve: 5 deployments")
+        time.sleep(15)  # registered and polling
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    assert "never awaited" not in err and "Traceback" not in err, err[-3000:]
+    assert out.rstrip().endswith("facegan serve: stopped")
