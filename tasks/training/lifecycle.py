@@ -15,7 +15,7 @@ from tasks.atomic import atomic_path, write_text
 from config.errors import InputError, NotFoundError
 from tasks.paths import resolve_dataset_path, runs_root
 from tasks.training import checkpoints as ckpt
-from tasks.training.data import dataset_fingerprint, dataset_info, display_path, load_faces
+from tasks.training.data import count_faces, dataset_fingerprint, dataset_info, display_path
 from tasks.training.trained_generators import GENERATOR_ARTIFACT, META_ARTIFACT, RUN_DIR_TAG, generator_payload
 
 log = logging.getLogger("facegan.train")
@@ -33,16 +33,16 @@ def prepare_run(cfg: TrainConfig) -> dict:
     """Resolve the dataset, the run folder and the MLflow run (new, or the one being resumed).
     Returns {run_id, run_name, run_dir, dataset_path, meta, resumed_from}."""
     dataset, path = resolve_dataset_path(cfg.dataset, cfg.size)
-    faces = load_faces(path, cfg.size)  # validates the array before anything is created
-    if cfg.batch_size * cfg.nproc > len(faces):
+    crops = count_faces(path, cfg.size)  # validates the array (header only) before anything is created
+    if cfg.batch_size * cfg.nproc > crops:
         per = f" x {cfg.nproc} processes" if cfg.nproc > 1 else ""
-        raise InputError(f"--batch-size {cfg.batch_size}{per} is larger than the dataset ({len(faces)} crops)")
+        raise InputError(f"--batch-size {cfg.batch_size}{per} is larger than the dataset ({crops} crops)")
     name = cfg.run_name(dataset)
     run_dir = runs_root() / name
     # one writer per run: a second `train` of it (--resume twice) is refused in one line
     locks.acquire(lock_path(name), busy_message(name))
     try:
-        return _prepare(cfg, dataset, path, faces, name, run_dir)
+        return _prepare(cfg, dataset, path, crops, name, run_dir)
     except BaseException:
         locks.release(lock_path(name))
         raise
@@ -56,7 +56,7 @@ def busy_message(name: str) -> str:
     return locks.training(name)
 
 
-def _prepare(cfg: TrainConfig, dataset: str, path: Path, faces, name: str, run_dir: Path) -> dict:
+def _prepare(cfg: TrainConfig, dataset: str, path: Path, crops: int, name: str, run_dir: Path) -> dict:
     info = _read_json(run_dir / RUN_FILE)
     latest = ckpt.latest_checkpoint(run_dir / "checkpoints")
     if cfg.resume and latest is None:
@@ -88,7 +88,7 @@ def _prepare(cfg: TrainConfig, dataset: str, path: Path, faces, name: str, run_d
             "dataset": dataset, "dataset_path": display_path(path), "dataset_fingerprint": fingerprint,
             "run_name": name}
     params = {**cfg.model_dump(exclude={"parent_run_id", "resume", "name"}), "dataset": dataset,
-              "dataset_path": meta["dataset_path"], "dataset_crops": len(faces),
+              "dataset_path": meta["dataset_path"], "dataset_crops": crops,
               "dataset_fingerprint": fingerprint, "run_name": name}
     tags = {RUN_DIR_TAG: str(run_dir), "facegan.model": cfg.model, "facegan.size": cfg.size,
             "facegan.dataset": dataset, "facegan.dataset_fingerprint": fingerprint}
