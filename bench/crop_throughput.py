@@ -14,6 +14,7 @@ the shard tasks, in parallel with other shards' detection (RLE-strategy zlib lev
 hard-linking them into the dataset. facegan's padded second search (tight chips) runs only on the
 images where the normal search found nothing (~2% of LFW), so it costs next to nothing here.
 Prints images/s of each, facegan's per-pass counts and, last, `ratio: X.XX`."""
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,7 @@ def seed_loop(files: list[Path], out: Path) -> int:
             continue
         x, y, w, h = max(faces, key=lambda b: b[2] * b[3])
         m = int(0.1 * w)
-        face = img[max(y - m, 0):y + h + m, max(x - m, 0):x + w + m]
+        face = img[max(y - m, 0) : y + h + m, max(x - m, 0) : x + w + m]
         for size in (48, 64, 128):
             cv2.imwrite(str(out / f"{n:06d}_{size}.png"), cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA))
         n += 1
@@ -63,17 +64,19 @@ def main() -> None:
     from conftest import SHARED_DATA, extract_lfw_subset
 
     if not (SHARED_DATA / "archives" / "lfw-deepfunneled.tgz").is_file():
-        sys.exit(f"crop_throughput: {SHARED_DATA / 'archives' / 'lfw-deepfunneled.tgz'} not found "
-                 "(set FACEGAN_SHARED_DATA to the shared data folder)")
+        sys.exit(
+            f"crop_throughput: {SHARED_DATA / 'archives' / 'lfw-deepfunneled.tgz'} not found "
+            "(set FACEGAN_SHARED_DATA to the shared data folder)"
+        )
 
     tmp = Path(tempfile.mkdtemp(prefix="facegan-bench-crop-"))
     os.environ["FACEGAN_HOME"] = str(tmp / "home")
     src = extract_lfw_subset(tmp / "lfw", args.images)
     files = sorted(src.rglob("*.jpg"))
 
-    from flows.acquire import acquire
     from config.acquire import AcquireConfig
     from config.crop import CropConfig
+    from flows.acquire import acquire
     from flows.crop import crop
 
     acquire(AcquireConfig(path=src, name="bench"))
@@ -85,11 +88,15 @@ def main() -> None:
     ours_s = result["seconds"]
     print(f"images: {len(files)}  workers: {args.workers}  cores: {os.cpu_count()}")
     print(f"seed sequential loop: {seed_crops} faces in {seed_s:.1f} s = {len(files) / seed_s:.1f} img/s")
-    print(f"facegan crop flow:    {result['crops']} faces in {ours_s:.1f} s = {len(files) / ours_s:.1f} img/s "
-          "(incl. dedupe, faces.npy, manifests, contact sheets)")
-    print(f"facegan passes: {result['images_haar']} images by Haar, {result['images_haar_padded']} by the padded "
-          f"search (run only where Haar found nothing), {result['images_aligned']} aligned, "
-          f"{result['images_no_face']} without a face")
+    print(
+        f"facegan crop flow:    {result['crops']} faces in {ours_s:.1f} s = {len(files) / ours_s:.1f} img/s "
+        "(incl. dedupe, faces.npy, manifests, contact sheets)"
+    )
+    print(
+        f"facegan passes: {result['images_haar']} images by Haar, {result['images_haar_padded']} by the padded "
+        f"search (run only where Haar found nothing), {result['images_aligned']} aligned, "
+        f"{result['images_no_face']} without a face"
+    )
     print(f"ratio: {seed_s / ours_s:.2f}")
 
 

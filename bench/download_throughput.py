@@ -8,6 +8,7 @@ hashes, dedupes and journals each one.
 
 Last line: `ratio: X.XX` (facegan images/s over sequential images/s). Goal >= 10.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,10 @@ SHARED = Path(os.environ.get("FACEGAN_SHARED_DATA", REPO.parent / "shared" / "da
 
 def flower_images(n: int) -> list[bytes]:
     if not (SHARED / "negatives" / "flowers").is_dir():
-        raise SystemExit(f"download_throughput: {SHARED / 'negatives' / 'flowers'} not found "
-                         "(set FACEGAN_SHARED_DATA to the shared data folder)")
+        raise SystemExit(
+            f"download_throughput: {SHARED / 'negatives' / 'flowers'} not found "
+            "(set FACEGAN_SHARED_DATA to the shared data folder)"
+        )
     images = distinct_images(SHARED / "negatives" / "flowers", n)
     if len(images) < n:
         raise SystemExit(f"only {len(images)} distinct images under {SHARED}/negatives/flowers")
@@ -55,11 +58,14 @@ def facegan(urls: list[str], raw: Path, workers: int, shard_size: int) -> tuple[
     started = time.perf_counter()
     downloader = store.Downloader(raw, http.HttpSettings(timeout=20, retries=3, pool=workers))
     items = downloader.pending([{"url": u} for u in urls])
-    shards = [items[i:i + shard_size] for i in range(0, len(items), shard_size)]
+    shards = [items[i : i + shard_size] for i in range(0, len(items), shard_size)]
     parallel = min(4, len(shards))
     with ThreadPoolExecutor(parallel) as pool:
-        rows = [r for shard in pool.map(lambda s: downloader.download(s, max(1, workers // parallel)), shards)
-                for r in shard]
+        rows = [
+            r
+            for shard in pool.map(lambda s: downloader.download(s, max(1, workers // parallel)), shards)
+            for r in shard
+        ]
     downloader.journal.close()
     return time.perf_counter() - started, sum(r["status"] == "ok" for r in rows)
 
@@ -82,8 +88,10 @@ def main() -> None:
     seq_rate, fg_rate = len(urls) / t_seq, len(urls) / t_fg
     print(f"images: {len(urls)} distinct real JPEGs, server latency {args.latency * 1000:.0f} ms per image")
     print(f"sequential requests.get loop: {t_seq:.2f} s, {seq_rate:.1f} images/s")
-    print(f"facegan downloader ({args.workers} workers, validated + deduped + journaled): "
-          f"{t_fg:.2f} s, {fg_rate:.1f} images/s")
+    print(
+        f"facegan downloader ({args.workers} workers, validated + deduped + journaled): "
+        f"{t_fg:.2f} s, {fg_rate:.1f} images/s"
+    )
     print(f"ratio: {fg_rate / seq_rate:.2f}")
 
 

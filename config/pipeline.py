@@ -1,4 +1,5 @@
 """Config of `facegan pipeline` (the `face-pipeline` flow): acquire -> crop -> train -> evaluate."""
+
 from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
@@ -28,28 +29,47 @@ class PipelineConfig(StageConfig):
     2-core Xeon, and the detector found a face in 183 of 300 generated images: a run of the whole
     system, not a good GAN (raise --kimg, e.g. --kimg 400 -n 1000)."""
 
-    source: str = Field("lfw", min_length=1, description="what to acquire: a preset (lfw, celeba), an "
-                        "image or archive URL (http/https), a local folder, or a local zip/tar archive")
+    source: str = Field(
+        "lfw",
+        min_length=1,
+        description="what to acquire: a preset (lfw, celeba), an "
+        "image or archive URL (http/https), a local folder, or a local zip/tar archive",
+    )
     name: str | None = Field(None, description="raw set and dataset name (none: derived from the source)")
     reacquire: bool = Field(False, description="run acquire even when the raw set already exists")
     sizes: list[Size] = Field([64], description="crop sizes to train and evaluate")
     largest_only: bool = Field(True, description="crop only the largest face per image")
     models: list[Model] = Field([DEFAULT_MODEL], description="GANs to train at each size")
-    kimg: float | None = Field(None, gt=0, description="training budget per model in thousands of real "
-                               f"images shown to D (default {DEFAULT_KIMG:g} when no budget is given)")
+    kimg: float | None = Field(
+        None,
+        gt=0,
+        description="training budget per model in thousands of real "
+        f"images shown to D (default {DEFAULT_KIMG:g} when no budget is given)",
+    )
     steps: int | None = Field(None, ge=1, description="training budget per model in generator steps")
-    cpu_minutes: float | None = Field(None, gt=0, description="training budget per model in CPU-minutes "
-                                      "(the same time buys more steps on a faster CPU)")
+    cpu_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="training budget per model in CPU-minutes (the same time buys more steps on a faster CPU)",
+    )
     batch_size: int | None = Field(None, ge=1, le=4096, description="batch size (none: each model's default)")
     features: int | None = Field(None, ge=4, le=1024, description="base feature maps (none: each model's default)")
-    n: int = Field(300, ge=20, le=100_000, description="scoring N: generated faces per model (and real "
-                   "control faces) in the Table 1 report (the paper used 1000)",
-                   json_schema_extra={"aliases": ["-n"]})
-    max_training: int | None = Field(1000, ge=10, description="training faces encoded for the report's "
-                                     "memorisation column (none: all of them)")
+    n: int = Field(
+        300,
+        ge=20,
+        le=100_000,
+        description="scoring N: generated faces per model (and real "
+        "control faces) in the Table 1 report (the paper used 1000)",
+        json_schema_extra={"aliases": ["-n"]},
+    )
+    max_training: int | None = Field(
+        1000, ge=10, description="training faces encoded for the report's memorisation column (none: all of them)"
+    )
     seed: int = Field(0, ge=0, description="seed of training and scoring")
     device: Device = Field("auto", description="training device")
-    workers: int = Field(default_factory=default_workers, ge=1, le=64, description="processes for acquire, crop and scoring")
+    workers: int = Field(
+        default_factory=default_workers, ge=1, le=64, description="processes for acquire, crop and scoring"
+    )
     skip_evaluate: bool = Field(False, description="stop after training (no Table 1 report)")
 
     @field_validator("sizes", "models")

@@ -1,4 +1,5 @@
 """Config of `facegan serve`: every deployment served from one process (no work pools)."""
+
 from __future__ import annotations
 
 from pydantic import Field, field_validator
@@ -24,7 +25,9 @@ class ServeConfig(StageConfig):
     trainings: int = Field(1, ge=1, le=64, description="train runs at the same time (one per GPU)")
     source: str = Field(_NIGHTLY["source"], min_length=1, description="the nightly pipeline's --source")
     models: list[Model] = Field(_NIGHTLY["models"], description="the nightly pipeline's --models")
-    cpu_minutes: float = Field(_NIGHTLY["cpu_minutes"], gt=0, description="the nightly pipeline's training budget per model")
+    cpu_minutes: float = Field(
+        _NIGHTLY["cpu_minutes"], gt=0, description="the nightly pipeline's training budget per model"
+    )
 
     @field_validator("cron")
     @classmethod
@@ -50,5 +53,9 @@ class ServeConfig(StageConfig):
     def nightly_parameters(self) -> dict:
         """The nightly pipeline's config: config.deployments' with this command's --source,
         --models and --cpu-minutes."""
-        return {**nightly_pipeline(), "source": self.source, "models": list(self.models),
-                "cpu_minutes": self.cpu_minutes}
+        return {
+            **nightly_pipeline(),
+            "source": self.source,
+            "models": list(self.models),
+            "cpu_minutes": self.cpu_minutes,
+        }

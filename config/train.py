@@ -1,4 +1,5 @@
 """Config of `facegan train`: the model recipes and their defaults."""
+
 from __future__ import annotations
 
 import hashlib
@@ -27,12 +28,41 @@ def parse_policy(policy: str) -> list[str]:
         raise ValueError(f"unknown DiffAugment policy {unknown}: use a comma list of {DIFFAUGMENT_POLICIES}")
     return names
 
+
 # Fields that define WHAT is trained. The default run name hashes them, so rerunning the same
 # command resumes the same run, and changing the recipe starts a new one.
-RECIPE_FIELDS = ("dataset", "size", "model", "recipe", "batch_size", "lr", "lr_d", "beta1", "beta2",
-                 "d_steps", "z_dim", "features", "d_norm", "loss", "critic_norm", "gp_lambda", "gp_every",
-                 "gamma", "lambda_k", "ema", "ema_decay", "diffaugment", "lr_decay", "lr_decay_every",
-                 "lr_rampdown", "precision", "seed", "d_input", "d_width", "mode_seeking")
+RECIPE_FIELDS = (
+    "dataset",
+    "size",
+    "model",
+    "recipe",
+    "batch_size",
+    "lr",
+    "lr_d",
+    "beta1",
+    "beta2",
+    "d_steps",
+    "z_dim",
+    "features",
+    "d_norm",
+    "loss",
+    "critic_norm",
+    "gp_lambda",
+    "gp_every",
+    "gamma",
+    "lambda_k",
+    "ema",
+    "ema_decay",
+    "diffaugment",
+    "lr_decay",
+    "lr_decay_every",
+    "lr_rampdown",
+    "precision",
+    "seed",
+    "d_input",
+    "d_width",
+    "mode_seeking",
+)
 
 # Recipe fields added after runs were first named: at these values they leave the name unchanged,
 # so the commands of existing runs still resume them.
@@ -57,53 +87,141 @@ class TrainConfig(StageConfig):
     command resumes the same run from its latest checkpoint (same step, same MLflow run);
     --name picks a run explicitly. Prints the MLflow run id."""
 
-    dataset: str | None = Field(None, description="crop dataset name or path (default: the only or most recent dataset)")
+    dataset: str | None = Field(
+        None, description="crop dataset name or path (default: the only or most recent dataset)"
+    )
     size: Size = Field(64, description="image size in px")
-    model: Model = Field(DEFAULT_MODEL, description="GAN to train: " + "; ".join(f"{name}: {gan.summary}" for name, gan in GANS.items()))
-    recipe: Recipe = Field("default", description="DCGAN recipe: default (the paper's DCGAN + generator EMA + a learning-rate ramp-down to 0 over the last quarter of the budget, --lr-rampdown 0.25), canonical (the paper's DCGAN, constant learning rate) or augmented (spectral-norm hinge D, TTUR, DiffAugment, EMA, constant learning rate); see docs/train.md. Single options below override it")
-    kimg: float | None = Field(None, gt=0, description="budget in thousands of real images shown to D (steps x batch x D steps / 1000)")
-    steps: int | None = Field(None, ge=1, description="generator updates to train for (default 3000 when no budget is given)")
+    model: Model = Field(
+        DEFAULT_MODEL, description="GAN to train: " + "; ".join(f"{name}: {gan.summary}" for name, gan in GANS.items())
+    )
+    recipe: Recipe = Field(
+        "default",
+        description="DCGAN recipe: default (the paper's DCGAN + generator EMA + a learning-rate ramp-down to 0 over "
+        "the last "
+        "quarter of the budget, --lr-rampdown 0.25), canonical (the paper's DCGAN, constant learning rate) or "
+        "augmented (spectral-norm hinge D, TTUR, DiffAugment, EMA, constant learning rate); see docs/train.md. "
+        "Single options below override it",
+    )
+    kimg: float | None = Field(
+        None, gt=0, description="budget in thousands of real images shown to D (steps x batch x D steps / 1000)"
+    )
+    steps: int | None = Field(
+        None, ge=1, description="generator updates to train for (default 3000 when no budget is given)"
+    )
     epochs: float | None = Field(None, gt=0, description="passes over the dataset to train for")
     cpu_minutes: float | None = Field(None, gt=0, description="CPU-time budget of the training steps, in minutes")
     batch_size: int | None = Field(None, ge=1, le=4096, description=f"batch size ({_model_default('batch_size')})")
     device: Device = Field("auto", description="device: auto picks CUDA, then MPS, then CPU")
     precision: Literal["bf16", "fp32"] = Field("bf16", description="bf16 autocast (CPU/CUDA) or plain fp32")
     channels_last: bool = Field(True, description="channels_last memory format (faster convs on CPU)")
-    nproc: int = Field(1, ge=1, le=64, description="data-parallel processes launched with torchrun (one per GPU; on CPU, gloo); rank 0 logs and checkpoints")
-    threads: int | None = Field(None, ge=1, le=256, description="torch CPU threads (default: the cores not busy right now)")
+    nproc: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="data-parallel processes launched with torchrun (one per GPU; on CPU, gloo); rank 0 logs and "
+        "checkpoints",
+    )
+    threads: int | None = Field(
+        None, ge=1, le=256, description="torch CPU threads (default: the cores not busy right now)"
+    )
     resume: bool = Field(False, description="require an existing checkpoint and continue from it")
     name: str | None = Field(None, description="run name (default: <dataset>-<size>-<model>-<recipe hash>)")
     lr: float | None = Field(None, gt=0, lt=1, description=f"Adam learning rate ({_model_default('lr')})")
-    lr_d: float | None = Field(None, gt=0, lt=1, description="discriminator learning rate when it differs from --lr (TTUR; default: --lr)")
+    lr_d: float | None = Field(
+        None, gt=0, lt=1, description="discriminator learning rate when it differs from --lr (TTUR; default: --lr)"
+    )
     beta1: float | None = Field(None, ge=0, lt=1, description=f"Adam beta1 ({_model_default('beta1')})")
     beta2: float | None = Field(None, ge=0, lt=1, description=f"Adam beta2 ({_model_default('beta2')})")
-    d_steps: int | None = Field(None, ge=1, le=100, description=f"discriminator/critic updates per generator update ({_model_default('d_steps')})")
+    d_steps: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description=f"discriminator/critic updates per generator update ({_model_default('d_steps')})",
+    )
     z_dim: int | None = Field(None, ge=1, le=4096, description=f"latent size ({_model_default('z_dim')})")
     features: int | None = Field(None, ge=4, le=1024, description=f"base feature maps ({_model_default('features')})")
-    d_norm: Literal["batch", "spectral", "none"] | None = Field(None, description="DCGAN discriminator normalisation: batch (canonical, default) or spectral (augmented)")
-    loss: Literal["bce", "hinge"] | None = Field(None, description="DCGAN loss: bce (non-saturating; canonical, default) or hinge (augmented); WGAN-GP and BEGAN use their own")
-    d_input: int | None = Field(None, ge=32, le=512, description="projected: resize images to this many px before the frozen feature network (default: their own size)")
-    d_width: float | None = Field(None, gt=0, le=4, description="projected: width multiplier of the trainable discriminator heads (default 0.5)")
-    mode_seeking: float = Field(0.0, ge=0, description="weight of the mode-seeking term in the generator's loss (MSGAN: penalises images that differ less than their latents); DCGAN and projected")
+    d_norm: Literal["batch", "spectral", "none"] | None = Field(
+        None, description="DCGAN discriminator normalisation: batch (canonical, default) or spectral (augmented)"
+    )
+    loss: Literal["bce", "hinge"] | None = Field(
+        None,
+        description="DCGAN loss: bce (non-saturating; canonical, default) or hinge (augmented); WGAN-GP and BEGAN "
+        "use their own",
+    )
+    d_input: int | None = Field(
+        None,
+        ge=32,
+        le=512,
+        description="projected: resize images to this many px before the frozen feature network (default: their own "
+        "size)",
+    )
+    d_width: float | None = Field(
+        None, gt=0, le=4, description="projected: width multiplier of the trainable discriminator heads (default 0.5)"
+    )
+    mode_seeking: float = Field(
+        0.0,
+        ge=0,
+        description="weight of the mode-seeking term in the generator's loss (MSGAN: penalises images that differ "
+        "less than "
+        "their latents); DCGAN and projected",
+    )
     critic_norm: Literal["layer", "none"] = Field("layer", description="WGAN-GP critic normalisation")
     gp_lambda: float = Field(10.0, ge=0, description="WGAN-GP gradient-penalty weight")
-    gp_every: int = Field(1, ge=1, le=64, description="WGAN-GP: compute the gradient penalty on every Nth critic update only, weighted N x (lazy regularisation; 1 = every update, the paper)")
+    gp_every: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="WGAN-GP: compute the gradient penalty on every Nth critic update only, weighted N x (lazy "
+        "regularisation; 1 "
+        "= every update, the paper)",
+    )
     gamma: float = Field(0.5, gt=0, le=1, description="BEGAN diversity ratio gamma")
     lambda_k: float = Field(0.001, ge=0, description="BEGAN k_t learning rate")
-    ema: bool | None = Field(None, description="keep an EMA of the generator (used for samples, checkpoints and evaluation; off in the canonical recipe)")
-    ema_decay: float | None = Field(None, ge=0, lt=1, description="generator EMA decay per step (default recipe 0.999; augmented 0.995: half-life 138 steps, 8.9 kimg at batch 64)")
-    diffaugment: str | None = Field(None, description="DiffAugment policy, a comma list of color, translation, cutout; '' = off (augmented recipe: all three)")
-    lr_decay: float = Field(1.0, gt=0, le=1, description="multiply the learning rates by this every --lr-decay-every steps (the paper: 0.9)")
+    ema: bool | None = Field(
+        None,
+        description="keep an EMA of the generator (used for samples, checkpoints and evaluation; off in the "
+        "canonical recipe)",
+    )
+    ema_decay: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="generator EMA decay per step (default recipe 0.999; augmented 0.995: half-life 138 steps, 8.9 "
+        "kimg at batch "
+        "64)",
+    )
+    diffaugment: str | None = Field(
+        None,
+        description="DiffAugment policy, a comma list of color, translation, cutout; '' = off (augmented recipe: all "
+        "three)",
+    )
+    lr_decay: float = Field(
+        1.0, gt=0, le=1, description="multiply the learning rates by this every --lr-decay-every steps (the paper: 0.9)"
+    )
     lr_decay_every: int = Field(2000, ge=1, description="steps between learning-rate decays")
-    lr_rampdown: float | None = Field(None, ge=0, le=1, description="ramp both learning rates linearly down to 0 over this fraction of the budget, at its end (default recipe 0.25; 0 = constant: the canonical and augmented recipes, WGAN-GP, BEGAN)")
+    lr_rampdown: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="ramp both learning rates linearly down to 0 over this fraction of the budget, at its end "
+        "(default recipe "
+        "0.25; 0 = constant: the canonical and augmented recipes, WGAN-GP, BEGAN)",
+    )
     seed: int = Field(0, ge=0, description="random seed (runs are reproducible on CPU)")
     log_every: int = Field(20, ge=1, description="log losses, D(x), D(G(z)) to MLflow every N steps")
     sample_every: int = Field(100, ge=1, description="save a fixed-noise 8x8 sample grid every N steps")
     checkpoint_every: int = Field(500, ge=1, description="write a checkpoint every N steps (and at the end)")
     keep_checkpoints: int = Field(3, ge=1, description="how many step checkpoints to keep (plus best.pt)")
-    score_every: int | None = Field(None, ge=0, description=f"score realism (face_recognition detection rate) every N steps, 0 = off ({_model_default('score_every')})")
+    score_every: int | None = Field(
+        None,
+        ge=0,
+        description=f"score realism (face_recognition detection rate) every N steps, 0 = off "
+        f"({_model_default('score_every')})",
+    )
     score_samples: int = Field(256, ge=8, le=10000, description="samples per realism score")
-    register_model: bool = Field(True, description="register the generator in the MLflow model registry as facegan-<model>-<size>")
+    register_model: bool = Field(
+        True, description="register the generator in the MLflow model registry as facegan-<model>-<size>"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -115,7 +233,7 @@ class TrainConfig(StageConfig):
         return data
 
     @model_validator(mode="after")
-    def _wheels_installed(self) -> "TrainConfig":
+    def _wheels_installed(self) -> TrainConfig:
         import importlib.util
 
         for wheel in GANS[self.model].requires:
@@ -151,4 +269,3 @@ class TrainConfig(StageConfig):
         named = {k: v for k, v in self.recipe_values(dataset).items() if NAME_NEUTRAL.get(k, object()) != v}
         digest = hashlib.sha1(json.dumps(named, sort_keys=True).encode()).hexdigest()
         return f"{dataset}-{self.size}-{self.model}-{digest[:6]}"
-

@@ -1,4 +1,5 @@
 """Config of `facegan ui` (the MLflow UI on facegan's own tracking store)."""
+
 from __future__ import annotations
 
 from pydantic import Field

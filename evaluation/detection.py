@@ -10,19 +10,21 @@ Why: dlib's HOG detector needs faces of roughly 80 px, so 48/64 px crops are nev
 native size. Tuned on real crops (Haar crops of LFW, 64 px): 99.0% detected at 48, 64 and 128 px;
 64 px flower photos (non-faces): 0.2% detected. About 7 ms per image per core (HOG).
 """
+
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
 
-from evaluation import face_lib
 from config.errors import InputError
+from evaluation import face_lib
 
 DETECT_SIZE = 256
 UPSAMPLE = 0
 DETECTORS = ("hog", "cnn")
-PROTOCOL = (f"resize to {DETECT_SIZE}x{DETECT_SIZE} px bicubic, then face_recognition "
-            f"face_locations with upsample {UPSAMPLE}")
+PROTOCOL = (
+    f"resize to {DETECT_SIZE}x{DETECT_SIZE} px bicubic, then face_recognition face_locations with upsample {UPSAMPLE}"
+)
 
 
 def check_images(images) -> np.ndarray:
@@ -54,8 +56,9 @@ def _detect_chunk_cnn(images: np.ndarray) -> list[int]:
     return _detect_chunk(images, "cnn")
 
 
-def face_counts(images: np.ndarray, detector: str = "hog", workers: int | None = None,
-                progress: str | None = None) -> np.ndarray:
+def face_counts(
+    images: np.ndarray, detector: str = "hog", workers: int | None = None, progress: str | None = None
+) -> np.ndarray:
     """Number of faces face_recognition finds in each image under the protocol (int array, N)."""
     if detector not in DETECTORS:
         raise InputError(f"unknown detector {detector!r} (choose from {', '.join(DETECTORS)})")
@@ -67,8 +70,9 @@ def face_counts(images: np.ndarray, detector: str = "hog", workers: int | None =
     return np.asarray(face_lib.map_chunks(fn, images, workers, chunk, progress), dtype=np.int64)
 
 
-def detect_faces(images: np.ndarray, detector: str = "hog", workers: int | None = None,
-                 progress: str | None = None) -> np.ndarray:
+def detect_faces(
+    images: np.ndarray, detector: str = "hog", workers: int | None = None, progress: str | None = None
+) -> np.ndarray:
     """Per-image booleans: True where at least one face is detected under the protocol.
 
     images: uint8 (N, H, W, 3) RGB. workers: processes (default: all cores)."""

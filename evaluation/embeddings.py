@@ -6,6 +6,7 @@ whole image as the face location (the crops are already face-centred). The face-
 only the encodings of images in which a face is detected: dlib encodes anything it is given, and
 the encoding of noise is not a face.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,8 +47,9 @@ def encode(images: np.ndarray, workers: int | None = None, progress: str | None 
     return np.stack(face_lib.map_chunks(_encode_chunk, images, workers, 16, progress))
 
 
-def detect_and_encode(images: np.ndarray, workers: int | None = None,
-                      progress: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def detect_and_encode(
+    images: np.ndarray, workers: int | None = None, progress: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(detected bool (N,), encodings float32 (N, 128)) with the HOG protocol, in one pass."""
     images = check_images(images)
     if len(images) == 0:

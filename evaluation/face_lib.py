@@ -9,6 +9,7 @@ jobs, when no pool is running, in this process: see SMALL_JOB).
 The pool is created once per process and reused (the trainer scores every K steps); workers
 are started with "spawn" so they never inherit torch/Prefect threads from the parent.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -17,8 +18,8 @@ import io
 import multiprocessing
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -45,23 +46,27 @@ def load():
         return _MODULE
     printed = io.StringIO()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(printed), \
-                contextlib.redirect_stderr(printed):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
             warnings.simplefilter("ignore")  # face_recognition_models imports pkg_resources
             from PIL import ImageFile
 
             truncated = ImageFile.LOAD_TRUNCATED_IMAGES
             import face_recognition
+
             # face_recognition sets PIL's process-wide flag to accept truncated files: restore it, so
             # that a process which scored faces still rejects truncated images when it imports them
             ImageFile.LOAD_TRUNCATED_IMAGES = truncated
     except SystemExit:  # face_recognition calls quit() when face_recognition_models is missing
         said = " ".join(printed.getvalue().split())[:200]
-        raise FaceLibraryError("face_recognition could not load its models (face_recognition_models "
-                               f"and setuptools<81 are needed; run ./setup.sh){': ' + said if said else ''}")
+        raise FaceLibraryError(
+            "face_recognition could not load its models (face_recognition_models "
+            f"and setuptools<81 are needed; run ./setup.sh){': ' + said if said else ''}"
+        ) from None
     except ImportError as exc:
-        raise FaceLibraryError(f"face_recognition is not importable ({exc}); run ./setup.sh to install "
-                               "dlib-bin, face_recognition (--no-deps) and face_recognition_models")
+        raise FaceLibraryError(
+            f"face_recognition is not importable ({exc}); run ./setup.sh to install "
+            "dlib-bin, face_recognition (--no-deps) and face_recognition_models"
+        ) from None
     _MODULE = face_recognition
     return face_recognition
 
@@ -75,8 +80,7 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     global _POOL, _POOL_WORKERS
     if _POOL is None or _POOL_WORKERS != workers:
         shutdown()
-        _POOL = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                    initializer=_init_worker)
+        _POOL = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
         _POOL_WORKERS = workers
     return _POOL
 
@@ -92,13 +96,18 @@ def shutdown() -> None:
 atexit.register(shutdown)
 
 
-def map_chunks(fn: Callable[[np.ndarray], Sequence], images: np.ndarray, workers: int | None = None,
-               chunk_size: int = 32, progress: str | None = None) -> list:
+def map_chunks(
+    fn: Callable[[np.ndarray], Sequence],
+    images: np.ndarray,
+    workers: int | None = None,
+    chunk_size: int = 32,
+    progress: str | None = None,
+) -> list:
     """Apply `fn` (a module-level function: chunk of images -> one result per image) over `images`
     in chunks, in a process pool when that helps. Results come back in input order."""
     load()  # fail here, in the caller, with a clear message (not as a broken pool)
     workers = default_workers() if workers is None else max(1, int(workers))
-    chunks = [images[i:i + chunk_size] for i in range(0, len(images), chunk_size)]
+    chunks = [images[i : i + chunk_size] for i in range(0, len(images), chunk_size)]
     small = len(images) <= SMALL_JOB and _POOL is None  # less work than starting the workers
     if workers == 1 or len(chunks) <= 1 or small:
         results = map(fn, chunks)

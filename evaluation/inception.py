@@ -5,6 +5,7 @@ images resized to 299 px bilinear and normalised with ImageNet statistics. The d
 same Fréchet formula as on face encodings. Note: torchvision's ImageNet weights differ from the
 TF-Inception weights of the original FID, so values are comparable only with each other.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,7 +47,7 @@ def inception_features(model, images: np.ndarray, batch_size: int = 50) -> np.nd
     out = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))
+            x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
             x = x.permute(0, 3, 1, 2).float().div_(255)
             x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
             out.append(model((x - mean) / std).double().numpy())

@@ -17,6 +17,7 @@ a set has at least MIN_FACES (20) of them; otherwise it is NaN (shown "—") wit
 encoding of an image with no face in it is not a face: pure noise would otherwise get precision
 ~1.0 and memorised ~0.5, because noise encodings crowd into one small region of the space.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -71,9 +72,9 @@ def _pairwise(a: np.ndarray, b: np.ndarray, block: int = 2048) -> np.ndarray:
     bb = (b * b).sum(1)
     out = np.empty((len(a), len(b)), np.float32)
     for i in range(0, len(a), block):
-        x = a[i:i + block]
+        x = a[i : i + block]
         d2 = (x * x).sum(1)[:, None] + bb[None, :] - 2.0 * x @ b.T
-        out[i:i + block] = np.sqrt(np.maximum(d2, 0.0))
+        out[i : i + block] = np.sqrt(np.maximum(d2, 0.0))
     return out
 
 
@@ -83,7 +84,7 @@ def nearest_distances(queries: np.ndarray, reference: np.ndarray, block: int = 1
     reference = _as_features(reference, "reference")
     out = np.empty(len(queries), np.float32)
     for i in range(0, len(queries), block):
-        out[i:i + block] = _pairwise(queries[i:i + block], reference).min(1)
+        out[i : i + block] = _pairwise(queries[i : i + block], reference).min(1)
     return out
 
 
@@ -132,8 +133,8 @@ def mean_pairwise_distance(x: np.ndarray, block: int = 1024) -> float:
     sq = (x * x).sum(1)
     total = 0.0
     for i in range(0, len(x), block):
-        part = x[i:i + block]
-        d = np.sqrt(np.maximum(sq[i:i + block, None] + sq[None, :] - 2.0 * part @ x.T, 0.0))
+        part = x[i : i + block]
+        d = np.sqrt(np.maximum(sq[i : i + block, None] + sq[None, :] - 2.0 * part @ x.T, 0.0))
         d[np.arange(len(part)), np.arange(i, i + len(part))] = 0.0  # i == j: not a pair
         total += float(d.sum())
     return total / (len(x) * (len(x) - 1))
@@ -155,20 +156,27 @@ class FaceSpace:
     the real reference set's encodings (Fréchet, precision/recall, spread), the training faces'
     (nearest distance, memorised), the memorisation threshold and the Fréchet noise floor. A part
     resting on fewer than min_faces detected faces is None / NaN and its note says why."""
+
     reference: np.ndarray | None
     training: np.ndarray | None
     threshold: float
     floor: float
     min_faces: int
-    reference_note: str = ""   # why no row gets Fréchet / precision / recall / spread
-    control_note: str = ""     # why there is no noise floor (nor memorisation threshold)
-    memo_note: str = ""        # why no row gets memorised / nearest distance
+    reference_note: str = ""  # why no row gets Fréchet / precision / recall / spread
+    control_note: str = ""  # why there is no noise floor (nor memorisation threshold)
+    memo_note: str = ""  # why no row gets memorised / nearest distance
     counts: dict = field(default_factory=dict)  # detected faces per real set
 
 
-def face_space(control: np.ndarray, control_detected: np.ndarray, reference: np.ndarray,
-               reference_detected: np.ndarray, training: np.ndarray | None = None,
-               training_detected: np.ndarray | None = None, min_faces: int = MIN_FACES) -> FaceSpace:
+def face_space(
+    control: np.ndarray,
+    control_detected: np.ndarray,
+    reference: np.ndarray,
+    reference_detected: np.ndarray,
+    training: np.ndarray | None = None,
+    training_detected: np.ndarray | None = None,
+    min_faces: int = MIN_FACES,
+) -> FaceSpace:
     """The real side of the face-space metrics (see FaceSpace), keeping detected faces only.
 
     control / reference / training: float (N, 128) encodings with their per-image detected flags."""
@@ -179,8 +187,14 @@ def face_space(control: np.ndarray, control_detected: np.ndarray, reference: np.
     counts = {"control": len(ctrl), "reference": len(ref)}
     ref_ok, ctrl_ok = len(ref) >= min_faces, len(ctrl) >= min_faces
     reference_note = "" if ref_ok else _too_few("real reference: ", len(ref), len(reference), min_faces)
-    control_note = "" if ctrl_ok else (_too_few("real control: ", len(ctrl), len(control), min_faces)
-                                       + ": no noise floor, no memorisation threshold")
+    control_note = (
+        ""
+        if ctrl_ok
+        else (
+            _too_few("real control: ", len(ctrl), len(control), min_faces)
+            + ": no noise floor, no memorisation threshold"
+        )
+    )
     floor = frechet_distance(ctrl, ref) if ref_ok and ctrl_ok else float("nan")
     train, threshold, memo_note = None, float("nan"), ""
     if training is not None:
@@ -190,8 +204,9 @@ def face_space(control: np.ndarray, control_detected: np.ndarray, reference: np.
             memo_note, train = _too_few("training faces: ", len(train), len(training), min_faces), None
         elif ctrl_ok:
             threshold = memorisation_threshold(nearest_distances(ctrl, train))
-    return FaceSpace(ref if ref_ok else None, train, threshold, floor, min_faces, reference_note,
-                     control_note, memo_note, counts)
+    return FaceSpace(
+        ref if ref_ok else None, train, threshold, floor, min_faces, reference_note, control_note, memo_note, counts
+    )
 
 
 def face_space_row(encodings: np.ndarray, detected: np.ndarray, space: FaceSpace, k: int = 3) -> dict:
@@ -201,8 +216,16 @@ def face_space_row(encodings: np.ndarray, detected: np.ndarray, space: FaceSpace
     detected = np.asarray(detected, bool)
     faces = np.asarray(encodings)[detected]
     nan = float("nan")
-    row = {"faces": int(len(faces)), "frechet": nan, "precision": nan, "recall": nan, "spread": nan,
-           "nearest_mean": nan, "memorised": nan, "note": ""}
+    row = {
+        "faces": int(len(faces)),
+        "frechet": nan,
+        "precision": nan,
+        "recall": nan,
+        "spread": nan,
+        "nearest_mean": nan,
+        "memorised": nan,
+        "note": "",
+    }
     if len(faces) < space.min_faces:
         row["note"] = _too_few("", len(faces), len(detected), space.min_faces)
         return row

@@ -6,6 +6,7 @@ The face-space columns (memorised ... encoding spread) rest on a row's detected 
 ("face-space N"); below evaluation.metrics.MIN_FACES they are NaN in the table, "—" in the
 Markdown, CSV and HTML texts, and the "face-space note" column says why.
 """
+
 from __future__ import annotations
 
 import io
@@ -17,21 +18,46 @@ import pandas as pd
 MISSING = "—"  # a number not computed (too few detected faces, no reference images, ...)
 TITLE = "Table 1: face_recognition on generated faces"
 FACES_COLUMN, NOTE_COLUMN = "face-space N", "face-space note"
-COLUMNS = ["model", "run", "budget (steps / kimg / CPU-min)", "N", "no face detected", "face detected",
-           "detection rate", "relative to real control", FACES_COLUMN, "memorised (< real p1)",
-           "mean nearest-training distance", "Fréchet distance (face enc.)", "Fréchet noise floor",
-           "Fréchet ÷ floor", "precision", "recall", "encoding spread", "SWD ×1e3", "SWD ÷ floor",
-           NOTE_COLUMN]
+COLUMNS = [
+    "model",
+    "run",
+    "budget (steps / kimg / CPU-min)",
+    "N",
+    "no face detected",
+    "face detected",
+    "detection rate",
+    "relative to real control",
+    FACES_COLUMN,
+    "memorised (< real p1)",
+    "mean nearest-training distance",
+    "Fréchet distance (face enc.)",
+    "Fréchet noise floor",
+    "Fréchet ÷ floor",
+    "precision",
+    "recall",
+    "encoding spread",
+    "SWD ×1e3",
+    "SWD ÷ floor",
+    NOTE_COLUMN,
+]
 INCEPTION_COLUMN = "Inception FID"
 REPORT_FILES = ("table1.md", "table1.csv", "table1.html")
 # MLflow metric name per Table 1 column, logged as "<row slug>.<name>"
-METRIC_COLUMNS = (("detection_rate", "detection rate"), ("relative_detection_rate", "relative to real control"),
-                  ("memorised", "memorised (< real p1)"),
-                  ("nearest_training_distance", "mean nearest-training distance"),
-                  ("frechet", "Fréchet distance (face enc.)"), ("frechet_ratio", "Fréchet ÷ floor"),
-                  ("swd", "SWD ×1e3"), ("swd_ratio", "SWD ÷ floor"), ("precision", "precision"),
-                  ("recall", "recall"), ("face_space_n", FACES_COLUMN), ("encoding_spread", "encoding spread"),
-                  ("inception_fid", INCEPTION_COLUMN))
+METRIC_COLUMNS = (
+    ("detection_rate", "detection rate"),
+    ("relative_detection_rate", "relative to real control"),
+    ("memorised", "memorised (< real p1)"),
+    ("nearest_training_distance", "mean nearest-training distance"),
+    ("frechet", "Fréchet distance (face enc.)"),
+    ("frechet_ratio", "Fréchet ÷ floor"),
+    ("swd", "SWD ×1e3"),
+    ("swd_ratio", "SWD ÷ floor"),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("face_space_n", FACES_COLUMN),
+    ("encoding_spread", "encoding spread"),
+    ("inception_fid", INCEPTION_COLUMN),
+)
 
 
 def slug(label: str) -> str:
@@ -42,8 +68,12 @@ def slug(label: str) -> str:
 def metric_values(table: pd.DataFrame) -> dict[str, float]:
     """Every row's numbers as MLflow metrics: {'<row slug>.<metric>': value}; a number not
     computed (NaN, "—" in the report) is not logged."""
-    return {f"{slug(r['model'])}.{key}": float(r[col]) for r in table.to_dict("records")
-            for key, col in METRIC_COLUMNS if col in r and pd.notna(r[col])}
+    return {
+        f"{slug(r['model'])}.{key}": float(r[col])
+        for r in table.to_dict("records")
+        for key, col in METRIC_COLUMNS
+        if col in r and pd.notna(r[col])
+    }
 
 
 def title(dataset: str | None = None, size: int | None = None) -> str:
@@ -55,42 +85,58 @@ def title(dataset: str | None = None, size: int | None = None) -> str:
 def split_counts(info: dict) -> str:
     """'by identity: 12 of 57 identities held out (312 crops), 45 identities with 1245 crops left for training'."""
     unit = {"identity": "identities", "source image": "source images"}.get(info.get("split_by"), "groups")
-    return (f"by {info.get('split_by', 'group')}: {info.get('held_out_groups')} of {info.get('groups')} {unit} "
-            f"held out ({info['held_out_crops']} crops), {info.get('training_groups')} {unit} with "
-            f"{info['crops'] - info['held_out_crops']} crops left for training")
+    return (
+        f"by {info.get('split_by', 'group')}: {info.get('held_out_groups')} of {info.get('groups')} {unit} "
+        f"held out ({info['held_out_crops']} crops), {info.get('training_groups')} {unit} with "
+        f"{info['crops'] - info['held_out_crops']} crops left for training"
+    )
 
 
-def notes(info: dict, dataset: str, size: int, version_note: str, held_out: float, threshold: float,
-          k: int, seed: int, min_faces: int = 20, face_counts: dict | None = None) -> list[str]:
+def notes(
+    info: dict,
+    dataset: str,
+    size: int,
+    version_note: str,
+    held_out: float,
+    threshold: float,
+    k: int,
+    seed: int,
+    min_faces: int = 20,
+    face_counts: dict | None = None,
+) -> list[str]:
     """The report's notes: what the real control is, the split, and how each column is computed."""
     counts = face_counts or {}
     named = ", ".join(f"{name} {count}" for name, count in counts.items())
-    memo = (f"than {threshold:.4f}, the 1st percentile of the real control's detected faces' "
-            "nearest-training distances." if np.isfinite(threshold) else
-            "than the 1st percentile of the real control's nearest-training distances (not computed: "
-            "too few detected faces).")
-    return [f"Face-space columns (memorised, nearest-training distance, Fréchet, precision, recall, "
-            f"encoding spread) are computed over detected faces only, generated and real rows alike "
-            f"(the real sets too{': ' + named + ' detected' if named else ''}); '{FACES_COLUMN}' is how "
-            f"many faces a row's numbers rest on. Below {min_faces} detected faces a number is shown "
-            f"as {MISSING} and '{NOTE_COLUMN}' says why.",
-            "Encoding spread: mean pairwise distance of the row's detected-face encodings divided by "
-            "that of the real reference set's (diversity: ~1 for real faces, ~0 for one face repeated, "
-            "well below 1 for a collapsed generator).",
-            f"Real control: {info['n_real']} held-out crops of {dataset} ({size} px); every row "
-            f"is compared with {info['n_real']} other held-out crops (reference set).",
-            version_note,
-            f"Held-out split: {split_counts(info)}, fraction {held_out}; memorisation "
-            f"distances go to the {info['training_crops']} non-held-out (training) crops.",
-            f"Memorised: share of detected faces closer to their nearest (detected) training face "
-            f"(128-d face_recognition encoding) {memo}",
-            "Fréchet noise floor: the same distance between the real control and the "
-            f"disjoint real reference set. Precision/recall: k-NN manifolds, k={k}.",
-            "SWD: multi-scale sliced Wasserstein distance (Karras et al. 2018; 7x7 patches of a "
-            "Laplacian pyramid down to 16 px) to the same reference set, x 1e3; the real "
-            "control's SWD is its noise floor. Budget: generator steps / thousands of real "
-            "images shown to D / CPU-minutes of training.",
-            f"Generated with seed {seed} (EMA generator when the run kept one)."]
+    memo = (
+        f"than {threshold:.4f}, the 1st percentile of the real control's detected faces' nearest-training distances."
+        if np.isfinite(threshold)
+        else "than the 1st percentile of the real control's nearest-training distances (not computed: "
+        "too few detected faces)."
+    )
+    return [
+        f"Face-space columns (memorised, nearest-training distance, Fréchet, precision, recall, "
+        f"encoding spread) are computed over detected faces only, generated and real rows alike "
+        f"(the real sets too{': ' + named + ' detected' if named else ''}); '{FACES_COLUMN}' is how "
+        f"many faces a row's numbers rest on. Below {min_faces} detected faces a number is shown "
+        f"as {MISSING} and '{NOTE_COLUMN}' says why.",
+        "Encoding spread: mean pairwise distance of the row's detected-face encodings divided by "
+        "that of the real reference set's (diversity: ~1 for real faces, ~0 for one face repeated, "
+        "well below 1 for a collapsed generator).",
+        f"Real control: {info['n_real']} held-out crops of {dataset} ({size} px); every row "
+        f"is compared with {info['n_real']} other held-out crops (reference set).",
+        version_note,
+        f"Held-out split: {split_counts(info)}, fraction {held_out}; memorisation "
+        f"distances go to the {info['training_crops']} non-held-out (training) crops.",
+        f"Memorised: share of detected faces closer to their nearest (detected) training face "
+        f"(128-d face_recognition encoding) {memo}",
+        "Fréchet noise floor: the same distance between the real control and the "
+        f"disjoint real reference set. Precision/recall: k-NN manifolds, k={k}.",
+        "SWD: multi-scale sliced Wasserstein distance (Karras et al. 2018; 7x7 patches of a "
+        "Laplacian pyramid down to 16 px) to the same reference set, x 1e3; the real "
+        "control's SWD is its noise floor. Budget: generator steps / thousands of real "
+        "images shown to D / CPU-minutes of training.",
+        f"Generated with seed {seed} (EMA generator when the run kept one).",
+    ]
 
 
 def budget_text(meta: dict) -> str:
@@ -126,25 +172,30 @@ def build_table(rows: list[dict], control: dict, noise_floor: float) -> pd.DataF
         rate = r["detected"] / r["n"]
         swd = r.get("swd")
         frechet = r.get("frechet", float("nan"))
-        records.append({
-            "model": r["label"], "run": r.get("run") or "", "budget (steps / kimg / CPU-min)": r.get("budget", ""),
-            "N": r["n"],
-            "no face detected": f"{r['n'] - r['detected']}/{r['n']}",
-            "face detected": f"{r['detected']}/{r['n']}",
-            "detection rate": round(rate, 4),
-            "relative to real control": round(rate / control_rate, 4) if control_rate else float("nan"),
-            FACES_COLUMN: int(r.get("faces", r["detected"])),
-            "memorised (< real p1)": _round(r.get("memorised"), 4),
-            "mean nearest-training distance": _round(r.get("nearest_mean"), 4),
-            "Fréchet distance (face enc.)": _round(frechet, 4),
-            "Fréchet noise floor": _round(noise_floor, 4),
-            "Fréchet ÷ floor": _ratio(frechet, noise_floor),
-            "precision": _round(r.get("precision"), 4), "recall": _round(r.get("recall"), 4),
-            "encoding spread": _round(r.get("spread"), 4),
-            "SWD ×1e3": _round(swd, 2),
-            "SWD ÷ floor": _ratio(swd, swd_floor),
-            NOTE_COLUMN: r.get("note", ""),
-        })
+        records.append(
+            {
+                "model": r["label"],
+                "run": r.get("run") or "",
+                "budget (steps / kimg / CPU-min)": r.get("budget", ""),
+                "N": r["n"],
+                "no face detected": f"{r['n'] - r['detected']}/{r['n']}",
+                "face detected": f"{r['detected']}/{r['n']}",
+                "detection rate": round(rate, 4),
+                "relative to real control": round(rate / control_rate, 4) if control_rate else float("nan"),
+                FACES_COLUMN: int(r.get("faces", r["detected"])),
+                "memorised (< real p1)": _round(r.get("memorised"), 4),
+                "mean nearest-training distance": _round(r.get("nearest_mean"), 4),
+                "Fréchet distance (face enc.)": _round(frechet, 4),
+                "Fréchet noise floor": _round(noise_floor, 4),
+                "Fréchet ÷ floor": _ratio(frechet, noise_floor),
+                "precision": _round(r.get("precision"), 4),
+                "recall": _round(r.get("recall"), 4),
+                "encoding spread": _round(r.get("spread"), 4),
+                "SWD ×1e3": _round(swd, 2),
+                "SWD ÷ floor": _ratio(swd, swd_floor),
+                NOTE_COLUMN: r.get("note", ""),
+            }
+        )
         if "inception_fid" in r:
             records[-1][INCEPTION_COLUMN] = round(r["inception_fid"], 3)
     extra = [INCEPTION_COLUMN] if INCEPTION_COLUMN in records[0] else []
@@ -153,14 +204,14 @@ def build_table(rows: list[dict], control: dict, noise_floor: float) -> pd.DataF
 
 def to_markdown(table: pd.DataFrame) -> str:
     """GitHub-flavoured Markdown (no tabulate dependency)."""
+
     def cell(v) -> str:
         if isinstance(v, float):
             return MISSING if not np.isfinite(v) else f"{v:.4f}"
         return str(v)
 
     head = "| " + " | ".join(table.columns) + " |"
-    rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(table[c]) else "---"
-                          for c in table.columns) + "|"
+    rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(table[c]) else "---" for c in table.columns) + "|"
     body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join([head, rule, *body]) + "\n"
 
@@ -175,11 +226,19 @@ def documents(table: pd.DataFrame, protocol: str, notes: list[str], heading: str
     csv = io.StringIO()
     table.to_csv(csv, index=False, na_rep=MISSING)
     text = "\n".join(f"- {n}" for n in items)
-    html = (f"<!doctype html><meta charset='utf-8'><title>facegan {escape(heading.split(':')[0])}</title>"
-            f"<h1>{escape(heading)}</h1>" + table.to_html(index=False, border=0, na_rep=MISSING)
-            + "<ul>" + "".join(f"<li>{escape(n)}</li>" for n in items) + "</ul>\n")
-    texts = {"table1.md": f"# {heading}\n\n{to_markdown(table)}\n{text}\n",
-             "table1.csv": csv.getvalue(), "table1.html": html}
+    html = (
+        f"<!doctype html><meta charset='utf-8'><title>facegan {escape(heading.split(':')[0])}</title>"
+        f"<h1>{escape(heading)}</h1>"
+        + table.to_html(index=False, border=0, na_rep=MISSING)
+        + "<ul>"
+        + "".join(f"<li>{escape(n)}</li>" for n in items)
+        + "</ul>\n"
+    )
+    texts = {
+        "table1.md": f"# {heading}\n\n{to_markdown(table)}\n{text}\n",
+        "table1.csv": csv.getvalue(),
+        "table1.html": html,
+    }
     return {name: texts[name] for name in REPORT_FILES}
 
 
@@ -237,8 +296,9 @@ def text_tile(height: int, width: int, text: str = "no images") -> np.ndarray:
     except (TypeError, OSError):  # a Pillow without FreeType: the fixed bitmap font
         font = ImageFont.load_default()
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    draw.text(((width - (right - left)) / 2 - left, (height - (bottom - top)) / 2 - top), text,
-              fill=(96, 96, 96), font=font)
+    draw.text(
+        ((width - (right - left)) / 2 - left, (height - (bottom - top)) / 2 - top), text, fill=(96, 96, 96), font=font
+    )
     return np.asarray(canvas).copy()
 
 
@@ -259,15 +319,16 @@ def sample_grid(images: np.ndarray, n: int = 32, nrow: int = 8, full: bool = Fal
     canvas = np.full((height, width, 3), 255, np.uint8)
     for i, image in enumerate(images):
         top, left = PAD + (i // cols) * (tile[0] + PAD), PAD + (i % cols) * (tile[1] + PAD)
-        canvas[top:top + tile[0], left:left + tile[1]] = image
+        canvas[top : top + tile[0], left : left + tile[1]] = image
     return canvas
 
 
-def detection_grids(images: np.ndarray, detected: np.ndarray, n: int = 32,
-                    full: bool = False) -> dict[str, np.ndarray]:
+def detection_grids(images: np.ndarray, detected: np.ndarray, n: int = 32, full: bool = False) -> dict[str, np.ndarray]:
     """{'detected': grid, 'not_detected': grid} of up to n samples each, in sample order."""
-    return {"detected": sample_grid(images[detected], n, full=full),
-            "not_detected": sample_grid(images[~detected], n, full=full)}
+    return {
+        "detected": sample_grid(images[detected], n, full=full),
+        "not_detected": sample_grid(images[~detected], n, full=full),
+    }
 
 
 def detection_figure(rows: list[tuple[str, np.ndarray, np.ndarray]], n: int = 32):

@@ -4,13 +4,15 @@
 Each image set becomes a Laplacian pyramid (5x5 binomial filter, as cv2.pyrDown/pyrUp) from the
 full resolution down to 16 px. At every level, 128 random 7x7 neighbourhoods per image are
 taken as 147-d descriptors, normalised per colour channel (each set by its own mean and standard
-deviation, as the reference code does; the same positions in both sets), and the sliced Wasserstein distance between the two
-descriptor sets is the mean over 4 x 128 random unit directions of the 1-D Wasserstein distance
-of the projections (sorted projections, mean absolute difference). Reported x 1e3 per level,
-and their mean. Equal-size sets; seeded, so the same sets give the same number.
+deviation, as the reference code does; the same positions in both sets), and the sliced
+Wasserstein distance between the two descriptor sets is the mean over 4 x 128 random unit
+directions of the 1-D Wasserstein distance of the projections (sorted projections, mean
+absolute difference). Reported x 1e3 per level, and their mean. Equal-size sets; seeded, so
+the same sets give the same number.
 
     distances = swd(real_uint8_nhwc, fake_uint8_nhwc)     # {"swd_64": .., "swd_32": .., "swd_16": .., "swd": mean}
 """
+
 from __future__ import annotations
 
 import cv2
@@ -36,8 +38,7 @@ def laplacian_pyramid(images: np.ndarray) -> list[np.ndarray]:
     pyramid = []
     for _ in levels[:-1]:
         down = [cv2.pyrDown(im) for im in current]
-        band = [im - cv2.pyrUp(d, dstsize=(im.shape[1], im.shape[0])).reshape(im.shape)
-                for im, d in zip(current, down)]
+        band = [im - cv2.pyrUp(d, dstsize=(im.shape[1], im.shape[0])).reshape(im.shape) for im, d in zip(current, down)]
         pyramid.append(np.stack(band))
         current = [d.reshape(d.shape[0], d.shape[1], -1) for d in down]
     pyramid.append(np.stack(current))

@@ -1,13 +1,14 @@
 """The acquire flow: bring images into FACEGAN_HOME/raw/<name> from one source (a local folder,
 a URL, a URL list, a dataset preset or a scraped site) and write its manifest. Wiring only: the
 steps live in tasks/acquisition/stage.py (and local.py for folders)."""
+
 from __future__ import annotations
 
 import time
 
 from prefect import flow, get_run_logger, unmapped
-from prefect.utilities.annotations import quote
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from config.acquire import AcquireConfig
 from tasks import steps, tracking
@@ -20,8 +21,9 @@ def acquire(config: AcquireConfig) -> dict:
     """Acquire images into raw/<name>; returns name, raw dir, counts and the MLflow run id."""
     log = get_run_logger().info
     config, name = stage.check_request(config)  # a bad source fails before any run starts or folder is made
-    with tracking.run("acquire", run_name=f"acquire-{name}", params=stage.run_params(config, name),
-                      parent_run_id=config.parent_run_id) as tracked:
+    with tracking.run(
+        "acquire", run_name=f"acquire-{name}", params=stage.run_params(config, name), parent_run_id=config.parent_run_id
+    ) as tracked:
         if config.path and config.path.is_dir():
             result = steps.import_folder(config.path, name, **stage.import_options(config, log))
         else:

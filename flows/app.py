@@ -1,4 +1,5 @@
 """`facegan app`: runs the Streamlit page flows/app_page.py."""
+
 from __future__ import annotations
 
 import os
@@ -15,6 +16,15 @@ def main(config: AppConfig) -> None:
 
     print(f"facegan app on http://{config.host}:{config.port} (Ctrl-C to stop)", flush=True)
     os.environ.setdefault("STREAMLIT_BROWSER_GATHER_USAGE_STATS", "false")
-    sys.argv = ["streamlit", "run", str(PAGE), "--server.address", config.host, "--server.port",
-                str(config.port), "--server.headless", str(not config.browser).lower()]
+    sys.argv = [
+        "streamlit",
+        "run",
+        str(PAGE),
+        "--server.address",
+        config.host,
+        "--server.port",
+        str(config.port),
+        "--server.headless",
+        str(not config.browser).lower(),
+    ]
     sys.exit(stcli.main())

@@ -1,5 +1,6 @@
 """The generator app (a Streamlit page): pick a registered facegan model, generate 10 faces or 1,
 download them. Run with `facegan app` (or `streamlit run flows/app_page.py`)."""
+
 from __future__ import annotations
 
 import io
@@ -51,13 +52,17 @@ def main() -> None:
     st.title("facegan: generate faces")
     store = tracking_store()
     if store is not None and not store.is_file():  # never leave an empty store where the page started
-        st.warning(f"No MLflow store at {store}: train a model with `facegan train` first "
-                   "(or set FACEGAN_HOME or MLFLOW_TRACKING_URI).")
+        st.warning(
+            f"No MLflow store at {store}: train a model with `facegan train` first "
+            "(or set FACEGAN_HOME or MLFLOW_TRACKING_URI)."
+        )
         return
     models = tracking.registered_models()
     if not models:
-        st.warning("No registered facegan model in the MLflow store "
-                   f"({tracking.tracking_uri()}): train one with `facegan train` first.")
+        st.warning(
+            "No registered facegan model in the MLflow store "
+            f"({tracking.tracking_uri()}): train one with `facegan train` first."
+        )
         return
     labels = {f"{m['name']} v{m['version']} (run {m['run_id'][:8]})": m for m in models}
     choice = labels[st.selectbox("Registered model", list(labels))]
@@ -73,7 +78,7 @@ def main() -> None:
     shown_uri, shown_seed, faces = st.session_state["faces"]
     st.caption(f"{len(faces)} faces from {shown_uri}, seed {shown_seed}")
     st.image(list(faces), width=128 if len(faces) > 1 else 256)
-    stem = f"{shown_uri[len('models:/'):].replace('/', '-v')}-seed{shown_seed}"
+    stem = f"{shown_uri[len('models:/') :].replace('/', '-v')}-seed{shown_seed}"
     if len(faces) == 1:
         st.download_button("Download PNG", png_bytes(faces[0]), f"{stem}.png", "image/png")
     else:

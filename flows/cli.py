@@ -7,6 +7,7 @@ the MLflow run KILLED and the Prefect flow run Cancelled, and exits with 130 (14
 Prefect server dies with the command, however the command ends. Set FACEGAN_DEBUG=1 for full
 tracebacks.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,24 +16,51 @@ import os
 import sys
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from config.gans import GANS
 
 # name: (config class, runner, one-line help). The runner takes the config and returns what to print.
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
-    "acquire": ("config.acquire:AcquireConfig", "flows.acquire:main",
-                "import a local folder or download images/archives/presets/scraped pages"),
-    "crop": ("config.crop:CropConfig", "flows.crop:main",
-             "detect faces (Haar) and crop them into 48/64/128 px datasets"),
-    "evaluate": ("config.evaluate:EvaluateConfig", "flows.evaluate:main", "score generators with face_recognition: the Table 1 report + real control"),
+    "acquire": (
+        "config.acquire:AcquireConfig",
+        "flows.acquire:main",
+        "import a local folder or download images/archives/presets/scraped pages",
+    ),
+    "crop": (
+        "config.crop:CropConfig",
+        "flows.crop:main",
+        "detect faces (Haar) and crop them into 48/64/128 px datasets",
+    ),
+    "evaluate": (
+        "config.evaluate:EvaluateConfig",
+        "flows.evaluate:main",
+        "score generators with face_recognition: the Table 1 report + real control",
+    ),
     "train": ("config.train:TrainConfig", "flows.train:main", f"train a GAN ({', '.join(GANS)}) on a crop dataset"),
     "generate": ("config.generate:GenerateConfig", "flows.generate:main", "write N faces from a trained generator"),
-    "pipeline": ("config.pipeline:PipelineConfig", "flows.pipeline:main", "the whole DAG: acquire -> crop -> train -> evaluate, nested under one MLflow run"),
-    "serve": ("config.serve:ServeConfig", "flows.serve:main", "serve every deployment (nightly pipeline + on-demand stages) from this process"),
-    "app": ("config.app:AppConfig", "flows.app:main", "web page: pick a registered model, generate 10 faces or 1, download them"),
-    "ui": ("config.ui:UiConfig", "flows.ui:main", "the MLflow UI on facegan's tracking store, opened on the facegan experiment's runs"),
+    "pipeline": (
+        "config.pipeline:PipelineConfig",
+        "flows.pipeline:main",
+        "the whole DAG: acquire -> crop -> train -> evaluate, nested under one MLflow run",
+    ),
+    "serve": (
+        "config.serve:ServeConfig",
+        "flows.serve:main",
+        "serve every deployment (nightly pipeline + on-demand stages) from this process",
+    ),
+    "app": (
+        "config.app:AppConfig",
+        "flows.app:main",
+        "web page: pick a registered model, generate 10 faces or 1, download them",
+    ),
+    "ui": (
+        "config.ui:UiConfig",
+        "flows.ui:main",
+        "the MLflow UI on facegan's tracking store, opened on the facegan experiment's runs",
+    ),
 }
 
 
@@ -79,8 +107,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls) -> None:
             helptext = description
         else:
             helptext = f"{description} (default: {shown})"
-        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": helptext,
-                                  "required": field.is_required()}
+        kwargs: dict[str, Any] = {
+            "dest": name,
+            "default": argparse.SUPPRESS,
+            "help": helptext,
+            "required": field.is_required(),
+        }
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(tp) in (list, tuple):
@@ -106,13 +138,19 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
-        prog="facegan", description="Web images -> face crops -> GANs -> face_recognition realism report "
-        "(Prefect flows, tracked in MLflow). Data: $FACEGAN_HOME (default ./facegan-data).")
+        prog="facegan",
+        description="Web images -> face crops -> GANs -> face_recognition realism report "
+        "(Prefect flows, tracked in MLflow). Data: $FACEGAN_HOME (default ./facegan-data).",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (config_spec, _runner, help_line) in SUBCOMMANDS.items():
         config_cls = _load(config_spec)
-        p = sub.add_parser(name, help=help_line, description=(config_cls.__doc__ or help_line).strip(),
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=help_line,
+            description=(config_cls.__doc__ or help_line).strip(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         add_config_arguments(p, config_cls)
     return parser
 
@@ -158,7 +196,7 @@ def _quiet_expected_errors() -> None:
 
 
 def _error_names() -> list[str]:
-    """"BusyError:" and the like: every FaceganError class, as Prefect's state messages name them."""
+    """ "BusyError:" and the like: every FaceganError class, as Prefect's state messages name them."""
     from config.errors import FaceganError
 
     names, todo = set(), [FaceganError]
@@ -167,10 +205,15 @@ def _error_names() -> list[str]:
         names.add(f"{cls.__name__}:")
         todo.extend(cls.__subclasses__())
     return sorted(names)
+
+
 # Prefect's "Crash detected!" and "Finished in state Crashed(...)" lines for a Ctrl-C or SIGTERM
 # (and the crop shards the task runner cancels on its way out)
-_INTERRUPT_MESSAGES = ("aborted by an interrupt signal", "aborted by a termination signal",
-                       "Task run cancelled by the task runner")
+_INTERRUPT_MESSAGES = (
+    "aborted by an interrupt signal",
+    "aborted by a termination signal",
+    "Task run cancelled by the task runner",
+)
 _INTERRUPTED_FLOW_RUNS: list[str] = []
 
 
@@ -215,8 +258,7 @@ def _cancel_interrupted_flow_runs() -> None:
 
         with get_client(sync_client=True) as client:
             for flow_run in dict.fromkeys(_INTERRUPTED_FLOW_RUNS):
-                client.set_flow_run_state(flow_run, Cancelled(message="interrupted by the user (Ctrl-C)"),
-                                          force=True)
+                client.set_flow_run_state(flow_run, Cancelled(message="interrupted by the user (Ctrl-C)"), force=True)
     except Exception:  # noqa: BLE001 - the Cancelled state is a courtesy, not worth a traceback
         pass
 

@@ -4,6 +4,7 @@ in tasks/scoring.py and tasks/report.py).
 generate N faces per run -> split the runs' dataset (control / reference / training) -> score every
 set (detection + encodings, cached) -> Table 1 -> report files, grids, metrics -> MLflow + Prefect.
 """
+
 from __future__ import annotations
 
 import time
@@ -24,18 +25,35 @@ def evaluate(config: EvaluateConfig) -> dict:
     path, size = report.common_dataset(config, metas)
     version = report.check_dataset_version(config, metas, path)  # before any MLflow run is opened
     real = steps.load_real_sets(path, config.n, size, config.held_out, config.seed, config.max_training)
-    with tracking.run("evaluate", run_name=config.name or f"evaluate-{report.dataset_label(metas, path)}-{size}",
-                      params=report.run_params(config, metas, path, size, real, version),
-                      parent_run_id=config.parent_run_id, tags=report.run_tags(metas)) as run:
+    with tracking.run(
+        "evaluate",
+        run_name=config.name or f"evaluate-{report.dataset_label(metas, path)}-{size}",
+        params=report.run_params(config, metas, path, size, real, version),
+        parent_run_id=config.parent_run_id,
+        tags=report.run_tags(metas),
+    ) as run:
         score = dict(detector=config.detector, workers=config.workers)
-        rows = [Scored(label, images, *steps.score_images(images, label=label, **score), meta)
-                for label, (images, meta) in zip(row_labels(metas), generated)]
+        rows = [
+            Scored(label, images, *steps.score_images(images, label=label, **score), meta)
+            for label, (images, meta) in zip(row_labels(metas), generated)
+        ]
         control = Scored(REAL_LABEL, real.control, *steps.score_images(real.control, label=REAL_LABEL, **score), {})
         reference = steps.score_images(real.reference, label="real reference", **score)
         training = steps.score_images(real.training, label="training faces", **score)
         table, numbers = steps.table_1(rows, control, reference, training, real, config)
-        result = steps.publish_report(run, table, numbers, [*rows, control], real, version, metas, path, size,
-                                      config, time.perf_counter() - started)
+        result = steps.publish_report(
+            run,
+            table,
+            numbers,
+            [*rows, control],
+            real,
+            version,
+            metas,
+            path,
+            size,
+            config,
+            time.perf_counter() - started,
+        )
     print(f"Table 1 written to {result['folder']}")
     return result
 

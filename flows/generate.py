@@ -1,4 +1,5 @@
 """The `generate` flow: N faces from a trained generator, as PNGs plus a grid."""
+
 from __future__ import annotations
 
 from prefect import flow

@@ -9,6 +9,7 @@ Wiring only (the steps live in tasks/pipeline.py). Each stage is skipped when it
   already reached (a finished run is reused as it is: same run id, no re-registration);
 - evaluate: a FINISHED pipeline report for the same training runs (at the same final step), N and seed.
 """
+
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
@@ -28,8 +29,9 @@ def face_pipeline(config: PipelineConfig = PipelineConfig()) -> dict:
     log = get_run_logger()
     name, acquired = pipeline.check_source(config)
     params = {**config.model_dump(mode="json", exclude={"parent_run_id"}), "name": name}
-    with tracking.run("pipeline", run_name=f"pipeline-{name}", params=params,
-                      parent_run_id=config.parent_run_id) as parent:
+    with tracking.run(
+        "pipeline", run_name=f"pipeline-{name}", params=params, parent_run_id=config.parent_run_id
+    ) as parent:
         pid = parent.run_id
         summary: dict = {"pipeline_run_id": pid, "name": name, "skipped": [], "reports": {}}
         if acquired and not config.reacquire:

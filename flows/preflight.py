@@ -10,6 +10,7 @@ without the CLI (deployments), where speed is no concern.
 
 Each check returns notes for the user (printed to stderr before the command runs) or raises a
 FaceganError (one `facegan: error:` line, exit 2)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,8 +45,10 @@ def dataset_crops(path: Path, size: int) -> int:
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read {path / FACES_ARRAY}: {exc}") from None
     if faces.ndim != 4 or faces.shape[1:] != (size, size, 3) or faces.dtype != np.uint8:
-        raise InputError(f"{path / FACES_ARRAY} holds {faces.dtype} {faces.shape}, expected uint8 "
-                         f"(N, {size}, {size}, 3): wrong --size or not a facegan dataset")
+        raise InputError(
+            f"{path / FACES_ARRAY} holds {faces.dtype} {faces.shape}, expected uint8 "
+            f"(N, {size}, {size}, 3): wrong --size or not a facegan dataset"
+        )
     return len(faces)
 
 
@@ -58,12 +61,16 @@ def train(config) -> list[str]:
         raise InputError(f"dataset {name!r} ({config.size} px) is empty: no crops to train on")
     if config.batch_size * config.nproc > crops:
         per = f" x {config.nproc} processes" if config.nproc > 1 else ""
-        raise InputError(f"--batch-size {config.batch_size}{per} is larger than dataset {name!r} at "
-                         f"{config.size} px ({crops} crops): lower --batch-size or crop more images")
+        raise InputError(
+            f"--batch-size {config.batch_size}{per} is larger than dataset {name!r} at "
+            f"{config.size} px ({crops} crops): lower --batch-size or crop more images"
+        )
     notes = []
     if not config.dataset:
-        notes.append(f"train: dataset {name!r} at {config.size} px, {crops} crops (the most recent; "
-                     "--dataset NAME to pick another)")
+        notes.append(
+            f"train: dataset {name!r} at {config.size} px, {crops} crops (the most recent; "
+            "--dataset NAME to pick another)"
+        )
     return notes
 
 
@@ -71,7 +78,7 @@ def check_generator_ref(ref: str, flag: str = "--run") -> None:
     """A checkpoint/generator file must exist; run ids and models:/ URIs are checked by MLflow."""
     ref = ref.strip()
     if ref.startswith("models:/"):
-        name, _, version = ref[len("models:/"):].partition("/")
+        name, _, version = ref[len("models:/") :].partition("/")
         if not name or (version and version != "latest" and not version.isdigit()):
             raise InputError(f"{flag} {ref!r}: a registered model is models:/<name>/<version>")
         return
@@ -87,8 +94,10 @@ def _best_hint(path: Path) -> str:
     if path.name == "best.pt" and folder.is_dir():
         steps = sorted(folder.glob("step-*.pt"))
         if steps:
-            return (f" (best.pt exists only for runs scored during training; this run has {steps[-1].name}, "
-                    "or pass its MLflow run id)")
+            return (
+                f" (best.pt exists only for runs scored during training; this run has {steps[-1].name}, "
+                "or pass its MLflow run id)"
+            )
     return ""
 
 
@@ -97,8 +106,9 @@ def generate(config) -> list[str]:
 
     check_generator_ref(config.run)
     if config.out is not None:
-        outputs.check_folder(Path(config.out).expanduser(), {"run": config.run.strip(), "n": config.n,
-                                                              "seed": config.seed})
+        outputs.check_folder(
+            Path(config.out).expanduser(), {"run": config.run.strip(), "n": config.n, "seed": config.seed}
+        )
     return []
 
 
@@ -124,14 +134,17 @@ def ui(config) -> list[str]:
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         store = data_home() / "mlflow.db"
         if not store.is_file():
-            raise NotFoundError(f"no MLflow store at {store}: nothing tracked yet (run a facegan command "
-                                "first, or set FACEGAN_HOME or MLFLOW_TRACKING_URI)")
+            raise NotFoundError(
+                f"no MLflow store at {store}: nothing tracked yet (run a facegan command "
+                "first, or set FACEGAN_HOME or MLFLOW_TRACKING_URI)"
+            )
         with socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET) as probe:
             try:
                 probe.bind((config.host, config.port))
             except OSError as exc:
-                raise InputError(f"cannot listen on {config.host}:{config.port} ({exc.strerror or exc}): "
-                                 "pick another --port") from None
+                raise InputError(
+                    f"cannot listen on {config.host}:{config.port} ({exc.strerror or exc}): pick another --port"
+                ) from None
     return []
 
 
@@ -154,8 +167,7 @@ def prefect_api_url() -> str | None:
     return (data.get("profiles", {}).get(active, {}).get("PREFECT_API_URL") or "").strip() or None
 
 
-SERVER_HINT = ("start one with `.venv/bin/prefect server start` and `export "
-               "PREFECT_API_URL=http://127.0.0.1:4200/api`")
+SERVER_HINT = "start one with `.venv/bin/prefect server start` and `export PREFECT_API_URL=http://127.0.0.1:4200/api`"
 
 
 def serve(config) -> list[str]:
@@ -163,15 +175,18 @@ def serve(config) -> list[str]:
 
     url = prefect_api_url()
     if not url:
-        raise InputError("facegan serve needs a Prefect server that `prefect deployment run` and the UI can "
-                         f"reach, and PREFECT_API_URL is not set: {SERVER_HINT} (without it the deployments "
-                         "would live in a temporary server that nothing else can reach)")
+        raise InputError(
+            "facegan serve needs a Prefect server that `prefect deployment run` and the UI can "
+            f"reach, and PREFECT_API_URL is not set: {SERVER_HINT} (without it the deployments "
+            "would live in a temporary server that nothing else can reach)"
+        )
     try:
         with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=5):
             pass
     except (OSError, ValueError) as exc:
-        raise InputError(f"no Prefect server answers at PREFECT_API_URL={url} ({getattr(exc, 'reason', exc)}): "
-                         f"{SERVER_HINT}") from None
+        raise InputError(
+            f"no Prefect server answers at PREFECT_API_URL={url} ({getattr(exc, 'reason', exc)}): {SERVER_HINT}"
+        ) from None
     return []
 
 
@@ -183,8 +198,10 @@ def app(config) -> list[str]:
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         store = data_home() / "mlflow.db"
         if not store.is_file():  # the page would otherwise create an empty store where it is started
-            raise NotFoundError(f"no MLflow store at {store}: no model registered yet (train one with "
-                                "`facegan train`, or set FACEGAN_HOME or MLFLOW_TRACKING_URI)")
+            raise NotFoundError(
+                f"no MLflow store at {store}: no model registered yet (train one with "
+                "`facegan train`, or set FACEGAN_HOME or MLFLOW_TRACKING_URI)"
+            )
     return []
 
 
@@ -232,10 +249,12 @@ def check_tracking_uri() -> None:
         except (OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc
             reason = getattr(reason, "strerror", None) or reason
-            raise InputError(f"MLFLOW_TRACKING_URI={uri}: no MLflow server answers ({reason}): start it, or "
-                             "unset MLFLOW_TRACKING_URI to track in $FACEGAN_HOME/mlflow.db") from None
+            raise InputError(
+                f"MLFLOW_TRACKING_URI={uri}: no MLflow server answers ({reason}): start it, or "
+                "unset MLFLOW_TRACKING_URI to track in $FACEGAN_HOME/mlflow.db"
+            ) from None
     elif scheme == "sqlite" and uri.startswith("sqlite:///") and ":memory:" not in uri:
-        folder = Path(uri[len("sqlite:///"):].split("?", 1)[0]).expanduser().parent
+        folder = Path(uri[len("sqlite:///") :].split("?", 1)[0]).expanduser().parent
         if not folder.is_dir():
             raise InputError(f"MLFLOW_TRACKING_URI={uri}: folder {folder} does not exist")
 
@@ -276,8 +295,17 @@ def reuse_local_prefect_server() -> list[str]:
     return [f"prefect: using the Prefect server running at {url} (not a temporary one)"]
 
 
-CHECKS = {"acquire": acquire, "crop": crop, "train": train, "generate": generate, "evaluate": evaluate,
-          "pipeline": pipeline, "ui": ui, "serve": serve, "app": app}
+CHECKS = {
+    "acquire": acquire,
+    "crop": crop,
+    "train": train,
+    "generate": generate,
+    "evaluate": evaluate,
+    "pipeline": pipeline,
+    "ui": ui,
+    "serve": serve,
+    "app": app,
+}
 
 
 def check(command: str, config) -> list[str]:

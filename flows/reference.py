@@ -3,10 +3,11 @@
     .venv/bin/python -m flows.reference > docs/config.md
 
 tests/test_foundation.py fails when docs/config.md is out of date."""
+
 from __future__ import annotations
 
-from flows.cli import SUBCOMMANDS, _load
 from config.base import default_workers
+from flows.cli import SUBCOMMANDS, _load
 
 
 def _default(field) -> str:
@@ -25,16 +26,26 @@ def _default(field) -> str:
 
 
 def config_reference() -> str:
-    lines = ["# Configuration reference", "",
-             "Generated from the pydantic config models (`python -m flows.reference > docs/config.md`).",
-             "Each `facegan <command>` flag is a field of the command's config model; the same model is the",
-             "Prefect flow's parameter (and the form in the Prefect UI). Environment: `FACEGAN_HOME` (data,",
-             "default `./facegan-data`), `MLFLOW_TRACKING_URI` (default `sqlite:///$FACEGAN_HOME/mlflow.db`),",
-             "`PREFECT_API_URL` (default: an ephemeral Prefect server per command), `FACEGAN_DEBUG=1` (tracebacks).", ""]
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from the pydantic config models (`python -m flows.reference > docs/config.md`).",
+        "Each `facegan <command>` flag is a field of the command's config model; the same model is the",
+        "Prefect flow's parameter (and the form in the Prefect UI). Environment: `FACEGAN_HOME` (data,",
+        "default `./facegan-data`), `MLFLOW_TRACKING_URI` (default `sqlite:///$FACEGAN_HOME/mlflow.db`),",
+        "`PREFECT_API_URL` (default: an ephemeral Prefect server per command), `FACEGAN_DEBUG=1` (tracebacks).",
+        "",
+    ]
     for command, (config_spec, _runner, help_line) in SUBCOMMANDS.items():
         cls = _load(config_spec)
-        lines += [f"## `facegan {command}` — `{config_spec.replace(':', '.')}`", "", help_line, "",
-                  "| flag | type | default | description |", "|---|---|---|---|"]
+        lines += [
+            f"## `facegan {command}` — `{config_spec.replace(':', '.')}`",
+            "",
+            help_line,
+            "",
+            "| flag | type | default | description |",
+            "|---|---|---|---|",
+        ]
         for name, field in cls.model_fields.items():
             extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
             if extra.get("cli") is False:

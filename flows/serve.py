@@ -3,6 +3,7 @@ deploys to the work pools) served from one process with prefect.serve.
 
 Each served deployment owns its code location and drops any work pool, so serve can take over
 a deployment that `prefect deploy` registered under the same name (why: docs/deploy.md)."""
+
 from __future__ import annotations
 
 import importlib
@@ -47,8 +48,11 @@ def deployments(config: ServeConfig) -> list:
         if d is NIGHTLY:
             nightly = config.nightly_parameters()
             PipelineConfig(**nightly)  # a bad --source or --models fails here, before serving
-            options.update(schedule=Cron(config.cron, timezone=config.timezone), paused=config.paused,
-                           parameters={"config": nightly})
+            options.update(
+                schedule=Cron(config.cron, timezone=config.timezone),
+                paused=config.paused,
+                parameters={"config": nightly},
+            )
         if d is TRAIN:
             options["concurrency_limit"] = config.trainings
         served.append(own(flow.to_deployment(d.name, **options), flow))
@@ -64,10 +68,14 @@ def main(config: ServeConfig) -> None:
     served = deployments(config)
     api, ui = PREFECT_API_URL.value(), PREFECT_UI_URL.value()
     names = ", ".join(f"{d.flow_name}/{d.name}" for d in served)
-    print(f"facegan serve: {len(served)} deployments ({names}) on the Prefect server at {api}"
-          + (f" (UI {ui})" if ui else "") + "\nrun one from any shell with the same PREFECT_API_URL, e.g. "
-          ".venv/bin/prefect deployment run 'crop/on-demand' --param config='{\"sizes\": [64]}'\n"
-          "stop with Ctrl-C or SIGTERM", flush=True)
+    print(
+        f"facegan serve: {len(served)} deployments ({names}) on the Prefect server at {api}"
+        + (f" (UI {ui})" if ui else "")
+        + "\nrun one from any shell with the same PREFECT_API_URL, e.g. "
+        ".venv/bin/prefect deployment run 'crop/on-demand' --param config='{\"sizes\": [64]}'\n"
+        "stop with Ctrl-C or SIGTERM",
+        flush=True,
+    )
     run_until_stopped(served, config.limit)
     print("facegan serve: stopped", flush=True)
 

@@ -4,6 +4,7 @@ Self-contained (the unit a GPU worker runs): it takes a dataset name or path and
 reads everything it needs from disk, and returns the MLflow run id. Rerunning it with the same
 config resumes the same run from its latest checkpoint.
 """
+
 from __future__ import annotations
 
 from prefect import flow

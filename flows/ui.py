@@ -1,6 +1,7 @@
 """`facegan ui`: the MLflow UI (`mlflow server`) on the tracking store facegan actually uses, so
 it never opens an empty store somewhere else. Prints the address of the facegan experiment's
 runs; stops the server on Ctrl-C or SIGTERM."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,18 @@ from config.ui import UiConfig
 
 
 def server_command(config: UiConfig, store: str) -> list[str]:
-    return [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", store,
-            "--host", config.host, "--port", str(config.port), "--workers", str(config.workers)]
+    return [
+        str(Path(sys.executable).with_name("mlflow")),
+        "server",
+        "--backend-store-uri",
+        store,
+        "--host",
+        config.host,
+        "--port",
+        str(config.port),
+        "--workers",
+        str(config.workers),
+    ]
 
 
 def main(config: UiConfig) -> None:
@@ -23,14 +34,19 @@ def main(config: UiConfig) -> None:
     store = tracking.tracking_uri()
     experiment = tracking.experiment()  # as a model-training experiment: the UI opens on its runs
     if store.startswith(("http://", "https://")):
-        print(f"MLflow is already served at {store}: open {store.rstrip('/')}/#/experiments/"
-              f"{experiment.experiment_id}?workflowType=machine_learning (experiment {experiment.name!r})")
+        print(
+            f"MLflow is already served at {store}: open {store.rstrip('/')}/#/experiments/"
+            f"{experiment.experiment_id}?workflowType=machine_learning (experiment {experiment.name!r})"
+        )
         return
     shown = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
     url = f"http://{shown}:{config.port}"
-    print(f"MLflow UI on {url}/#/experiments/{experiment.experiment_id}?workflowType=machine_learning "
-          f"(experiment {experiment.name!r}, "
-          f"store {store}); Ctrl-C to stop", flush=True)
+    print(
+        f"MLflow UI on {url}/#/experiments/{experiment.experiment_id}?workflowType=machine_learning "
+        f"(experiment {experiment.name!r}, "
+        f"store {store}); Ctrl-C to stop",
+        flush=True,
+    )
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     proc = subprocess.Popen(server_command(config, store), env=env, start_new_session=True)
 

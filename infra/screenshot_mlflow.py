@@ -10,6 +10,7 @@ Without --ui it starts `mlflow server` on a free loopback port over the same sto
 facegan (MLFLOW_TRACKING_URI, else $FACEGAN_HOME/mlflow.db) and stops it afterwards. Needs
 Debian's `chromium` (`./setup.sh --browser`); no browser is downloaded.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,8 +70,11 @@ def experiment_page(ui: str, experiment_id: str) -> str:
 # traces) unless told otherwise. The UI keeps both in localStorage (key "<name>_v<version>",
 # JSON values); they are set before any page is shot. facegan's own URLs also carry
 # ?workflowType=machine_learning (see flows/ui.py).
-UI_STATE = {"mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true", "mlflow.assistant.panelOpen_v1": "false",
-            "mlflow.workflowType_v1": '"machine_learning"'}
+UI_STATE = {
+    "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true",
+    "mlflow.assistant.panelOpen_v1": "false",
+    "mlflow.workflowType_v1": '"machine_learning"',
+}
 
 
 class Browser:
@@ -82,11 +86,25 @@ class Browser:
         width, height = (int(v) for v in size.split(","))
         self.size = (width, height)
         self.proc = subprocess.Popen(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-             f"--user-data-dir={self.profile.name}", f"--window-size={width},{height}",
-             f"--remote-debugging-port={port}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--hide-scrollbars",
+                f"--user-data-dir={self.profile.name}",
+                f"--window-size={width},{height}",
+                f"--remote-debugging-port={port}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -104,8 +122,7 @@ class Browser:
 
         self.ws = connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=30)
         self.next_id = 0
-        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
-                  mobile=False)
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
 
     def call(self, method: str, **params):
         self.next_id += 1
@@ -172,8 +189,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", help="evaluate run id (default: the newest finished evaluate run)")
     parser.add_argument("--out", type=Path, default=Path("mlflow-report.png"), help="PNG of the report page")
-    parser.add_argument("--runs-out", type=Path, default=Path("mlflow-runs.png"),
-                        help="PNG of the facegan experiment's runs table")
+    parser.add_argument(
+        "--runs-out", type=Path, default=Path("mlflow-runs.png"), help="PNG of the facegan experiment's runs table"
+    )
     parser.add_argument("--ui", help="URL of a running MLflow UI (default: start one on loopback)")
     parser.add_argument("--window-size", default="1600,1100", help="browser window WIDTH,HEIGHT")
     parser.add_argument("--wait-ms", type=int, default=120000, help="page load budget, ms")
@@ -209,19 +227,31 @@ def main(argv: list[str] | None = None) -> Path:
             port = free_port()
             ui = f"http://127.0.0.1:{port}"
             env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-            server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
-                                       "--port", str(port), "--workers", "1",
-                                       "--backend-store-uri", tracking.tracking_uri()],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                                      start_new_session=True)
+            server = subprocess.Popen(
+                [
+                    str(Path(sys.executable).with_name("mlflow")),
+                    "server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    "1",
+                    "--backend-store-uri",
+                    tracking.tracking_uri(),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
             wait_up(ui, server, 120)
         runs_url = experiment_page(ui.rstrip("/"), run.info.experiment_id)
         url = run_page(ui.rstrip("/"), run.info.experiment_id, run.info.run_id)
         browser = Browser(chromium, args.window_size)
         try:
             browser.close_assistant(ui.rstrip("/"))
-            for page, out, expect in ((runs_url, args.runs_out, top.info.run_name),
-                                      (url, args.out, "table1.html")):
+            for page, out, expect in ((runs_url, args.runs_out, top.info.run_name), (url, args.out, "table1.html")):
                 out.parent.mkdir(parents=True, exist_ok=True)
                 browser.shot(page, out.resolve(), args.wait_ms, args.settle, expect)
         finally:

@@ -9,6 +9,7 @@ Architecture as in the paper: 3x3 convs with ELU, two per scale, nearest-neighbo
 the decoder, stride-2 convs in the encoder (filters grow n, 2n, 3n, ...), a fully-connected
 bottleneck h. The first feature map is 8x8 (6x6 for 48 px); 128 px has one stage more than 64.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,25 +23,28 @@ from config.base import SIZES
 def geometry(size: int) -> tuple[int, int]:
     start = 6 if size % 3 == 0 else 8
     stages = round(math.log2(size / start))
-    if size not in SIZES or start * 2 ** stages != size:
+    if size not in SIZES or start * 2**stages != size:
         raise ValueError(f"unsupported image size {size}: use one of {SIZES}")
     return start, stages
 
 
 def _block(c_in: int, c_out: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, 1, 1), nn.ELU(inplace=True),
-            nn.Conv2d(c_out, c_out, 3, 1, 1), nn.ELU(inplace=True)]
+    return [
+        nn.Conv2d(c_in, c_out, 3, 1, 1),
+        nn.ELU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, 1, 1),
+        nn.ELU(inplace=True),
+    ]
 
 
 class Decoder(nn.Module):
     """h-vector -> image. Used as the generator and as the discriminator's decoder."""
 
-    def __init__(self, size: int = 64, h_dim: int = 64, features: int = 64, channels: int = 3,
-                 tanh: bool = False):
+    def __init__(self, size: int = 64, h_dim: int = 64, features: int = 64, channels: int = 3, tanh: bool = False):
         super().__init__()
         self.start, stages = geometry(size)
         self.features = features
-        self.fc = nn.Linear(h_dim, features * self.start ** 2)
+        self.fc = nn.Linear(h_dim, features * self.start**2)
         layers: list[nn.Module] = []
         for _ in range(stages):
             layers += _block(features, features) + [nn.Upsample(scale_factor=2, mode="nearest")]
@@ -72,7 +76,7 @@ class Encoder(nn.Module):
             layers += [nn.Conv2d(features * i, features * (i + 1), 3, 2, 1), nn.ELU(inplace=True)]
         layers += _block(features * (stages + 1), features * (stages + 1))
         self.main = nn.Sequential(*layers)
-        self.fc = nn.Linear(features * (stages + 1) * start ** 2, h_dim)
+        self.fc = nn.Linear(features * (stages + 1) * start**2, h_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.main(x).flatten(1))

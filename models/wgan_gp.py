@@ -5,6 +5,7 @@ is taken per sample, and BatchNorm would couple the samples of a batch. Its outp
 unbounded score, not a probability. Recipe: lambda 10, 5 critic steps per generator step,
 Adam lr 1e-4, betas (0, 0.9).
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,8 +22,9 @@ class Critic(Discriminator):
         super().__init__(size, features, channels, norm)
 
 
-def gradient_penalty(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+def gradient_penalty(
+    critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """E[(||grad_x critic(x_hat)||_2 - 1)^2] on random interpolates x_hat of real and fake."""
     alpha = torch.rand(real.size(0), 1, 1, 1, device=real.device, generator=generator)
     x_hat = (alpha * real.detach().float() + (1 - alpha) * fake.detach().float()).requires_grad_(True)

@@ -1,15 +1,15 @@
 """Atomic file writes: write to a temp name in the same folder, fsync, rename."""
+
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
-
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

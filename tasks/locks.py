@@ -4,14 +4,15 @@ creation): `flock` on a small lock file that records the holder's pid.
 The kernel drops an flock lock when its process ends, however it ends (Ctrl-C, SIGKILL, the OOM
 killer), so a lock left by a killed process is taken over by the next one with nothing to clean.
 Locks are re-entrant within one process (a flow's steps take and release the same one)."""
+
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from config.errors import InputError
 

@@ -4,6 +4,7 @@ A folder written by generate holds generate.json, the request that filled it (ge
 seed). Writing into a folder is allowed when it is new, empty, or holds exactly that request (a
 rerun, or the resume of a killed one, rewrites the same faces); anything else is refused. Light
 imports only: the CLI checks --out before any server starts."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,10 @@ def refusal(folder: Path, request: dict) -> str | None:
     if previous == request or (not entries and previous is None):
         return None
     if previous is not None:
-        return (f"{folder} already holds {previous.get('n')} faces of {previous.get('run')} (seed "
-                f"{previous.get('seed')}): pick a new or empty --out folder")
+        return (
+            f"{folder} already holds {previous.get('n')} faces of {previous.get('run')} (seed "
+            f"{previous.get('seed')}): pick a new or empty --out folder"
+        )
     return f"{folder} is not empty ({len(entries)} entries): pick a new or empty --out folder"
 
 

@@ -1,17 +1,18 @@
 """Where facegan keeps its data: FACEGAN_HOME (default ./facegan-data).
 
-    raw/<name>/                 images (or an index of imported files) + manifest.parquet
-    datasets/<name>/<size>/     PNG crops + faces.npy (uint8 N×H×W×3) + manifest.parquet
-    runs/<run>/                 training checkpoints, samples
-    mlflow.db                   MLflow tracking store (unless MLFLOW_TRACKING_URI is set)
+raw/<name>/                 images (or an index of imported files) + manifest.parquet
+datasets/<name>/<size>/     PNG crops + faces.npy (uint8 N×H×W×3) + manifest.parquet
+runs/<run>/                 training checkpoints, samples
+mlflow.db                   MLflow tracking store (unless MLFLOW_TRACKING_URI is set)
 """
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 from config.base import check_name
-from config.errors import InputError, NotFoundError
+from config.errors import NotFoundError
 
 MANIFEST = "manifest.parquet"
 FACES_ARRAY = "faces.npy"
@@ -45,8 +46,7 @@ def runs_root() -> Path:
 def _complete_sets(root: Path, marker: str) -> list[Path]:
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-             and list(p.glob(marker))]
+    found = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and list(p.glob(marker))]
     return sorted(found, key=lambda p: max(m.stat().st_mtime for m in p.glob(marker)))
 
 
@@ -73,8 +73,9 @@ def resolve_dataset(name: str | None, size: int | None = None) -> str:
         return sets[-1].name
     if not list(dataset_dir(name).glob(marker)):
         known = ", ".join(p.name for p in sets) or "none"
-        raise NotFoundError(f"unknown crop dataset {name!r}" + (f" at size {size}" if size else "")
-                            + f" (known: {known})")
+        raise NotFoundError(
+            f"unknown crop dataset {name!r}" + (f" at size {size}" if size else "") + f" (known: {known})"
+        )
     return name
 
 

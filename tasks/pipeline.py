@@ -6,6 +6,7 @@ A stage config takes every PipelineConfig field of the same name (sizes, largest
 workers, device, kimg, steps, cpu_minutes, batch_size, features, n, max_training, ...) except
 `name`, whose meaning differs between the two (the pipeline's raw set vs a stage's output).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,8 +27,9 @@ from tasks.acquisition import sources
 from tasks.acquisition.stage import OFFLINE_HINT as ACQUIRE_OFFLINE_HINT
 
 STEPS_TAG = "facegan.evaluated_steps"
-OFFLINE_HINT = ("(offline? pass a local copy or a mirror with --source, e.g. "
-                "--source ../shared/data/archives/lfw-deepfunneled.tgz)")
+OFFLINE_HINT = (
+    "(offline? pass a local copy or a mirror with --source, e.g. --source ../shared/data/archives/lfw-deepfunneled.tgz)"
+)
 NOT_SHARED = {"name", "parent_run_id"}
 
 Stage = TypeVar("Stage", bound=StageConfig)
@@ -47,8 +49,11 @@ def check_source(cfg: PipelineConfig) -> tuple[str, bool]:
 
 def acquire_config(cfg: PipelineConfig, name: str | None = None, parent: str | None = None) -> AcquireConfig:
     kind = cfg.source_kind()
-    source = {"preset": {"preset": cfg.source.lower()}, "url": {"url": cfg.source},
-              "path": {"path": Path(cfg.source).expanduser().resolve()}}[kind]
+    source = {
+        "preset": {"preset": cfg.source.lower()},
+        "url": {"url": cfg.source},
+        "path": {"path": Path(cfg.source).expanduser().resolve()},
+    }[kind]
     return AcquireConfig(**source, name=name or cfg.name, parent_run_id=parent)
 
 
@@ -70,16 +75,21 @@ def check_crops(cropped: dict, sizes: list[int], name: str) -> None:
 
 
 def train_configs(cfg: PipelineConfig, dataset: str, parent: str | None = None) -> list[TrainConfig]:
-    return [stage_config(TrainConfig, cfg, dataset=dataset, size=size, model=model, parent_run_id=parent)
-            for size in cfg.sizes for model in cfg.models]
+    return [
+        stage_config(TrainConfig, cfg, dataset=dataset, size=size, model=model, parent_run_id=parent)
+        for size in cfg.sizes
+        for model in cfg.models
+    ]
 
 
-def evaluate_configs(cfg: PipelineConfig, train_run_ids: dict[str, str], parent: str | None = None
-                     ) -> list[EvaluateConfig]:
+def evaluate_configs(
+    cfg: PipelineConfig, train_run_ids: dict[str, str], parent: str | None = None
+) -> list[EvaluateConfig]:
     """One report per size over that size's training runs (none with --skip-evaluate)."""
-    return [stage_config(EvaluateConfig, cfg, run=[train_run_ids[f"{m}-{size}"] for m in cfg.models],
-                         parent_run_id=parent)
-            for size in ([] if cfg.skip_evaluate else cfg.sizes)]
+    return [
+        stage_config(EvaluateConfig, cfg, run=[train_run_ids[f"{m}-{size}"] for m in cfg.models], parent_run_id=parent)
+        for size in ([] if cfg.skip_evaluate else cfg.sizes)
+    ]
 
 
 def trained_steps(run_ids: list[str]) -> str:
@@ -90,10 +100,13 @@ def trained_steps(run_ids: list[str]) -> str:
 def finished_report(config: EvaluateConfig) -> str | None:
     """The run id of a FINISHED evaluate run (made by a pipeline) over exactly these runs, N and
     seed, that scored the runs' current generators (same final steps)."""
-    runs = tracking.find_runs("evaluate", f"tags.`facegan.evaluated_runs` = '{','.join(config.run)}' and "
-                              f"tags.`{STEPS_TAG}` = '{trained_steps(config.run)}' and "
-                              f"params.n = '{config.n}' and params.seed = '{config.seed}' and "
-                              "attributes.status = 'FINISHED'")
+    runs = tracking.find_runs(
+        "evaluate",
+        f"tags.`facegan.evaluated_runs` = '{','.join(config.run)}' and "
+        f"tags.`{STEPS_TAG}` = '{trained_steps(config.run)}' and "
+        f"params.n = '{config.n}' and params.seed = '{config.seed}' and "
+        "attributes.status = 'FINISHED'",
+    )
     return max(runs, key=lambda r: r.info.start_time).info.run_id if runs else None
 
 
@@ -114,9 +127,13 @@ def finish(parent, summary: dict) -> dict:
     parent.log_dict(summary, "pipeline_summary.json")
     parent.set_tags({"facegan.skipped": ",".join(summary["skipped"]) or "none"})
     if summary["reports"]:
-        create_markdown_artifact("\n\n".join(f"## {s} px (MLflow run {r['run_id']})\n\n{r['markdown']}"
-                                             for s, r in summary["reports"].items()),
-                                 key="face-pipeline-report", description=f"Table 1, pipeline run {parent.run_id}")
+        create_markdown_artifact(
+            "\n\n".join(
+                f"## {s} px (MLflow run {r['run_id']})\n\n{r['markdown']}" for s, r in summary["reports"].items()
+            ),
+            key="face-pipeline-report",
+            description=f"Table 1, pipeline run {parent.run_id}",
+        )
     return summary
 
 

@@ -5,6 +5,7 @@ sets, and the report's files, figures, metrics and artifacts.
 Report files: FACEGAN_HOME/evaluations/<evaluate run id>/table1.{md,csv,html} (atomic writes),
 also logged to that MLflow run under report/, with grids/ and, with --keep-pngs, samples/.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,15 +30,18 @@ def common_dataset(config: EvaluateConfig, metas: list[dict]) -> tuple[Path, int
     """The one crop dataset (folder) and image size the runs share, or --dataset at that size."""
     sizes = {m["size"] for m in metas}
     if len(sizes) > 1:
-        raise InputError(f"the runs have different image sizes ({', '.join(map(str, sorted(sizes)))}): "
-                         "evaluate one size at a time")
+        raise InputError(
+            f"the runs have different image sizes ({', '.join(map(str, sorted(sizes)))}): evaluate one size at a time"
+        )
     size = sizes.pop()
     if config.dataset:
         return resolve_dataset_arg(config.dataset, size), size
     paths = {str(dataset_path_of(m)) for m in metas}
     if len(paths) > 1:
-        raise InputError(f"the runs were trained on different datasets ({', '.join(sorted(paths))}): "
-                         "Table 1 compares models on one dataset (or pass --dataset)")
+        raise InputError(
+            f"the runs were trained on different datasets ({', '.join(sorted(paths))}): "
+            "Table 1 compares models on one dataset (or pass --dataset)"
+        )
     return dataset_path_of(metas[0]), size
 
 
@@ -52,34 +56,52 @@ def check_dataset_version(config: EvaluateConfig, metas: list[dict], path: Path)
     unknown = [m for m in metas if not m.get("dataset_fingerprint")]
     if changed and not config.allow_changed_dataset:
         m = changed[0]
-        raise InputError(f"run {row_source(m)} was trained on another version of {path} (fingerprint "
-                         f"{m['dataset_fingerprint']}, now {current}: re-cropped since), so its real control "
-                         "would not be the data it learned from; pass --dataset with the version it trained "
-                         "on, or --allow-changed-dataset to score anyway (flagged in the report)")
+        raise InputError(
+            f"run {row_source(m)} was trained on another version of {path} (fingerprint "
+            f"{m['dataset_fingerprint']}, now {current}: re-cropped since), so its real control "
+            "would not be the data it learned from; pass --dataset with the version it trained "
+            "on, or --allow-changed-dataset to score anyway (flagged in the report)"
+        )
     note = f"Real control drawn from dataset version {current}"
     if changed:
-        note += (" — NOT the version " + ", ".join(sorted({f"{m['dataset_fingerprint']} ({row_source(m)})"
-                                                          for m in changed}))
-                 + " the runs trained on (--allow-changed-dataset)")
+        note += (
+            " — NOT the version "
+            + ", ".join(sorted({f"{m['dataset_fingerprint']} ({row_source(m)})" for m in changed}))
+            + " the runs trained on (--allow-changed-dataset)"
+        )
     elif unknown:
-        note += (" — the version " + ", ".join(str(row_source(m)) for m in unknown)
-                 + " trained on is unknown (trained before facegan recorded it)")
+        note += (
+            " — the version "
+            + ", ".join(str(row_source(m)) for m in unknown)
+            + " trained on is unknown (trained before facegan recorded it)"
+        )
     else:
         note += ", the version every run trained on"
-    return {"params": {"dataset_fingerprint": current, "dataset_changed": bool(changed),
-                       "dataset_version_unknown": bool(unknown)}, "note": note + "."}
+    return {
+        "params": {
+            "dataset_fingerprint": current,
+            "dataset_changed": bool(changed),
+            "dataset_version_unknown": bool(unknown),
+        },
+        "note": note + ".",
+    }
 
 
 def dataset_label(metas: list[dict], path: Path) -> str:
     return metas[0].get("dataset") or path.parent.name
 
 
-def run_params(config: EvaluateConfig, metas: list[dict], path: Path, size: int, real: RealSets,
-               version: dict) -> dict:
+def run_params(config: EvaluateConfig, metas: list[dict], path: Path, size: int, real: RealSets, version: dict) -> dict:
     """The evaluate run's MLflow params."""
-    return {**config.model_dump(exclude={"parent_run_id", "run"}, mode="json"), "runs": config.run,
-            "protocol": detection.PROTOCOL, "size": size, "dataset": dataset_label(metas, path), **real.info,
-            **version["params"]}
+    return {
+        **config.model_dump(exclude={"parent_run_id", "run"}, mode="json"),
+        "runs": config.run,
+        "protocol": detection.PROTOCOL,
+        "size": size,
+        "dataset": dataset_label(metas, path),
+        **real.info,
+        **version["params"],
+    }
 
 
 def run_tags(metas: list[dict]) -> dict:
@@ -95,9 +117,15 @@ def inception_fids(weights: Path, scored: list[Scored], reference: np.ndarray) -
     return [metrics.frechet_distance(inception_features(model, row.images), reference_features) for row in scored]
 
 
-def table_1(rows: list[Scored], control: Scored, reference: tuple[np.ndarray, np.ndarray],
-            training: tuple[np.ndarray, np.ndarray], real: RealSets, config: EvaluateConfig,
-            min_faces: int | None = None):
+def table_1(
+    rows: list[Scored],
+    control: Scored,
+    reference: tuple[np.ndarray, np.ndarray],
+    training: tuple[np.ndarray, np.ndarray],
+    real: RealSets,
+    config: EvaluateConfig,
+    min_faces: int | None = None,
+):
     """Table 1 (one row per generator, the real control last) and the numbers its notes cite:
     (table, {"frechet_noise_floor", "memorisation_threshold", "min_faces", "<set>_faces"}).
 
@@ -105,16 +133,23 @@ def table_1(rows: list[Scored], control: Scored, reference: tuple[np.ndarray, np
     face-space number rests on detected faces only (evaluation.metrics.face_space), at least
     min_faces of them (default: metrics.MIN_FACES, more when k needs it)."""
     min_faces = min_faces or max(metrics.MIN_FACES, config.k + 1)
-    space = metrics.face_space(control.encodings, control.detected, reference[1], reference[0],
-                               training[1], training[0], min_faces)
-    entries = [{**row_metrics(scored, space, config.k, real.reference),
-                "label": scored.label, "run": row_source(scored.meta)} for scored in [*rows, control]]
+    space = metrics.face_space(
+        control.encodings, control.detected, reference[1], reference[0], training[1], training[0], min_faces
+    )
+    entries = [
+        {**row_metrics(scored, space, config.k, real.reference), "label": scored.label, "run": row_source(scored.meta)}
+        for scored in [*rows, control]
+    ]
     if config.inception_weights:
         fids = inception_fids(config.inception_weights, [*rows, control], real.reference)
         entries = [{**entry, "inception_fid": fid} for entry, fid in zip(entries, fids)]
     table = report.build_table(entries[:-1], entries[-1], space.floor)
-    return table, {"frechet_noise_floor": space.floor, "memorisation_threshold": space.threshold,
-                   "min_faces": min_faces, **{f"{name}_faces": count for name, count in space.counts.items()}}
+    return table, {
+        "frechet_noise_floor": space.floor,
+        "memorisation_threshold": space.threshold,
+        "min_faces": min_faces,
+        **{f"{name}_faces": count for name, count in space.counts.items()},
+    }
 
 
 def write_files(folder: Path, texts: dict[str, str]) -> list[Path]:
@@ -125,8 +160,19 @@ def write_files(folder: Path, texts: dict[str, str]) -> list[Path]:
     return [folder / name for name in texts]
 
 
-def publish(run, table, numbers: dict, scored: list[Scored], real: RealSets, version: dict,
-            metas: list[dict], path: Path, size: int, config: EvaluateConfig, seconds: float) -> dict:
+def publish(
+    run,
+    table,
+    numbers: dict,
+    scored: list[Scored],
+    real: RealSets,
+    version: dict,
+    metas: list[dict],
+    path: Path,
+    size: int,
+    config: EvaluateConfig,
+    seconds: float,
+) -> dict:
     """The report's files (evaluations/<run id>/), and everything logged to the evaluate run:
     report files, table JSON, bar chart, detection grids, optional PNGs, metrics and a Prefect
     table artifact. Returns {run_id, table (Markdown), folder, rows}."""
@@ -135,16 +181,29 @@ def publish(run, table, numbers: dict, scored: list[Scored], real: RealSets, ver
     dataset = dataset_label(metas, path)
     folder = evaluations_root() / run.run_id
     counts = {name.removesuffix("_faces"): count for name, count in numbers.items() if name.endswith("_faces")}
-    notes = report.notes(real.info, dataset, size, version["note"], config.held_out,
-                         numbers["memorisation_threshold"], config.k, config.seed,
-                         numbers.get("min_faces", metrics.MIN_FACES), {f"real {k}": v for k, v in counts.items()})
+    notes = report.notes(
+        real.info,
+        dataset,
+        size,
+        version["note"],
+        config.held_out,
+        numbers["memorisation_threshold"],
+        config.k,
+        config.seed,
+        numbers.get("min_faces", metrics.MIN_FACES),
+        {f"real {k}": v for k, v in counts.items()},
+    )
     heading = report.title(dataset, size)
     for file in write_files(folder, report.documents(table, detection.PROTOCOL, notes, heading)):
         run.log_artifact(file, "report")
     run.log_table(table, "report/table1.json")
-    figures = ((report.bar_chart(table), "report/bar_chart.png"),
-               (report.detection_figure([(s.label, s.images, s.detected) for s in scored]),
-                "grids/detected_vs_not_detected.png"))
+    figures = (
+        (report.bar_chart(table), "report/bar_chart.png"),
+        (
+            report.detection_figure([(s.label, s.images, s.detected) for s in scored]),
+            "grids/detected_vs_not_detected.png",
+        ),
+    )
     for figure, name in figures:
         run.log_figure(figure, name)
         report.close(figure)
@@ -152,15 +211,23 @@ def publish(run, table, numbers: dict, scored: list[Scored], real: RealSets, ver
         for key, grid in report.detection_grids(row.images, row.detected).items():
             run.log_image(grid, f"grids/{report.slug(row.label)}_{key}.png")
         if config.keep_pngs:
-            run.log_artifact(save_pngs(row.images, folder / "samples" / report.slug(row.label)),
-                             f"samples/{report.slug(row.label)}")
+            run.log_artifact(
+                save_pngs(row.images, folder / "samples" / report.slug(row.label)), f"samples/{report.slug(row.label)}"
+            )
     run.log_metrics(report.metric_values(table))
     run.log_metrics({**{k: v for k, v in numbers.items() if np.isfinite(v)}, "seconds": seconds})
-    create_table_artifact(table=table.to_dict("records"), key="evaluate-table-1",
-                          description=f"Table 1 ({dataset}, {size} px), MLflow run {run.run_id}\n\n"
-                          f"Protocol: {detection.PROTOCOL}")
-    return {"run_id": run.run_id, "title": heading, "table": report.to_markdown(table), "folder": str(folder),
-            "rows": table.to_dict("records")}
+    create_table_artifact(
+        table=table.to_dict("records"),
+        key="evaluate-table-1",
+        description=f"Table 1 ({dataset}, {size} px), MLflow run {run.run_id}\n\nProtocol: {detection.PROTOCOL}",
+    )
+    return {
+        "run_id": run.run_id,
+        "title": heading,
+        "table": report.to_markdown(table),
+        "folder": str(folder),
+        "rows": table.to_dict("records"),
+    }
 
 
 def summary_text(result: dict) -> str:

@@ -5,6 +5,7 @@ Scores (detected + 128-d encoding per image) are cached on disk in blocks keyed 
 bytes, the protocol and the detector: FACEGAN_HOME/evaluations/cache/<key>.npz. A rerun (or a run
 killed midway) reuses every finished block; the training faces of a dataset are encoded once.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,13 +15,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from config.errors import InputError, NotFoundError
+from config.gans import GANS
 from evaluation import detection, embeddings, metrics, swd
 from evaluation.real_sets import RealSets, real_sets
 from evaluation.report import budget_text
 from tasks.atomic import atomic_path
 from tasks.cropping.dataset import load_dataset
-from config.errors import InputError, NotFoundError
-from config.gans import GANS
 from tasks.paths import data_home
 
 SCORE_VERSION = "1"
@@ -31,9 +32,9 @@ REAL_LABEL = "real control"
 @dataclass
 class Scored:
     label: str
-    images: np.ndarray        # uint8 (N, size, size, 3)
-    detected: np.ndarray      # bool (N,)
-    encodings: np.ndarray     # float32 (N, 128)
+    images: np.ndarray  # uint8 (N, size, size, 3)
+    detected: np.ndarray  # bool (N,)
+    encodings: np.ndarray  # float32 (N, 128)
     meta: dict
 
 
@@ -47,14 +48,19 @@ def _block_key(block: np.ndarray, detector: str) -> str:
     return h.hexdigest()[:32]
 
 
-def score_images(images: np.ndarray, detector: str = "hog", workers: int | None = None,
-                 cache_dir: Path | None = None, label: str = "") -> tuple[np.ndarray, np.ndarray]:
+def score_images(
+    images: np.ndarray,
+    detector: str = "hog",
+    workers: int | None = None,
+    cache_dir: Path | None = None,
+    label: str = "",
+) -> tuple[np.ndarray, np.ndarray]:
     """(detected bool (N,), encodings float32 (N, 128)) under the protocol, cached per block."""
     images = detection.check_images(images)
     cache_dir = Path(cache_dir) if cache_dir else evaluations_root() / "cache"
     detected, encodings = [], []
     for start in range(0, len(images), BLOCK):
-        block = images[start:start + BLOCK]
+        block = images[start : start + BLOCK]
         path = cache_dir / f"{_block_key(block, detector)}.npz"
         if path.is_file():
             with np.load(path) as cached:
@@ -80,14 +86,14 @@ def dataset_path_of(meta: dict) -> Path:
     """The folder holding the faces.npy a generator was trained on (from its meta)."""
     raw = meta.get("dataset_path")
     if not raw:
-        raise NotFoundError(f"run {meta.get('run_id')} does not say which dataset it was trained on: "
-                            "pass --dataset")
+        raise NotFoundError(f"run {meta.get('run_id')} does not say which dataset it was trained on: pass --dataset")
     path = Path(raw)
     return path if path.is_absolute() else data_home() / path
 
 
-def load_real_sets(path: Path, n: int, size: int | None = None, fraction: float = 0.2, seed: int = 0,
-                   max_training: int | None = None) -> RealSets:
+def load_real_sets(
+    path: Path, n: int, size: int | None = None, fraction: float = 0.2, seed: int = 0, max_training: int | None = None
+) -> RealSets:
     """The control / reference / training split (evaluation.real_sets) of the crop dataset at `path`."""
     faces, manifest = load_dataset(path, size)
     sets = real_sets(faces, manifest, n, fraction, seed, max_training, name=str(path))
@@ -116,6 +122,7 @@ def row_labels(metas: list[dict]) -> list[str]:
     """The registry's label (DCGAN, WGAN-GP, BEGAN, Projected GAN), with the recipe when it is
     not the model's default one ("DCGAN (canonical)"), suffixed with the run name (else id) when
     a label appears twice."""
+
     def base(meta: dict) -> str:
         gan = GANS.get(meta.get("model"))
         if gan is None:
@@ -124,8 +131,10 @@ def row_labels(metas: list[dict]) -> list[str]:
         return f"{gan.label} ({recipe})" if gan.recipes and recipe and recipe != gan.default_recipe else gan.label
 
     labels = [base(m) for m in metas]
-    return [f"{b} [{m.get('run_name') or str(m.get('run_id') or m.get('ref'))[:8]}]" if labels.count(b) > 1 else b
-            for b, m in zip(labels, metas)]
+    return [
+        f"{b} [{m.get('run_name') or str(m.get('run_id') or m.get('ref'))[:8]}]" if labels.count(b) > 1 else b
+        for b, m in zip(labels, metas)
+    ]
 
 
 def save_pngs(images: np.ndarray, folder: Path) -> Path:
@@ -138,8 +147,7 @@ def save_pngs(images: np.ndarray, folder: Path) -> Path:
     return folder
 
 
-def row_metrics(scored: Scored, space: metrics.FaceSpace, k: int,
-                reference_images: np.ndarray | None = None) -> dict:
+def row_metrics(scored: Scored, space: metrics.FaceSpace, k: int, reference_images: np.ndarray | None = None) -> dict:
     """Every number of one Table 1 row except the relative-to-control columns: the counts, the
     face-space numbers over the row's detected faces only (evaluation.metrics.face_space_row: NaN
     and a note below space.min_faces) and, with reference images, the multi-scale SWD against
@@ -147,8 +155,12 @@ def row_metrics(scored: Scored, space: metrics.FaceSpace, k: int,
     n = len(scored.detected)
     if n <= k:
         raise InputError(f"{scored.label}: {n} images is too few for k={k} precision/recall")
-    row = {"n": n, "detected": int(scored.detected.sum()), "budget": budget_text(scored.meta),
-           **metrics.face_space_row(scored.encodings, scored.detected, space, k)}
+    row = {
+        "n": n,
+        "detected": int(scored.detected.sum()),
+        "budget": budget_text(scored.meta),
+        **metrics.face_space_row(scored.encodings, scored.detected, space, k),
+    }
     if reference_images is not None:
         m = min(n, len(reference_images))
         row["swd"] = swd.swd(reference_images[:m], scored.images[:m])["swd"]

@@ -6,13 +6,15 @@ Caching: steps are not cached (NO_CACHE: their inputs are files that change unde
 crop-shard, cached exactly while its output file is present and unchanged, so a killed crop
 resumes where it stopped.
 """
+
 from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import report, scoring
-from tasks.acquisition import local, stage as acquire_stage
+from tasks.acquisition import local
+from tasks.acquisition import stage as acquire_stage
 from tasks.cropping import stage as crop_stage
 from tasks.training import generated_faces, lifecycle
 
@@ -36,8 +38,14 @@ publish_acquire = _step(acquire_stage.publish, "publish-acquire")
 
 # crop
 plan_crop = _step(crop_stage.plan_crop, "plan-crop")
-crop_shard = task(crop_stage.crop_shard, name="crop-shard", cache_key_fn=crop_stage.shard_cache_key,
-                  persist_result=True, retries=1, log_prints=False)
+crop_shard = task(
+    crop_stage.crop_shard,
+    name="crop-shard",
+    cache_key_fn=crop_stage.shard_cache_key,
+    persist_result=True,
+    retries=1,
+    log_prints=False,
+)
 build_datasets = _step(crop_stage.build_datasets, "assemble-datasets")
 publish_crop = _step(crop_stage.publish, "publish-crop")
 

@@ -7,6 +7,7 @@ each other run ids, never run objects.
 Store: MLFLOW_TRACKING_URI if set, else sqlite:///$FACEGAN_HOME/mlflow.db with artifacts in
 $FACEGAN_HOME/mlartifacts (or $FACEGAN_MLFLOW_ARTIFACTS).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,8 +16,9 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import mlflow
 from mlflow.entities import Metric, Param, RunStatus
@@ -51,6 +53,7 @@ def _client() -> MlflowClient:
 
 # --- the store's creation: atomic, so that a killed first command never leaves a half-made store --
 
+
 class StoreError(FaceganError):
     """The MLflow store cannot be created or opened (full disk, out-of-date schema)."""
 
@@ -63,7 +66,7 @@ DISK_MESSAGES = ("disk i/o error", "database or disk is full", "no space left", 
 def _sqlite_file(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):
         return None
-    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    path = uri[len("sqlite:///") :].split("?", 1)[0]
     return Path(path) if path and path != ":memory:" else None
 
 
@@ -77,6 +80,7 @@ def _store_state(path: Path) -> tuple[str | None, int]:
     except sqlite3.Error:
         return None, 0
     try:
+
         def one(sql: str):
             try:
                 row = con.execute(sql).fetchone()
@@ -152,10 +156,13 @@ def _make_store(path: Path) -> None:
                 if runs:
                     raise StoreError(
                         f"the MLflow store {path} has schema {revision or 'unknown'}, this MLflow expects "
-                        f"{head}: back it up, then run `.venv/bin/mlflow db upgrade sqlite:///{path}`")
+                        f"{head}: back it up, then run `.venv/bin/mlflow db upgrade sqlite:///{path}`"
+                    )
                 logging.getLogger("facegan").warning(
                     "the MLflow store %s was left half-made by an interrupted command (no runs in it): "
-                    "building it again", path)
+                    "building it again",
+                    path,
+                )
                 for leftover in (path, Path(f"{path}-journal"), Path(f"{path}-wal"), Path(f"{path}-shm")):
                     leftover.unlink(missing_ok=True)
             for partial in path.parent.glob(f".{path.name}.*.part*"):  # killed creators' temp stores
@@ -173,8 +180,10 @@ def _make_store(path: Path) -> None:
         raise
     except Exception as exc:
         if is_disk_error(exc):
-            raise StoreError(f"cannot create the MLflow store {path}: the disk is full or a file size "
-                             f"limit is set ({disk_message(path)})") from None
+            raise StoreError(
+                f"cannot create the MLflow store {path}: the disk is full or a file size "
+                f"limit is set ({disk_message(path)})"
+            ) from None
         raise
 
 
@@ -213,8 +222,9 @@ def _experiment_id(client: MlflowClient, name: str = EXPERIMENT) -> str:
         folder = os.environ.get("FACEGAN_MLFLOW_ARTIFACTS") or data_home() / "mlartifacts"
         artifact_location = Path(folder).resolve().as_uri()
     try:
-        return client.create_experiment(name, artifact_location=artifact_location,
-                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        return client.create_experiment(
+            name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
     except mlflow.exceptions.MlflowException:  # created concurrently
         exp = client.get_experiment_by_name(name)
         _ensure_kind(client, exp)
@@ -250,7 +260,7 @@ class TrackedRun:
         existing = self.client.get_run(self.run_id).data.params
         fresh = [Param(k, v) for k, v in _flat(params).items() if k not in existing]
         for i in range(0, len(fresh), 100):
-            self.client.log_batch(self.run_id, params=fresh[i:i + 100])
+            self.client.log_batch(self.run_id, params=fresh[i : i + 100])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         import time
@@ -258,7 +268,7 @@ class TrackedRun:
         ts = int(time.time() * 1000)
         batch = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items() if v is not None]
         for i in range(0, len(batch), 500):
-            self.client.log_batch(self.run_id, metrics=batch[i:i + 500])
+            self.client.log_batch(self.run_id, metrics=batch[i : i + 500])
 
     def last_step(self, key: str) -> int:
         """The highest step logged for a metric (0 if none)."""
@@ -291,30 +301,46 @@ class TrackedRun:
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
 
-    def log_pytorch_model(self, model, artifact_path: str, registered_name: str | None = None,
-                          input_example=None, pip_requirements: list[str] | None = None) -> str | None:
+    def log_pytorch_model(
+        self,
+        model,
+        artifact_path: str,
+        registered_name: str | None = None,
+        input_example=None,
+        pip_requirements: list[str] | None = None,
+    ) -> str | None:
         """Log a torch module with the pytorch flavor; register it when a name is given.
         Returns the registered version (as a string) or None. Giving `pip_requirements` skips
         MLflow's slow requirement inference (a subprocess, ~10 s)."""
         import mlflow.pytorch
 
         with mlflow.start_run(run_id=self.run_id, nested=True):
-            info = mlflow.pytorch.log_model(model, name=artifact_path, input_example=input_example,
-                                            registered_model_name=registered_name,
-                                            pip_requirements=pip_requirements)
+            info = mlflow.pytorch.log_model(
+                model,
+                name=artifact_path,
+                input_example=input_example,
+                registered_model_name=registered_name,
+                pip_requirements=pip_requirements,
+            )
         mlflow.end_run() if mlflow.active_run() else None
         version = getattr(info, "registered_model_version", None)
         return str(version) if version is not None else None
 
 
-def start_run(stage: str, run_name: str | None = None, params: Mapping[str, Any] | None = None,
-              parent_run_id: str | None = None, tags: Mapping[str, Any] | None = None) -> TrackedRun:
+def start_run(
+    stage: str,
+    run_name: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> TrackedRun:
     client = _client()
     all_tags = {STAGE_TAG: stage, **(tags or {})}
     if parent_run_id:
         all_tags[PARENT_TAG] = parent_run_id
-    run = client.create_run(_experiment_id(client), run_name=run_name or stage,
-                            tags={k: str(v) for k, v in all_tags.items()})
+    run = client.create_run(
+        _experiment_id(client), run_name=run_name or stage, tags={k: str(v) for k, v in all_tags.items()}
+    )
     tracked = TrackedRun(run.info.run_id)
     if params:
         tracked.log_params(params)
@@ -328,8 +354,13 @@ def resume_run(run_id: str) -> TrackedRun:
 
 
 @contextlib.contextmanager
-def run(stage: str, run_name: str | None = None, params: Mapping[str, Any] | None = None,
-        parent_run_id: str | None = None, tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
+def run(
+    stage: str,
+    run_name: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> Iterator[TrackedRun]:
     """Start a run; mark it FINISHED, KILLED when interrupted (Ctrl-C), or FAILED on an exception."""
     tracked = start_run(stage, run_name, params, parent_run_id, tags)
     try:
@@ -372,7 +403,7 @@ def list_artifacts(run_id: str, path: str | None = None) -> list[str]:
 def resolve_model_uri(model_uri: str) -> tuple[str | None, str]:
     """For `models:/name/version` return (source run id, uri)."""
     if model_uri.startswith("models:/"):
-        name, _, version = model_uri[len("models:/"):].partition("/")
+        name, _, version = model_uri[len("models:/") :].partition("/")
         client = _client()
         if version in ("", "latest"):
             versions = client.search_model_versions(f"name = '{name}'")
@@ -389,8 +420,10 @@ def registered_models(prefix: str = "facegan-") -> list[dict]:
     """Every version of the registered models named `prefix`*: name, version, run_id,
     created (ms), newest first."""
     versions = _client().search_model_versions(f"name LIKE '{prefix}%'")
-    rows = [{"name": v.name, "version": int(v.version), "run_id": v.run_id,
-             "created": v.creation_timestamp} for v in versions]
+    rows = [
+        {"name": v.name, "version": int(v.version), "run_id": v.run_id, "created": v.creation_timestamp}
+        for v in versions
+    ]
     return sorted(rows, key=lambda r: (r["created"] or 0, r["version"]), reverse=True)
 
 

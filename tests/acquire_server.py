@@ -8,6 +8,7 @@ Routes map a path to a behaviour; every request is counted per path (`server.cou
     Route(body, truncate=True)              announces the full length, sends half, hangs up
     Route(redirect="/a")                    302 to another path
 """
+
 from __future__ import annotations
 
 import collections
@@ -27,16 +28,16 @@ class Route:
     delay: float = 0.0
     truncate: bool = False
     redirect: str | None = None
-    trickle: float = 0.0          # seconds to wait after each 64 kB of body
-    ranges: bool = False          # honour `Range: bytes=N-` with 206 Partial Content
+    trickle: float = 0.0  # seconds to wait after each 64 kB of body
+    ranges: bool = False  # honour `Range: bytes=N-` with 206 Partial Content
 
 
 class LoopbackServer:
     def __init__(self, routes: dict[str, Route] | None = None, latency: float = 0.0):
         self.routes: dict[str, Route] = dict(routes or {})
-        self.latency = latency            # added to every non-HTML response
+        self.latency = latency  # added to every non-HTML response
         self.counts: collections.Counter = collections.Counter()
-        self.range_starts: list[tuple[str, int]] = []   # (path, first byte) of every 206 answer
+        self.range_starts: list[tuple[str, int]] = []  # (path, first byte) of every 206 answer
         self.lock = threading.Lock()
         server = self
 
@@ -91,8 +92,7 @@ class LoopbackServer:
                     return self._send(206, route.body[start:], route.ctype, extra, route.trickle)
                 self._send(route.status, route.body, route.ctype, trickle=route.trickle)
 
-            def _send(self, status: int, body: bytes, ctype: str, headers: dict | None = None,
-                      trickle: float = 0.0):
+            def _send(self, status: int, body: bytes, ctype: str, headers: dict | None = None, trickle: float = 0.0):
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
@@ -102,7 +102,7 @@ class LoopbackServer:
                 try:
                     step = 1 << 16 if trickle else max(len(body), 1)
                     for i in range(0, len(body), step):
-                        self.wfile.write(body[i:i + step])
+                        self.wfile.write(body[i : i + step])
                         if trickle:
                             time.sleep(trickle)
                 except (BrokenPipeError, ConnectionResetError):
@@ -117,14 +117,13 @@ class LoopbackServer:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def __enter__(self) -> "LoopbackServer":
+    def __enter__(self) -> LoopbackServer:
         self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
-
 
 
 class SubprocessServer:
@@ -144,7 +143,7 @@ class SubprocessServer:
             port_queue.put(srv.port)
             srv.thread.join()
 
-    def __enter__(self) -> "SubprocessServer":
+    def __enter__(self) -> SubprocessServer:
         self._proc.start()
         self.port = self._port.get(timeout=30)
         return self

@@ -8,6 +8,7 @@
 - One sqlite MLflow store for the session (MLFLOW_TRACKING_URI); FACEGAN_HOME per test.
 - Real data from $FACEGAN_SHARED_DATA (default ../shared/data relative to the repo root).
 """
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,15 @@ def pytest_xdist_auto_num_workers(config) -> int:
 
 
 # The longest test files, longest first (as `--durations` ranks them on 2 cores)
-LONGEST_FILES = ("test_deployments.py", "test_train.py", "test_crop_dask.py",
-                 "test_crop_byo.py", "test_evaluate_flow.py", "test_pipeline.py", "test_recipe.py")
+LONGEST_FILES = (
+    "test_deployments.py",
+    "test_train.py",
+    "test_crop_dask.py",
+    "test_crop_byo.py",
+    "test_evaluate_flow.py",
+    "test_pipeline.py",
+    "test_recipe.py",
+)
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle, which stays the order within each group
@@ -59,8 +67,15 @@ def shared_data() -> Path:
 def _session_env(tmp_path_factory):
     """One sqlite MLflow store for the session (cheap: nothing starts here)."""
     mlflow_dir = tmp_path_factory.mktemp("mlflow")
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "FACEGAN_MLFLOW_ARTIFACTS",
-                                             "PREFECT_LOGGING_LEVEL", "PREFECT_SERVER_ANALYTICS_ENABLED")}
+    saved = {
+        k: os.environ.get(k)
+        for k in (
+            "MLFLOW_TRACKING_URI",
+            "FACEGAN_MLFLOW_ARTIFACTS",
+            "PREFECT_LOGGING_LEVEL",
+            "PREFECT_SERVER_ANALYTICS_ENABLED",
+        )
+    }
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{mlflow_dir / 'mlflow.db'}"
     os.environ["FACEGAN_MLFLOW_ARTIFACTS"] = str(mlflow_dir / "artifacts")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -105,11 +120,19 @@ def facegan_home(tmp_path, monkeypatch) -> Path:
 def run_cli(*args: str, timeout: float = 600, env: dict | None = None, check: bool = False):
     """Run the real `facegan` command in a subprocess (as a user would)."""
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=full_env, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=REPO,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"facegan {' '.join(map(str, args))} failed ({proc.returncode}):\n"
-                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"facegan {' '.join(map(str, args))} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 
@@ -165,7 +188,8 @@ def dlib_face_boxes() -> tuple[Path, dict[str, list[tuple[int, int, int, int]]]]
         for image in ET.parse(root / xml).getroot().iter("image"):
             truth.setdefault(image.get("file"), []).extend(
                 (int(b.get("left")), int(b.get("top")), int(b.get("width")), int(b.get("height")))
-                for b in image.iter("box"))
+                for b in image.iter("box")
+            )
     return root, truth
 
 
@@ -198,9 +222,9 @@ def _build_lfw_crops(root: Path) -> Path:
     """The real acquire and crop flows on 300 LFW photos into root/lfw-crops-home. Their MLflow
     runs go to that home's own store (home/mlflow.db, as for a user without MLFLOW_TRACKING_URI):
     the home is shared by the xdist workers, and each worker has its own session store."""
-    from flows.acquire import acquire
     from config.acquire import AcquireConfig
     from config.crop import CropConfig
+    from flows.acquire import acquire
     from flows.crop import crop
 
     home = root / "lfw-crops-home"

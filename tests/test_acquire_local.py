@@ -1,4 +1,5 @@
 """Local folder import (`facegan acquire --path`): decode-validated, deduped, in place, resumable."""
+
 from __future__ import annotations
 
 import os
@@ -7,11 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import facegan_result, shared
 from PIL import Image
 
-from tasks.acquisition import local
 from config.errors import InputError
-from conftest import facegan_result, shared
+from tasks.acquisition import local
 
 
 def _photo_folder(tmp_path: Path) -> tuple[Path, dict]:
@@ -79,8 +80,8 @@ def test_rerun_reuses_unchanged_files(tmp_path):
 
 
 def test_flow_logs_mlflow_run_and_default_name(tmp_path):
-    from flows.acquire import acquire
     from config.acquire import AcquireConfig
+    from flows.acquire import acquire
     from tasks import tracking
 
     root, expected = _photo_folder(tmp_path)
@@ -116,7 +117,9 @@ def test_cli_bad_folders_one_line_and_existing_set_untouched(tmp_path, capfd, fa
     cases = {tmp_path / "missing": "folder not found", empty: "folder is empty", junk: "no decodable image"}
     for folder, message in cases.items():
         # in-process (test_first_day runs acquire's own process)
-        code, _, err = facegan_result(capfd, "acquire", "--path", folder, "--name", "keep" if folder != junk else "junk")
+        code, _, err = facegan_result(
+            capfd, "acquire", "--path", folder, "--name", "keep" if folder != junk else "junk"
+        )
         errors = [line for line in err.splitlines() if "error" in line.lower()]
         assert code == 2
         assert len(errors) == 1 and errors[0].startswith("facegan: error: "), err
@@ -145,5 +148,5 @@ def test_hidden_folders_and_the_data_home_are_skipped(tmp_path, monkeypatch):
     result = local.import_folder(root, "people", workers=1, progress=False)
     paths = pd.read_parquet(result["manifest"])["path"]
     assert len(paths) == 9 and not any(".thumbnails" in p or "facegan-data" in p for p in paths)
-    again = local.import_folder(root, "people", workers=1, progress=False)   # its own manifest is not imported
+    again = local.import_folder(root, "people", workers=1, progress=False)  # its own manifest is not imported
     assert again["stats"]["files"] == 9

@@ -1,5 +1,6 @@
 """A URL-list download killed with SIGKILL midway resumes: the rerun fetches only what was
 missing and ends with every image stored once."""
+
 from __future__ import annotations
 
 import hashlib
@@ -38,10 +39,28 @@ def test_sigkill_midway_then_rerun_downloads_only_the_rest(tmp_path, facegan_hom
     with LoopbackServer(routes, latency=0.05) as srv:
         listing = tmp_path / "urls.txt"
         listing.write_text("# flowers\n" + "\n".join(srv.url(p) for p in routes) + "\n")
-        args = ["acquire", "--url-list", str(listing), "--name", "flowers", "--workers", "4", "--shard-size", "20",
-                "--timeout", "5", "--no-progress"]
-        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=dict(os.environ),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        args = [
+            "acquire",
+            "--url-list",
+            str(listing),
+            "--name",
+            "flowers",
+            "--workers",
+            "4",
+            "--shard-size",
+            "20",
+            "--timeout",
+            "5",
+            "--no-progress",
+        ]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", *args],
+            cwd=REPO,
+            env=dict(os.environ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 180
         while len(_journaled_urls(raw)) < 30 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
@@ -69,8 +88,8 @@ def test_archive_download_killed_midway_resumes_with_a_range_request(tmp_path, f
     import io
     import tarfile
 
-    from flows.acquire import acquire
     from config.acquire import AcquireConfig
+    from flows.acquire import acquire
 
     lfw_like = io.BytesIO()
     with tarfile.open(fileobj=lfw_like, mode="w:gz") as tf:
@@ -84,14 +103,21 @@ def test_archive_download_killed_midway_resumes_with_a_range_request(tmp_path, f
     with LoopbackServer({"/faces.tgz": route}) as srv:
         args = ["acquire", "--url", srv.url("/faces.tgz"), "--no-progress"]
         log = open(tmp_path / "killed.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=dict(os.environ),
-                                stdout=log, stderr=log, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", *args],
+            cwd=REPO,
+            env=dict(os.environ),
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 180
+
         def part():
             return next(iter((raw / ".downloads").glob("*.part")), None) if raw.exists() else None
 
         while time.monotonic() < deadline and proc.poll() is None:
-            if part() and part().stat().st_size >= 1 << 16:   # at least one 64 kB block on disk
+            if part() and part().stat().st_size >= 1 << 16:  # at least one 64 kB block on disk
                 break
             time.sleep(0.05)
         assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
@@ -101,7 +127,7 @@ def test_archive_download_killed_midway_resumes_with_a_range_request(tmp_path, f
         assert 0 < kept < len(body)
         route.trickle = 0.0
         result = acquire(AcquireConfig(url=srv.url("/faces.tgz"), progress=False, retries=0))
-    assert srv.range_starts == [("/faces.tgz", kept)]          # only the missing bytes were fetched
+    assert srv.range_starts == [("/faces.tgz", kept)]  # only the missing bytes were fetched
     assert result["ok"] == 120 and result["name"] == "faces"
     df = pd.read_parquet(raw / "manifest.parquet")
     assert df["identity"].nunique() == 6 and not list(raw.rglob("*.part"))

@@ -1,4 +1,5 @@
 """Web acquisition against a real loopback server: failure injection, unsafe archives, bad input."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,12 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from flows.acquire import acquire
-from config.acquire import AcquireConfig
-from tests.acquire_server import LoopbackServer, Route
-from config.errors import DownloadError
 from conftest import facegan_result, shared
+
+from config.acquire import AcquireConfig
+from config.errors import DownloadError
+from flows.acquire import acquire
+from tests.acquire_server import LoopbackServer, Route
 
 FAST = dict(timeout=0.5, retries=2, backoff=0.01, workers=4, progress=False)
 
@@ -38,23 +39,26 @@ def test_failure_injection_url_list(tmp_path, facegan_home):
     big = max(_photos(20, "deepface"), key=len)
     assert len(big) > max(map(len, good))
     routes = {
-        "/ok0.jpg": Route(good[0]), "/ok1.jpg": Route(good[1]), "/ok2.png": Route(good[2], "image/png"),
-        "/dup.jpg": Route(good[0]),                                   # same bytes as ok0
-        "/flaky.jpg": Route(good[3], fail_first=1),                   # 500 then success
-        "/down.jpg": Route(b"err", "text/plain", status=500),         # persistent 500
-        "/slow.jpg": Route(good[1], delay=3),                         # slower than the timeout
-        "/trunc.jpg": Route(good[2], truncate=True),                  # body cut short
+        "/ok0.jpg": Route(good[0]),
+        "/ok1.jpg": Route(good[1]),
+        "/ok2.png": Route(good[2], "image/png"),
+        "/dup.jpg": Route(good[0]),  # same bytes as ok0
+        "/flaky.jpg": Route(good[3], fail_first=1),  # 500 then success
+        "/down.jpg": Route(b"err", "text/plain", status=500),  # persistent 500
+        "/slow.jpg": Route(good[1], delay=3),  # slower than the timeout
+        "/trunc.jpg": Route(good[2], truncate=True),  # body cut short
         "/page.jpg": Route(b"<html><body>not a photo</body></html>"),  # HTML served as image/jpeg
-        "/big.jpg": Route(big),                                       # over --max-bytes
-        "/loop1.jpg": Route(redirect="/loop2.jpg"), "/loop2.jpg": Route(redirect="/loop1.jpg"),
+        "/big.jpg": Route(big),  # over --max-bytes
+        "/loop1.jpg": Route(redirect="/loop2.jpg"),
+        "/loop2.jpg": Route(redirect="/loop1.jpg"),
         "/gone.jpg": Route(b"", status=404),
     }
     with LoopbackServer(routes) as srv:
         listing = tmp_path / "urls.csv"
-        pd.DataFrame({"url": [srv.url(p) for p in routes if p != "/loop2.jpg"],
-                      "identity": ["person"] * (len(routes) - 1)}).to_csv(listing, index=False)
-        result = acquire(AcquireConfig(url_list=listing, name="inject", max_bytes=len(big) - 1,
-                                       shard_size=4, **FAST))
+        pd.DataFrame(
+            {"url": [srv.url(p) for p in routes if p != "/loop2.jpg"], "identity": ["person"] * (len(routes) - 1)}
+        ).to_csv(listing, index=False)
+        result = acquire(AcquireConfig(url_list=listing, name="inject", max_bytes=len(big) - 1, shard_size=4, **FAST))
         counts = dict(srv.counts)
     raw = facegan_home / "raw" / "inject"
     df = pd.read_parquet(raw / "manifest.parquet").set_index("url")
@@ -62,10 +66,19 @@ def test_failure_injection_url_list(tmp_path, facegan_home):
     reason = {u.rsplit("/", 1)[1]: (r if isinstance(r, str) else "") for u, r in df["reason"].items()}
     # ok0 and dup hold the same bytes: whichever finished first is kept, the other is a duplicate
     assert sorted([status.pop("ok0.jpg"), status.pop("dup.jpg")]) == ["duplicate", "ok"]
-    assert status == {"ok1.jpg": "ok", "ok2.png": "ok", "flaky.jpg": "ok",
-                      "down.jpg": "failed", "slow.jpg": "failed", "trunc.jpg": "failed", "page.jpg": "failed",
-                      "big.jpg": "failed", "loop1.jpg": "failed", "gone.jpg": "failed"}
-    assert reason["down.jpg"].startswith("http 500") and counts["/down.jpg"] == 3   # 1 + 2 retries
+    assert status == {
+        "ok1.jpg": "ok",
+        "ok2.png": "ok",
+        "flaky.jpg": "ok",
+        "down.jpg": "failed",
+        "slow.jpg": "failed",
+        "trunc.jpg": "failed",
+        "page.jpg": "failed",
+        "big.jpg": "failed",
+        "loop1.jpg": "failed",
+        "gone.jpg": "failed",
+    }
+    assert reason["down.jpg"].startswith("http 500") and counts["/down.jpg"] == 3  # 1 + 2 retries
     assert counts["/flaky.jpg"] == 2
     assert reason["slow.jpg"].startswith("timeout")
     assert reason["trunc.jpg"].startswith("truncated")
@@ -77,7 +90,7 @@ def test_failure_injection_url_list(tmp_path, facegan_home):
     # every good image stored exactly once, byte for byte; nothing partial; nothing elsewhere
     stored = [p for p in _all_files(raw / "images")]
     assert sorted(_sha(p.read_bytes()) for p in stored) == sorted(_sha(b) for b in good)
-    ours = [p for p in _all_files(facegan_home) if "mlartifacts" not in p.parts]   # MLflow's own store
+    ours = [p for p in _all_files(facegan_home) if "mlartifacts" not in p.parts]  # MLflow's own store
     assert {p.name for p in ours} == {p.name for p in stored} | {"manifest.parquet", "source.json"}
     ok = df[df["status"] == "ok"]
     assert all(_sha(Path(p).read_bytes()) == s for p, s in zip(ok["path"], ok["sha256"]))
@@ -99,8 +112,11 @@ def _zip_with_traversal(photos: list[bytes]) -> bytes:
 def _tar_with_escapes(photos: list[bytes], outside: Path) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in [("set/Cid/Cid_0001.jpg", photos[2]), ("set/Cid/Cid_0002.jpg", photos[3]),
-                           (str(outside), photos[0])]:
+        for name, data in [
+            ("set/Cid/Cid_0001.jpg", photos[2]),
+            ("set/Cid/Cid_0002.jpg", photos[3]),
+            (str(outside), photos[0]),
+        ]:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
@@ -119,19 +135,32 @@ def test_unsafe_archives_extract_only_safe_members(tmp_path, facegan_home):
     zdata, tdata = _zip_with_traversal(photos), _tar_with_escapes(photos, outside)
     bomb = io.BytesIO()
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("zeros.jpg", b"\0" * 5_000_000)                  # 5 MB from a few kB
-    routes = {"/faces.zip": Route(zdata, "application/zip"), "/faces.tgz": Route(tdata, "application/gzip"),
-              "/bomb.zip": Route(bomb.getvalue(), "application/zip")}
+        zf.writestr("zeros.jpg", b"\0" * 5_000_000)  # 5 MB from a few kB
+    routes = {
+        "/faces.zip": Route(zdata, "application/zip"),
+        "/faces.tgz": Route(tdata, "application/gzip"),
+        "/bomb.zip": Route(bomb.getvalue(), "application/zip"),
+    }
     with LoopbackServer(routes) as srv:
-        first = acquire(AcquireConfig(url=srv.url("/faces.zip"), sha256=_sha(zdata), name="arch", identity="folder", **FAST))
+        first = acquire(
+            AcquireConfig(url=srv.url("/faces.zip"), sha256=_sha(zdata), name="arch", identity="folder", **FAST)
+        )
         second = acquire(AcquireConfig(url=srv.url("/faces.tgz"), name="arch", identity="folder", **FAST))
         again = acquire(AcquireConfig(url=srv.url("/faces.tgz"), name="arch", identity="folder", **FAST))
-        assert srv.counts["/faces.tgz"] == 1          # the rerun found it done
+        assert srv.counts["/faces.tgz"] == 1  # the rerun found it done
         before = (facegan_home / "raw" / "arch" / "manifest.parquet").read_bytes()
-        with pytest.raises(DownloadError, match="more than 3 files"):   # decompression-bomb cap
-            acquire(AcquireConfig(url=srv.url("/faces.zip") + "?again", name="arch", max_archive_files=3, identity="folder", **FAST))
+        with pytest.raises(DownloadError, match="more than 3 files"):  # decompression-bomb cap
+            acquire(
+                AcquireConfig(
+                    url=srv.url("/faces.zip") + "?again", name="arch", max_archive_files=3, identity="folder", **FAST
+                )
+            )
         with pytest.raises(DownloadError, match="expands to more than 1000000 bytes"):
-            acquire(AcquireConfig(url=srv.url("/bomb.zip"), name="arch", max_archive_bytes=1_000_000, identity="folder", **FAST))
+            acquire(
+                AcquireConfig(
+                    url=srv.url("/bomb.zip"), name="arch", max_archive_bytes=1_000_000, identity="folder", **FAST
+                )
+            )
         assert (facegan_home / "raw" / "arch" / "manifest.parquet").read_bytes() == before
     raw = facegan_home / "raw" / "arch"
     df = pd.read_parquet(raw / "manifest.parquet")
@@ -157,7 +186,11 @@ def test_unsafe_archives_extract_only_safe_members(tmp_path, facegan_home):
 def test_bad_input_one_line_and_earlier_downloads_intact(tmp_path, capfd, facegan_home):
     photos = _photos(2)
     zdata = _zip_with_traversal(_photos(4))
-    routes = {"/a.jpg": Route(photos[0]), "/b.zip": Route(zdata, "application/zip"), "/": Route(b"<html></html>", "text/html")}
+    routes = {
+        "/a.jpg": Route(photos[0]),
+        "/b.zip": Route(zdata, "application/zip"),
+        "/": Route(b"<html></html>", "text/html"),
+    }
     with LoopbackServer(routes) as srv:
         acquire(AcquireConfig(url=srv.url("/a.jpg"), name="keep", **FAST))
         raw = facegan_home / "raw" / "keep"
@@ -201,8 +234,22 @@ def test_help_documents_sources_and_the_google_drive_caveat():
 
     sub = build_parser()._subparsers._group_actions[0].choices["acquire"]
     text = sub.format_help()
-    for flag in ("--path", "--url", "--sha256", "--url-list", "--preset", "--scrape", "--depth", "--workers",
-                 "--timeout", "--retries", "--max-bytes", "--max-archive-files", "--allow-domain", "--delay"):
+    for flag in (
+        "--path",
+        "--url",
+        "--sha256",
+        "--url-list",
+        "--preset",
+        "--scrape",
+        "--depth",
+        "--workers",
+        "--timeout",
+        "--retries",
+        "--max-bytes",
+        "--max-archive-files",
+        "--allow-domain",
+        "--delay",
+    ):
         assert flag in text
     assert "Google Drive" in text and "(default: 16)" in text
 
@@ -228,10 +275,10 @@ def test_rerun_restores_a_deleted_download_without_duplicating(tmp_path, facegan
         acquire(AcquireConfig(url_list=listing, name="redo", **FAST))
         raw = facegan_home / "raw" / "redo"
         first = pd.read_parquet(raw / "manifest.parquet")
-        keeper = first.loc[first["status"] == "ok", "url"].iloc[0].rsplit("/", 1)[1]   # whichever came first
+        keeper = first.loc[first["status"] == "ok", "url"].iloc[0].rsplit("/", 1)[1]  # whichever came first
         stored = _all_files(raw / "images")
         assert len(stored) == 1
-        stored[0].unlink()                                     # the user deletes the image
+        stored[0].unlink()  # the user deletes the image
         result = acquire(AcquireConfig(url_list=listing, name="redo", **FAST))
         assert srv.counts[f"/{keeper}"] == 2 and sum(srv.counts.values()) == 3
     assert result["ok"] == 1 and result["duplicates"] == 1

@@ -1,5 +1,6 @@
 """The Streamlit generator page, headless (streamlit.testing AppTest), on a tiny generator
 trained on real LFW crops and registered in the session's MLflow store."""
+
 from __future__ import annotations
 
 import io
@@ -19,8 +20,17 @@ def trained_run(lfw_crops):
     from config.train import TrainConfig
     from flows.train import train
 
-    return train(TrainConfig(dataset=dataset_path(lfw_crops, 48), size=48, steps=2, batch_size=8, features=8,
-                             sample_every=1, name="app-dcgan-48"))
+    return train(
+        TrainConfig(
+            dataset=dataset_path(lfw_crops, 48),
+            size=48,
+            steps=2,
+            batch_size=8,
+            features=8,
+            sample_every=1,
+            name="app-dcgan-48",
+        )
+    )
 
 
 def test_app_generates_and_downloads_faces(trained_run):

@@ -1,4 +1,5 @@
 """Crop stage on real photos: geometry, datasets, detector quality, bad input, kill + resume."""
+
 from __future__ import annotations
 
 import json
@@ -30,12 +31,15 @@ def test_lfw_sample_dataset_is_consistent(lfw_crops):
         assert not list(folder.glob(".*.part"))
 
 
-@pytest.mark.parametrize("box,img,expect_pad", [
-    ((0, 0, 50, 50), (200, 100), False),        # top-left corner: shifted inside
-    ((170, 80, 30, 20), (200, 100), False),     # bottom-right, non-square box
-    ((10, 10, 90, 90), (100, 100), True),       # grown square larger than the image: padded
-    ((0, 40, 20, 60), (30, 200), True),         # narrow image
-])
+@pytest.mark.parametrize(
+    "box,img,expect_pad",
+    [
+        ((0, 0, 50, 50), (200, 100), False),  # top-left corner: shifted inside
+        ((170, 80, 30, 20), (200, 100), False),  # bottom-right, non-square box
+        ((10, 10, 90, 90), (100, 100), True),  # grown square larger than the image: padded
+        ((0, 40, 20, 60), (30, 200), True),  # narrow image
+    ],
+)
 @pytest.mark.no_prefect
 def test_square_box_never_skews_or_crashes(box, img, expect_pad):
     w, h = img
@@ -111,6 +115,7 @@ def test_no_crops_from_face_free_video_frames(capfd):
     assert code == 2
     assert "no faces found in 151 images" in err
     from tasks.paths import dataset_dir
+
     assert not any((dataset_dir("frames") / str(s) / "faces.npy").exists() for s in (48, 64, 128))
 
 
@@ -119,6 +124,7 @@ from conftest import dlib_face_boxes, facegan_result, shared  # noqa: E402
 
 def _copy_raw(src_home, dst_home, name="lfw-sample"):
     import shutil
+
     dst = dst_home / "raw" / name
     dst.mkdir(parents=True)
     shutil.copy(src_home / "raw" / name / "manifest.parquet", dst / "manifest.parquet")
@@ -137,9 +143,13 @@ def test_crop_killed_midway_resumes_to_the_same_result(lfw_crops, facegan_home, 
 
     _copy_raw(lfw_crops, facegan_home)
     work = facegan_home / "datasets" / "lfw-sample" / ".work"
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "crop", "--largest-only", "--shard-size", "15",
-                             "--workers", "1"], cwd=REPO, env=os.environ.copy(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "crop", "--largest-only", "--shard-size", "15", "--workers", "1"],
+        cwd=REPO,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and len(list(work.glob("shard-*.npz"))) < 3:
         assert proc.poll() is None, "crop finished before it could be killed"
@@ -158,8 +168,9 @@ def test_crop_killed_midway_resumes_to_the_same_result(lfw_crops, facegan_home, 
         want = lfw_crops / "datasets" / "lfw-sample" / str(size)
         assert np.array_equal(np.load(got / "faces.npy"), np.load(want / "faces.npy"))
         cols = ["file", "source", "face_index", "x", "y", "w", "h", "identity"]
-        pd.testing.assert_frame_equal(pd.read_parquet(got / "manifest.parquet")[cols],
-                                      pd.read_parquet(want / "manifest.parquet")[cols])
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(got / "manifest.parquet")[cols], pd.read_parquet(want / "manifest.parquet")[cols]
+        )
     leftovers = [p for p in facegan_home.rglob("*") if p.name.endswith(".part") or p.name.startswith(".trash")]
     assert leftovers == []
 
@@ -172,8 +183,11 @@ def test_bad_input_is_one_line_and_leaves_datasets_untouched(lfw_crops, facegan_
     shutil.copytree(lfw_crops / "datasets", facegan_home / "datasets")
 
     def snapshot():
-        return {p: hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted((facegan_home / "datasets").rglob("*")) if p.is_file()}
+        return {
+            p: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((facegan_home / "datasets").rglob("*"))
+            if p.is_file()
+        }
 
     before = snapshot()
     for args, message in [
@@ -193,9 +207,9 @@ def test_bad_input_is_one_line_and_leaves_datasets_untouched(lfw_crops, facegan_
 def test_odd_inputs_exif_grey_rgba_16bit_and_unreadable(facegan_home, tmp_path):
     """EXIF-rotated JPEG, greyscale, RGBA and 16-bit PNGs of a real portrait all give an upright
     RGB face crop; a source file that disappears before cropping is counted, not fatal."""
-    from flows.acquire import acquire
     from config.acquire import AcquireConfig
     from config.crop import CropConfig
+    from flows.acquire import acquire
     from flows.crop import crop
 
     src = tmp_path / "odd"
@@ -209,7 +223,7 @@ def test_odd_inputs_exif_grey_rgba_16bit_and_unreadable(facegan_home, tmp_path):
     rgba = rgb.convert("RGBA")
     rgba.putalpha(200)
     rgba.save(src / "rgba.png")
-    grey16 = (np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)
+    grey16 = np.asarray(rgb.convert("L"), dtype=np.uint16) * 257
     Image.fromarray(grey16).save(src / "deep16.png")
     rgb.save(src / "vanishing.jpg")
     acquire(AcquireConfig(path=src, name="odd"))
@@ -245,4 +259,5 @@ def test_rerun_is_skipped_and_logged_to_mlflow(lfw_crops, monkeypatch):
     assert run.data.metrics["images_one_face"] + run.data.metrics["images_many_faces"] >= 290
     for size in (48, 64, 128):
         assert tracking.list_artifacts(run.info.run_id, f"contact_sheets/{size}") == [
-            f"contact_sheets/{size}/contact_sheet.png"]
+            f"contact_sheets/{size}/contact_sheet.png"
+        ]

@@ -1,6 +1,7 @@
 """Bring your own face collection: tight face chips, greyscale PGM portraits in sN/ folders and
 CelebA's aligned images, all built here from ../shared/data (nothing committed), cropped by the
 real acquire and crop flows. The measured shares are printed (pytest -s) and asserted."""
+
 from __future__ import annotations
 
 import tarfile
@@ -11,7 +12,6 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import dlib_face_boxes, facegan_result, shared
 
 N_CHIPS = 200
@@ -48,7 +48,7 @@ def tight_chips(n: int = N_CHIPS, side: int = 200, seed: int = 0) -> list[tuple[
             continue
         x, y, w, h = boxes[0]
         t = int(round(rng.uniform(0.0, 0.08) * w))
-        chip = img[y + t:y + h - t, x + t:x + w - t]
+        chip = img[y + t : y + h - t, x + t : x + w - t]
         chips.append((person, stem, cv2.resize(chip, (side, side), interpolation=cv2.INTER_AREA)))
         if len(chips) == n:
             break
@@ -92,8 +92,8 @@ def test_tight_chips_survive_the_padded_search(byo_sets, facegan_home, kind, flo
     """Measured (200 chips cut 0-8% inside the Haar box, ~200 px, --largest-only, 64 px): colour
     JPEG chips 67.0% without the padded search, 98.0% with it; the same as greyscale PGM 70.0% /
     98.0%; with the automatic aligned-set rule on top (one centred face each) 100% of both."""
-    from flows.acquire import acquire
     from config.acquire import AcquireConfig
+    from flows.acquire import acquire
 
     # sN/k.pgm is not LFW's <Name>/<Name>_0001.jpg, which acquire's automatic identity rule
     # requires: a person-per-folder research layout is stated with --identity folder
@@ -108,7 +108,9 @@ def test_tight_chips_survive_the_padded_search(byo_sets, facegan_home, kind, flo
     assert stats["images_haar"] + stats["images_haar_padded"] + stats["images_no_face"] == stats["images_read"]
     assert set(manifest["method"]) == {"haar", "haar-padded"}
     assert manifest.groupby("method")["source"].nunique().to_dict() == {
-        "haar": stats["images_haar"], "haar-padded": stats["images_haar_padded"]}
+        "haar": stats["images_haar"],
+        "haar-padded": stats["images_haar_padded"],
+    }
     # the padded search's boxes reach past the chip's borders; the square stays a square
     pad_rows = manifest[manifest["method"] == "haar-padded"]
     assert (pad_rows["w"] == pad_rows["h"]).all() and (pad_rows["w"] > 0.9 * 200).mean() > 0.5
@@ -126,8 +128,8 @@ def test_aligned_celeba_loses_no_image(byo_sets, facegan_home):
     detection); automatically, the set is recognised as aligned and the images Haar misses are cut
     at the set's typical face box. Measured on 200 images: plain Haar 90.5%, + padded search 91.5%,
     automatic 100%, --aligned 100%."""
-    from flows.acquire import acquire
     from config.acquire import AcquireConfig
+    from flows.acquire import acquire
     from tasks import tracking
 
     acquire(AcquireConfig(path=byo_sets["celeba"], name="celeba"))
@@ -135,14 +137,20 @@ def test_aligned_celeba_loses_no_image(byo_sets, facegan_home):
     padded, _, _ = _crop_share("celeba", facegan_home, aligned=False)
     auto, auto_stats, auto_manifest = _crop_share("celeba", facegan_home)
     forced, stats, manifest = _crop_share("celeba", facegan_home, aligned=True)
-    print(f"\nceleba: plain Haar {plain:.3f}, + padded search {padded:.3f}, automatic {auto:.3f}, --aligned {forced:.3f}")
+    print(
+        f"\nceleba: plain Haar {plain:.3f}, + padded search {padded:.3f}, automatic {auto:.3f}, --aligned {forced:.3f}"
+    )
     assert forced == 1.0 and len(manifest) == N_CELEBA
     assert set(manifest["method"]) == {"aligned-centre"}
-    assert (manifest[["crop_x0", "crop_y0", "crop_side"]].drop_duplicates().values.tolist() == [[0, 10, 89]])
+    assert manifest[["crop_x0", "crop_y0", "crop_side"]].drop_duplicates().values.tolist() == [[0, 10, 89]]
     assert stats["images_aligned"] == N_CELEBA and stats["images_haar"] == 0 and stats["images_no_face"] == 0
     assert auto_stats["aligned_set"] == 1 and auto == 1.0
     filled = auto_manifest[auto_manifest["method"] == "aligned-box"]
-    assert len(filled) == auto_stats["images_aligned"] == N_CELEBA - auto_stats["images_haar"] - auto_stats["images_haar_padded"]
+    assert (
+        len(filled)
+        == auto_stats["images_aligned"]
+        == N_CELEBA - auto_stats["images_haar"] - auto_stats["images_haar_padded"]
+    )
     assert len(filled) > 0 and filled[["x", "y", "w", "h"]].drop_duplicates().shape[0] == 1
     metrics = tracking.get_run(auto_stats["run_id"]).data.metrics
     assert metrics["images_aligned"] == len(filled) and metrics["aligned_set"] == 1
@@ -162,8 +170,8 @@ def test_padded_search_finds_no_faces_in_face_free_photos():
     small = [cv2.resize(f, (64, 64), interpolation=cv2.INTER_AREA) for f in flowers]
     for name, images, most in [("video", frames, 0), ("flowers128", flowers, 4), ("flowers64", small, 3)]:
         found = [m for _, m in (find_faces(im, HaarParams(), largest_only=True) for im in images)]
-        plain = sum(m == "haar" for m in found)
-        print(f"\n{name}: {len(images)} images, plain Haar {plain}, with the padded search {sum(m is not None for m in found)}")
+        plain, padded = sum(m == "haar" for m in found), sum(m is not None for m in found)
+        print(f"\n{name}: {len(images)} images, plain Haar {plain}, with the padded search {padded}")
         assert sum(m is not None for m in found) <= most, name
 
 
@@ -210,9 +218,9 @@ def test_formats_pgm_ppm_tiff_webp_bmp_png16_grey_jpeg_heic_gif(facegan_home, tm
     crop; unknown formats are counted at import, never fatal."""
     from PIL import Image
 
-    from flows.acquire import acquire
     from config.acquire import AcquireConfig
     from config.crop import CropConfig
+    from flows.acquire import acquire
     from flows.crop import crop
     from tasks.cropping import formats
 
@@ -273,7 +281,9 @@ def _png_bomb(path: Path, side: int = 20000) -> None:
         parts.append(packer.compress(row))
     parts.append(packer.flush())
     header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
+    )
 
 
 def test_bad_input_counted_with_reasons_one_line_when_nothing_usable(facegan_home, tmp_path, cli, capfd):
@@ -316,8 +326,11 @@ def test_bad_input_counted_with_reasons_one_line_when_nothing_usable(facegan_hom
     assert (folder / "no_face_sheet.png").is_file()
 
     def snapshot():
-        return {p: hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted((facegan_home / "datasets").rglob("*")) if p.is_file()}
+        return {
+            p: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((facegan_home / "datasets").rglob("*"))
+            if p.is_file()
+        }
 
     before = snapshot()
     junk = tmp_path / "junk"

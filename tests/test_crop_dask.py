@@ -1,5 +1,6 @@
 """The crop map on a real Dask cluster (prefect-dask's DaskTaskRunner) gives the same dataset as
 the local thread pool; an unreachable scheduler is one error line."""
+
 from __future__ import annotations
 
 import logging
@@ -26,11 +27,20 @@ def test_crop_on_a_dask_cluster_matches_the_thread_pool(lfw_crops, tmp_path, mon
     monkeypatch.delenv("PREFECT_API_URL")  # for the workers (inherited) and the command below
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "workers-prefect-home"))
     start = time.perf_counter()
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=logging.ERROR) as cluster:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+    ) as cluster:
         # same parameters as the lfw_crops fixture, which cropped on the thread pool
-        proc = run_cli("crop", "--raw", "lfw-sample", "--largest-only", "--dask-address", cluster.scheduler_address,
-                       env={"PREFECT_HOME": str(tmp_path / "cli-prefect-home")}, timeout=300)
+        proc = run_cli(
+            "crop",
+            "--raw",
+            "lfw-sample",
+            "--largest-only",
+            "--dask-address",
+            cluster.scheduler_address,
+            env={"PREFECT_HOME": str(tmp_path / "cli-prefect-home")},
+            timeout=300,
+        )
         shards_run = cluster.scheduler.task_prefixes["crop_shard"].state_counts["memory"]
     print(f"dask crop: {time.perf_counter() - start:.1f} s (cluster and command start included)")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -41,9 +51,13 @@ def test_crop_on_a_dask_cluster_matches_the_thread_pool(lfw_crops, tmp_path, mon
     assert states == [("Completed",)] * 8
     assert not (tmp_path / "workers-prefect-home" / "prefect.db").exists()  # no server of their own
     for size in (48, 64, 128):
-        dask_dir, pool_dir = home / "datasets" / "lfw-sample" / str(size), lfw_crops / "datasets" / "lfw-sample" / str(size)
-        pd.testing.assert_frame_equal(pd.read_parquet(dask_dir / "manifest.parquet"),
-                                      pd.read_parquet(pool_dir / "manifest.parquet"))
+        dask_dir, pool_dir = (
+            home / "datasets" / "lfw-sample" / str(size),
+            lfw_crops / "datasets" / "lfw-sample" / str(size),
+        )
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(dask_dir / "manifest.parquet"), pd.read_parquet(pool_dir / "manifest.parquet")
+        )
         assert np.array_equal(np.load(dask_dir / "faces.npy"), np.load(pool_dir / "faces.npy"))
         assert sorted(p.name for p in dask_dir.glob("*.png")) == sorted(p.name for p in pool_dir.glob("*.png"))
     assert not (home / "datasets" / "lfw-sample" / ".work").exists()

@@ -4,6 +4,7 @@ infra/prefect.yaml, then `prefect deployment run` of acquire, crop (cpu pool) an
 pool) on real LFW photos, checked through the Prefect and MLflow clients. Then `facegan serve`
 takes the same deployment names over and runs acquire and crop itself. Everything started here is stopped here
 (workers before the servers)."""
+
 from __future__ import annotations
 
 import json
@@ -36,18 +37,27 @@ class Stack:
         self.api = f"http://127.0.0.1:{self.prefect_port}/api"
         self.mlflow = f"http://127.0.0.1:{self.mlflow_port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "FACEGAN_"))}
-        self.env = {**env, "PREFECT_API_URL": self.api, "PREFECT_HOME": str(tmp / "prefect-home"),
-                    "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp / 'prefect.db'}",
-                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
-                    # workers and served deployments pick up a scheduled run within 2 s (default 10-15 s)
-                    "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_RUNNER_POLL_FREQUENCY": "2",
-                    "MLFLOW_TRACKING_URI": self.mlflow, "FACEGAN_HOME": str(tmp / "home"),
-                    "FACEGAN_REPO": str(REPO), "PATH": f"{BIN}:{os.environ['PATH']}"}
+        self.env = {
+            **env,
+            "PREFECT_API_URL": self.api,
+            "PREFECT_HOME": str(tmp / "prefect-home"),
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp / 'prefect.db'}",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "false",
+            # workers and served deployments pick up a scheduled run within 2 s (default 10-15 s)
+            "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+            "MLFLOW_TRACKING_URI": self.mlflow,
+            "FACEGAN_HOME": str(tmp / "home"),
+            "FACEGAN_REPO": str(REPO),
+            "PATH": f"{BIN}:{os.environ['PATH']}",
+        }
 
     def start(self, name: str, *cmd: str) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "w")
-        proc = subprocess.Popen([str(c) for c in cmd], cwd=REPO, env=self.env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(c) for c in cmd], cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.procs.append((name, proc))
         return proc
 
@@ -64,8 +74,9 @@ class Stack:
         raise AssertionError(f"{url} not up after {timeout} s")
 
     def run(self, *cmd: str, timeout: float = 300) -> str:
-        proc = subprocess.run([str(c) for c in cmd], cwd=REPO, env=self.env, capture_output=True,
-                              text=True, timeout=timeout)
+        proc = subprocess.run(
+            [str(c) for c in cmd], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
         assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         return proc.stdout
 
@@ -88,8 +99,19 @@ class Stack:
 
     def deployment_run(self, name: str, config: dict) -> str:
         """`prefect deployment run NAME --param config=JSON --watch`; returns the flow run id."""
-        out = self.run(BIN / "prefect", "deployment", "run", name, "--param", f"config={json.dumps(config)}",
-                       "--watch", "--watch-interval", "1", "--watch-timeout", "400")
+        out = self.run(
+            BIN / "prefect",
+            "deployment",
+            "run",
+            name,
+            "--param",
+            f"config={json.dumps(config)}",
+            "--watch",
+            "--watch-interval",
+            "1",
+            "--watch-timeout",
+            "400",
+        )
         return re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
 
     def client(self):
@@ -102,11 +124,24 @@ class Stack:
 def stack(tmp_path_factory):
     s = Stack(tmp_path_factory.mktemp("stack"))
     try:
-        server = s.start("prefect-server", BIN / "prefect", "server", "start", "--host", "127.0.0.1",
-                         "--port", s.prefect_port)
-        mlflow = s.start("mlflow-server", BIN / "mlflow", "server", "--host", "127.0.0.1", "--port",
-                         s.mlflow_port, "--backend-store-uri", f"sqlite:///{s.tmp / 'mlflow.db'}",
-                         "--artifacts-destination", s.tmp / "mlartifacts", "--workers", "1")
+        server = s.start(
+            "prefect-server", BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", s.prefect_port
+        )
+        mlflow = s.start(
+            "mlflow-server",
+            BIN / "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            s.mlflow_port,
+            "--backend-store-uri",
+            f"sqlite:///{s.tmp / 'mlflow.db'}",
+            "--artifacts-destination",
+            s.tmp / "mlartifacts",
+            "--workers",
+            "1",
+        )
         s.wait_http(f"{s.api}/health", server)
         s.wait_http(f"{s.mlflow}/health", mlflow)
         yield s
@@ -135,20 +170,37 @@ def test_deploy_pools_workers_and_one_off_runs(stack, tmp_path, monkeypatch):
     with stack.client() as client:
         nightly = client.read_deployment_by_name("face-pipeline/nightly")
         assert nightly.work_pool_name == "gpu"
-        assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in nightly.schedules] == \
-            [("0 2 * * *", "Europe/Berlin", True)]
-        for name, pool in (("acquire/on-demand", "cpu"), ("crop/on-demand", "cpu"),
-                           ("train/gpu", "gpu"), ("evaluate/on-demand", "cpu")):
+        assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in nightly.schedules] == [
+            ("0 2 * * *", "Europe/Berlin", True)
+        ]
+        for name, pool in (
+            ("acquire/on-demand", "cpu"),
+            ("crop/on-demand", "cpu"),
+            ("train/gpu", "gpu"),
+            ("evaluate/on-demand", "cpu"),
+        ):
             assert client.read_deployment_by_name(name).work_pool_name == pool
         assert client.read_work_pool("gpu").concurrency_limit == 1
         assert client.read_work_pool("cpu").type == "process"
 
     stack.start("cpu-worker", "infra/work-pools.sh", "cpu-worker")
     gpu = stack.start("gpu-worker", "infra/work-pools.sh", "gpu-worker")
-    runs = {"acquire": stack.deployment_run("acquire/on-demand", {"path": str(src), "name": "mini", "progress": False}),
-            "crop": stack.deployment_run("crop/on-demand", {"raw": "mini", "sizes": [48], "largest_only": True}),
-            "train": stack.deployment_run("train/gpu", {"dataset": "mini", "size": 48, "steps": 4, "batch_size": 8,
-                                                        "features": 8, "sample_every": 2, "log_every": 1})}
+    runs = {
+        "acquire": stack.deployment_run("acquire/on-demand", {"path": str(src), "name": "mini", "progress": False}),
+        "crop": stack.deployment_run("crop/on-demand", {"raw": "mini", "sizes": [48], "largest_only": True}),
+        "train": stack.deployment_run(
+            "train/gpu",
+            {
+                "dataset": "mini",
+                "size": 48,
+                "steps": 4,
+                "batch_size": 8,
+                "features": 8,
+                "sample_every": 2,
+                "log_every": 1,
+            },
+        ),
+    }
     assert _cuda_visible_devices(gpu.pid) == {"0"}
 
     with stack.client() as client:
@@ -162,8 +214,9 @@ def test_deploy_pools_workers_and_one_off_runs(stack, tmp_path, monkeypatch):
     from tasks import tracking
 
     # this test's runs (the stack is shared with the serve test, which may have run first)
-    (acq,), (crop,), (train,) = (tracking.find_runs(stage, "attributes.run_name LIKE '%mini%'")
-                                 for stage in ("acquire", "crop", "train"))
+    (acq,), (crop,), (train,) = (
+        tracking.find_runs(stage, "attributes.run_name LIKE '%mini%'") for stage in ("acquire", "crop", "train")
+    )
     assert all(r.info.status == "FINISHED" for r in (acq, crop, train))
     assert acq.data.metrics["ok"] == 30
     assert crop.data.params["sizes"] == "[48]" and crop.data.metrics["crops_48"] > 20
@@ -207,8 +260,12 @@ def _serve_runs_the_deployments(stack, src: Path) -> None:
         while time.monotonic() < deadline:  # serve updates the five deployments, then polls
             nightly = client.read_deployment_by_name("face-pipeline/nightly")
             limit = client.read_deployment_by_name("train/gpu").global_concurrency_limit
-            if nightly.schedules and nightly.schedules[0].schedule.cron == "30 3 * * 1" and limit is not None \
-                    and client.read_deployment_by_name("evaluate/on-demand").work_pool_name is None:
+            if (
+                nightly.schedules
+                and nightly.schedules[0].schedule.cron == "30 3 * * 1"
+                and limit is not None
+                and client.read_deployment_by_name("evaluate/on-demand").work_pool_name is None
+            ):
                 break
             time.sleep(2)
         else:
@@ -219,11 +276,14 @@ def _serve_runs_the_deployments(stack, src: Path) -> None:
             deployment = client.read_deployment_by_name(name)
             assert deployment.work_pool_name is None, name  # no pool worker can take these runs
             assert deployment.entrypoint.startswith("flows/"), name
-            assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory":
-                                              {"directory": str(REPO)}}], name
+            assert deployment.pull_steps == [
+                {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}
+            ], name
     # no worker is running: only the serve process can execute these runs
-    runs = [stack.deployment_run("acquire/on-demand", {"path": str(src), "name": "served", "progress": False}),
-            stack.deployment_run("crop/on-demand", {"raw": "served", "sizes": [48], "largest_only": True})]
+    runs = [
+        stack.deployment_run("acquire/on-demand", {"path": str(src), "name": "served", "progress": False}),
+        stack.deployment_run("crop/on-demand", {"raw": "served", "sizes": [48], "largest_only": True}),
+    ]
     with stack.client() as client:
         for run_id in runs:
             flow_run = client.read_flow_run(run_id)

@@ -1,14 +1,15 @@
 """`facegan evaluate` end to end: a tiny real DCGAN run on real LFW crops (the lfw_crops fixture),
 scored by the real CLI in-process (flows.cli.main; test_first_day runs a rejected evaluate in its own
 process); the report's columns, counts and MLflow contents."""
+
 from __future__ import annotations
 
 import pandas as pd
 import pytest
+from conftest import facegan_result
 
 from evaluation.metrics import MIN_FACES
 from evaluation.report import COLUMNS, FACES_COLUMN, INCEPTION_COLUMN, MISSING, NOTE_COLUMN
-from conftest import facegan_result
 from tasks import tracking
 
 N = 64
@@ -27,8 +28,18 @@ def tiny_run(lfw_crops, tmp_path_factory) -> dict:
     os.environ["FACEGAN_HOME"] = str(home)
     try:
         dataset = lfw_crops / "datasets" / "lfw-sample" / "64"
-        run_id = train(TrainConfig(dataset=str(dataset), size=64, steps=3, batch_size=16, features=16,
-                                   score_every=0, register_model=False, name="eval-tiny"))
+        run_id = train(
+            TrainConfig(
+                dataset=str(dataset),
+                size=64,
+                steps=3,
+                batch_size=16,
+                features=16,
+                score_every=0,
+                register_model=False,
+                name="eval-tiny",
+            )
+        )
     finally:
         if old is None:
             os.environ.pop("FACEGAN_HOME", None)
@@ -51,8 +62,9 @@ def inception_weights(tmp_path_factory):
 
 def test_evaluate_writes_table_1_with_all_columns_and_logs_it(tiny_run, capfd, monkeypatch):
     monkeypatch.setenv("FACEGAN_HOME", str(tiny_run["home"]))
-    code, out, err = facegan_result(capfd, "evaluate", "--run", tiny_run["run_id"], "-n", N, "--held-out", "0.5",
-                                    "--max-training", "40")  # training faces only feed the memorisation column
+    code, out, err = facegan_result(
+        capfd, "evaluate", "--run", tiny_run["run_id"], "-n", N, "--held-out", "0.5", "--max-training", "40"
+    )  # training faces only feed the memorisation column
     assert code == 0, out[-3000:] + err[-3000:]
     assert "| DCGAN |" in out and "| real control |" in out
     assert "Table 1: face_recognition on generated faces — lfw-sample, 64 px" in out.splitlines()
@@ -92,13 +104,28 @@ def test_evaluate_writes_table_1_with_all_columns_and_logs_it(tiny_run, capfd, m
     assert len(list((folder / "samples" / "dcgan").glob("*.png"))) == N
 
     artifacts = set(tracking.list_artifacts(report_run, "report")) | set(tracking.list_artifacts(report_run, "grids"))
-    for name in ("report/table1.csv", "report/table1.md", "report/table1.html", "report/table1.json",
-                 "report/bar_chart.png", "grids/detected_vs_not_detected.png",
-                 "grids/dcgan_detected.png", "grids/real-control_not_detected.png"):
+    for name in (
+        "report/table1.csv",
+        "report/table1.md",
+        "report/table1.html",
+        "report/table1.json",
+        "report/bar_chart.png",
+        "grids/detected_vs_not_detected.png",
+        "grids/dcgan_detected.png",
+        "grids/real-control_not_detected.png",
+    ):
         assert name in artifacts, f"{name} missing from {sorted(artifacts)}"
     metrics = run.data.metrics
-    for key in ("dcgan.detection_rate", "dcgan.face_space_n", "real-control.detection_rate", "real-control.frechet",
-                "real-control.encoding_spread", "frechet_noise_floor", "memorisation_threshold", "control_faces"):
+    for key in (
+        "dcgan.detection_rate",
+        "dcgan.face_space_n",
+        "real-control.detection_rate",
+        "real-control.frechet",
+        "real-control.encoding_spread",
+        "frechet_noise_floor",
+        "memorisation_threshold",
+        "control_faces",
+    ):
         assert key in metrics
     assert "dcgan.frechet" not in metrics and "dcgan.precision" not in metrics  # not computed: not logged
     assert metrics["dcgan.detection_rate"] == pytest.approx(dcgan["detection rate"], abs=1e-4)
@@ -106,10 +133,12 @@ def test_evaluate_writes_table_1_with_all_columns_and_logs_it(tiny_run, capfd, m
 
 def test_evaluate_bad_input_gives_one_line(capfd, tiny_run, monkeypatch):
     monkeypatch.setenv("FACEGAN_HOME", str(tiny_run["home"]))
-    for args, expected in ((["--run", "0123456789abcdef0123456789abcdef"], "no MLflow run"),
-                           (["--run", tiny_run["run_id"], "-n", "5"], "--n"),
-                           (["--run", tiny_run["run_id"], "--dataset", "no-such-set"], "unknown crop dataset"),
-                           (["--run", tiny_run["run_id"], "--inception-weights", "/nonexistent.pt"], "no such file")):
+    for args, expected in (
+        (["--run", "0123456789abcdef0123456789abcdef"], "no MLflow run"),
+        (["--run", tiny_run["run_id"], "-n", "5"], "--n"),
+        (["--run", tiny_run["run_id"], "--dataset", "no-such-set"], "unknown crop dataset"),
+        (["--run", tiny_run["run_id"], "--inception-weights", "/nonexistent.pt"], "no such file"),
+    ):
         # in-process (test_first_day runs evaluate's own process)
         code, _, err = facegan_result(capfd, "evaluate", *args)
         assert code == 2, (args, err[-2000:])
@@ -121,18 +150,31 @@ def test_evaluate_bad_input_gives_one_line(capfd, tiny_run, monkeypatch):
 def test_optional_inception_fid_column_from_a_local_weights_file(inception_weights, lfw_crops, tmp_path):
     import numpy as np
 
+    from config.errors import InputError
     from evaluation.inception import load_inception
     from evaluation.report import build_table
     from tasks.report import inception_fids
-    from config.errors import InputError
     from tasks.scoring import Scored
 
     faces = np.load(lfw_crops / "datasets" / "lfw-sample" / "64" / "faces.npy")[:12]
     noise = np.random.default_rng(0).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
     rows = [Scored("noise", noise, np.zeros(6, bool), None, {}), Scored("real", faces[:6], np.ones(6, bool), None, {})]
-    entries = [{"label": r.label, "n": 6, "detected": int(r.detected.sum()), "memorised": 0.0,
-                "nearest_mean": 0.5, "frechet": 0.1, "precision": 1.0, "recall": 1.0} for r in rows]
-    entries = [{**e, "inception_fid": fid} for e, fid in zip(entries, inception_fids(inception_weights, rows, faces[6:]))]
+    entries = [
+        {
+            "label": r.label,
+            "n": 6,
+            "detected": int(r.detected.sum()),
+            "memorised": 0.0,
+            "nearest_mean": 0.5,
+            "frechet": 0.1,
+            "precision": 1.0,
+            "recall": 1.0,
+        }
+        for r in rows
+    ]
+    entries = [
+        {**e, "inception_fid": fid} for e, fid in zip(entries, inception_fids(inception_weights, rows, faces[6:]))
+    ]
     table = build_table(entries[:1], entries[1], 0.1)
     assert list(table.columns) == COLUMNS + [INCEPTION_COLUMN]
     assert np.isfinite(table[INCEPTION_COLUMN]).all() and (table[INCEPTION_COLUMN] >= 0).all()

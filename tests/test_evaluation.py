@@ -1,5 +1,6 @@
 """Scoring functions of the evaluate stage on real data: the detection protocol (real LFW crops vs
 flower photos), the face_recognition import guard, the metrics and the memorisation column."""
+
 from __future__ import annotations
 
 import os
@@ -59,12 +60,13 @@ def test_import_guard_turns_quit_into_a_clear_error(tmp_path):
     broken = tmp_path / "face_recognition_models"
     broken.mkdir()
     (broken / "__init__.py").write_text("raise ImportError('models missing (test)')\n")
-    code = ("from evaluation import face_lib\n"
-            "try:\n    face_lib.load()\nexcept face_lib.FaceLibraryError as exc:\n"
-            "    print('GUARDED:', exc)\n")
+    code = (
+        "from evaluation import face_lib\n"
+        "try:\n    face_lib.load()\nexcept face_lib.FaceLibraryError as exc:\n"
+        "    print('GUARDED:', exc)\n"
+    )
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          cwd=REPO, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "GUARDED: face_recognition could not load its models" in proc.stdout
 
@@ -104,8 +106,8 @@ def test_memorisation_column_flags_training_copies_not_held_out_faces(lfw64, tmp
     """Generators that are not GANs, fed through the same scoring as `facegan evaluate`:
     one returns training crops verbatim, one returns real held-out crops it never saw."""
     from evaluation import metrics
-    from tasks.scoring import load_real_sets as real_sets
     from tasks.scoring import Scored, row_metrics, score_images
+    from tasks.scoring import load_real_sets as real_sets
 
     sets = real_sets(lfw64, 40, 64, fraction=0.5, seed=0, max_training=80)
     rng = np.random.default_rng(1)
@@ -166,7 +168,7 @@ def test_face_space_numbers_need_enough_detected_faces():
     every = np.ones(50, bool)
     space = metrics.face_space(real[:50], every, real[50:100], every, real[100:], every)
     few = np.zeros(40, bool)
-    few[:metrics.MIN_FACES - 1] = True
+    few[: metrics.MIN_FACES - 1] = True
     row = metrics.face_space_row(rng.normal(size=(40, 8)), few, space)
     assert row["faces"] == metrics.MIN_FACES - 1
     assert all(np.isnan(row[k]) for k in ("frechet", "precision", "recall", "spread", "memorised", "nearest_mean"))
@@ -188,16 +190,17 @@ def test_face_space_numbers_need_enough_detected_faces():
 def test_loading_face_recognition_keeps_pil_rejecting_truncated_files():
     """face_recognition sets PIL's process-wide LOAD_TRUNCATED_IMAGES; after facegan loads it, a
     truncated JPEG must still be refused (a serve process imports images after scoring faces)."""
-    code = ("import io\n"
-            "from PIL import Image, ImageFile\n"
-            "from evaluation import face_lib\n"
-            "face_lib.load()\n"
-            "buf = io.BytesIO()\n"
-            "Image.new('RGB', (64, 64), 'red').save(buf, 'JPEG')\n"
-            "try:\n"
-            "    Image.open(io.BytesIO(buf.getvalue()[:300])).load()\n"
-            "except OSError:\n"
-            "    print('refused', ImageFile.LOAD_TRUNCATED_IMAGES)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          cwd=REPO)
+    code = (
+        "import io\n"
+        "from PIL import Image, ImageFile\n"
+        "from evaluation import face_lib\n"
+        "face_lib.load()\n"
+        "buf = io.BytesIO()\n"
+        "Image.new('RGB', (64, 64), 'red').save(buf, 'JPEG')\n"
+        "try:\n"
+        "    Image.open(io.BytesIO(buf.getvalue()[:300])).load()\n"
+        "except OSError:\n"
+        "    print('refused', ImageFile.LOAD_TRUNCATED_IMAGES)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.stdout.strip() == "refused False", proc.stdout + proc.stderr[-2000:]

@@ -2,9 +2,9 @@
 a file size limit) never bricks FACEGAN_HOME, and a killed command leaves no temporary Prefect
 server behind. The real `facegan acquire` in subprocesses on a fresh home, without the session's
 Prefect server and MLflow store (env_without_servers), as a user's first command runs."""
+
 from __future__ import annotations
 
-import os
 import resource
 import signal
 import subprocess
@@ -19,8 +19,14 @@ from conftest import REPO, env_without_servers, error_lines, extract_lfw_subset,
 def _start(args: list[str], env: dict, log: Path, preexec=None) -> subprocess.Popen:
     # output to a file, not a pipe: a server left behind would hold a pipe open and hang the test
     with open(log, "w") as out:
-        return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, preexec_fn=preexec)
+        return subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", *args],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=preexec,
+        )
 
 
 def _wait_for(condition, proc: subprocess.Popen, timeout: float, what: str):
@@ -102,15 +108,18 @@ def test_a_first_command_killed_at_any_point_never_bricks_the_store(tmp_path):
     proc = _start(args, env, tmp_path / "full.log", preexec=limit)
     assert proc.wait(timeout=300) == 2
     lines = error_lines((tmp_path / "full.log").read_text())
-    assert len(lines) == 1 and lines[0].startswith(f"facegan: error: cannot create the MLflow store "
-                                                   f"{home / 'mlflow.db'}: the disk is full or a file size "
-                                                   "limit is set ("), lines
+    assert len(lines) == 1 and lines[0].startswith(
+        f"facegan: error: cannot create the MLflow store "
+        f"{home / 'mlflow.db'}: the disk is full or a file size "
+        "limit is set ("
+    ), lines
     assert "64 KiB (ulimit -f)" in lines[0] and "free on the disk mounted at" in lines[0]
     assert not (home / "mlflow.db").exists() and not partial()
 
     # then the same command succeeds
-    first = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env, capture_output=True,
-                           text=True, timeout=600)
+    first = subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     finished = _store_runs(home, "FINISHED")
     assert len(finished) == 1
@@ -126,8 +135,9 @@ def test_a_first_command_killed_at_any_point_never_bricks_the_store(tmp_path):
     assert not _alive(server), f"the temporary Prefect server (pid {server}) outlived its killed command"
 
     # and again the same command succeeds; every run that completed is still in the store
-    again = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env, capture_output=True,
-                           text=True, timeout=600)
+    again = subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     now = _store_runs(home, "FINISHED")
     assert finished < now and len(now) == 2
@@ -150,7 +160,8 @@ def test_a_half_made_store_of_an_older_facegan_is_rebuilt(capsys, tmp_path, face
         con.execute("UPDATE alembic_version SET version_num = '2d6e25af4d3e'")
     con.close()
     photos = extract_lfw_subset(tmp_path / "photos" / "lfw-3", 3)
-    code, out, err = run_facegan(capsys, "acquire", "--path", photos, "--name", "three", "--workers", "1",
-                                 "--no-progress")
+    code, out, err = run_facegan(
+        capsys, "acquire", "--path", photos, "--name", "three", "--workers", "1", "--no-progress"
+    )
     assert code == 0, err
     assert len(_store_runs(facegan_home, "FINISHED")) == 1

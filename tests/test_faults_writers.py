@@ -4,6 +4,7 @@ saying where it stopped and how to resume, the MLflow run KILLED, the Prefect fl
 Cancelled, exit 130, no "Crash detected". `facegan serve` stops on SIGTERM without an unawaited
 coroutine. The real `facegan` command: in subprocesses where signals and concurrency are what is
 tested, in-process through the CLI otherwise; 120 LFW photos, 48 px, 8 features."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,30 @@ from conftest import REPO, error_lines, extract_lfw_subset, run_facegan
 
 pytestmark = pytest.mark.slow
 
-TRAIN = ["train", "--dataset", "faces", "--size", "48", "--name", "race", "--batch-size", "8", "--features", "8",
-         "--threads", "1", "--log-every", "1", "--checkpoint-every", "5", "--sample-every", "1000",
-         "--score-every", "0", "--no-register-model"]
+TRAIN = [
+    "train",
+    "--dataset",
+    "faces",
+    "--size",
+    "48",
+    "--name",
+    "race",
+    "--batch-size",
+    "8",
+    "--features",
+    "8",
+    "--threads",
+    "1",
+    "--log-every",
+    "1",
+    "--checkpoint-every",
+    "5",
+    "--sample-every",
+    "1000",
+    "--score-every",
+    "0",
+    "--no-register-model",
+]
 CROP = ["crop", "--raw", "faces", "--name", "racecrop", "--sizes", "48", "--workers", "1", "--shard-size", "10"]
 
 
@@ -47,8 +69,9 @@ def _env(home: Path) -> dict:
 
 def _start(args: list[str], home: Path, log: Path) -> subprocess.Popen:
     with open(log, "w") as out:
-        return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=_env(home),
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=_env(home), stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def _wait_for(condition, proc: subprocess.Popen, log: Path, what: str, timeout: float = 400):
@@ -86,19 +109,27 @@ def test_one_trainer_per_run_and_ctrl_c_stops_it_in_one_line(home, tmp_path, cap
     from tasks import tracking
 
     monkeypatch.setenv("FACEGAN_HOME", str(home))  # for the in-process command at the end
-    since = datetime.now(timezone.utc)
+    since = datetime.now(UTC)
     lock, run_dir = home / "runs" / ".locks" / "race.lock", home / "runs" / "race"
     first = _start([*TRAIN, "--steps", "100000"], home, tmp_path / "first.log")
     _wait_for(lambda: _holder(lock) == first.pid, first, tmp_path / "first.log", "lock taken")
 
     # a second trainer of the same run: one line naming the first, exit 2, before Prefect starts
     started = time.perf_counter()
-    second = subprocess.run([sys.executable, "-m", "flows.cli", *TRAIN, "--resume", "--steps", "100000"], cwd=REPO,
-                            env=_env(home), capture_output=True, text=True, timeout=300)
+    second = subprocess.run(
+        [sys.executable, "-m", "flows.cli", *TRAIN, "--resume", "--steps", "100000"],
+        cwd=REPO,
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     second_s = time.perf_counter() - started
     assert second.returncode == 2
-    assert error_lines(second.stderr) == [f"facegan: error: run 'race' is being trained by pid {first.pid}: wait "
-                                          "for it to finish or stop it, then run this again"], second.stderr
+    assert error_lines(second.stderr) == [
+        f"facegan: error: run 'race' is being trained by pid {first.pid}: wait "
+        "for it to finish or stop it, then run this again"
+    ], second.stderr
     print(f"second trainer refused in {second_s:.1f} s")
 
     # Ctrl-C: one line with the step and the resume command, KILLED, Cancelled, exit 130
@@ -108,8 +139,11 @@ def test_one_trainer_per_run_and_ctrl_c_stops_it_in_one_line(home, tmp_path, cap
     log = (tmp_path / "first.log").read_text()
     assert "Crash detected" not in log and "Traceback" not in log, log[-3000:]
     line = error_lines(log)[-1]
-    match = re.fullmatch(r"facegan: interrupted at step (\d+) of run race \(resumes from step (\d+)\); resume with: "
-                         r"facegan (.*)", line)
+    match = re.fullmatch(
+        r"facegan: interrupted at step (\d+) of run race \(resumes from step (\d+)\); resume with: "
+        r"facegan (.*)",
+        line,
+    )
     assert match, log[-3000:]
     assert int(match[1]) >= int(match[2]) == _steps(run_dir)[-1]
     assert match[3] == " ".join([*TRAIN, "--steps", "100000"])
@@ -121,8 +155,12 @@ def test_one_trainer_per_run_and_ctrl_c_stops_it_in_one_line(home, tmp_path, cap
     # a trainer killed outright (SIGKILL) leaves a stale lock: the next one takes it over
     killed = _start([*TRAIN, "--steps", "100000"], home, tmp_path / "killed.log")
     before = _steps(run_dir)[-1]
-    _wait_for(lambda: _holder(lock) == killed.pid and _steps(run_dir)[-1] > before, killed,
-              tmp_path / "killed.log", "a checkpoint of the resumed run")
+    _wait_for(
+        lambda: _holder(lock) == killed.pid and _steps(run_dir)[-1] > before,
+        killed,
+        tmp_path / "killed.log",
+        "a checkpoint of the resumed run",
+    )
     killed.send_signal(signal.SIGKILL)
     killed.wait(timeout=60)
     assert _holder(lock) == killed.pid  # the file still names the dead process; the kernel freed the lock
@@ -141,11 +179,19 @@ def test_one_crop_per_dataset_and_ctrl_c_leaves_nothing_behind(home, tmp_path, c
     first = _start(CROP, home, tmp_path / "first.log")
     _wait_for(lambda: _holder(lock) == first.pid, first, tmp_path / "first.log", "lock taken")
 
-    second = subprocess.run([sys.executable, "-m", "flows.cli", *CROP], cwd=REPO, env=_env(home),
-                            capture_output=True, text=True, timeout=300)
+    second = subprocess.run(
+        [sys.executable, "-m", "flows.cli", *CROP],
+        cwd=REPO,
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert second.returncode == 2
-    assert error_lines(second.stderr) == [f"facegan: error: dataset 'racecrop' is being cropped by pid {first.pid}: "
-                                          "wait for it to finish or stop it, then run this again"], second.stderr
+    assert error_lines(second.stderr) == [
+        f"facegan: error: dataset 'racecrop' is being cropped by pid {first.pid}: "
+        "wait for it to finish or stop it, then run this again"
+    ], second.stderr
 
     _wait_for(lambda: list((root / ".work").glob("shard-*.npz")), first, tmp_path / "first.log", "a shard")
     first.send_signal(signal.SIGINT)
@@ -153,7 +199,8 @@ def test_one_crop_per_dataset_and_ctrl_c_leaves_nothing_behind(home, tmp_path, c
     log = (tmp_path / "first.log").read_text()
     assert "Crash detected" not in log and "Traceback" not in log, log[-3000:]
     assert [x for x in error_lines(log) if x.startswith("facegan")] == [
-        f"facegan: interrupted; resume with: facegan {' '.join(CROP)}"], log[-3000:]
+        f"facegan: interrupted; resume with: facegan {' '.join(CROP)}"
+    ], log[-3000:]
     killed = [r for r in tracking.find_runs("crop") if r.info.run_name == "crop-racecrop"]
     assert [r.info.status for r in killed] == ["KILLED"]
 
@@ -166,8 +213,14 @@ def test_one_crop_per_dataset_and_ctrl_c_leaves_nothing_behind(home, tmp_path, c
 
 def test_serve_stops_on_sigterm_without_an_unawaited_coroutine(tmp_path):
     env = {**os.environ, "FACEGAN_HOME": str(tmp_path / "home"), "PYTHONWARNINGS": "default"}
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--paused"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "serve", "--paused"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline().startswith("facegan serve: 5 deployments")
         time.sleep(15)  # registered and polling

@@ -3,6 +3,7 @@
 Each test runs the real `facegan` command: in-process through flows.cli.main(argv), or in a
 subprocess where what is tested is the process itself (its speed, what it imports, what it
 leaves on disk without a Prefect server)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -12,9 +13,6 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, env_without_servers, error_lines, extract_lfw_subset, run_facegan
-
-
-
 
 # --- item 6: bad input is rejected before Prefect/MLflow start, fast, leaving nothing behind ----
 
@@ -27,7 +25,8 @@ REPORT_HEAVY_IMPORTS = (
     "try:\n"
     "    main(sys.argv[1:])\n"
     "finally:\n"
-    "    print('heavy:', sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'mlflow', 'torch'}))\n")
+    "    print('heavy:', sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'mlflow', 'torch'}))\n"
+)
 BAD_COMMANDS = [
     (["acquire", "--url", "file:///etc/passwd"], "not an http(s) URL", True),
     (["acquire", "--path", "{tmp}/missing"], "folder not found", False),
@@ -44,12 +43,13 @@ BAD_COMMANDS = [
 ]
 
 
-
 @pytest.mark.no_prefect
-@pytest.mark.parametrize("argv,message,in_subprocess", BAD_COMMANDS,
-                         ids=[" ".join(a[:2]) + (" (process)" if sub else "") for a, _, sub in BAD_COMMANDS])
-def test_rejected_command_is_one_line_and_leaves_nothing(tmp_path, capfd, monkeypatch, argv, message,
-                                                         in_subprocess):
+@pytest.mark.parametrize(
+    "argv,message,in_subprocess",
+    BAD_COMMANDS,
+    ids=[" ".join(a[:2]) + (" (process)" if sub else "") for a, _, sub in BAD_COMMANDS],
+)
+def test_rejected_command_is_one_line_and_leaves_nothing(tmp_path, capfd, monkeypatch, argv, message, in_subprocess):
     """No PREFECT_API_URL (a user's shell): the command must not start a temporary Prefect
     server, open an MLflow run or create FACEGAN_HOME. It answers before importing Prefect,
     MLflow or torch (what makes a rejection fast; checked in the real processes)."""
@@ -57,8 +57,14 @@ def test_rejected_command_is_one_line_and_leaves_nothing(tmp_path, capfd, monkey
     home = tmp_path / "home"
     args = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     if in_subprocess:
-        proc = subprocess.run([sys.executable, "-c", REPORT_HEAVY_IMPORTS, *args], capture_output=True, text=True,
-                              timeout=120, env=env_without_servers(home), cwd=REPO)
+        proc = subprocess.run(
+            [sys.executable, "-c", REPORT_HEAVY_IMPORTS, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env_without_servers(home),
+            cwd=REPO,
+        )
         code, err = proc.returncode, proc.stderr
         assert "heavy: []" in proc.stdout, f"a rejected command imported {proc.stdout.strip()}"
     else:
@@ -74,13 +80,16 @@ def test_rejected_command_is_one_line_and_leaves_nothing(tmp_path, capfd, monkey
 
 
 @pytest.mark.no_prefect
-@pytest.mark.parametrize("argv,message", [
-    (["train", "--steps", "abc"], "argument --steps: invalid int value: 'abc'"),
-    (["train", "--lr-rampdown", "2"], "--lr-rampdown 2.0: Input should be less than or equal to 1"),
-    (["train", "--no-such-option"], "unrecognized arguments: --no-such-option"),
-    (["generate"], "the following arguments are required: --run"),
-    (["no-such-command"], "invalid choice: 'no-such-command'"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "--steps", "abc"], "argument --steps: invalid int value: 'abc'"),
+        (["train", "--lr-rampdown", "2"], "--lr-rampdown 2.0: Input should be less than or equal to 1"),
+        (["train", "--no-such-option"], "unrecognized arguments: --no-such-option"),
+        (["generate"], "the following arguments are required: --run"),
+        (["no-such-command"], "invalid choice: 'no-such-command'"),
+    ],
+)
 def test_a_bad_option_is_one_line(capsys, argv, message):
     code, out, err = run_facegan(capsys, *argv)
     lines = error_lines(err)
@@ -98,9 +107,16 @@ def test_a_rejected_command_imports_no_prefect_mlflow_or_torch(tmp_path):
         "except SystemExit as exc:\n"
         "    assert exc.code == 2, exc.code\n"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'mlflow', 'torch', 'pandas'})\n"
-        "print('heavy:', heavy)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env=env_without_servers(tmp_path / "home"), cwd=REPO)
+        "print('heavy:', heavy)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env_without_servers(tmp_path / "home"),
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "heavy: []" in proc.stdout
 
@@ -111,17 +127,20 @@ def test_a_bad_url_leaves_no_raw_folder_and_no_mlflow_run(capsys, facegan_home):
     before = {r.info.run_id for r in tracking.find_runs("acquire")}
     code, _, err = run_facegan(capsys, "acquire", "--url", "file:///etc/passwd")
     assert code == 2 and error_lines(err) == [
-        "facegan: error: --url 'file:///etc/passwd': not an http(s) URL (a local folder or archive goes to --path)"]
+        "facegan: error: --url 'file:///etc/passwd': not an http(s) URL (a local folder or archive goes to --path)"
+    ]
     assert not (facegan_home / "raw").exists()
     assert {r.info.run_id for r in tracking.find_runs("acquire")} == before
 
 
 # --- item 1: the pipeline never trains on another source's raw set ------------------------------
 
+
 def test_pipeline_refuses_a_raw_set_of_another_source(capsys, tmp_path, facegan_home):
     photos = extract_lfw_subset(tmp_path / "photos" / "lfw-a", 6)
-    code, out, err = run_facegan(capsys, "acquire", "--path", photos, "--name", "lfw", "--workers", "1",
-                                 "--no-progress")
+    code, out, err = run_facegan(
+        capsys, "acquire", "--path", photos, "--name", "lfw", "--workers", "1", "--no-progress"
+    )
     assert code == 0, err
     other = extract_lfw_subset(tmp_path / "other" / "faces", 4, skip_people=20)
     with tarfile.open(tmp_path / "other.tgz", "w:gz") as tar:
@@ -134,7 +153,8 @@ def test_pipeline_refuses_a_raw_set_of_another_source(capsys, tmp_path, facegan_
     assert error_lines(err) == [
         f"facegan: error: raw set 'lfw' already holds images from {photos.resolve()}, not from "
         f"{tmp_path / 'other.tgz'}: pass another --name (the pipeline never reuses or mixes another "
-        "source's images)"]
+        "source's images)"
+    ]
     assert manifest.stat().st_mtime_ns == stamp  # untouched
     assert not (facegan_home / "datasets").exists()
 
@@ -147,6 +167,7 @@ def test_pipeline_refuses_a_raw_set_of_another_source(capsys, tmp_path, facegan_
 
 
 # --- items 5, 2, 9: generate --------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def generator_file(tmp_path_factory) -> Path:
@@ -169,8 +190,9 @@ def test_generate_out_an_existing_file_is_one_line(capsys, tmp_path, generator_f
     target.write_bytes(b"keep me")
     code, _, err = run_facegan(capsys, "generate", "--run", generator_file, "--out", target)
     assert code == 2
-    assert error_lines(err) == [f"facegan: error: --out {target} is a file, not a folder: give --out a "
-                                "folder for the faces"]
+    assert error_lines(err) == [
+        f"facegan: error: --out {target} is a file, not a folder: give --out a folder for the faces"
+    ]
     assert target.read_bytes() == b"keep me"
 
 
@@ -184,8 +206,10 @@ def test_generate_never_mixes_two_requests_in_one_folder(capsys, tmp_path, faceg
 
     code, _, err = run_facegan(capsys, "generate", "--run", generator_file, "-n", "2", "--seed", "1", "--out", out)
     assert code == 2
-    assert error_lines(err) == [f"facegan: error: --out {out} already holds 6 faces of {generator_file} "
-                                "(seed 0): pick a new or empty --out folder"]
+    assert error_lines(err) == [
+        f"facegan: error: --out {out} already holds 6 faces of {generator_file} "
+        "(seed 0): pick a new or empty --out folder"
+    ]
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps  # untouched
 
     (tmp_path / "mine").mkdir()
@@ -229,6 +253,7 @@ def test_generate_many_faces_in_batches_with_a_bounded_grid(capsys, tmp_path, ge
 
 
 # --- item 14: help and docs ---------------------------------------------------------------------
+
 
 @pytest.mark.no_prefect
 def test_help_states_each_default_once_and_required_flags_as_required(capsys):
@@ -277,10 +302,12 @@ def test_a_missing_best_checkpoint_points_at_what_exists(capsys, tmp_path):
     assert code == 2
     assert error_lines(err) == [
         f"facegan: error: --run '{checkpoints / 'best.pt'}': no such checkpoint file (best.pt exists only "
-        "for runs scored during training; this run has step-000300.pt, or pass its MLflow run id)"]
+        "for runs scored during training; this run has step-000300.pt, or pass its MLflow run id)"
+    ]
 
 
 # --- items 10, 11: facegan ui, a model-training experiment --------------------------------------
+
 
 def test_experiment_is_a_model_training_experiment(facegan_home):
     from tasks import tracking

@@ -2,6 +2,7 @@
 it (3), the identity source and the split's counts (4), train naming its dataset (7), registered
 models named in the report (12), train without registration (14). Every step is the real
 `facegan` command run in-process through flows.cli.main; tiny sizes (48 px, 2 steps, N=20)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,8 +26,8 @@ def trained(tmp_path_factory) -> dict:
         env.setenv("FACEGAN_HOME", str(home))
         facegan(["acquire", "--path", str(photos), "--name", "faces", "--workers", "1", "--no-progress"])
         facegan(["crop", "--raw", "faces", "--sizes", "48", "--workers", "1"])
-        from flows.train import train
         from config.train import TrainConfig
+        from flows.train import train
 
         run_id = train(TrainConfig(dataset="faces", size=48, steps=2, batch_size=8, features=8, threads=1))
     return {"home": home, "photos": photos, "run_id": run_id}
@@ -53,8 +54,21 @@ def test_evaluate_names_the_registered_model_and_the_split(capsys, trained, home
 
     version = tracking.get_run(trained["run_id"]).data.tags["facegan.model_version"]
     uri = f"models:/facegan-dcgan-48/{version}"
-    code, out, err = run_facegan(capsys, "evaluate", "--run", uri, "-n", "20", "--max-training", "20",
-                                 "--held-out", "0.5", "--workers", "1", "--no-keep-pngs")
+    code, out, err = run_facegan(
+        capsys,
+        "evaluate",
+        "--run",
+        uri,
+        "-n",
+        "20",
+        "--max-training",
+        "20",
+        "--held-out",
+        "0.5",
+        "--workers",
+        "1",
+        "--no-keep-pngs",
+    )
     assert code == 0, err
     assert f"| {uri} |" in out  # the row names what was evaluated
     report = Path(out.split("report: ")[1].splitlines()[0])
@@ -69,8 +83,7 @@ def test_evaluate_refuses_a_real_control_from_a_recropped_dataset(capsys, traine
 
     before = {r.info.run_id for r in tracking.find_runs("evaluate")}
     # re-crop the same raw set with other options: datasets/faces/48 is replaced
-    code, _, err = run_facegan(capsys, "crop", "--raw", "faces", "--sizes", "48", "--min-face", "90",
-                               "--workers", "1")
+    code, _, err = run_facegan(capsys, "crop", "--raw", "faces", "--sizes", "48", "--min-face", "90", "--workers", "1")
     assert code == 0, err
     code, _, err = run_facegan(capsys, "evaluate", "--run", trained["run_id"], "-n", "20", "--workers", "1")
     assert code == 2
@@ -89,7 +102,8 @@ def test_train_names_its_dataset_and_says_when_nothing_is_registered(capfd, trai
     assert [line for line in err.splitlines() if line.strip()] == [
         "facegan: error: --batch-size 4096 is larger than dataset 'faces' at 48 px "
         f"({len(__import__('numpy').load(home / 'datasets/faces/48/faces.npy', mmap_mode='r'))} crops): "
-        "lower --batch-size or crop more images"]
+        "lower --batch-size or crop more images"
+    ]
     code, out, err = run_facegan(capsys, "train", *TINY_TRAIN, "--no-register-model", "--seed", "1")
     assert code == 0, err
     assert "train: dataset 'faces' at 48 px" in err and "(the most recent; --dataset NAME to pick another)" in err
@@ -99,8 +113,19 @@ def test_train_names_its_dataset_and_says_when_nothing_is_registered(capfd, trai
 
 
 def test_identity_is_explicit(capsys, trained, home):
-    code, _, err = run_facegan(capsys, "acquire", "--path", trained["photos"], "--name", "albums",
-                               "--identity", "none", "--workers", "1", "--no-progress")
+    code, _, err = run_facegan(
+        capsys,
+        "acquire",
+        "--path",
+        trained["photos"],
+        "--name",
+        "albums",
+        "--identity",
+        "none",
+        "--workers",
+        "1",
+        "--no-progress",
+    )
     assert code == 0, err
     assert pd.read_parquet(home / "raw" / "albums" / "manifest.parquet")["identity"].isna().all()
     # auto: LFW's <Name>/<Name>_0001.jpg is one person per folder

@@ -1,6 +1,7 @@
 """Issue #13, a new user's first day: the `ui` and `serve` commands as processes (they start
 servers): refused at once without what they need, on loopback, stopping cleanly on a signal.
 The one-line rejections of the other commands are in test_first_day.py."""
+
 from __future__ import annotations
 
 import os
@@ -15,12 +16,20 @@ from conftest import REPO, env_without_servers, error_lines
 @pytest.mark.no_prefect
 def test_ui_refuses_a_store_that_does_not_exist(tmp_path):
     home = tmp_path / "home"
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "ui"], capture_output=True, text=True,
-                          timeout=60, env=env_without_servers(home), cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "ui"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env_without_servers(home),
+        cwd=REPO,
+    )
     assert proc.returncode == 2
-    assert error_lines(proc.stderr) == [f"facegan: error: no MLflow store at {home / 'mlflow.db'}: nothing "
-                                        "tracked yet (run a facegan command first, or set FACEGAN_HOME or "
-                                        "MLFLOW_TRACKING_URI)"]
+    assert error_lines(proc.stderr) == [
+        f"facegan: error: no MLflow store at {home / 'mlflow.db'}: nothing "
+        "tracked yet (run a facegan command first, or set FACEGAN_HOME or "
+        "MLFLOW_TRACKING_URI)"
+    ]
     assert not home.exists()
 
 
@@ -48,9 +57,14 @@ def test_ui_serves_facegans_store_on_loopback_and_stops_on_sigterm(tmp_path, mon
     with tracking.run("crop", run_name="seen-in-the-ui"):
         pass
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "ui", "--port", str(port)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env_without_servers(home))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "ui", "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_without_servers(home),
+    )
     try:
         first = proc.stdout.readline()
         assert first.startswith(f"MLflow UI on http://127.0.0.1:{port}/#/experiments/")
@@ -63,8 +77,9 @@ def test_ui_serves_facegans_store_on_loopback_and_stops_on_sigterm(tmp_path, mon
             except OSError:
                 assert proc.poll() is None and time.monotonic() < deadline, "the UI never came up"
                 time.sleep(0.5)
-        url = (f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/get-by-name?"
-               f"experiment_name={tracking.EXPERIMENT}")
+        url = (
+            f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name={tracking.EXPERIMENT}"
+        )
         with urllib.request.urlopen(url, timeout=10) as response:
             experiment = json.load(response)["experiment"]
         tags = {t["key"]: t["value"] for t in experiment.get("tags", [])}
@@ -79,22 +94,26 @@ def test_ui_serves_facegans_store_on_loopback_and_stops_on_sigterm(tmp_path, mon
 
 # --- item 13: facegan serve says where it serves, needs a reachable server, stops cleanly -------
 
+
 @pytest.mark.no_prefect
 def test_serve_without_a_prefect_server_is_refused_at_once(tmp_path):
     env = env_without_servers(tmp_path / "home")
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")  # no profile that sets PREFECT_API_URL
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "serve"], capture_output=True, text=True,
-                          timeout=60, env=env, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "serve"], capture_output=True, text=True, timeout=60, env=env, cwd=REPO
+    )
     assert proc.returncode == 2 and "Starting temporary server" not in proc.stderr
     lines = error_lines(proc.stderr)
     assert len(lines) == 1 and lines[0].startswith("facegan: error: facegan serve needs a Prefect server")
     assert "export PREFECT_API_URL=http://127.0.0.1:4200/api" in lines[0]
     env["PREFECT_API_URL"] = f"http://127.0.0.1:{_free_port()}/api"
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "serve"], capture_output=True, text=True,
-                          timeout=60, env=env, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "serve"], capture_output=True, text=True, timeout=60, env=env, cwd=REPO
+    )
     assert proc.returncode == 2
-    assert error_lines(proc.stderr)[0].startswith(f"facegan: error: no Prefect server answers at "
-                                                  f"PREFECT_API_URL={env['PREFECT_API_URL']}")
+    assert error_lines(proc.stderr)[0].startswith(
+        f"facegan: error: no Prefect server answers at PREFECT_API_URL={env['PREFECT_API_URL']}"
+    )
     assert not (tmp_path / "home").exists()
 
 
@@ -106,13 +125,21 @@ def test_serve_says_where_it_serves_and_stops_within_10_s(tmp_path):
     from prefect.client.orchestration import get_client
 
     env = {**os.environ, "FACEGAN_HOME": str(tmp_path / "home")}
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--paused"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "serve", "--paused"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         first = proc.stdout.readline()
-        assert first.startswith("facegan serve: 5 deployments (face-pipeline/nightly, acquire/on-demand, "
-                                "crop/on-demand, train/gpu, evaluate/on-demand) on the Prefect server at "
-                                f"{os.environ['PREFECT_API_URL']}"), first
+        assert first.startswith(
+            "facegan serve: 5 deployments (face-pipeline/nightly, acquire/on-demand, "
+            "crop/on-demand, train/gpu, evaluate/on-demand) on the Prefect server at "
+            f"{os.environ['PREFECT_API_URL']}"
+        ), first
         assert "prefect deployment run 'crop/on-demand'" in proc.stdout.readline()
         deadline = time.monotonic() + 240
         with get_client(sync_client=True) as client:

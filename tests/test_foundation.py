@@ -1,5 +1,6 @@
 """The installation and the shared foundation: pinned dependencies import, the CLI, the config
 reference, the tracking store and atomic writes."""
+
 from __future__ import annotations
 
 import importlib.metadata as md
@@ -10,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, run_facegan
 
 
@@ -23,12 +23,24 @@ def _pins() -> dict[str, str]:
     return pins
 
 
-@pytest.mark.parametrize("dist,module", [
-    ("torch", "torch"), ("torchvision", "torchvision"), ("opencv-python-headless", "cv2"),
-    ("dlib-bin", "dlib"), ("mlflow", "mlflow"), ("prefect", "prefect"), ("fastapi", "fastapi"),
-    ("pandas", "pandas"), ("pyarrow", "pyarrow"), ("pydantic", "pydantic"), ("requests", "requests"),
-    ("face-recognition-models", "face_recognition_models"), ("setuptools", "pkg_resources"),
-])
+@pytest.mark.parametrize(
+    "dist,module",
+    [
+        ("torch", "torch"),
+        ("torchvision", "torchvision"),
+        ("opencv-python-headless", "cv2"),
+        ("dlib-bin", "dlib"),
+        ("mlflow", "mlflow"),
+        ("prefect", "prefect"),
+        ("fastapi", "fastapi"),
+        ("pandas", "pandas"),
+        ("pyarrow", "pyarrow"),
+        ("pydantic", "pydantic"),
+        ("requests", "requests"),
+        ("face-recognition-models", "face_recognition_models"),
+        ("setuptools", "pkg_resources"),
+    ],
+)
 def test_pinned_dependency_imports_at_its_pinned_version(dist, module):
     __import__(module)
     assert md.version(dist) == _pins()[dist]
@@ -39,7 +51,7 @@ def test_key_pins_avoid_the_known_traps():
 
     pins = _pins()
     assert pins["torch"].startswith("2.14.1") and pins["torchvision"].startswith("0.29.1")
-    assert int(pins["setuptools"].split(".")[0]) < 81          # face_recognition_models needs pkg_resources
+    assert int(pins["setuptools"].split(".")[0]) < 81  # face_recognition_models needs pkg_resources
     assert int(pins["opencv-python-headless"].split(".")[0]) < 5  # Haar cascades exist
     assert pins["fastapi"] == "0.150.0" and pins["prefect"] == "3.8.8"
     assert hasattr(cv2, "CascadeClassifier")
@@ -47,9 +59,9 @@ def test_key_pins_avoid_the_known_traps():
 
 
 def test_face_recognition_imports_through_the_guard_and_finds_a_face():
+    from conftest import shared
     from PIL import Image
 
-    from conftest import shared
     from evaluation.face_lib import load
 
     fr = load()
@@ -80,8 +92,9 @@ def test_console_script_is_installed():
 def test_config_reference_is_in_sync():
     from flows.reference import config_reference
 
-    assert (REPO / "docs" / "config.md").read_text() == config_reference(), \
+    assert (REPO / "docs" / "config.md").read_text() == config_reference(), (
         "docs/config.md is stale: run `.venv/bin/python -m flows.reference > docs/config.md`"
+    )
 
 
 def test_config_reference_does_not_depend_on_the_cpu_count(monkeypatch):
@@ -104,13 +117,26 @@ def test_settings_below_the_configs_take_their_defaults_from_them():
     from tasks.cropping.shards import CropParams
 
     acquire, crop, params = AcquireConfig(preset="lfw"), CropConfig(), CropParams()
-    assert HttpSettings() == HttpSettings(timeout=acquire.timeout, retries=acquire.retries, backoff=acquire.backoff,
-                                          max_bytes=acquire.max_bytes, user_agent=acquire.user_agent,
-                                          pool=acquire.workers)
-    assert (params.sizes, params.largest_only, params.margin, params.pad, params.aligned) == \
-        (tuple(crop.sizes), crop.largest_only, crop.margin, crop.pad, crop.aligned)
-    assert (params.haar.scale_factor, params.haar.min_neighbors, params.haar.min_face) == \
-        (crop.scale_factor, crop.min_neighbors, crop.min_face)
+    assert HttpSettings() == HttpSettings(
+        timeout=acquire.timeout,
+        retries=acquire.retries,
+        backoff=acquire.backoff,
+        max_bytes=acquire.max_bytes,
+        user_agent=acquire.user_agent,
+        pool=acquire.workers,
+    )
+    assert (params.sizes, params.largest_only, params.margin, params.pad, params.aligned) == (
+        tuple(crop.sizes),
+        crop.largest_only,
+        crop.margin,
+        crop.pad,
+        crop.aligned,
+    )
+    assert (params.haar.scale_factor, params.haar.min_neighbors, params.haar.min_face) == (
+        crop.scale_factor,
+        crop.min_neighbors,
+        crop.min_face,
+    )
     assert set(presets.DOWNLOADS) == set(PRESETS)
 
 

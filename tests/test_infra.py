@@ -1,5 +1,6 @@
 """infra/: the compose stack (Docker is not available here: its structure is checked by parsing
 it), the Dockerfile it builds and the deployment file's declarations."""
+
 from __future__ import annotations
 
 import re
@@ -76,8 +77,13 @@ def test_dockerfile_builds_what_compose_runs():
 def test_prefect_yaml_declares_the_deployments():
     spec = yaml.safe_load((INFRA / "prefect.yaml").read_text())
     found = {(d["entrypoint"].split(":")[1], d["name"]): d for d in spec["deployments"]}
-    assert set(found) == {("face_pipeline", "nightly"), ("acquire", "on-demand"), ("crop", "on-demand"),
-                          ("train", "gpu"), ("evaluate", "on-demand")}
+    assert set(found) == {
+        ("face_pipeline", "nightly"),
+        ("acquire", "on-demand"),
+        ("crop", "on-demand"),
+        ("train", "gpu"),
+        ("evaluate", "on-demand"),
+    }
     (schedule,) = found["face_pipeline", "nightly"]["schedules"]
     assert schedule["cron"] == "0 2 * * *" and schedule["timezone"]
     assert found["train", "gpu"]["work_pool"]["name"] == "gpu"
@@ -92,15 +98,23 @@ def test_prefect_yaml_declares_the_deployments():
 
 
 def _declared(d: dict) -> dict:
-    return {"entrypoint": d["entrypoint"], "description": d["description"], "tags": sorted(d["tags"]),
-            "schedules": [(s["cron"], s["timezone"], s["active"]) for s in d.get("schedules", [])],
-            "parameters": d.get("parameters", {})}
+    return {
+        "entrypoint": d["entrypoint"],
+        "description": d["description"],
+        "tags": sorted(d["tags"]),
+        "schedules": [(s["cron"], s["timezone"], s["active"]) for s in d.get("schedules", [])],
+        "parameters": d.get("parameters", {}),
+    }
 
 
 def _served(d) -> dict:
-    return {"entrypoint": d.entrypoint, "description": d.description, "tags": sorted(d.tags),
-            "schedules": [(s.schedule.cron, s.schedule.timezone, not d.paused) for s in d.schedules or []],
-            "parameters": d.parameters}
+    return {
+        "entrypoint": d.entrypoint,
+        "description": d.description,
+        "tags": sorted(d.tags),
+        "schedules": [(s.schedule.cron, s.schedule.timezone, not d.paused) for s in d.schedules or []],
+        "parameters": d.parameters,
+    }
 
 
 def test_prefect_deploy_and_facegan_serve_run_the_same_deployments():

@@ -1,5 +1,6 @@
 """The architecture the README states, checked on the source: layers point down, no import cycle,
 flows only wire, every Prefect task wrapper in one module. Reads the code (ast), imports nothing."""
+
 from __future__ import annotations
 
 import ast
@@ -7,8 +8,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # each layer and the project layers it may import (config is the leaf every layer shares)
-ALLOWED = {"config": set(), "models": {"config"}, "evaluation": {"models", "config"},
-           "tasks": {"evaluation", "models", "config"}, "flows": {"tasks", "evaluation", "models", "config"}}
+ALLOWED = {
+    "config": set(),
+    "models": {"config"},
+    "evaluation": {"models", "config"},
+    "tasks": {"evaluation", "models", "config"},
+    "flows": {"tasks", "evaluation", "models", "config"},
+}
 FLOWS = ("acquire", "crop", "train", "generate", "evaluate", "pipeline")
 
 
@@ -40,7 +46,9 @@ def test_layers_import_only_the_layers_below_them():
             top = imported.split(".")[0]
             if top in ALLOWED and top != layer and top not in ALLOWED[layer]:
                 wrong.append(f"{path.relative_to(ROOT)} imports {imported}")
-    assert not wrong, "layers must point down (flows -> tasks -> evaluation -> models; config a leaf):\n" + "\n".join(wrong)
+    assert not wrong, "layers must point down (flows -> tasks -> evaluation -> models; config a leaf):\n" + "\n".join(
+        wrong
+    )
 
 
 def test_no_import_cycle_between_project_modules():
@@ -61,7 +69,7 @@ def test_no_import_cycle_between_project_modules():
     for start in sorted(graph):
         if start not in state:
             cycle = visit(start, [])
-            assert cycle is None, "import cycle: " + " -> ".join(cycle[cycle.index(cycle[-1]):])
+            assert cycle is None, "import cycle: " + " -> ".join(cycle[cycle.index(cycle[-1]) :])
 
 
 def test_every_prefect_task_wrapper_lives_in_tasks_steps():
@@ -80,9 +88,21 @@ def test_every_prefect_task_wrapper_lives_in_tasks_steps():
 def test_flow_files_only_wire():
     """No loops over data, no report or artifact building, no MLflow logging, no file I/O in a
     flow file: those are steps. (The pipeline loops over its stages' configs: that is wiring.)"""
-    banned_calls = {"log_metrics", "log_artifact", "log_figure", "log_image", "log_dict", "log_table",
-                    "create_table_artifact", "create_markdown_artifact", "write_text", "open", "read_text",
-                    "rmtree", "mkdir"}
+    banned_calls = {
+        "log_metrics",
+        "log_artifact",
+        "log_figure",
+        "log_image",
+        "log_dict",
+        "log_table",
+        "create_table_artifact",
+        "create_markdown_artifact",
+        "write_text",
+        "open",
+        "read_text",
+        "rmtree",
+        "mkdir",
+    }
     found = []
     for flow in FLOWS:
         path = ROOT / "flows" / f"{flow}.py"

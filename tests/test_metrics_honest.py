@@ -3,6 +3,7 @@ not GANs — pure noise, one real face repeated, verbatim copies of training fac
 same steps as `facegan evaluate` (tasks.scoring.score_images, tasks.report.table_1) against real
 LFW crops made by the real acquire and crop flows (the lfw_crops fixture), each with the Table 1
 row it must get; and the training curve metrics (CurveScorer) under the same rule."""
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,15 @@ from evaluation import metrics
 from evaluation.report import FACES_COLUMN, MISSING, NOTE_COLUMN, documents, title
 
 N = 50
-FACE_SPACE = ["memorised (< real p1)", "mean nearest-training distance", "Fréchet distance (face enc.)",
-              "Fréchet ÷ floor", "precision", "recall", "encoding spread"]
+FACE_SPACE = [
+    "memorised (< real p1)",
+    "mean nearest-training distance",
+    "Fréchet distance (face enc.)",
+    "Fréchet ÷ floor",
+    "precision",
+    "recall",
+    "encoding spread",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +48,11 @@ def table(lfw64, tmp_path_factory):
     control = scored(REAL_LABEL, real.control)
     face = real.control[int(np.flatnonzero(control.detected)[0])]  # a held-out face the protocol detects
     rng = np.random.default_rng(1)
-    rows = [scored("noise", rng.integers(0, 256, (N, 64, 64, 3), dtype=np.uint8)),
-            scored("one face repeated", np.repeat(face[None], N, axis=0)),
-            scored("training copies", real.training[rng.choice(len(real.training), N, replace=False)])]
+    rows = [
+        scored("noise", rng.integers(0, 256, (N, 64, 64, 3), dtype=np.uint8)),
+        scored("one face repeated", np.repeat(face[None], N, axis=0)),
+        scored("training copies", real.training[rng.choice(len(real.training), N, replace=False)]),
+    ]
     reference = score_images(real.reference, workers=2, cache_dir=cache)
     training = score_images(real.training, workers=2, cache_dir=cache)
     result, numbers = table_1(rows, control, reference, training, real, EvaluateConfig(run=["rows"], n=N))

@@ -1,6 +1,7 @@
 """Report images and headings (issue 25, items 9 and 10): a sheet with no images says so instead
 of an 8x8 black square, detected_vs_not keeps every tile at its size (one image is one tile, not
 the whole panel), and each size's Table 1 names its size in the heading. Real LFW photos."""
+
 from __future__ import annotations
 
 import io
@@ -78,13 +79,20 @@ def test_each_size_has_its_own_table_1_heading():
     from tasks.pipeline import summary_text
 
     table = pd.DataFrame({"model": ["real control"], "N": [20]})
-    markdown = {size: report.documents(table, "protocol", [], report.title("lfw", size))["table1.md"]
-                for size in (48, 64)}
+    markdown = {
+        size: report.documents(table, "protocol", [], report.title("lfw", size))["table1.md"] for size in (48, 64)
+    }
     assert markdown[48].startswith("# Table 1: face_recognition on generated faces — lfw, 48 px\n")
     assert markdown[64].startswith("# Table 1: face_recognition on generated faces — lfw, 64 px\n")
     html = report.documents(table, "protocol", [], report.title("lfw", 64))["table1.html"]
     assert "<h1>Table 1: face_recognition on generated faces — lfw, 64 px</h1>" in html
-    printed = summary_text({"reports": {s: {"markdown": m} for s, m in markdown.items()}, "skipped": [],
-                            "train_run_ids": {}, "pipeline_run_id": "x"})
+    printed = summary_text(
+        {
+            "reports": {s: {"markdown": m} for s, m in markdown.items()},
+            "skipped": [],
+            "train_run_ids": {},
+            "pipeline_run_id": "x",
+        }
+    )
     headings = [line for line in printed.splitlines() if line.startswith("# Table 1")]
     assert [h.rsplit("— ", 1)[1] for h in headings] == ["lfw, 48 px", "lfw, 64 px"]

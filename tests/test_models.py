@@ -1,5 +1,6 @@
 """The pure model code: DCGAN at 48/64/128 from one definition (the canonical 64 px layout),
 WGAN-GP critic and gradient penalty, BEGAN auto-encoder and k_t, DiffAugment, EMA."""
+
 from __future__ import annotations
 
 import pytest

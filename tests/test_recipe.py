@@ -1,6 +1,7 @@
 """The DCGAN recipes and their ingredients on real LFW crops: each ingredient trains (finite
 losses, G and D change), the EMA generator's BatchNorm statistics are its own, the kimg budget,
 and the curve metrics (detection rate, Fréchet distance, recall) logged against kimg."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.metrics import MIN_FACES
 from config.train import TrainConfig
+from evaluation.metrics import MIN_FACES
 from flows.train import train
 from models.dcgan import Discriminator, Generator
 from models.ema import EMA, batchnorm_layers
@@ -19,8 +20,16 @@ from tasks import tracking
 from tasks.training import checkpoints as ckpt
 from tasks.training.loop import Budget, build_parts
 
-TINY = dict(batch_size=8, log_every=1, sample_every=2, checkpoint_every=2, threads=1, score_every=0,
-            features=16, register_model=False)
+TINY = dict(
+    batch_size=8,
+    log_every=1,
+    sample_every=2,
+    checkpoint_every=2,
+    threads=1,
+    score_every=0,
+    features=16,
+    register_model=False,
+)
 INGREDIENTS = {
     "canonical": dict(recipe="canonical"),
     "ema": dict(recipe="canonical", ema=True, ema_decay=0.9),
@@ -43,10 +52,20 @@ def history(run_id: str, key: str) -> dict[int, float]:
 @pytest.mark.no_prefect
 def test_recipes_resolve_to_their_ingredients():
     canonical, default, augmented = TrainConfig(recipe="canonical"), TrainConfig(), TrainConfig(recipe="augmented")
-    assert (canonical.d_norm, canonical.loss, canonical.ema, canonical.diffaugment, canonical.lr_d) == \
-        ("batch", "bce", False, "", None)
-    assert (default.recipe, default.d_norm, default.loss, default.ema, default.diffaugment) == \
-        ("default", "batch", "bce", True, "")
+    assert (canonical.d_norm, canonical.loss, canonical.ema, canonical.diffaugment, canonical.lr_d) == (
+        "batch",
+        "bce",
+        False,
+        "",
+        None,
+    )
+    assert (default.recipe, default.d_norm, default.loss, default.ema, default.diffaugment) == (
+        "default",
+        "batch",
+        "bce",
+        True,
+        "",
+    )
     assert (augmented.d_norm, augmented.loss, augmented.ema, augmented.ema_decay) == ("spectral", "hinge", True, 0.995)
     assert augmented.diffaugment == "color,translation,cutout" and augmented.lr_d == 2 * augmented.lr
     # a single option overrides its recipe; the run name changes with the recipe
@@ -101,8 +120,10 @@ def test_ema_generator_batchnorm_statistics_are_its_own():
     assert not ema.stale and not sampler.training
 
     captured: dict[int, torch.Tensor] = {}
-    hooks = [bn.register_forward_hook(lambda m, inp, out, i=i: captured.__setitem__(i, inp[0].detach()))
-             for i, bn in enumerate(batchnorm_layers(sampler))]
+    hooks = [
+        bn.register_forward_hook(lambda m, inp, out, i=i: captured.__setitem__(i, inp[0].detach()))
+        for i, bn in enumerate(batchnorm_layers(sampler))
+    ]
     with torch.no_grad():
         sampler(torch.randn(2048, 16, generator=torch.Generator().manual_seed(123)))
     for hook in hooks:
@@ -121,8 +142,11 @@ def test_ema_generator_batchnorm_statistics_are_its_own():
 
 
 def test_kimg_budget_and_curve_metrics_in_mlflow(lfw_crops, facegan_home):
-    cfg = TrainConfig(dataset=dataset_path(lfw_crops), kimg=0.048, **{**TINY, "score_every": 3,
-                      "score_samples": 32, "sample_every": 3, "checkpoint_every": 3})
+    cfg = TrainConfig(
+        dataset=dataset_path(lfw_crops),
+        kimg=0.048,
+        **{**TINY, "score_every": 3, "score_samples": 32, "sample_every": 3, "checkpoint_every": 3},
+    )
     assert Budget(cfg, per_epoch=100).steps == 6  # 0.048 kimg / (8 images per step) = 6 steps
     run_id = train(cfg)
 
@@ -159,13 +183,32 @@ def test_spectral_discriminator_is_one_lipschitz_per_layer():
 
 
 def test_progress_lines_without_a_terminal_and_budget_already_reached(lfw_crops, cli):
-    args = ["train", "--dataset", dataset_path(lfw_crops), "--steps", "4", "--batch-size", "8", "--features", "8",
-            "--log-every", "1", "--score-every", "0", "--threads", "1", "--no-register-model", "--name", "progress"]
+    args = [
+        "train",
+        "--dataset",
+        dataset_path(lfw_crops),
+        "--steps",
+        "4",
+        "--batch-size",
+        "8",
+        "--features",
+        "8",
+        "--log-every",
+        "1",
+        "--score-every",
+        "0",
+        "--threads",
+        "1",
+        "--no-register-model",
+        "--name",
+        "progress",
+    ]
     env = {"PREFECT_LOGGING_LEVEL": "INFO"}  # the test session runs Prefect at WARNING
     first = cli(*args, env=env, check=True)
     lines = [line for line in first.stderr.splitlines() + first.stdout.splitlines() if " kimg, " in line]
-    assert any("step 4/4: 0.0 kimg" in line and "images/s" in line and "loss_d" in line for line in lines), \
+    assert any("step 4/4: 0.0 kimg" in line and "images/s" in line and "loss_d" in line for line in lines), (
         first.stderr[-2000:]
+    )
     again = cli(*args, env=env, check=True)
     assert "budget reached at step 4 (0.0 kimg): nothing to train; pass --steps > 4" in again.stderr + again.stdout
 
@@ -189,14 +232,22 @@ def test_lazy_gradient_penalty_every_nth_critic_update_weighted_n(lfw_crops, fac
             plain = m["d_g_z"] - m["d_x"]
             if step % every == 0:
                 assert math.isfinite(m["gp"]) and m["gp"] > 0
-                assert math.isclose(m["loss_d"] - plain, cfg.gp_lambda * every * m["gp"], rel_tol=1e-3,
-                                    abs_tol=1e-4), (every, step)
+                assert math.isclose(m["loss_d"] - plain, cfg.gp_lambda * every * m["gp"], rel_tol=1e-3, abs_tol=1e-4), (
+                    every,
+                    step,
+                )
             else:
                 assert "gp" not in m and math.isclose(m["loss_d"], plain, rel_tol=1e-5, abs_tol=1e-6)
             assert any(not torch.equal(a, b) for a, b in zip(before, p.D.parameters()))
     # a real training resumed at step 4 of --gp-every 3 (between two penalties): finite metrics
-    args = dict(dataset=dataset_path(lfw_crops), model="wgan-gp", d_steps=1, gp_every=3, name="lazy-gp",
-                **{**TINY, "features": 8, "checkpoint_every": 4})
+    args = dict(
+        dataset=dataset_path(lfw_crops),
+        model="wgan-gp",
+        d_steps=1,
+        gp_every=3,
+        name="lazy-gp",
+        **{**TINY, "features": 8, "checkpoint_every": 4},
+    )
     train(TrainConfig(steps=4, **args))
     run_id = train(TrainConfig(steps=8, resume=True, **args))
     gp = history(run_id, "gp")

@@ -1,13 +1,14 @@
 """The multi-scale sliced Wasserstein distance (evaluation/swd.py) on real LFW crops: identical
 sets score 0, a noisy or blurred set scores above the real-vs-real noise floor."""
+
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
 
-from evaluation.swd import laplacian_pyramid, swd
 from config.errors import InputError
+from evaluation.swd import laplacian_pyramid, swd
 
 
 @pytest.fixture(scope="module")

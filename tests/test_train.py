@@ -1,6 +1,7 @@
 """The train and generate stages on real LFW crops (the `lfw_crops` session fixture): every model
 trains and is tracked, a SIGKILLed run resumes where it stopped, runs are reproducible, NaN losses
 stop cleanly, bad input gives one error line."""
+
 from __future__ import annotations
 
 import json
@@ -15,18 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-from config.train import TrainConfig
-from flows.train import train
-from tasks import tracking
-from config.errors import TrainingError
-from tasks.training import checkpoints as ckpt
-from tasks.training.trained_generators import load_generator, sample_images
-from tasks.training.loop import build_parts, train_loop
 from conftest import REPO, dataset_path, facegan_result
 from conftest import TRAIN_TINY as TINY
 from conftest import metric_history as history
+from PIL import Image
+
+from config.errors import TrainingError
+from config.train import TrainConfig
+from flows.train import train
+from tasks import tracking
+from tasks.training import checkpoints as ckpt
+from tasks.training.loop import build_parts, train_loop
+from tasks.training.trained_generators import load_generator, sample_images
 
 
 def initial_generator(cfg: TrainConfig) -> dict:
@@ -34,12 +35,27 @@ def initial_generator(cfg: TrainConfig) -> dict:
     return {k: v.clone() for k, v in build_parts(cfg, torch.device("cpu")).G.state_dict().items()}
 
 
-@pytest.mark.parametrize("model,size,features", [("dcgan", 48, 16), ("dcgan", 64, 32), ("dcgan", 128, 8),
-                                                 ("wgan-gp", 64, 16), ("began", 64, 8),
-                                                 ("projected", 64, 16)])
+@pytest.mark.parametrize(
+    "model,size,features",
+    [
+        ("dcgan", 48, 16),
+        ("dcgan", 64, 32),
+        ("dcgan", 128, 8),
+        ("wgan-gp", 64, 16),
+        ("began", 64, 8),
+        ("projected", 64, 16),
+    ],
+)
 def test_each_model_trains_on_real_crops(lfw_crops, facegan_home, model, size, features):
-    cfg = TrainConfig(dataset=dataset_path(lfw_crops, size), size=size, model=model, steps=4,
-                      features=features, d_steps=2 if model == "wgan-gp" else None, **TINY)
+    cfg = TrainConfig(
+        dataset=dataset_path(lfw_crops, size),
+        size=size,
+        model=model,
+        steps=4,
+        features=features,
+        d_steps=2 if model == "wgan-gp" else None,
+        **TINY,
+    )
     run_id = train(cfg)
 
     run = tracking.get_run(run_id)
@@ -91,9 +107,30 @@ def test_same_seed_same_losses_other_seed_other_losses(lfw_crops):
 
 
 def _train_args(home: Path, name: str) -> list[str]:
-    return ["train", "--dataset", dataset_path(home), "--steps", "14", "--batch-size", "16",
-            "--checkpoint-every", "3", "--log-every", "1", "--sample-every", "50", "--threads", "1",
-            "--features", "48", "--name", name, "--score-every", "0", "--no-register-model"]
+    return [
+        "train",
+        "--dataset",
+        dataset_path(home),
+        "--steps",
+        "14",
+        "--batch-size",
+        "16",
+        "--checkpoint-every",
+        "3",
+        "--log-every",
+        "1",
+        "--sample-every",
+        "50",
+        "--threads",
+        "1",
+        "--features",
+        "48",
+        "--name",
+        name,
+        "--score-every",
+        "0",
+        "--no-register-model",
+    ]
 
 
 def test_sigkill_after_second_checkpoint_resumes_same_run_with_same_losses(lfw_crops, facegan_home, capfd):
@@ -103,9 +140,13 @@ def test_sigkill_after_second_checkpoint_resumes_same_run_with_same_losses(lfw_c
     ref = out.strip().splitlines()[-1]
 
     ckpt_dir = facegan_home / "runs" / "killed" / "checkpoints"
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *_train_args(lfw_crops, "killed")],
-                            cwd=REPO, env=os.environ.copy(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", *_train_args(lfw_crops, "killed")],
+        cwd=REPO,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
 
     def logged_past_second_checkpoint() -> bool:  # step 7 is in MLflow: the rerun redoes it
@@ -139,23 +180,24 @@ def test_sigkill_after_second_checkpoint_resumes_same_run_with_same_losses(lfw_c
 
 
 def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(lfw_crops, facegan_home):
-    cfg = TrainConfig(dataset=dataset_path(lfw_crops), model="wgan-gp", d_steps=1, steps=4, features=8,
-                      register_model=False, **TINY)
+    cfg = TrainConfig(
+        dataset=dataset_path(lfw_crops), model="wgan-gp", d_steps=1, steps=4, features=8, register_model=False, **TINY
+    )
     run_id = train(cfg)
     run_dir = facegan_home / "runs" / tracking.get_run(run_id).data.params["run_name"]
     good = (run_dir / "checkpoints" / "step-000004.pt").read_bytes()
     exploding = cfg.model_copy(update={"steps": 8, "gp_lambda": 1e300})  # an overflowing penalty
     with pytest.raises(TrainingError, match=r"loss_d became (inf|nan) at step 5 .*step-000004.pt is kept"):
-        train_loop(exploding, Path(dataset_path(lfw_crops)), run_dir, {"run_name": "x"},
-                   tracking.TrackedRun(run_id))
+        train_loop(exploding, Path(dataset_path(lfw_crops)), run_dir, {"run_name": "x"}, tracking.TrackedRun(run_id))
     assert [s for s, _ in ckpt.step_checkpoints(run_dir / "checkpoints")] == [2, 4]
     assert (run_dir / "checkpoints" / "step-000004.pt").read_bytes() == good
 
 
 def test_generate_writes_pngs_and_grid_deterministically(lfw_crops, facegan_home, capfd, monkeypatch):
     monkeypatch.setenv("FACEGAN_HOME", str(lfw_crops))  # dataset by name, as a user would
-    run_id = train(TrainConfig(dataset="lfw-sample", steps=2, features=16, name="gen-src",
-                               register_model=False, **TINY))
+    run_id = train(
+        TrainConfig(dataset="lfw-sample", steps=2, features=16, name="gen-src", register_model=False, **TINY)
+    )
     out1, out2 = facegan_home / "g1", facegan_home / "g2"
     code, _, err = facegan_result(capfd, "generate", "--run", run_id, "-n", "4", "--out", out1)
     assert code == 0, err[-3000:]
@@ -170,13 +212,16 @@ def test_generate_writes_pngs_and_grid_deterministically(lfw_crops, facegan_home
         assert np.array_equal(np.asarray(image), np.asarray(Image.open(out2 / name)))
 
 
-@pytest.mark.parametrize("args,message,in_subprocess", [
-    (["--size", "50"], "--size", False),
-    (["--batch-size", "0"], "--batch-size", False),
-    (["--model", "stylegan"], "--model", False),
-    (["--dataset", "EMPTY"], "no crops in", True),  # the real process: one line, exit code 2
-    (["--resume"], "no checkpoint to resume", False),
-])
+@pytest.mark.parametrize(
+    "args,message,in_subprocess",
+    [
+        (["--size", "50"], "--size", False),
+        (["--batch-size", "0"], "--batch-size", False),
+        (["--model", "stylegan"], "--model", False),
+        (["--dataset", "EMPTY"], "no crops in", True),  # the real process: one line, exit code 2
+        (["--resume"], "no checkpoint to resume", False),
+    ],
+)
 def test_bad_input_gives_one_error_line(lfw_crops, facegan_home, capfd, args, message, in_subprocess):
     empty = facegan_home / "empty-dataset"
     empty.mkdir(parents=True)
@@ -193,8 +238,16 @@ def test_bad_input_gives_one_error_line(lfw_crops, facegan_home, capfd, args, me
 
 def test_realism_score_is_logged_and_best_checkpoint_kept(lfw_crops, facegan_home):
     pytest.importorskip("evaluation.detection")
-    run_id = train(TrainConfig(dataset=dataset_path(lfw_crops), steps=2, features=16, name="scored",
-                               register_model=False, **{**TINY, "score_every": 1, "score_samples": 16}))
+    run_id = train(
+        TrainConfig(
+            dataset=dataset_path(lfw_crops),
+            steps=2,
+            features=16,
+            name="scored",
+            register_model=False,
+            **{**TINY, "score_every": 1, "score_samples": 16},
+        )
+    )
     rates = history(run_id, "detection_rate")
     assert sorted(rates) == [1, 2] and all(0.0 <= r <= 1.0 for r in rates.values())
     best = ckpt.load_checkpoint(facegan_home / "runs" / "scored" / "checkpoints" / ckpt.BEST)

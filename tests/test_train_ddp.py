@@ -1,25 +1,27 @@
 """Data-parallel training: `--nproc 2` launches torchrun with two CPU processes (gloo) on real LFW
 crops; rank 0 alone logs and checkpoints, gradients are averaged so the ranks stay identical
 (train_loop checks it at the end and fails otherwise), and each rank reads its own batches."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+from conftest import TRAIN_TINY as TINY
+from conftest import dataset_path
+from conftest import metric_history as history
 
 from config.train import TrainConfig
 from flows.train import train
 from tasks import tracking
 from tasks.training import checkpoints as ckpt
 from tasks.training.data import FaceBatches, load_faces
-from conftest import TRAIN_TINY as TINY
-from conftest import dataset_path
-from conftest import metric_history as history
 
 
 def test_two_gloo_processes_train_one_run(lfw_crops, facegan_home):
-    cfg = TrainConfig(dataset=dataset_path(lfw_crops), model="dcgan", steps=4, features=16, nproc=2,
-                      name="ddp-dcgan", **TINY)
+    cfg = TrainConfig(
+        dataset=dataset_path(lfw_crops), model="dcgan", steps=4, features=16, nproc=2, name="ddp-dcgan", **TINY
+    )
     run_id = train(cfg)
 
     run = tracking.get_run(run_id)
@@ -37,8 +39,17 @@ def test_two_gloo_processes_train_one_run(lfw_crops, facegan_home):
 
 
 def test_wgan_gp_double_backward_works_across_ranks(lfw_crops, facegan_home):
-    cfg = TrainConfig(dataset=dataset_path(lfw_crops), model="wgan-gp", steps=2, d_steps=2, features=16,
-                      nproc=2, name="ddp-wgan", register_model=False, **TINY)
+    cfg = TrainConfig(
+        dataset=dataset_path(lfw_crops),
+        model="wgan-gp",
+        steps=2,
+        d_steps=2,
+        features=16,
+        nproc=2,
+        name="ddp-wgan",
+        register_model=False,
+        **TINY,
+    )
     run_id = train(cfg)
     assert tracking.get_run(run_id).info.status == "FINISHED"
     assert sorted(m.step for m in tracking.metric_history(run_id, "gp")) == [1, 2]

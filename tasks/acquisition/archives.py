@@ -2,6 +2,7 @@
 entries with absolute paths, '..' components, links, devices are rejected (and listed with
 their reason); total bytes and file count are capped (decompression bombs). Images are then
 checked like any other file (Pillow's pixel limit stays on)."""
+
 from __future__ import annotations
 
 import lzma
@@ -14,8 +15,13 @@ from pathlib import Path, PurePosixPath
 
 from config.errors import DownloadError
 
-MAGIC = [(b"PK\x03\x04", "zip"), (b"PK\x05\x06", "zip"), (b"\x1f\x8b", "tar"), (b"BZh", "tar"),
-         (b"\xfd7zXZ\x00", "tar")]
+MAGIC = [
+    (b"PK\x03\x04", "zip"),
+    (b"PK\x05\x06", "zip"),
+    (b"\x1f\x8b", "tar"),
+    (b"BZh", "tar"),
+    (b"\xfd7zXZ\x00", "tar"),
+]
 
 
 def sniff(path: Path) -> str | None:
@@ -77,8 +83,11 @@ def _extract_tar(archive: Path, dest: Path, caps: _Caps) -> list[tuple[str, str]
                 link = PurePosixPath(member.linkname)
                 base = PurePosixPath(member.name).parent if member.issym() else PurePosixPath()
                 inside = not link.is_absolute() and ".." not in (base / link).parts and _inside(dest, base / link)
-                reason = ("link not extracted: points inside the archive" if inside else
-                          f"unsafe link: {member.name!r} points outside the target ({member.linkname!r})")
+                reason = (
+                    "link not extracted: points inside the archive"
+                    if inside
+                    else f"unsafe link: {member.name!r} points outside the target ({member.linkname!r})"
+                )
             if reason is None and not (member.isreg() or member.isdir()):
                 reason = "special file not extracted (device, fifo)"
             if reason:

@@ -1,13 +1,14 @@
 """HTTP for acquisition: one requests.Session per shard with urllib3 Retry (exponential backoff
 on 5xx, 429 and connection errors), connect/read timeouts, streamed bodies with a byte cap, and
 failures turned into short manifest reasons ('timeout: ...', 'http 404: ...')."""
+
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlsplit
 
 import requests
@@ -29,6 +30,7 @@ class FetchFailed(Exception):
 @dataclass(frozen=True)
 class HttpSettings:
     """The HTTP part of an AcquireConfig; the defaults are its fields' (pool: --workers)."""
+
     timeout: float = field_default(AcquireConfig, "timeout")
     retries: int = field_default(AcquireConfig, "retries")
     backoff: float = field_default(AcquireConfig, "backoff")
@@ -38,10 +40,19 @@ class HttpSettings:
 
 
 def session(settings: HttpSettings) -> requests.Session:
-    retry = Retry(total=settings.retries, connect=settings.retries, read=settings.retries,
-                  status=settings.retries, backoff_factor=settings.backoff, backoff_max=30,
-                  status_forcelist=(429, 500, 502, 503, 504), allowed_methods=frozenset({"GET", "HEAD"}),
-                  raise_on_status=False, respect_retry_after_header=True, redirect=False)
+    retry = Retry(
+        total=settings.retries,
+        connect=settings.retries,
+        read=settings.retries,
+        status=settings.retries,
+        backoff_factor=settings.backoff,
+        backoff_max=30,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=frozenset({"GET", "HEAD"}),
+        raise_on_status=False,
+        respect_retry_after_header=True,
+        redirect=False,
+    )
     adapter = HTTPAdapter(max_retries=retry, pool_connections=settings.pool, pool_maxsize=settings.pool)
     s = requests.Session()
     s.mount("http://", adapter)
@@ -78,14 +89,18 @@ def _reason(exc: Exception) -> str:
         return f"timeout: {text[:150]}"
     if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
         return f"truncated download: {text[:150]}"
-    if isinstance(exc, (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
-                        requests.exceptions.InvalidURL)):
+    if isinstance(
+        exc, (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL)
+    ):
         return f"bad url: {text[:150]}"
     if isinstance(exc, requests.ConnectionError):
         host = urlsplit(getattr(exc.request, "url", "") or "").netloc
-        for marker, say in (("NameResolution", "cannot resolve host"), ("Connection refused", "refused by"),
-                            ("Network is unreachable", "network unreachable for"),
-                            ("No route to host", "no route to")):
+        for marker, say in (
+            ("NameResolution", "cannot resolve host"),
+            ("Connection refused", "refused by"),
+            ("Network is unreachable", "network unreachable for"),
+            ("No route to host", "no route to"),
+        ):
             if marker in text:
                 return f"connection error: {say} {host}"
         return f"connection error: {text[:150]}"
@@ -123,16 +138,24 @@ def fetch_bytes(sess: requests.Session, url: str, settings: HttpSettings) -> tup
         return bytes(buf), resp.headers.get("Content-Type", "")
 
 
-def download_file(sess: requests.Session, url: str, part: Path, settings: HttpSettings, max_bytes: int,
-                  progress: bool = True, log: Callable[[str], None] = lambda _m: None) -> dict[str, str]:
+def download_file(
+    sess: requests.Session,
+    url: str,
+    part: Path,
+    settings: HttpSettings,
+    max_bytes: int,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda _m: None,
+) -> dict[str, str]:
     """Stream `url` into `part` (resuming a partial file with an HTTP Range request when the server
     allows it). Returns the file's sha256 and md5. Raises FetchFailed and removes `part`; a
     process killed midway leaves `part` for the next run to resume."""
     have = part.stat().st_size if part.exists() else 0
     resp = _open(sess, url, settings, {"Range": f"bytes={have}-"} if have else None)
     with resp:
-        resumed = have and resp.status_code == 206 and resp.headers.get("Content-Range", "").startswith(
-            f"bytes {have}-")
+        resumed = (
+            have and resp.status_code == 206 and resp.headers.get("Content-Range", "").startswith(f"bytes {have}-")
+        )
         if have and not resumed:
             have = 0
         elif resumed:
@@ -148,8 +171,15 @@ def download_file(sess: requests.Session, url: str, part: Path, settings: HttpSe
                     sha.update(block)
                     md5.update(block)
         size = have
-        bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, desc="downloading",
-                   disable=not progress, mininterval=1.0)
+        bar = tqdm(
+            total=total,
+            initial=have,
+            unit="B",
+            unit_scale=True,
+            desc="downloading",
+            disable=not progress,
+            mininterval=1.0,
+        )
         try:
             with open(part, "ab" if have else "wb") as out:
                 for chunk in resp.iter_content(CHUNK):

@@ -4,23 +4,24 @@ hashed, and listed in raw/<name>/manifest.parquet with its absolute path. Nothin
 Shards of files are checked in a process pool; a rerun reuses the rows of files whose
 path, size and mtime are unchanged.
 """
+
 from __future__ import annotations
 
 import multiprocessing
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 from tqdm import tqdm
 
+from config.errors import InputError
 from tasks.acquisition import manifest
 from tasks.acquisition.sources import check_claim, check_folder, check_source, default_name  # noqa: F401
 from tasks.cropping import formats
-from config.errors import InputError
-from tasks.paths import data_home, raw_dir
+from tasks.paths import data_home
 
 formats.register()  # HEIC/HEIF photos decode (pillow-heif), here and in the forked checker processes
 
@@ -104,10 +105,11 @@ def _unchanged(previous: pd.DataFrame | None, files: list[Path]) -> dict[str, di
     return reused
 
 
-def inspect_files(paths: list[str], workers: int = 2, shard_size: int = 200,
-                  progress: bool = True, desc: str = "checking images") -> list[dict]:
+def inspect_files(
+    paths: list[str], workers: int = 2, shard_size: int = 200, progress: bool = True, desc: str = "checking images"
+) -> list[dict]:
     """Rows for `paths`, in order, checked in shards by a process pool."""
-    shards = [paths[i:i + shard_size] for i in range(0, len(paths), shard_size)]
+    shards = [paths[i : i + shard_size] for i in range(0, len(paths), shard_size)]
     rows: list[dict] = []
     bar = tqdm(total=len(paths), desc=desc, unit="file", disable=not progress, mininterval=1.0)
     if workers <= 1 or len(shards) <= 1:
@@ -132,9 +134,15 @@ def claim_raw(name: str, info: dict) -> Path:
     return check_claim(name, info)
 
 
-def import_folder(path: str | Path, name: str | None = None, workers: int = 2, shard_size: int = 200,
-                  progress: bool = True, log: Callable[[str], None] = lambda _m: None,
-                  identity: str = "auto") -> dict:
+def import_folder(
+    path: str | Path,
+    name: str | None = None,
+    workers: int = 2,
+    shard_size: int = 200,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda _m: None,
+    identity: str = "auto",
+) -> dict:
     """Import `path` (recursive) as raw set `name`. Returns {name, raw_dir, manifest, stats}.
 
     Raises FaceganError for a missing or empty folder, or one without any decodable image;
@@ -157,15 +165,15 @@ def import_folder(path: str | Path, name: str | None = None, workers: int = 2, s
     fresh = {r["path"]: r for r in inspect_files(todo, workers, shard_size, progress)}
     rows = []
     people = identities(files, root, identity)
-    log(f"identity: {'folder names' if any(people) else 'none (split by source image)'} "
-        f"(--identity {identity})")
+    log(f"identity: {'folder names' if any(people) else 'none (split by source image)'} (--identity {identity})")
     for f, person in zip(files, people):
         r = dict(reused.get(str(f)) or fresh[str(f)])
         r["identity"] = person
         rows.append(r)
     # what could not be listed is reported like any failed file (summary, manifest, MLflow metrics)
-    rows += [manifest.row(path=folder, status="failed", reason=f"unreadable folder: {why}")
-             for folder, why in unreadable]
+    rows += [
+        manifest.row(path=folder, status="failed", reason=f"unreadable folder: {why}") for folder, why in unreadable
+    ]
     df = manifest.mark_duplicates(manifest.frame(rows))
     if not (df["status"] == "ok").any():
         reasons = df["reason"].map(manifest.reason_key).value_counts()
@@ -173,5 +181,10 @@ def import_folder(path: str | Path, name: str | None = None, workers: int = 2, s
         raise InputError(f"no decodable image in {root} ({len(df)} files: {detail})")
     manifest.write_source(raw, source)
     manifest.write(df, raw)
-    return {"name": name, "raw_dir": str(raw), "manifest": str(raw / "manifest.parquet"),
-            "stats": manifest.stats(df, time.perf_counter() - started), "reused": len(reused)}
+    return {
+        "name": name,
+        "raw_dir": str(raw),
+        "manifest": str(raw / "manifest.parquet"),
+        "stats": manifest.stats(df, time.perf_counter() - started),
+        "reused": len(reused),
+    }

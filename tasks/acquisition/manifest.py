@@ -5,24 +5,37 @@ Columns (the crop stage reads rows with status == 'ok'):
     path, url, source_page, status ('ok'|'duplicate'|'failed'), reason, sha256, width, height,
     bytes, identity, mtime_ns (local imports only: lets a rerun skip unchanged files)
 """
+
 from __future__ import annotations
 
 import hashlib
 import io
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 from PIL import Image
 
-from tasks.atomic import write_parquet, write_text
 from tasks.acquisition.sources import SOURCE_FILE
+from tasks.atomic import write_parquet, write_text
 from tasks.paths import MANIFEST
 
-COLUMNS = ["path", "url", "source_page", "status", "reason", "sha256", "width", "height", "bytes",
-           "identity", "mtime_ns"]
+COLUMNS = [
+    "path",
+    "url",
+    "source_page",
+    "status",
+    "reason",
+    "sha256",
+    "width",
+    "height",
+    "bytes",
+    "identity",
+    "mtime_ns",
+]
 _DTYPES = {"width": "Int64", "height": "Int64", "bytes": "Int64", "mtime_ns": "Int64"}
 
 

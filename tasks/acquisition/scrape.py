@@ -2,18 +2,19 @@
 depth and a page budget, only on allowed domains, obeying robots.txt (urllib.robotparser) for
 pages and images, waiting a per-host delay between fetches, with a clear User-Agent. Images come
 from <img src>, <img srcset>/<source srcset> and <link rel=image_src>."""
+
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from typing import Callable
 from urllib.parse import urldefrag, urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
 
-from tasks.acquisition import http
 from config.errors import DownloadError
+from tasks.acquisition import http
 
 
 class PageParser(HTMLParser):
@@ -49,7 +50,7 @@ class PageParser(HTMLParser):
 
 @dataclass
 class CrawlResult:
-    images: list[dict] = field(default_factory=list)   # {url, source_page}
+    images: list[dict] = field(default_factory=list)  # {url, source_page}
     pages: int = 0
     skipped_robots: int = 0
     skipped_domain: int = 0
@@ -57,8 +58,7 @@ class CrawlResult:
 
 
 class Crawler:
-    def __init__(self, settings: http.HttpSettings, delay: float = 1.0,
-                 log: Callable[[str], None] = lambda _m: None):
+    def __init__(self, settings: http.HttpSettings, delay: float = 1.0, log: Callable[[str], None] = lambda _m: None):
         self.settings = settings
         self.delay = delay
         self.log = log
@@ -87,7 +87,7 @@ class Crawler:
                 rp.parse(body.decode("utf-8", "replace").splitlines())
             except http.FetchFailed as exc:
                 if str(exc).startswith("http 4"):
-                    rp.parse([])            # no robots.txt: everything allowed
+                    rp.parse([])  # no robots.txt: everything allowed
                 else:
                     rp.parse(["User-agent: *", "Disallow: /"])  # unreachable: assume disallowed
                     self.robots_errors[host] = f"{robots_url}: {exc}"
@@ -99,13 +99,15 @@ class Crawler:
         body, ctype = http.fetch_bytes(self.session, url, self.settings)
         return body.decode("utf-8", "replace"), ctype
 
-    def crawl(self, starts: list[str], depth: int, allow_domains: list[str] | None,
-              max_pages: int) -> CrawlResult:
+    def crawl(self, starts: list[str], depth: int, allow_domains: list[str] | None, max_pages: int) -> CrawlResult:
         if depth < 0:
             raise DownloadError("--depth must be >= 0")
         domains = {d.lower() for d in (allow_domains or [urlsplit(u).hostname or "" for u in starts])}
-        in_domain = lambda u: (urlsplit(u).hostname or "").lower() in domains or any(  # noqa: E731
-            (urlsplit(u).hostname or "").lower().endswith("." + d) for d in domains)
+
+        def in_domain(u: str) -> bool:
+            host = (urlsplit(u).hostname or "").lower()
+            return host in domains or any(host.endswith("." + d) for d in domains)
+
         result, seen_pages, seen_images = CrawlResult(), set(starts), set()
         queue = deque((u, 0) for u in starts)
         while queue and result.pages < max_pages:

@@ -7,6 +7,7 @@ server starts, any MLflow run opens or any folder is created.
     check_url(url, flag)        an http(s) URL with a host, else InputError
     check_claim(name, info)     raw/<name> holds no images of another kind of source
 """
+
 from __future__ import annotations
 
 import json
@@ -178,8 +179,10 @@ def pipeline_source(config) -> tuple[str, str, dict]:
         return kind, url, {"url": url}
     path = Path(config.source).expanduser()
     if not path.exists():
-        raise NotFoundError(f"--source {config.source!r}: no such folder or archive (give a preset: "
-                            "lfw or celeba, an http(s) URL, a folder or a zip/tar archive)")
+        raise NotFoundError(
+            f"--source {config.source!r}: no such folder or archive (give a preset: "
+            "lfw or celeba, an http(s) URL, a folder or a zip/tar archive)"
+        )
     path = check_source(path)
     if path.is_dir() and not _any_file(path):  # as `facegan acquire --path` checks it
         raise InputError(f"--source {config.source!r}: folder is empty: {path}")
@@ -195,13 +198,15 @@ def check_pipeline_source(config) -> tuple[str, bool]:
     from tasks.paths import MANIFEST, check_name
 
     kind, what, fields = pipeline_source(config)
-    fake = SimpleNamespace(**{"name": config.name, "path": None, "preset": None, "url": None, "url_list": None,
-                              "scrape": None, **fields})
+    fake = SimpleNamespace(
+        **{"name": config.name, "path": None, "preset": None, "url": None, "url_list": None, "scrape": None, **fields}
+    )
     name = check_name(raw_set_name(fake))
     raw = raw_dir(name)
     if not (raw / MANIFEST).is_file():
-        check_claim(name, {"kind": "path", "source": what} if kind == "path" and Path(what).is_dir()
-                    else dict(WEB_SOURCE))
+        check_claim(
+            name, {"kind": "path", "source": what} if kind == "path" and Path(what).is_dir() else dict(WEB_SOURCE)
+        )
         return name, False
     existing = read_source(raw) or {}
     if existing.get("kind") == "path":
@@ -212,6 +217,8 @@ def check_pipeline_source(config) -> tuple[str, bool]:
         same = existing.get("kind") == "web" and what in urls
         held = ", ".join(sorted(urls)[:2]) + (", ..." if len(urls) > 2 else "") if urls else "another source"
     if not same:
-        raise InputError(f"raw set {name!r} already holds images from {held}, not from {config.source}: "
-                         "pass another --name (the pipeline never reuses or mixes another source's images)")
+        raise InputError(
+            f"raw set {name!r} already holds images from {held}, not from {config.source}: "
+            "pass another --name (the pipeline never reuses or mixes another source's images)"
+        )
     return name, True

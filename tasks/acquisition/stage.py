@@ -6,12 +6,13 @@ URLs (a URL list, or the images a crawl found) downloaded in shards: `plan_downl
 URLs not done yet, the flow maps `Downloader.download` over the shards as Prefect tasks, and
 `finish_downloads` closes the journal. `finish_acquire` writes the manifest and the counts.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from prefect.artifacts import create_table_artifact
 from tqdm import tqdm
@@ -45,8 +46,14 @@ def run_params(config: AcquireConfig, name: str) -> dict:
 
 
 def http_settings(config: AcquireConfig) -> http.HttpSettings:
-    return http.HttpSettings(timeout=config.timeout, retries=config.retries, backoff=config.backoff,
-                             max_bytes=config.max_bytes, user_agent=config.user_agent, pool=config.workers)
+    return http.HttpSettings(
+        timeout=config.timeout,
+        retries=config.retries,
+        backoff=config.backoff,
+        max_bytes=config.max_bytes,
+        user_agent=config.user_agent,
+        pool=config.workers,
+    )
 
 
 def local_workers(config: AcquireConfig) -> int:
@@ -55,13 +62,21 @@ def local_workers(config: AcquireConfig) -> int:
 
 
 def import_options(config: AcquireConfig, log: Log) -> dict:
-    return dict(workers=local_workers(config), shard_size=config.shard_size, progress=config.progress,
-                log=log, identity=config.identity)
+    return dict(
+        workers=local_workers(config),
+        shard_size=config.shard_size,
+        progress=config.progress,
+        log=log,
+        identity=config.identity,
+    )
 
 
 def archive_options(config: AcquireConfig, log: Log) -> dict:
-    return dict(max_archive_bytes=config.max_archive_bytes, max_archive_files=config.max_archive_files,
-                **import_options(config, log))
+    return dict(
+        max_archive_bytes=config.max_archive_bytes,
+        max_archive_files=config.max_archive_files,
+        **import_options(config, log),
+    )
 
 
 def open_raw_set(name: str) -> Path:
@@ -94,6 +109,7 @@ def import_archive(config: AcquireConfig, raw: Path, log: Log) -> list[dict]:
 @dataclass
 class UrlSet:
     """URLs to download, and what the crawl that found them counted (empty for a URL list)."""
+
     items: list[dict]
     crawl_stats: dict = field(default_factory=dict)
 
@@ -105,11 +121,21 @@ def read_url_list(config: AcquireConfig) -> UrlSet:
 def crawl(config: AcquireConfig, log: Log) -> UrlSet:
     """Crawl the site for image links (robots.txt, allowed domains, depth and page limits)."""
     found = scrape.Crawler(http_settings(config), delay=config.delay, log=log).crawl(
-        config.scrape, config.depth, config.allow_domain, config.max_pages)
-    log(f"crawled {found.pages} pages: {len(found.images)} images allowed, {found.skipped_robots} "
-        f"skipped by robots.txt, {found.skipped_domain} off the allowed domains")
-    return UrlSet(found.images, {"pages_crawled": found.pages, "skipped_robots": found.skipped_robots,
-                                 "skipped_domain": found.skipped_domain, "failed_pages": len(found.failed_pages)})
+        config.scrape, config.depth, config.allow_domain, config.max_pages
+    )
+    log(
+        f"crawled {found.pages} pages: {len(found.images)} images allowed, {found.skipped_robots} "
+        f"skipped by robots.txt, {found.skipped_domain} off the allowed domains"
+    )
+    return UrlSet(
+        found.images,
+        {
+            "pages_crawled": found.pages,
+            "skipped_robots": found.skipped_robots,
+            "skipped_domain": found.skipped_domain,
+            "failed_pages": len(found.failed_pages),
+        },
+    )
 
 
 @dataclass
@@ -125,9 +151,8 @@ def plan_downloads(urls: UrlSet, raw: Path, config: AcquireConfig, log: Log) -> 
     downloader = store.Downloader(raw, http_settings(config.model_copy(update={"workers": workers})))
     todo = downloader.pending(urls.items)
     log(f"{len(urls.items)} URLs: {len(urls.items) - len(todo)} done in an earlier run, {len(todo)} to download")
-    shards = [todo[i:i + config.shard_size] for i in range(0, len(todo), config.shard_size)]
-    downloader.bar = tqdm(total=len(todo), desc="downloading", unit="url", disable=not config.progress,
-                          mininterval=1.0)
+    shards = [todo[i : i + config.shard_size] for i in range(0, len(todo), config.shard_size)]
+    downloader.bar = tqdm(total=len(todo), desc="downloading", unit="url", disable=not config.progress, mininterval=1.0)
     return DownloadPlan(downloader, shards, max(1, workers // max(1, min(PARALLEL_SHARDS, len(shards)))))
 
 
@@ -143,16 +168,22 @@ def finish_downloads(plan: DownloadPlan, shard_rows: list[list[dict]]) -> int:
     rows = [row for shard in shard_rows for row in shard]
     unreachable = [r for r in rows if manifest.reason_key(r["reason"]).startswith(("connection", "timeout"))]
     if rows and len(unreachable) == len(rows):
-        raise DownloadError(f"none of the {len(rows)} URLs could be reached (e.g. {rows[0]['url']}: "
-                            f"{rows[0]['reason']}); rerun to retry them")
+        raise DownloadError(
+            f"none of the {len(rows)} URLs could be reached (e.g. {rows[0]['url']}: "
+            f"{rows[0]['reason']}); rerun to retry them"
+        )
     return len(rows)
 
 
 def finish_acquire(raw: Path, name: str, extra_rows: list[dict], crawl_stats: dict, started: float) -> dict:
     """Write the raw set's manifest; returns {name, raw_dir, manifest, stats}."""
     df = web.finalize(raw, extra_rows)
-    return {"name": name, "raw_dir": str(raw), "manifest": str(raw / "manifest.parquet"),
-            "stats": {**manifest.stats(df, time.perf_counter() - started), **crawl_stats}}
+    return {
+        "name": name,
+        "raw_dir": str(raw),
+        "manifest": str(raw / "manifest.parquet"),
+        "stats": {**manifest.stats(df, time.perf_counter() - started), **crawl_stats},
+    }
 
 
 def publish(result: dict, tracked) -> None:
@@ -161,20 +192,31 @@ def publish(result: dict, tracked) -> None:
     tracked.log_metrics(stats)
     tracked.log_dict({"name": result["name"], "raw_dir": result["raw_dir"], **stats}, "acquire_stats.json")
     tracked.log_artifact(result["manifest"], "manifest")
-    create_table_artifact(table=[{"stat": k, "value": v} for k, v in stats.items()], key="acquire-stats",
-                          description=f"acquire {result['name']}: {result['raw_dir']}")
+    create_table_artifact(
+        table=[{"stat": k, "value": v} for k, v in stats.items()],
+        key="acquire-stats",
+        description=f"acquire {result['name']}: {result['raw_dir']}",
+    )
 
 
 def summary(result: dict, run_id: str) -> dict:
     stats = result["stats"]
-    return {"name": result["name"], "raw_dir": result["raw_dir"], "manifest": result["manifest"],
-            "files": int(stats["files"]), "ok": int(stats["ok"]), "duplicates": int(stats["duplicates"]),
-            "failed": int(stats["failed"]), "run_id": run_id,
-            "failed_reasons": {k.removeprefix("failed_"): int(v) for k, v in stats.items()
-                               if k.startswith("failed_")}}
+    return {
+        "name": result["name"],
+        "raw_dir": result["raw_dir"],
+        "manifest": result["manifest"],
+        "files": int(stats["files"]),
+        "ok": int(stats["ok"]),
+        "duplicates": int(stats["duplicates"]),
+        "failed": int(stats["failed"]),
+        "run_id": run_id,
+        "failed_reasons": {k.removeprefix("failed_"): int(v) for k, v in stats.items() if k.startswith("failed_")},
+    }
 
 
 def summary_line(r: dict) -> str:
     reasons = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in (r.get("failed_reasons") or {}).items())
-    return (f"acquired {r['name']!r}: {r['files']} files/URLs, {r['ok']} ok, {r['duplicates']} duplicates, "
-            f"{r['failed']} failed{f' ({reasons})' if reasons else ''} -> {r['raw_dir']} (MLflow run {r['run_id']})")
+    return (
+        f"acquired {r['name']!r}: {r['files']} files/URLs, {r['ok']} ok, {r['duplicates']} duplicates, "
+        f"{r['failed']} failed{f' ({reasons})' if reasons else ''} -> {r['raw_dir']} (MLflow run {r['run_id']})"
+    )

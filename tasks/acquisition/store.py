@@ -5,6 +5,7 @@
 - Journal: raw/<name>/.journal/*.jsonl, one manifest row per finished URL, appended as it
   finishes, so a killed run loses nothing it completed; the manifest is rebuilt from it.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,16 +13,15 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
 from tasks.acquisition import archives, http, manifest
 
-EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif",
-              "MPO": "jpg"}
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif", "MPO": "jpg"}
 
 
 def write_image(path: Path, data: bytes) -> None:
@@ -109,10 +109,13 @@ class Downloader:
         ok = done[(done["status"] == "ok") & done["path"].notna()]
         self.by_sha = {s: p for s, p, n in zip(ok["sha256"], ok["path"], ok["bytes"]) if _intact(p, n)}
         finished = done[done["url"].notna()]
-        self.done = {u for u, st, r, p, n in zip(finished["url"], finished["status"], finished["reason"],
-                                                 finished["path"], finished["bytes"])
-                     if (st == "duplicate") or (st == "ok" and _intact(p, n))
-                     or (st == "failed" and not http.is_transient(r))}
+        self.done = {
+            u
+            for u, st, r, p, n in zip(
+                finished["url"], finished["status"], finished["reason"], finished["path"], finished["bytes"]
+            )
+            if (st == "duplicate") or (st == "ok" and _intact(p, n)) or (st == "failed" and not http.is_transient(r))
+        }
 
     def pending(self, items: Iterable[dict]) -> list[dict]:
         seen, out = set(), []
@@ -149,14 +152,15 @@ class Downloader:
         if isinstance(checked, str):
             kind = archives.sniff_bytes(data[:512])
             if kind is not None:  # a list holds images; an archive is fetched (and extracted) by --url
-                checked = (f"archive, not an image: a {kind} archive; URL lists hold images only: "
-                           f"fetch it with `facegan acquire --url {item['url']}`")
+                checked = (
+                    f"archive, not an image: a {kind} archive; URL lists hold images only: "
+                    f"fetch it with `facegan acquire --url {item['url']}`"
+                )
             elif ctype:
                 checked += f" (served as {ctype.split(';')[0]})"
             return manifest.row(**base, status="failed", reason=checked, sha256=sha, bytes=len(data))
         status, path = self.store(data, sha, checked[2])
-        row = manifest.row(**base, status=status, sha256=sha, bytes=len(data), width=checked[0],
-                           height=checked[1])
+        row = manifest.row(**base, status=status, sha256=sha, bytes=len(data), width=checked[0], height=checked[1])
         if status == "duplicate":
             row.update(reason=f"same content as {path}")
         else:

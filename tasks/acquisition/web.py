@@ -7,19 +7,20 @@ Raw set layout for downloads:
     raw/<name>/.downloads/<key>.part              an archive being downloaded (resumed by a rerun)
 Archive members get the URL `<archive url>#<member path>` so every manifest row has its own URL.
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
+from config.errors import DownloadError, InputError, NotFoundError
 from tasks.acquisition import archives, http, local, manifest, presets, sources, store
 from tasks.acquisition.sources import WEB_SOURCE
-from config.errors import DownloadError, InputError, NotFoundError
 
 _stem = sources.stem
 
@@ -51,30 +52,48 @@ def read_url_list(path: str | Path) -> list[dict]:
     if df.empty:
         raise InputError(f"URL list {path} holds no URLs")
     identity = df["identity"] if "identity" in df.columns else pd.Series([None] * len(df), index=df.index)
-    return [{"url": str(u).strip(), "identity": None if pd.isna(i) else str(i)}
-            for u, i in zip(df["url"], identity)]
+    return [{"url": str(u).strip(), "identity": None if pd.isna(i) else str(i)} for u, i in zip(df["url"], identity)]
 
 
-def _archive_rows(url: str, folder: Path, rejected: list[tuple[str, str]], workers: int,
-                  shard_size: int, progress: bool, identity: str = "auto") -> list[dict]:
-    rows = [manifest.row(url=f"{url}#{name}", source_page=url, status="failed", reason=reason)
-            for name, reason in rejected]
+def _archive_rows(
+    url: str,
+    folder: Path,
+    rejected: list[tuple[str, str]],
+    workers: int,
+    shard_size: int,
+    progress: bool,
+    identity: str = "auto",
+) -> list[dict]:
+    rows = [
+        manifest.row(url=f"{url}#{name}", source_page=url, status="failed", reason=reason) for name, reason in rejected
+    ]
     files = local.list_files(folder)
     root = archives.content_root(folder)
     checked = local.inspect_files([str(f) for f in files], workers, shard_size, progress, "checking images")
     inside = [f for f in files if f.is_relative_to(root)]
     people = dict(zip(inside, local.identities(inside, root, identity)))
     for f, r in zip(files, checked):
-        r.update(url=f"{url}#{f.relative_to(folder).as_posix()}", source_page=url, mtime_ns=None,
-                 identity=people.get(f))
+        r.update(
+            url=f"{url}#{f.relative_to(folder).as_posix()}", source_page=url, mtime_ns=None, identity=people.get(f)
+        )
         rows.append(r)
     return rows
 
 
-def acquire_url(url: str, raw: Path, settings: http.HttpSettings, *, checksum: tuple[str, str] | None,
-                max_archive_bytes: int, max_archive_files: int, workers: int = 2, shard_size: int = 200,
-                progress: bool = True, log: Callable[[str], None] = lambda _m: None,
-                identity: str = "auto") -> list[dict]:
+def acquire_url(
+    url: str,
+    raw: Path,
+    settings: http.HttpSettings,
+    *,
+    checksum: tuple[str, str] | None,
+    max_archive_bytes: int,
+    max_archive_files: int,
+    workers: int = 2,
+    shard_size: int = 200,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda _m: None,
+    identity: str = "auto",
+) -> list[dict]:
     """Fetch one URL into `raw`: an image is stored, an archive is verified and extracted
     safely. Returns its manifest rows. Any failure raises DownloadError and keeps the raw set as
     it was (this is the whole request)."""
@@ -94,25 +113,48 @@ def acquire_url(url: str, raw: Path, settings: http.HttpSettings, *, checksum: t
     finally:
         sess.close()
     try:
-        if "drive.google.com" in url and archives.sniff(part) is None and \
-                isinstance(manifest.check_image(part.read_bytes()[:settings.max_bytes]), str):
+        if (
+            "drive.google.com" in url
+            and archives.sniff(part) is None
+            and isinstance(manifest.check_image(part.read_bytes()[: settings.max_bytes]), str)
+        ):
             raise DownloadError(presets.GOOGLE_DRIVE_REFUSED)
         if checksum and digests[checksum[0]].lower() != checksum[1].lower():
-            raise DownloadError(f"checksum mismatch for {url}: expected {checksum[0]} {checksum[1].lower()}, "
-                                f"got {digests[checksum[0]]}")
+            raise DownloadError(
+                f"checksum mismatch for {url}: expected {checksum[0]} {checksum[1].lower()}, got {digests[checksum[0]]}"
+            )
         if archives.sniff(part) is None:
             return [_store_single(url, part, raw, settings)]
         log(f"{url}: {digests['bytes']} bytes, sha256 {digests['sha256']}")
-        return ingest_archive(part, url, raw, max_archive_bytes=max_archive_bytes,
-                              max_archive_files=max_archive_files, workers=workers, shard_size=shard_size,
-                              progress=progress, log=log, identity=identity)
+        return ingest_archive(
+            part,
+            url,
+            raw,
+            max_archive_bytes=max_archive_bytes,
+            max_archive_files=max_archive_files,
+            workers=workers,
+            shard_size=shard_size,
+            progress=progress,
+            log=log,
+            identity=identity,
+        )
     finally:
         part.unlink(missing_ok=True)
 
 
-def ingest_archive(archive: Path, url: str, raw: Path, *, max_archive_bytes: int, max_archive_files: int,
-                   workers: int = 2, shard_size: int = 200, progress: bool = True,
-                   log: Callable[[str], None] = lambda _m: None, identity: str = "auto") -> list[dict]:
+def ingest_archive(
+    archive: Path,
+    url: str,
+    raw: Path,
+    *,
+    max_archive_bytes: int,
+    max_archive_files: int,
+    workers: int = 2,
+    shard_size: int = 200,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda _m: None,
+    identity: str = "auto",
+) -> list[dict]:
     """Extract `archive` safely into raw/<name>/images/<archive>-<hash>/ (via a staging folder
     renamed when complete) and return one manifest row per member, labelled `<url>#<member>`."""
     kind = archives.sniff(archive)
@@ -169,8 +211,10 @@ def finalize(raw: Path, extra_rows: list[dict] = ()) -> pd.DataFrame:
         failed = df[df["status"] == "failed"]
         if len(failed):
             detail += f"; e.g. {failed['url'].iloc[0] or failed['path'].iloc[0]}: {failed['reason'].iloc[0]}"
-        raise DownloadError(f"no image could be acquired into {raw.name!r} ({detail})"
-                            + ("; rerun to retry the transient failures" if transient else ""))
+        raise DownloadError(
+            f"no image could be acquired into {raw.name!r} ({detail})"
+            + ("; rerun to retry the transient failures" if transient else "")
+        )
     images = (raw / "images").resolve()
     kept = set(df.loc[df["status"] == "ok", "path"].dropna())
     drop = (df["status"] != "ok") & df["path"].notna()

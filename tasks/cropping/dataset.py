@@ -7,6 +7,7 @@
 
 Each size is built in a staging folder and swapped in with renames, so an interrupted or failed
 crop never leaves a half-written dataset where a good one was."""
+
 from __future__ import annotations
 
 import hashlib
@@ -28,19 +29,22 @@ from tasks.paths import FACES_ARRAY, MANIFEST
 
 META = "meta.json"
 CONTACT_SHEET = "contact_sheet.png"
-NO_FACE_SHEET = "no_face_sheet.png"   # the images that gave no crop, so the user sees what was lost
-REJECTED = "rejected.parquet"         # every input that gave no crop, with the reason
+NO_FACE_SHEET = "no_face_sheet.png"  # the images that gave no crop, so the user sees what was lost
+REJECTED = "rejected.parquet"  # every input that gave no crop, with the reason
 
 
-def merge_shards(shards: list[ShardResult], sizes: list[int], dedupe: bool
-                 ) -> tuple[pd.DataFrame, dict[int, np.ndarray], int, list[tuple[Path | None, int]]]:
+def merge_shards(
+    shards: list[ShardResult], sizes: list[int], dedupe: bool
+) -> tuple[pd.DataFrame, dict[int, np.ndarray], int, list[tuple[Path | None, int]]]:
     """Concatenate shards in order; drop exact-duplicate crops (identical pixels at the largest size).
 
     Also returns, per kept crop, where its shard wrote its PNGs: (png_dir or None, index in shard)."""
     records = [r for s in shards for r in s.records]
     origins = [(s.png_dir, k) for s in shards for k in range(len(s.records))]
-    arrays = {size: np.concatenate([s.crops[size] for s in shards]) if shards else
-              np.zeros((0, size, size, 3), np.uint8) for size in sizes}
+    arrays = {
+        size: np.concatenate([s.crops[size] for s in shards]) if shards else np.zeros((0, size, size, 3), np.uint8)
+        for size in sizes
+    }
     manifest = pd.DataFrame.from_records(records)
     if manifest.empty:
         return manifest, arrays, 0, []
@@ -80,7 +84,7 @@ def thumbnails_sheet(images: list[np.ndarray], tile: int = 96) -> np.ndarray:
         small = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_NEAREST)
         out = np.full((tile, tile, 3), 128, np.uint8)
         y0, x0 = (tile - nh) // 2, (tile - nw) // 2
-        out[y0:y0 + nh, x0:x0 + nw] = small
+        out[y0 : y0 + nh, x0 : x0 + nw] = small
         tiles.append(out)
     grid = make_grid(torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2), nrow=8, padding=2, pad_value=255)
     return grid.permute(1, 2, 0).numpy().copy()
@@ -97,9 +101,18 @@ def _place_png(path: Path, rgb: np.ndarray, shard_png: Path | None) -> None:
     write_png(path, rgb)
 
 
-def write_size(folder: Path, size: int, manifest: pd.DataFrame, faces: np.ndarray, meta: dict,
-               workers: int = 2, seed: int = 0, origins: list[tuple[Path | None, int]] | None = None,
-               rejected: pd.DataFrame | None = None, no_face_sheet: np.ndarray | None = None) -> Path:
+def write_size(
+    folder: Path,
+    size: int,
+    manifest: pd.DataFrame,
+    faces: np.ndarray,
+    meta: dict,
+    workers: int = 2,
+    seed: int = 0,
+    origins: list[tuple[Path | None, int]] | None = None,
+    rejected: pd.DataFrame | None = None,
+    no_face_sheet: np.ndarray | None = None,
+) -> Path:
     """Write one size's dataset into `folder` (a fresh staging folder, swapped in whole later)."""
     folder.mkdir(parents=True, exist_ok=True)
     table = manifest.copy()
@@ -156,11 +169,13 @@ def load_dataset(folder: Path, size: int | None = None) -> tuple[np.ndarray, pd.
     and its manifest (an index-only frame when there is none), checked against each other."""
     folder = Path(folder)
     if not (folder / FACES_ARRAY).is_file():
-        raise NotFoundError(f"no crops in {folder} ({FACES_ARRAY} missing): the real control needs the "
-                            "dataset the model was trained on")
+        raise NotFoundError(
+            f"no crops in {folder} ({FACES_ARRAY} missing): the real control needs the dataset the model was trained on"
+        )
     faces = np.load(folder / FACES_ARRAY, mmap_mode="r")
-    manifest = (pd.read_parquet(folder / MANIFEST) if (folder / MANIFEST).is_file()
-                else pd.DataFrame(index=range(len(faces))))
+    manifest = (
+        pd.read_parquet(folder / MANIFEST) if (folder / MANIFEST).is_file() else pd.DataFrame(index=range(len(faces)))
+    )
     if len(manifest) != len(faces):
         raise InputError(f"{folder}: manifest has {len(manifest)} rows but {FACES_ARRAY} {len(faces)} crops")
     if size is not None and faces.shape[1:] != (size, size, 3):

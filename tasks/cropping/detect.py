@@ -6,6 +6,7 @@ each thread gets its own CascadeClassifier (they are not thread-safe).
 Tight face chips (the face touching the image's borders) defeat the cascade, whose window needs
 some context around the face: `find_faces` searches again on the image padded on every side
 (replicated border) when the normal search finds nothing, and maps the boxes back."""
+
 from __future__ import annotations
 
 import threading
@@ -23,8 +24,8 @@ from tasks.cropping import formats
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 BIG_FACE_SHARE = 0.25  # largest-only: first search faces at least this share of the short side
 PAD_SHARE: float = field_default(CropConfig, "pad")  # second search: border on every side, share of the longer side
-PAD_MIN_INSIDE = 0.5   # a padded-pass box must lie at least this much inside the image
-PAD_MIN_FACE = 0.5     # ... and be at least this share of the image's short side: the padded search
+PAD_MIN_INSIDE = 0.5  # a padded-pass box must lie at least this much inside the image
+PAD_MIN_FACE = 0.5  # ... and be at least this share of the image's short side: the padded search
 # is for faces that fill the frame (a smaller face has context around it, the normal search's job);
 # on 300 flower photos this drops 2 of the 3 extra false positives, on tight chips none.
 # Measured on 245 LFW faces cut 6% inside their Haar box (~200 px chips): the normal search finds
@@ -37,6 +38,7 @@ _local = threading.local()
 @dataclass(frozen=True)
 class HaarParams:
     """The cascade's search; the defaults are CropConfig's (--scale-factor, --min-neighbors, --min-face)."""
+
     scale_factor: float = field_default(CropConfig, "scale_factor")
     min_neighbors: int = field_default(CropConfig, "min_neighbors")
     min_face: int = field_default(CropConfig, "min_face")
@@ -124,24 +126,27 @@ def detect_faces(bgr: np.ndarray, params: HaarParams, largest_only: bool = False
     return _search(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), params, largest_only)
 
 
-def _search(grey: np.ndarray, params: HaarParams, largest_only: bool,
-            short_side: int | None = None) -> list[tuple[int, int, int, int]]:
+def _search(
+    grey: np.ndarray, params: HaarParams, largest_only: bool, short_side: int | None = None
+) -> list[tuple[int, int, int, int]]:
     floors = [params.min_face]
     if largest_only:
         big = int(BIG_FACE_SHARE * (short_side or min(grey.shape)))
         floors = [big, params.min_face] if big > params.min_face else floors
     found: list[tuple[int, int, int, int]] = []
     for floor in floors:
-        boxes = cascade().detectMultiScale(grey, scaleFactor=params.scale_factor,
-                                           minNeighbors=params.min_neighbors, minSize=(floor, floor))
+        boxes = cascade().detectMultiScale(
+            grey, scaleFactor=params.scale_factor, minNeighbors=params.min_neighbors, minSize=(floor, floor)
+        )
         found = [tuple(int(v) for v in b) for b in (boxes if len(boxes) else [])]
         if found:
             break
     return sorted(found, key=lambda b: b[2] * b[3], reverse=True)
 
 
-def detect_padded(bgr: np.ndarray, params: HaarParams, largest_only: bool = False,
-                  pad: float = PAD_SHARE) -> list[tuple[int, int, int, int]]:
+def detect_padded(
+    bgr: np.ndarray, params: HaarParams, largest_only: bool = False, pad: float = PAD_SHARE
+) -> list[tuple[int, int, int, int]]:
     """Face boxes found on the image padded by `pad` × its longer side on every side (replicated
     border), in the original image's coordinates: a box may reach past the image's borders, as a
     tight chip's face does. Boxes lying mostly in the added border are dropped."""
@@ -164,8 +169,9 @@ def detect_padded(bgr: np.ndarray, params: HaarParams, largest_only: bool = Fals
     return kept
 
 
-def find_faces(bgr: np.ndarray, params: HaarParams, largest_only: bool = False,
-               pad: float = PAD_SHARE) -> tuple[list[tuple[int, int, int, int]], str | None]:
+def find_faces(
+    bgr: np.ndarray, params: HaarParams, largest_only: bool = False, pad: float = PAD_SHARE
+) -> tuple[list[tuple[int, int, int, int]], str | None]:
     """(boxes, pass): the normal search, and only when it finds nothing (and `pad` > 0) the padded
     one; pass is NORMAL, PADDED or None when neither found a face. An image smaller than the
     minimum face on both sides cannot hold one: no search."""

@@ -1,6 +1,7 @@
 """Image formats beyond Pillow's own: HEIC/HEIF through pillow-heif (a maintained libheif
 binding), registered once per process as a Pillow plugin. Used by the folder import (which decodes
 every file to decide whether it is an image) and by the crop stage's reader."""
+
 from __future__ import annotations
 
 import threading

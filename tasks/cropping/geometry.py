@@ -1,5 +1,6 @@
 """Crop geometry: grow a detected face box by a relative margin, make it square, cut it out of
 the image (shifted inside the image when it fits, padded with black when it cannot), resize."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,12 +40,12 @@ def cut_square(image: np.ndarray, box: SquareBox) -> np.ndarray:
     h, w = image.shape[:2]
     x1, y1 = box.x0 + box.side, box.y0 + box.side
     if box.x0 >= 0 and box.y0 >= 0 and x1 <= w and y1 <= h:
-        return image[box.y0:y1, box.x0:x1]
+        return image[box.y0 : y1, box.x0 : x1]
     out = np.zeros((box.side, box.side) + image.shape[2:], dtype=image.dtype)
     sx0, sy0 = max(box.x0, 0), max(box.y0, 0)
     sx1, sy1 = min(x1, w), min(y1, h)
     if sx1 > sx0 and sy1 > sy0:
-        out[sy0 - box.y0:sy1 - box.y0, sx0 - box.x0:sx1 - box.x0] = image[sy0:sy1, sx0:sx1]
+        out[sy0 - box.y0 : sy1 - box.y0, sx0 - box.x0 : sx1 - box.x0] = image[sy0:sy1, sx0:sx1]
     return out
 
 

@@ -1,4 +1,5 @@
 """Where the crop shards run: a thread pool in this process, or a Dask cluster (prefect-dask)."""
+
 from __future__ import annotations
 
 import socket
@@ -46,8 +47,10 @@ def connect_cluster(address: str) -> tuple[str, int]:
     if threads == 0:
         raise InputError(f"the Dask scheduler at {address!r} has no workers (start `dask worker {address}`)")
     if not _prefect_api_url() and not _is_loopback(host):
-        raise InputError(f"the Dask workers of {address} report task runs to Prefect: set PREFECT_API_URL to "
-                         "a Prefect server they can reach (this command's temporary one listens on 127.0.0.1)")
+        raise InputError(
+            f"the Dask workers of {address} report task runs to Prefect: set PREFECT_API_URL to "
+            "a Prefect server they can reach (this command's temporary one listens on 127.0.0.1)"
+        )
     return address, threads
 
 
@@ -114,10 +117,12 @@ def shard_runner(workers: int, dask_address: str | None) -> Iterator:
         return
     from prefect_dask import DaskTaskRunner
 
-    with _workers_report_here(), \
-            DaskTaskRunner(address=dask_address, client_kwargs={"timeout": CONNECT_TIMEOUT}) as runner:
+    with (
+        _workers_report_here(),
+        DaskTaskRunner(address=dask_address, client_kwargs={"timeout": CONNECT_TIMEOUT}) as runner,
+    ):
         try:
-            runner.client  # connect now (the runner connects lazily on the first submit)
+            _ = runner.client  # connect now (the runner connects lazily on the first submit)
         except (OSError, TimeoutError) as exc:
             raise InputError(f"cannot connect to the Dask scheduler at {dask_address!r}: {exc}") from None
         yield runner

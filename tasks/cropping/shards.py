@@ -4,6 +4,7 @@ A shard's result is a folder of PNGs (`shard-KEY/<size>/<k>.png`, encoded here s
 runs in parallel with the other shards' detection) and one .npz file (an array per size + a JSON
 list of records). Both are atomic and the .npz is written last, so a killed crop resumes from the
 shards already done."""
+
 from __future__ import annotations
 
 import json
@@ -24,29 +25,30 @@ from tasks.cropping.geometry import cut_square, resize_square, square_box
 @dataclass(frozen=True)
 class CropParams:
     """How a shard is cropped; the defaults are CropConfig's."""
+
     sizes: tuple[int, ...] = tuple(field_default(CropConfig, "sizes"))
     largest_only: bool = field_default(CropConfig, "largest_only")
     margin: float = field_default(CropConfig, "margin")
     haar: HaarParams = HaarParams()
-    pad: float = PAD_SHARE         # second search on the padded image when the first finds nothing; 0 = off
+    pad: float = PAD_SHARE  # second search on the padded image when the first finds nothing; 0 = off
     # True: every image is one centred face: its centred square, no detection. None: automatic
     # (an aligned-looking set's faceless images are cut at its typical box, see report.py). False: off
     aligned: bool | None = field_default(CropConfig, "aligned")
 
 
 ALIGNED_CENTRE = "aligned-centre"  # --aligned: the image's centred square
-ALIGNED_BOX = "aligned-box"        # automatic: an aligned set's typical face box (Haar found none here)
+ALIGNED_BOX = "aligned-box"  # automatic: an aligned set's typical face box (Haar found none here)
 ALIGNED_MIN_SIDE = 32  # px: --aligned images smaller than this on either side are rejected
 
 
 @dataclass
 class ShardResult:
-    records: list[dict]            # one per crop, in order
-    crops: dict[int, np.ndarray]   # size -> uint8 (n, size, size, 3) RGB
+    records: list[dict]  # one per crop, in order
+    crops: dict[int, np.ndarray]  # size -> uint8 (n, size, size, 3) RGB
     images: int = 0
     unreadable: int = 0
     faces_per_image: list[int] | None = None
-    png_dir: Path | None = None    # <png_dir>/<size>/<k>.png is crop k at that size
+    png_dir: Path | None = None  # <png_dir>/<size>/<k>.png is crop k at that size
     # one per image of the shard: source, identity, sha256, method (the pass that found its faces,
     # None if none did), faces, width, height, reason (why it gave no crop, else None)
     outcomes: list[dict] | None = None
@@ -69,8 +71,13 @@ def shard_png_dir(target: Path) -> Path:
     return target.with_suffix("")
 
 
-def crops_of(rgb: np.ndarray, boxes: list[tuple[int, int, int, int]], params: CropParams, method: str,
-             margin: float | None = None) -> tuple[list[dict], dict[int, list[np.ndarray]]]:
+def crops_of(
+    rgb: np.ndarray,
+    boxes: list[tuple[int, int, int, int]],
+    params: CropParams,
+    method: str,
+    margin: float | None = None,
+) -> tuple[list[dict], dict[int, list[np.ndarray]]]:
     """Cut the square around every box of an RGB image and resize it to every size."""
     h, w = rgb.shape[:2]
     margin = params.margin if margin is None else margin
@@ -80,9 +87,22 @@ def crops_of(rgb: np.ndarray, boxes: list[tuple[int, int, int, int]], params: Cr
         square = cut_square(rgb, box)
         for size in params.sizes:
             crops[size].append(resize_square(square, size))
-        records.append({"face_index": face_index, "x": x, "y": y, "w": bw, "h": bh,
-                        "crop_x0": box.x0, "crop_y0": box.y0, "crop_side": box.side,
-                        "padded": box.padded, "source_width": w, "source_height": h, "method": method})
+        records.append(
+            {
+                "face_index": face_index,
+                "x": x,
+                "y": y,
+                "w": bw,
+                "h": bh,
+                "crop_x0": box.x0,
+                "crop_y0": box.y0,
+                "crop_side": box.side,
+                "padded": box.padded,
+                "source_width": w,
+                "source_height": h,
+                "method": method,
+            }
+        )
     return records, crops
 
 
@@ -97,15 +117,26 @@ def crop_image(path: str, params: CropParams) -> tuple[list[dict], dict[int, lis
     (method), how many, the image's size, and why it gave no crop (reason) if it gave none."""
     bgr, reason = read_image(path)
     if bgr is None:
-        return [], {s: [] for s in params.sizes}, {"method": None, "faces": 0, "width": None, "height": None,
-                                                    "reason": reason or "unreadable"}
+        return (
+            [],
+            {s: [] for s in params.sizes},
+            {"method": None, "faces": 0, "width": None, "height": None, "reason": reason or "unreadable"},
+        )
     h, w = bgr.shape[:2]
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     if params.aligned is True:
         if min(w, h) < ALIGNED_MIN_SIDE:  # a thumbnail or a 1x1 pixel is no face to train on
-            return [], {s: [] for s in params.sizes}, {
-                "method": None, "faces": 0, "width": w, "height": h,
-                "reason": f"too small: {w}x{h} px (--aligned needs at least {ALIGNED_MIN_SIDE} px on each side)"}
+            return (
+                [],
+                {s: [] for s in params.sizes},
+                {
+                    "method": None,
+                    "faces": 0,
+                    "width": w,
+                    "height": h,
+                    "reason": f"too small: {w}x{h} px (--aligned needs at least {ALIGNED_MIN_SIDE} px on each side)",
+                },
+            )
         records, crops = crops_of(rgb, [centred_box(w, h)], params, ALIGNED_CENTRE, margin=0.0)
         return records, crops, {"method": ALIGNED_CENTRE, "faces": 1, "width": w, "height": h, "reason": None}
     boxes, method = find_faces(bgr, params.haar, params.largest_only, params.pad)
@@ -126,8 +157,9 @@ def crop_rows(rows: list[dict], params: CropParams) -> ShardResult:
     faces_per_image, outcomes, unreadable = [], [], 0
     for row in rows:
         recs, image_crops, outcome = crop_image(row["path"], params)
-        outcomes.append({"source": row["path"], "identity": row.get("identity"),
-                         "sha256": row.get("sha256"), **outcome})
+        outcomes.append(
+            {"source": row["path"], "identity": row.get("identity"), "sha256": row.get("sha256"), **outcome}
+        )
         if outcome["width"] is None:
             unreadable += 1
             continue
@@ -152,8 +184,13 @@ def save_shard(result: ShardResult, target: Path) -> Path:
         for k, face in enumerate(faces):
             write_png(building / str(size) / f"{k}.png", face)
     building.rename(png_dir)
-    meta = {"records": result.records, "images": result.images, "unreadable": result.unreadable,
-            "faces_per_image": result.faces_per_image, "outcomes": result.outcomes}
+    meta = {
+        "records": result.records,
+        "images": result.images,
+        "unreadable": result.unreadable,
+        "faces_per_image": result.faces_per_image,
+        "outcomes": result.outcomes,
+    }
     arrays = {f"size_{s}": a for s, a in result.crops.items()}
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as fh:
@@ -166,5 +203,12 @@ def load_shard(path: Path) -> ShardResult:
         meta = json.loads(bytes(data["meta"]).decode())
         crops = {int(k.split("_")[1]): data[k] for k in data.files if k.startswith("size_")}
     png_dir = shard_png_dir(path)
-    return ShardResult(meta["records"], crops, meta["images"], meta["unreadable"], meta["faces_per_image"],
-                       png_dir if png_dir.is_dir() else None, meta.get("outcomes"))
+    return ShardResult(
+        meta["records"],
+        crops,
+        meta["images"],
+        meta["unreadable"],
+        meta["faces_per_image"],
+        png_dir if png_dir.is_dir() else None,
+        meta.get("outcomes"),
+    )

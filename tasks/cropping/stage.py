@@ -5,6 +5,7 @@ the raw images into shards; the flow maps `crop_shard` over the shards (Prefect 
 pool or a Dask cluster, cached by their output file), then `build_datasets` merges them into one
 dataset per size, swapped in atomically, and `publish` reports the counts.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,9 +36,14 @@ def check_request(config: CropConfig) -> None:
 
 
 def crop_params(config: CropConfig) -> CropParams:
-    return CropParams(sizes=tuple(config.sizes), largest_only=config.largest_only, margin=config.margin,
-                      haar=HaarParams(config.scale_factor, config.min_neighbors, config.min_face),
-                      pad=config.pad, aligned=config.aligned)
+    return CropParams(
+        sizes=tuple(config.sizes),
+        largest_only=config.largest_only,
+        margin=config.margin,
+        haar=HaarParams(config.scale_factor, config.min_neighbors, config.min_face),
+        pad=config.pad,
+        aligned=config.aligned,
+    )
 
 
 @dataclass
@@ -57,8 +63,13 @@ class CropPlan:
         return self.root / ".work"
 
     def run_params(self, config: CropConfig) -> dict:
-        return {**config.model_dump(exclude={"parent_run_id"}), "raw": self.raw_name, "name": self.name,
-                "images": len(self.rows), "fingerprint": self.fingerprint}
+        return {
+            **config.model_dump(exclude={"parent_run_id"}),
+            "raw": self.raw_name,
+            "name": self.name,
+            "images": len(self.rows),
+            "fingerprint": self.fingerprint,
+        }
 
 
 def plan_crop(config: CropConfig, log=print) -> CropPlan:
@@ -92,8 +103,7 @@ def release(plan: CropPlan) -> None:
     locks.release(lock_path(plan.name))
 
 
-def _plan(config: CropConfig, raw_name: str, name: str, root: Path, address: str | None, slots: int,
-          log) -> CropPlan:
+def _plan(config: CropConfig, raw_name: str, name: str, root: Path, address: str | None, slots: int, log) -> CropPlan:
     recover(root)
     rows = load_raw_rows(raw_name)
     params = crop_params(config)
@@ -101,15 +111,22 @@ def _plan(config: CropConfig, raw_name: str, name: str, root: Path, address: str
     metas = [read_meta(root / str(s)) for s in config.sizes]
     if all(m and m.get("fingerprint") == fp for m in metas):
         log(f"dataset {name!r} is up to date with raw set {raw_name!r}: nothing to crop")
-        current = {"dataset": name, "path": str(root), "skipped": True, "run_id": metas[0].get("run_id"),
-                   **{f"crops_{s}": m["crops"] for s, m in zip(config.sizes, metas)}}
+        current = {
+            "dataset": name,
+            "path": str(root),
+            "skipped": True,
+            "run_id": metas[0].get("run_id"),
+            **{f"crops_{s}": m["crops"] for s, m in zip(config.sizes, metas)},
+        }
         return CropPlan(raw_name, name, root, rows, params, fp, [], address, current)
     work = root / ".work"
     clean_partials(work) if work.exists() else None
     shard_size = config.shard_size or max(10, min(200, -(-len(rows) // (4 * slots))))
     shards = plan_shards(rows, shard_size, params, work)
-    log(f"{len(shards)} shards of up to {shard_size} images on "
-        + (f"the Dask cluster at {address} ({slots} threads)" if address else f"{config.workers} threads"))
+    log(
+        f"{len(shards)} shards of up to {shard_size} images on "
+        + (f"the Dask cluster at {address} ({slots} threads)" if address else f"{config.workers} threads")
+    )
     return CropPlan(raw_name, name, root, rows, params, fp, shards, address, None)
 
 
@@ -121,8 +138,10 @@ def crop_all_shards(shard_task, plan: CropPlan, workers: int) -> list[Path]:
 
     try:
         with shard_runner(workers, plan.address) as runner:
-            futures = [runner.submit(shard_task, {"rows": chunk, "params": plan.params, "target": target})
-                       for chunk, target in plan.shards]
+            futures = [
+                runner.submit(shard_task, {"rows": chunk, "params": plan.params, "target": target})
+                for chunk, target in plan.shards
+            ]
             for future in tqdm(as_completed(futures), total=len(futures), desc=f"crop {plan.name}", unit="shard"):
                 future.result()
     except BaseException:
@@ -136,8 +155,17 @@ def build_datasets(plan: CropPlan, config: CropConfig, run_id: str, started: flo
     nothing is usable, no resume cache and no empty dataset folder are left behind."""
     meta = {"fingerprint": plan.fingerprint, "raw": plan.raw_name, "run_id": run_id, "params": config.model_dump()}
     try:
-        stats = assemble([t for _, t in plan.shards], config.sizes, config.dedupe, plan.root, meta,
-                         config.workers, config.seed, plan.params, raw_skipped(plan.raw_name))
+        stats = assemble(
+            [t for _, t in plan.shards],
+            config.sizes,
+            config.dedupe,
+            plan.root,
+            meta,
+            config.workers,
+            config.seed,
+            plan.params,
+            raw_skipped(plan.raw_name),
+        )
     except InputError:
         shutil.rmtree(plan.work, ignore_errors=True)
         if plan.root.is_dir() and not any(plan.root.iterdir()):
@@ -165,10 +193,12 @@ def summary_text(result: dict, sizes: list[int]) -> str:
         return f"dataset {result['dataset']} up to date at {result['path']}"
     per_size = ", ".join(f"{s}px: {result[f'crops_{s}']}" for s in sizes)
     report = "\n".join(report_lines(result))
-    return (f"cropped {result['images_in']} images -> {result['crops']} faces ({per_size}) "
-            f"in {result['seconds']} s ({result['images_per_s']} img/s)\n{report}\n"
-            f"dataset: {result['path']} (images without a crop: {NO_FACE_SHEET}, {REJECTED})\n"
-            f"mlflow run: {result['run_id']}")
+    return (
+        f"cropped {result['images_in']} images -> {result['crops']} faces ({per_size}) "
+        f"in {result['seconds']} s ({result['images_per_s']} img/s)\n{report}\n"
+        f"dataset: {result['path']} (images without a crop: {NO_FACE_SHEET}, {REJECTED})\n"
+        f"mlflow run: {result['run_id']}"
+    )
 
 
 def load_raw_rows(raw_name: str) -> list[dict]:
@@ -198,8 +228,11 @@ def raw_skipped(raw_name: str) -> list[dict]:
 
 
 def fingerprint(rows: list[dict], params: CropParams, dedupe: bool) -> str:
-    payload = json.dumps({"params": asdict(params), "dedupe": dedupe,
-                          "rows": [(r["path"], r.get("sha256")) for r in rows]}, sort_keys=True, default=str)
+    payload = json.dumps(
+        {"params": asdict(params), "dedupe": dedupe, "rows": [(r["path"], r.get("sha256")) for r in rows]},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -207,7 +240,7 @@ def plan_shards(rows: list[dict], shard_size: int, params: CropParams, work_dir:
     """Group rows into shards; each shard's output file is named by its content and parameters."""
     shards = []
     for start in range(0, len(rows), shard_size):
-        chunk = rows[start:start + shard_size]
+        chunk = rows[start : start + shard_size]
         key = fingerprint(chunk, params, dedupe=False)[:24]
         shards.append((chunk, work_dir / f"shard-{key}.npz"))
     return shards
@@ -229,9 +262,17 @@ def shard_cache_key(context, parameters) -> str | None:
     return f"crop-shard:{target}:{target.stat().st_mtime_ns}" if target.is_file() else None
 
 
-def assemble(shard_files: list[Path], sizes: list[int], dedupe: bool, root: Path, meta: dict,
-             workers: int, seed: int = 0, params: CropParams | None = None,
-             skipped: list[dict] | None = None) -> dict:
+def assemble(
+    shard_files: list[Path],
+    sizes: list[int],
+    dedupe: bool,
+    root: Path,
+    meta: dict,
+    workers: int,
+    seed: int = 0,
+    params: CropParams | None = None,
+    skipped: list[dict] | None = None,
+) -> dict:
     """Merge shards and swap in one dataset per size. Returns the stats.
 
     With `params.aligned` None (automatic), a set that looks aligned gets the images where no pass
@@ -267,10 +308,14 @@ def assemble(shard_files: list[Path], sizes: list[int], dedupe: bool, root: Path
     }
     if manifest.empty:
         detail = f"{stats['images_unreadable']} unreadable" + (
-            f", {stats['images_too_small']} too small" if stats.get("images_too_small") else "")
+            f", {stats['images_too_small']} too small" if stats.get("images_too_small") else ""
+        )
         if skipped:
-            reasons = ", ".join(f"{n} {k.removeprefix('skipped_').replace('_', ' ')}"
-                                for k, n in stats.items() if k.startswith("skipped_"))
+            reasons = ", ".join(
+                f"{n} {k.removeprefix('skipped_').replace('_', ' ')}"
+                for k, n in stats.items()
+                if k.startswith("skipped_")
+            )
             detail += f"; {len(skipped)} files skipped at import: {reasons}"
         raise InputError(f"no faces found in {stats['images_in']} images ({detail}): nothing to write")
     rejected = report.rejected_table(outcomes, skipped)
@@ -278,14 +323,23 @@ def assemble(shard_files: list[Path], sizes: list[int], dedupe: bool, root: Path
     staging_root = root / ".staging"
     shutil.rmtree(staging_root, ignore_errors=True)
     for size in sizes:
-        write_size(staging_root / str(size), size, manifest, arrays[size], {**meta, "stats": stats},
-                   workers=workers, seed=seed, origins=origins, rejected=rejected, no_face_sheet=sheet)
+        write_size(
+            staging_root / str(size),
+            size,
+            manifest,
+            arrays[size],
+            {**meta, "stats": stats},
+            workers=workers,
+            seed=seed,
+            origins=origins,
+            rejected=rejected,
+            no_face_sheet=sheet,
+        )
     for size in sizes:
         swap_in(staging_root / str(size), root / str(size))
         stats[f"crops_{size}"] = int(len(arrays[size]))
     shutil.rmtree(staging_root, ignore_errors=True)
     return stats
-
 
 
 def publish(run, stats: dict, root: Path, sizes: list[int]) -> None:
@@ -303,10 +357,14 @@ def publish(run, stats: dict, root: Path, sizes: list[int]) -> None:
         if (first / name).is_file():
             run.log_artifact(first / name, "no_face")
     try:
-        create_table_artifact(key="crop-stats", table=[{"stat": k, "value": v} for k, v in stats.items()],
-                              description=f"facegan crop: {root.name}")
-        create_markdown_artifact(key="crop-report", markdown=report_markdown(stats, root, sizes),
-                                 description=f"facegan crop: {root.name}")
+        create_table_artifact(
+            key="crop-stats",
+            table=[{"stat": k, "value": v} for k, v in stats.items()],
+            description=f"facegan crop: {root.name}",
+        )
+        create_markdown_artifact(
+            key="crop-report", markdown=report_markdown(stats, root, sizes), description=f"facegan crop: {root.name}"
+        )
     except Exception:  # noqa: BLE001 - outside a flow run there is nowhere to publish
         pass
 
@@ -315,8 +373,9 @@ def report_lines(stats: dict) -> list[str]:
     """The crop report in a few lines (console and Prefect artifact)."""
     from tasks.cropping.report import face_rank_line
 
-    skipped = ", ".join(f"{n} {k.removeprefix('skipped_').replace('_', ' ')}"
-                        for k, n in stats.items() if k.startswith("skipped_"))
+    skipped = ", ".join(
+        f"{n} {k.removeprefix('skipped_').replace('_', ' ')}" for k, n in stats.items() if k.startswith("skipped_")
+    )
     return [
         f"images read: {stats.get('images_read', 0)} of {stats.get('images_in', 0)} "
         f"({stats.get('images_unreadable', 0)} unreadable; {stats.get('files_skipped', 0)} files skipped "
@@ -336,8 +395,13 @@ def report_markdown(stats: dict, root: Path, sizes: list[int]) -> str:
     if (first / REJECTED).is_file():
         table = pd.read_parquet(first / REJECTED)
         if len(table):
-            lines += ["", f"Images that gave no crop (first 50 of {len(table)}; all in `{first / REJECTED}`, "
-                      f"contact sheet `{first / NO_FACE_SHEET}`, MLflow artifacts `no_face/`):", "",
-                      "| source | stage | reason |", "|---|---|---|"]
+            lines += [
+                "",
+                f"Images that gave no crop (first 50 of {len(table)}; all in `{first / REJECTED}`, "
+                f"contact sheet `{first / NO_FACE_SHEET}`, MLflow artifacts `no_face/`):",
+                "",
+                "| source | stage | reason |",
+                "|---|---|---|",
+            ]
             lines += [f"| {r.source} | {r.stage} | {r.reason} |" for r in table.head(50).itertuples()]
     return "\n".join(lines)

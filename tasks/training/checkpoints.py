@@ -4,6 +4,7 @@ A checkpoint holds everything needed to continue bit-for-bit: G, D, EMA, both op
 counters, BEGAN's k_t, the RNG states (python, numpy, torch CPU and CUDA), the config, and the
 MLflow run id. (The learning rates are a function of the step and the budget spent.)
 """
+
 from __future__ import annotations
 
 import random
@@ -13,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tasks.atomic import atomic_path, clean_partials
 from config.errors import InputError
+from tasks.atomic import atomic_path, clean_partials
 
 _STEP_RE = re.compile(r"^step-(\d+)\.pt$")
 BEST = "best.pt"
@@ -60,8 +61,7 @@ def prune(folder: Path, keep: int) -> None:
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
-             "torch": torch.get_rng_state()}
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

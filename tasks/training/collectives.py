@@ -8,6 +8,7 @@ does). Why not the DistributedDataParallel wrapper: a GAN step runs D several ti
 (gradient penalty); DDP's reducer supports neither pattern. Averaging the gradients of the module
 about to step is the same arithmetic and works for all three models.
 """
+
 from __future__ import annotations
 
 import os

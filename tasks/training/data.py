@@ -5,6 +5,7 @@ index into it, a random horizontal flip, and a scale to [-1, 1]. The order is a 
 seed and the batch counter only (epoch e uses randperm seeded by (seed, e)), so a resumed run sees
 exactly the batches the uninterrupted run would have seen — no sampler state to save.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,10 @@ def _open_faces(path: Path, size: int, mmap: bool) -> np.ndarray:
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read {path / FACES_ARRAY}: {exc}") from None
     if faces.ndim != 4 or faces.shape[1:] != (size, size, 3) or faces.dtype != np.uint8:
-        raise InputError(f"{path / FACES_ARRAY} holds {faces.dtype} {faces.shape}, expected uint8 "
-                         f"(N, {size}, {size}, 3): wrong --size or not a facegan dataset")
+        raise InputError(
+            f"{path / FACES_ARRAY} holds {faces.dtype} {faces.shape}, expected uint8 "
+            f"(N, {size}, {size}, 3): wrong --size or not a facegan dataset"
+        )
     if len(faces) == 0:
         raise InputError(f"no crops in {path}: the dataset is empty")
     return faces
@@ -76,11 +79,20 @@ def dataset_info(path: Path) -> dict:
 class FaceBatches:
     """Batches of real faces in [-1, 1] (float32, on `device`), drop-last epochs."""
 
-    def __init__(self, faces: torch.Tensor, batch_size: int, seed: int = 0, device="cpu",
-                 memory_format=torch.contiguous_format, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        faces: torch.Tensor,
+        batch_size: int,
+        seed: int = 0,
+        device="cpu",
+        memory_format=torch.contiguous_format,
+        rank: int = 0,
+        world: int = 1,
+    ):
         if batch_size * world > len(faces):
-            raise InputError(f"--batch-size {batch_size} x {world} processes is larger than the dataset "
-                             f"({len(faces)} crops)")
+            raise InputError(
+                f"--batch-size {batch_size} x {world} processes is larger than the dataset ({len(faces)} crops)"
+            )
         self.faces, self.batch_size, self.seed = faces, batch_size, seed
         self.device, self.memory_format = torch.device(device), memory_format
         self.rank, self.world = rank, world
@@ -98,10 +110,15 @@ class FaceBatches:
         if epoch != self._epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self._epoch, self._perm = epoch, torch.randperm(len(self.faces), generator=g)
-        idx = self._perm[i * self.batch_size:(i + 1) * self.batch_size]
+        idx = self._perm[i * self.batch_size : (i + 1) * self.batch_size]
         batch = self.faces[idx]
-        flip = torch.rand(len(idx), generator=torch.Generator().manual_seed(
-            self.seed * 7_919 + batch_index * self.world + self.rank)) < 0.5
+        flip = (
+            torch.rand(
+                len(idx),
+                generator=torch.Generator().manual_seed(self.seed * 7_919 + batch_index * self.world + self.rank),
+            )
+            < 0.5
+        )
         batch[flip] = batch[flip].flip(-1)
         batch = batch.to(self.device, non_blocking=True).float().div_(127.5).sub_(1.0)
         return batch.contiguous(memory_format=self.memory_format)

@@ -2,6 +2,7 @@
 
 Generated in batches (memory bounded by one batch, a progress bar per batch); the grid shows the
 first GRID_MAX faces. The output folder is never shared by two requests (tasks/outputs.py)."""
+
 from __future__ import annotations
 
 import re
@@ -26,7 +27,7 @@ BATCH = 250
 def _slug(ref: str) -> str:
     ref = ref.strip().rstrip("/")
     if ref.startswith("models:/"):
-        ref = ref[len("models:/"):]
+        ref = ref[len("models:/") :]
     elif ref.endswith(".pt"):
         ref = f"{Path(ref).parent.parent.name}-{Path(ref).stem}"
     else:
@@ -52,8 +53,15 @@ def output_folder(ref: str, n: int, seed: int, out: Path | str | None) -> Path:
     return outputs.free_folder(data_home() / "generated" / f"{_slug(ref)}-seed{seed}", request)
 
 
-def write_faces(ref: str, n: int, seed: int = 0, out: Path | str | None = None, device: str = "cpu",
-                nrow: int = 10, progress: bool = True) -> dict:
+def write_faces(
+    ref: str,
+    n: int,
+    seed: int = 0,
+    out: Path | str | None = None,
+    device: str = "cpu",
+    nrow: int = 10,
+    progress: bool = True,
+) -> dict:
     folder = output_folder(ref, n, seed, out)  # refused before the generator is even loaded
     dev = pick_device(device)
     G, meta = load_generator(ref, device=dev)
@@ -66,10 +74,17 @@ def write_faces(ref: str, n: int, seed: int = 0, out: Path | str | None = None, 
                 _save_png(image, folder / f"{written:06d}.png")
                 written += 1
             if len(grid_faces) < GRID_MAX:
-                grid_faces.extend(batch[:GRID_MAX - len(grid_faces)])
+                grid_faces.extend(batch[: GRID_MAX - len(grid_faces)])
             bar.update(len(batch))
     shown = np.stack(grid_faces)
     grid = make_grid(torch.from_numpy(shown).permute(0, 3, 1, 2), nrow=min(nrow, len(shown)), padding=2)
     _save_png(grid.permute(1, 2, 0).numpy(), folder / "grid.png")
-    return {"out": str(folder), "n": n, "model": meta["model"], "size": meta["size"],
-            "grid_faces": len(shown), "run_id": meta.get("run_id"), "model_uri": meta.get("model_uri")}
+    return {
+        "out": str(folder),
+        "n": n,
+        "model": meta["model"],
+        "size": meta["size"],
+        "grid_faces": len(shown),
+        "run_id": meta.get("run_id"),
+        "model_uri": meta.get("model_uri"),
+    }

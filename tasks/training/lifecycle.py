@@ -1,6 +1,7 @@
 """The life of a training run: open it (dataset, run folder, MLflow run, resume), train it to its
 budget, publish its result (generator file, registered model, loss curves). Plain functions;
 flows/train.py wires them."""
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from config.errors import InputError, NotFoundError
 from config.train import NAME_NEUTRAL, RECIPE_FIELDS, TrainConfig
 from tasks import locks, tracking
 from tasks.atomic import atomic_path, write_text
-from config.errors import InputError, NotFoundError
 from tasks.paths import resolve_dataset_path, runs_root
 from tasks.training import checkpoints as ckpt
 from tasks.training.data import count_faces, dataset_fingerprint, dataset_info, display_path
@@ -60,8 +61,10 @@ def _prepare(cfg: TrainConfig, dataset: str, path: Path, crops: int, name: str, 
     info = _read_json(run_dir / RUN_FILE)
     latest = ckpt.latest_checkpoint(run_dir / "checkpoints")
     if cfg.resume and latest is None:
-        raise NotFoundError(f"--resume: no checkpoint to resume in {run_dir / 'checkpoints'} "
-                            "(start without --resume, or pass the --name of an existing run)")
+        raise NotFoundError(
+            f"--resume: no checkpoint to resume in {run_dir / 'checkpoints'} "
+            "(start without --resume, or pass the --name of an existing run)"
+        )
     if latest is not None:
         saved = ckpt.load_checkpoint(latest).get("config", {})
         recipe = cfg.recipe_values(dataset)
@@ -69,8 +72,10 @@ def _prepare(cfg: TrainConfig, dataset: str, path: Path, crops: int, name: str, 
         saved_recipe = {**NAME_NEUTRAL, **saved, "dataset": info.get("dataset", dataset)}
         changed = [k for k in RECIPE_FIELDS if k in saved_recipe and saved_recipe[k] != recipe[k]]
         if changed:
-            raise InputError(f"run {name!r} was trained with a different {', '.join(changed)}: "
-                             "pass a new --name to start another run")
+            raise InputError(
+                f"run {name!r} was trained with a different {', '.join(changed)}: "
+                "pass a new --name to start another run"
+            )
     run_id = info.get("run_id")
     if run_id:
         try:
@@ -82,19 +87,40 @@ def _prepare(cfg: TrainConfig, dataset: str, path: Path, crops: int, name: str, 
     fingerprint = dataset_fingerprint(path)
     seen = info.get("meta", {}).get("dataset_fingerprint")
     if seen and seen != fingerprint:
-        log.warning("dataset %s changed since run %s last trained (fingerprint %s, now %s)",
-                    display_path(path), name, seen, fingerprint)
-    meta = {"model": cfg.model, "size": cfg.size, "z_dim": cfg.z_dim, "features": cfg.features,
-            "dataset": dataset, "dataset_path": display_path(path), "dataset_fingerprint": fingerprint,
-            "run_name": name}
-    params = {**cfg.model_dump(exclude={"parent_run_id", "resume", "name"}), "dataset": dataset,
-              "dataset_path": meta["dataset_path"], "dataset_crops": crops,
-              "dataset_fingerprint": fingerprint, "run_name": name}
-    tags = {RUN_DIR_TAG: str(run_dir), "facegan.model": cfg.model, "facegan.size": cfg.size,
-            "facegan.dataset": dataset, "facegan.dataset_fingerprint": fingerprint}
+        log.warning(
+            "dataset %s changed since run %s last trained (fingerprint %s, now %s)",
+            display_path(path),
+            name,
+            seen,
+            fingerprint,
+        )
+    meta = {
+        "model": cfg.model,
+        "size": cfg.size,
+        "z_dim": cfg.z_dim,
+        "features": cfg.features,
+        "dataset": dataset,
+        "dataset_path": display_path(path),
+        "dataset_fingerprint": fingerprint,
+        "run_name": name,
+    }
+    params = {
+        **cfg.model_dump(exclude={"parent_run_id", "resume", "name"}),
+        "dataset": dataset,
+        "dataset_path": meta["dataset_path"],
+        "dataset_crops": crops,
+        "dataset_fingerprint": fingerprint,
+        "run_name": name,
+    }
+    tags = {
+        RUN_DIR_TAG: str(run_dir),
+        "facegan.model": cfg.model,
+        "facegan.size": cfg.size,
+        "facegan.dataset": dataset,
+        "facegan.dataset_fingerprint": fingerprint,
+    }
     if run_id is None:
-        run = tracking.start_run("train", run_name=name, params=params, parent_run_id=cfg.parent_run_id,
-                                 tags=tags)
+        run = tracking.start_run("train", run_name=name, params=params, parent_run_id=cfg.parent_run_id, tags=tags)
         run_id = run.run_id
         run.log_dict(dataset_info(path), "dataset_meta.json")
     else:
@@ -102,11 +128,19 @@ def _prepare(cfg: TrainConfig, dataset: str, path: Path, crops: int, name: str, 
         run.log_params(params)  # only new keys: budgets may change between resumes
         run.set_tags({"facegan.dataset_fingerprint": fingerprint})  # the version it trains on now
     meta["run_id"] = run_id
-    write_text(run_dir / RUN_FILE, json.dumps({**info, "run_id": run_id, "run_name": name,
-                                               "dataset": dataset, "meta": meta}, indent=2))
+    write_text(
+        run_dir / RUN_FILE,
+        json.dumps({**info, "run_id": run_id, "run_name": name, "dataset": dataset, "meta": meta}, indent=2),
+    )
     resumed = int(latest.stem.split("-")[1]) if latest else None
-    return {"run_id": run_id, "run_name": name, "run_dir": str(run_dir), "dataset_path": str(path),
-            "meta": meta, "resumed_from": resumed}
+    return {
+        "run_id": run_id,
+        "run_name": name,
+        "run_dir": str(run_dir),
+        "dataset_path": str(path),
+        "meta": meta,
+        "resumed_from": resumed,
+    }
 
 
 def train(cfg: TrainConfig, prepared: dict) -> dict:
@@ -149,8 +183,11 @@ def finish(prepared: dict) -> None:
 
 
 def summary_line(prepared: dict, summary: dict, published: dict) -> str:
-    model = (f"model {published['registered_model']} v{published['model_version']}"
-             if published.get("registered_model") else "model not registered (--no-register-model)")
+    model = (
+        f"model {published['registered_model']} v{published['model_version']}"
+        if published.get("registered_model")
+        else "model not registered (--no-register-model)"
+    )
     return f"run {prepared['run_name']}: step {summary['step']}, {model}, grid {summary['grid']}"
 
 
@@ -161,8 +198,7 @@ def loss_figure(run_id: str):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, keys, title in ((axes[0], ("loss_d", "loss_g"), "losses"),
-                            (axes[1], ("d_x", "d_g_z"), "D(x), D(G(z))")):
+    for ax, keys, title in ((axes[0], ("loss_d", "loss_g"), "losses"), (axes[1], ("d_x", "d_g_z"), "D(x), D(G(z))")):
         for key in keys:
             points = sorted({m.step: m.value for m in tracking.metric_history(run_id, key)}.items())
             if points:
@@ -174,8 +210,12 @@ def loss_figure(run_id: str):
     return fig
 
 
-CURVES = (("detection_rate", "detection rate"), ("frechet_ratio", "Fréchet ÷ noise floor"),
-          ("recall", "recall"), ("precision", "precision"))
+CURVES = (
+    ("detection_rate", "detection rate"),
+    ("frechet_ratio", "Fréchet ÷ noise floor"),
+    ("recall", "recall"),
+    ("precision", "precision"),
+)
 
 
 def curves_figure(run_id: str):
@@ -186,8 +226,7 @@ def curves_figure(run_id: str):
     import matplotlib.pyplot as plt
 
     kimg = {m.step: m.value for m in tracking.metric_history(run_id, "kimg")}
-    series = {key: sorted({m.step: m.value for m in tracking.metric_history(run_id, key)}.items())
-              for key, _ in CURVES}
+    series = {key: sorted({m.step: m.value for m in tracking.metric_history(run_id, key)}.items()) for key, _ in CURVES}
     if not series["detection_rate"]:
         return None
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
@@ -230,8 +269,11 @@ def publish(cfg: TrainConfig, prepared: dict, summary: dict) -> dict:
     run_dir = Path(prepared["run_dir"])
     info = _read_json(run_dir / RUN_FILE)
     if info.get("published_step") == summary["step"]:  # a rerun of a finished run: nothing new
-        return {"model_version": info.get("model_version"), "registered_model": info.get("registered_model"),
-                "generator": str(run_dir / "generator.pt")}
+        return {
+            "model_version": info.get("model_version"),
+            "registered_model": info.get("registered_model"),
+            "generator": str(run_dir / "generator.pt"),
+        }
     run = tracking.TrackedRun(prepared["run_id"])
     G, meta = load_generator(summary["checkpoint"], device="cpu")  # meta: the checkpoint's budget
     meta.update(prepared["meta"])
@@ -247,14 +289,25 @@ def publish(cfg: TrainConfig, prepared: dict, summary: dict) -> dict:
         plt.close(fig)
     example = np.random.default_rng(0).standard_normal((2, cfg.z_dim)).astype(np.float32)
     name = f"facegan-{cfg.model}-{cfg.size}" if cfg.register_model else None
-    version = run.log_pytorch_model(G.float(), "model", registered_name=name, input_example=example,
-                                    pip_requirements=_requirements())
+    version = run.log_pytorch_model(
+        G.float(), "model", registered_name=name, input_example=example, pip_requirements=_requirements()
+    )
     meta["model_version"] = version
     if version:  # model, size, kimg and dataset tell the versions apart in the registry
-        tags = {"model": cfg.model, "size": cfg.size, "kimg": round(summary["step"] * cfg.kimg_per_step, 2),
-                "steps": summary["step"], "dataset": prepared["meta"]["dataset"], "recipe": cfg.recipe}
-        tracking.describe_model_version(name, version, "{model} at {size} px, {kimg} kimg ({steps} steps) on "
-                                        "dataset {dataset}, recipe {recipe}".format(**tags), tags)
+        tags = {
+            "model": cfg.model,
+            "size": cfg.size,
+            "kimg": round(summary["step"] * cfg.kimg_per_step, 2),
+            "steps": summary["step"],
+            "dataset": prepared["meta"]["dataset"],
+            "recipe": cfg.recipe,
+        }
+        tracking.describe_model_version(
+            name,
+            version,
+            "{model} at {size} px, {kimg} kimg ({steps} steps) on dataset {dataset}, recipe {recipe}".format(**tags),
+            tags,
+        )
     with atomic_path(gen_path) as tmp:
         torch.save(generator_payload(G.state_dict(), meta), tmp)
     folder = GENERATOR_ARTIFACT.rsplit("/", 1)[0]
@@ -270,6 +323,10 @@ def publish(cfg: TrainConfig, prepared: dict, summary: dict) -> dict:
     run.log_metrics(summary_metrics, step=summary["step"])
     run.set_tags({"facegan.model_version": version or "", "facegan.registered_model": name or ""})
     info = _read_json(run_dir / RUN_FILE)
-    write_text(run_dir / RUN_FILE, json.dumps({**info, "model_version": version, "registered_model": name,
-                                               "published_step": summary["step"]}, indent=2))
+    write_text(
+        run_dir / RUN_FILE,
+        json.dumps(
+            {**info, "model_version": version, "registered_model": name, "published_step": summary["step"]}, indent=2
+        ),
+    )
     return {"model_version": version, "registered_model": name, "generator": str(gen_path)}

@@ -1,6 +1,7 @@
 """The training loop: budgets (steps / epochs / CPU minutes), resume, logging, samples,
 checkpoints, realism scoring and the NaN guard. Plain functions; flows/train.py wires them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from config.errors import TrainingError
+from config.gans import GANS
 from config.train import TrainConfig, kimg_of
 from models.ema import EMA
 from tasks.training import checkpoints as ckpt
@@ -20,7 +22,6 @@ from tasks.training import collectives
 from tasks.training.data import FaceBatches, load_faces
 from tasks.training.device import amp_dtype, autocast, memory_format, pick_device, set_threads
 from tasks.training.samples import CurveScorer, save_grid
-from config.gans import GANS
 from tasks.training.trained_generators import build_discriminator, build_generator, build_state, resolve
 from tasks.training.updates import Parts
 
@@ -38,12 +39,23 @@ def build_parts(cfg: TrainConfig, device: torch.device) -> Parts:
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=betas)
     trainable = D.trainable_parameters() if hasattr(D, "trainable_parameters") else D.parameters()
     opt_d = torch.optim.Adam(trainable, lr=cfg.lr_d or cfg.lr, betas=betas)
-    return Parts(G=G, D=D, opt_g=opt_g, opt_d=opt_d,
-                 ema=EMA(G, cfg.ema_decay) if cfg.ema else None, device=device,
-                 amp=amp_dtype(device, cfg.precision), z_dim=cfg.z_dim, d_steps=cfg.d_steps,
-                 augment=cfg.diffaugment, gp_lambda=cfg.gp_lambda, gp_every=cfg.gp_every,
-                 loss=cfg.loss or "bce", mode_seeking=cfg.mode_seeking,
-                 equilibrium=build_state(cfg))
+    return Parts(
+        G=G,
+        D=D,
+        opt_g=opt_g,
+        opt_d=opt_d,
+        ema=EMA(G, cfg.ema_decay) if cfg.ema else None,
+        device=device,
+        amp=amp_dtype(device, cfg.precision),
+        z_dim=cfg.z_dim,
+        d_steps=cfg.d_steps,
+        augment=cfg.diffaugment,
+        gp_lambda=cfg.gp_lambda,
+        gp_every=cfg.gp_every,
+        loss=cfg.loss or "bce",
+        mode_seeking=cfg.mode_seeking,
+        equilibrium=build_state(cfg),
+    )
 
 
 def lr_factor(cfg: TrainConfig, step: int, fraction_done: float) -> float:
@@ -66,19 +78,27 @@ def set_learning_rates(p: Parts, cfg: TrainConfig, factor: float) -> None:
 @dataclass
 class Counters:
     """Where a run is; saved in every checkpoint (as top-level keys) and returned at the end."""
-    step: int = 0                 # generator updates done
-    batches: int = 0              # real batches drawn (d_steps per step)
-    cpu_seconds: float = 0.0      # CPU time of the updates, all ranks, cumulative over resumes
+
+    step: int = 0  # generator updates done
+    batches: int = 0  # real batches drawn (d_steps per step)
+    cpu_seconds: float = 0.0  # CPU time of the updates, all ranks, cumulative over resumes
     best_detection_rate: float | None = None
     best_step: int | None = None
 
 
 def state_dict(p: Parts, cfg: TrainConfig, meta: dict, counters: Counters) -> dict:
-    return {"config": cfg.model_dump(mode="json"), "meta": meta, **asdict(counters),
-            "G": p.G.state_dict(), "D": p.D.state_dict(),
-            "ema": p.ema.model.state_dict() if p.ema else None,
-            "opt_g": p.opt_g.state_dict(), "opt_d": p.opt_d.state_dict(),
-            "k_t": p.equilibrium.k if p.equilibrium else None, "rng": ckpt.rng_state()}
+    return {
+        "config": cfg.model_dump(mode="json"),
+        "meta": meta,
+        **asdict(counters),
+        "G": p.G.state_dict(),
+        "D": p.D.state_dict(),
+        "ema": p.ema.model.state_dict() if p.ema else None,
+        "opt_g": p.opt_g.state_dict(),
+        "opt_d": p.opt_d.state_dict(),
+        "k_t": p.equilibrium.k if p.equilibrium else None,
+        "rng": ckpt.rng_state(),
+    }
 
 
 def load_state(p: Parts, state: dict) -> Counters:
@@ -113,14 +133,18 @@ class Budget:
 
     def fraction(self, c: Counters) -> float:
         """How much of the budget is spent: the largest share of any of its limits."""
-        return max(c.step / self.steps if self.steps else 0.0,
-                   c.batches / self.batches if self.batches else 0.0,
-                   c.cpu_seconds / self.cpu_seconds if self.cpu_seconds else 0.0)
+        return max(
+            c.step / self.steps if self.steps else 0.0,
+            c.batches / self.batches if self.batches else 0.0,
+            c.cpu_seconds / self.cpu_seconds if self.cpu_seconds else 0.0,
+        )
 
     def done(self, c: Counters) -> bool:
-        return bool((self.steps and c.step >= self.steps)
-                    or (self.batches and c.batches >= self.batches)
-                    or (self.cpu_seconds and c.cpu_seconds >= self.cpu_seconds))
+        return bool(
+            (self.steps and c.step >= self.steps)
+            or (self.batches and c.batches >= self.batches)
+            or (self.cpu_seconds and c.cpu_seconds >= self.cpu_seconds)
+        )
 
 
 def run_logger() -> logging.Logger:
@@ -151,17 +175,21 @@ class ProgressLines:
         eta = f", ETA {(total - step) / rate / 60:.1f} min" if total and rate > 0 and not done else ""
         of = f"/{total}" if total else ""
         det = "" if self.detection is None else f", detection {self.detection:.2f}"
-        self.logger.info(f"step {step}{of}: {avg['kimg']:.1f} kimg, {avg['images_per_sec']:.0f} images/s, "
-                         f"loss_d {avg['loss_d']:.3f}, loss_g {avg['loss_g']:.3f}{det}{eta}")
+        self.logger.info(
+            f"step {step}{of}: {avg['kimg']:.1f} kimg, {avg['images_per_sec']:.0f} images/s, "
+            f"loss_d {avg['loss_d']:.3f}, loss_g {avg['loss_g']:.3f}{det}{eta}"
+        )
 
 
 def _check_finite(metrics: dict, step: int, last_ckpt: Path | None, cfg: TrainConfig) -> None:
     bad = [k for k, v in metrics.items() if not math.isfinite(v)]
     if bad:
         kept = f"the last good checkpoint {last_ckpt} is kept" if last_ckpt else "no checkpoint was written yet"
-        raise TrainingError(f"{bad[0]} became {metrics[bad[0]]} at step {step} ({cfg.model}, lr {cfg.lr}, "
-                            f"{cfg.precision}): training stopped; {kept}. Resume with a lower --lr "
-                            "or --precision fp32 under a new --name")
+        raise TrainingError(
+            f"{bad[0]} became {metrics[bad[0]]} at step {step} ({cfg.model}, lr {cfg.lr}, "
+            f"{cfg.precision}): training stopped; {kept}. Resume with a lower --lr "
+            "or --precision fp32 under a new --name"
+        )
 
 
 def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, run) -> dict:
@@ -174,8 +202,11 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
     if device.type == "cuda" and ranks.active:
         device = torch.device("cuda", ranks.local_rank)
     if device.type == "cpu":
-        log.info("training on the CPU with %d torch thread(s)%s", threads,
-                 f", rank {ranks.rank} of {ranks.world}" if ranks.active else "")
+        log.info(
+            "training on the CPU with %d torch thread(s)%s",
+            threads,
+            f", rank {ranks.rank} of {ranks.world}" if ranks.active else "",
+        )
     faces = load_faces(dataset_path, cfg.size)
     ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
     ckpt.seed_everything(cfg.seed)
@@ -226,13 +257,21 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
     sums: dict[str, float] = {}  # per metric, over the steps that reported it since the last log
     counts: dict[str, int] = {}
     window = (time.perf_counter(), c.batches)
-    bar = tqdm(total=budget.total, initial=c.step, desc=f"train {cfg.model}-{cfg.size}",
-               unit="step", dynamic_ncols=True, disable=None if ranks.main else True)
+    bar = tqdm(
+        total=budget.total,
+        initial=c.step,
+        desc=f"train {cfg.model}-{cfg.size}",
+        unit="step",
+        dynamic_ncols=True,
+        disable=None if ranks.main else True,
+    )
     lines = ProgressLines(budget, c.step, cfg, run_logger() if ranks.main and bar.disable else None)
     if budget.done(c) and ranks.main:
         kimg = progress()["kimg"]
-        run_logger().warning(f"budget reached at step {c.step} ({kimg:.1f} kimg): nothing to train; "
-                             f"pass --steps > {c.step} or --kimg > {kimg:.1f} to continue")
+        run_logger().warning(
+            f"budget reached at step {c.step} ({kimg:.1f} kimg): nothing to train; "
+            f"pass --steps > {c.step} or --kimg > {kimg:.1f} to continue"
+        )
     try:
         while not budget.done(c):
             t0 = time.process_time()
@@ -255,15 +294,23 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
             if step % cfg.log_every == 0 or budget.done(c):
                 avg = {k: v / counts[k] for k, v in sums.items()}
                 elapsed = time.perf_counter() - window[0]
-                avg.update(lr=parts.opt_g.param_groups[0]["lr"], epoch=data.epoch_of(c.batches),
-                           images_per_sec=(c.batches - window[1]) * cfg.batch_size * ranks.world
-                           / max(elapsed, 1e-9),
-                           cpu_minutes=c.cpu_seconds / 60, **progress())
+                avg.update(
+                    lr=parts.opt_g.param_groups[0]["lr"],
+                    epoch=data.epoch_of(c.batches),
+                    images_per_sec=(c.batches - window[1]) * cfg.batch_size * ranks.world / max(elapsed, 1e-9),
+                    cpu_minutes=c.cpu_seconds / 60,
+                    **progress(),
+                )
                 if step > logged_through:
                     run.log_metrics(avg, step=step)
-                bar.set_postfix({"kimg": f"{avg['kimg']:.1f}", "img/s": f"{avg['images_per_sec']:.0f}",
-                                 **{k: f"{avg[k]:.3f}" for k in ("loss_d", "loss_g")},
-                                 "det": "-" if lines.detection is None else f"{lines.detection:.2f}"})
+                bar.set_postfix(
+                    {
+                        "kimg": f"{avg['kimg']:.1f}",
+                        "img/s": f"{avg['images_per_sec']:.0f}",
+                        **{k: f"{avg[k]:.3f}" for k in ("loss_d", "loss_g")},
+                        "det": "-" if lines.detection is None else f"{lines.detection:.2f}",
+                    }
+                )
                 lines.maybe_log(step, avg, budget.done(c))
                 sums, counts, window = {}, {}, (time.perf_counter(), c.batches)
             if step % cfg.sample_every == 0:
@@ -291,5 +338,4 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
         last = checkpoint(ckpt.checkpoint_path(ckpt_dir, c.step))
         ckpt.prune(ckpt_dir, cfg.keep_checkpoints)
     final_grid = save_grid(sampler(), fixed_noise, sample_dir / "final.png", run)
-    return {**asdict(c), "checkpoint": str(last), "grid": str(final_grid),
-            "world_size": ranks.world}
+    return {**asdict(c), "checkpoint": str(last), "grid": str(final_grid), "world_size": ranks.world}

@@ -1,13 +1,14 @@
 """Samples during training: the fixed-noise 8x8 grid, and the curve metrics (face detection rate,
 Fréchet distance, precision and recall of generated faces against held-out real faces, from
 evaluation when face_recognition is installed)."""
+
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-import torch
 import numpy as np
+import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
@@ -47,8 +48,15 @@ class CurveScorer:
 
     K = 3
 
-    def __init__(self, every: int, n: int, seed: int, dataset_path: Path | None = None,
-                 size: int | None = None, held_out: float = 0.2):
+    def __init__(
+        self,
+        every: int,
+        n: int,
+        seed: int,
+        dataset_path: Path | None = None,
+        size: int | None = None,
+        held_out: float = 0.2,
+    ):
         self.every, self.n, self.seed, self.held_out = every, n, seed, held_out
         self.dataset_path, self.size = dataset_path, size
         self._space = None  # evaluation.metrics.FaceSpace of the real sets
@@ -76,8 +84,9 @@ class CurveScorer:
                 if real.info["n_real"] > self.K + 1:
                     control = score_images(real.control, label="real control")
                     reference = score_images(real.reference, label="real reference")
-                    self._space = metrics.face_space(control[1], control[0], reference[1], reference[0],
-                                                     min_faces=max(metrics.MIN_FACES, self.K + 1))
+                    self._space = metrics.face_space(
+                        control[1], control[0], reference[1], reference[0], min_faces=max(metrics.MIN_FACES, self.K + 1)
+                    )
                     if self._space.reference is None:
                         log.warning("curve metrics: detection rate only (%s)", self._space.reference_note)
             except Exception as exc:  # too small for a held-out split: detection rate only

@@ -3,6 +3,7 @@ running this module; every rank trains on its own slice of each epoch (tasks/tra
 gradients averaged by tasks/training/collectives.py), and rank 0 alone logs to MLflow, saves
 sample grids and writes checkpoints. The effective batch is N x batch size.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,10 +27,19 @@ def launch(config: TrainConfig, prepared: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="facegan-ddp-") as tmp:
         job = Path(tmp) / "job.json"
         result = Path(tmp) / "summary.json"
-        job.write_text(json.dumps({"config": config.model_dump(mode="json"), "prepared": prepared,
-                                   "result": str(result)}))
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={config.nproc}", "-m", "tasks.training.torchrun", str(job)]
+        job.write_text(
+            json.dumps({"config": config.model_dump(mode="json"), "prepared": prepared, "result": str(result)})
+        )
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={config.nproc}",
+            "-m",
+            "tasks.training.torchrun",
+            str(job),
+        ]
         proc = subprocess.run(cmd)  # same interpreter and working directory: the project imports as here
         if proc.returncode != 0 or not result.is_file():
             errors = sorted(Path(tmp).glob("error-rank*.txt"))
@@ -47,8 +57,7 @@ def _worker(job_file: str) -> None:
         config = config.model_copy(update={"threads": max(1, (os.cpu_count() or 1) // ranks.world)})
     run = tracking.TrackedRun(prepared["run_id"]) if ranks.main else None
     try:
-        summary = train_loop(config, Path(prepared["dataset_path"]), Path(prepared["run_dir"]),
-                             prepared["meta"], run)
+        summary = train_loop(config, Path(prepared["dataset_path"]), Path(prepared["run_dir"]), prepared["meta"], run)
         if ranks.main:
             Path(job["result"]).write_text(json.dumps(summary))
     except Exception as exc:  # the launcher turns the first rank's error into one line

@@ -8,6 +8,7 @@ meta: model ('dcgan' | 'wgan-gp' | 'began'), size, z_dim, features, dataset (nam
 dataset_path (relative to FACEGAN_HOME when inside it, else absolute), run_id, run_name, step,
 ema (whether the weights are the EMA generator's, which is preferred whenever it exists).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -49,7 +50,9 @@ def build_discriminator(cfg) -> nn.Module:
 def build_state(cfg):
     """The extra training state of cfg.model (BEGAN's equilibrium k_t), or None."""
     gan = GANS[cfg.model]
-    return resolve(gan.state)(**{arg: getattr(cfg, name) for arg, name in gan.state_args.items()}) if gan.state else None
+    return (
+        resolve(gan.state)(**{arg: getattr(cfg, name) for arg, name in gan.state_args.items()}) if gan.state else None
+    )
 
 
 def budget_of(checkpoint: dict) -> dict:
@@ -57,8 +60,12 @@ def budget_of(checkpoint: dict) -> dict:
     cpu_minutes, and the recipe it was trained with."""
     cfg = checkpoint.get("config") or {}
     kimg = kimg_of(checkpoint.get("batches", 0), cfg.get("batch_size", 0), cfg.get("nproc", 1))
-    return {"step": checkpoint["step"], "kimg": kimg,
-            "cpu_minutes": checkpoint.get("cpu_seconds", 0.0) / 60, "recipe": cfg.get("recipe")}
+    return {
+        "step": checkpoint["step"],
+        "kimg": kimg,
+        "cpu_minutes": checkpoint.get("cpu_seconds", 0.0) / 60,
+        "recipe": cfg.get("recipe"),
+    }
 
 
 def generator_payload(state_dict: dict, meta: dict) -> dict:
@@ -106,8 +113,9 @@ def _load_run(run_id: str, device, artifact: str = GENERATOR_ARTIFACT) -> tuple[
         run_dir = run.data.tags.get(RUN_DIR_TAG)
         latest = latest_checkpoint(Path(run_dir) / "checkpoints") if run_dir else None
         if latest is None:
-            raise NotFoundError(f"MLflow run {run_id} has no generator (not a facegan training run, "
-                                "or no checkpoint yet)") from None
+            raise NotFoundError(
+                f"MLflow run {run_id} has no generator (not a facegan training run, or no checkpoint yet)"
+            ) from None
         G, meta = _load_file(latest, device)
     meta["run_id"] = run_id
     return G, meta
@@ -153,7 +161,7 @@ def iter_samples(G: nn.Module, meta: dict, n: int, seed: int = 0, batch_size: in
     G.eval()
     try:
         for start in range(0, n, batch_size):
-            x = G(z[start:start + batch_size].to(device)).float().clamp_(-1, 1)
+            x = G(z[start : start + batch_size].to(device)).float().clamp_(-1, 1)
             yield ((x + 1) * 127.5).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     finally:
         G.train(was_training)
@@ -165,6 +173,6 @@ def sample_images(G: nn.Module, meta: dict, n: int, seed: int = 0, batch_size: i
     out = np.empty((n, meta["size"], meta["size"], 3), dtype=np.uint8)
     start = 0
     for batch in iter_samples(G, meta, n, seed, batch_size):
-        out[start:start + len(batch)] = batch
+        out[start : start + len(batch)] = batch
         start += len(batch)
     return out

@@ -5,10 +5,11 @@ real images) and returns plain-float metrics: loss_d, loss_g, d_x, d_g_z plus mo
 Meanings: DCGAN d_x / d_g_z = mean sigmoid(D(.)) (the canonical example's D(x), D(G(z)));
 WGAN-GP = mean critic scores; BEGAN = L1 reconstruction errors L(x), L(G(z)).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -34,10 +35,10 @@ class Parts:
     d_steps: int = 1
     augment: str = ""
     gp_lambda: float = 10.0
-    gp_every: int = 1             # WGAN-GP: the penalty on every Nth critic update, weighted N x (lazy)
-    step: int = 0                 # generator updates done before this one (set by the loop)
+    gp_every: int = 1  # WGAN-GP: the penalty on every Nth critic update, weighted N x (lazy)
+    step: int = 0  # generator updates done before this one (set by the loop)
     loss: str = "bce"
-    mode_seeking: float = 0.0     # weight of the mode-seeking term in G's loss (MSGAN)
+    mode_seeking: float = 0.0  # weight of the mode-seeking term in G's loss (MSGAN)
     equilibrium: began_losses.Equilibrium | None = None
     sync: Callable[[torch.optim.Optimizer], None] | None = None  # averages gradients across ranks
 
@@ -77,10 +78,14 @@ def dcgan_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, f
             loss_g = loss_g + p.mode_seeking * ms
             extras["mode_seeking"] = ms.item()
     p.update(p.opt_g, loss_g)
-    return {**extras, "loss_d": loss_d.item(), "loss_g": loss_g.item(),
-            "d_x": torch.sigmoid(real_logits.float()).mean().item(),
-            "d_g_z": torch.sigmoid(fake_logits.float()).mean().item(),
-            "d_g_z2": torch.sigmoid(gen_logits.float()).mean().item()}
+    return {
+        **extras,
+        "loss_d": loss_d.item(),
+        "loss_g": loss_g.item(),
+        "d_x": torch.sigmoid(real_logits.float()).mean().item(),
+        "d_g_z": torch.sigmoid(fake_logits.float()).mean().item(),
+        "d_g_z2": torch.sigmoid(gen_logits.float()).mean().item(),
+    }
 
 
 def wgan_gp_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, float]:
@@ -109,8 +114,7 @@ def wgan_gp_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str,
         loss_g = wgan_losses.generator_loss(gen_scores)
     p.update(p.opt_g, loss_g)
     d_x, d_g_z = real_scores.mean().item(), fake_scores.mean().item()
-    metrics = {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "d_x": d_x, "d_g_z": d_g_z,
-               "wasserstein": d_x - d_g_z}
+    metrics = {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "d_x": d_x, "d_g_z": d_g_z, "wasserstein": d_x - d_g_z}
     if penalty is not None:  # a lazy penalty (--gp-every) is logged on the steps that computed one
         metrics["gp"] = penalty
     return metrics
@@ -133,6 +137,11 @@ def began_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, f
     p.update(p.opt_g, loss_g)
     k_used = eq.k
     m_global = eq.update(loss_real.item(), loss_g.item())
-    return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "d_x": loss_real.item(),
-            "d_g_z": loss_fake.item(), "k_t": k_used, "M_global": m_global}
-
+    return {
+        "loss_d": loss_d.item(),
+        "loss_g": loss_g.item(),
+        "d_x": loss_real.item(),
+        "d_g_z": loss_fake.item(),
+        "k_t": k_used,
+        "M_global": m_global,
+    }
