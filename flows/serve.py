@@ -63,6 +63,7 @@ def main(config: ServeConfig) -> None:
     """Serve on the Prefect server of PREFECT_API_URL (the CLI refuses to start without a
     reachable one: a temporary server would be out of reach of `prefect deployment run`).
     Ctrl-C or SIGTERM stops serving: in-flight runs are cancelled, the schedules paused."""
+    from prefect import serve
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
     served = deployments(config)
@@ -76,27 +77,5 @@ def main(config: ServeConfig) -> None:
         "stop with Ctrl-C or SIGTERM",
         flush=True,
     )
-    run_until_stopped(served, config.limit)
+    serve(*served, limit=config.limit, print_starting_message=False)
     print("facegan serve: stopped", flush=True)
-
-
-def run_until_stopped(served: list, limit: int | None) -> None:
-    """prefect.serve, except that SIGTERM stops serving the way Ctrl-C does. Prefect's own SIGTERM
-    handler calls the runner's stop() inside the event loop, where it only makes a coroutine that
-    nobody awaits ("coroutine 'Runner.astop' was never awaited"), then exits mid-loop; here SIGTERM
-    becomes a SIGINT, so asyncio cancels the runner, which cancels in-flight runs and pauses the
-    schedules on its way out."""
-    import asyncio
-    import signal
-
-    from prefect.exceptions import TerminationSignal
-    from prefect.runner import Runner
-
-    runner = Runner(pause_on_shutdown=True, limit=limit)
-    runner.handle_sigterm = lambda *args: signal.raise_signal(signal.SIGINT)  # start() installs it
-    for deployment in served:
-        runner.add_deployment(deployment)
-    try:
-        asyncio.run(runner.start())
-    except (KeyboardInterrupt, TerminationSignal):
-        pass

@@ -135,7 +135,7 @@ def test_one_trainer_per_run_and_ctrl_c_stops_it_in_one_line(home, tmp_path, cap
     # Ctrl-C: one line with the step and the resume command, KILLED, Cancelled, exit 130
     _wait_for(lambda: _steps(run_dir), first, tmp_path / "first.log", "checkpoint")
     first.send_signal(signal.SIGINT)
-    assert first.wait(timeout=120) == 130
+    assert first.wait(timeout=300) == 130
     log = (tmp_path / "first.log").read_text()
     assert "Crash detected" not in log and "Traceback" not in log, log[-3000:]
     line = error_lines(log)[-1]
@@ -162,7 +162,7 @@ def test_one_trainer_per_run_and_ctrl_c_stops_it_in_one_line(home, tmp_path, cap
         "a checkpoint of the resumed run",
     )
     killed.send_signal(signal.SIGKILL)
-    killed.wait(timeout=60)
+    killed.wait(timeout=300)
     assert _holder(lock) == killed.pid  # the file still names the dead process; the kernel freed the lock
     last = _steps(run_dir)[-1]
     code, out, err = run_facegan(capsys, *TRAIN, "--steps", str(last + 2))
@@ -195,7 +195,7 @@ def test_one_crop_per_dataset_and_ctrl_c_leaves_nothing_behind(home, tmp_path, c
 
     _wait_for(lambda: list((root / ".work").glob("shard-*.npz")), first, tmp_path / "first.log", "a shard")
     first.send_signal(signal.SIGINT)
-    assert first.wait(timeout=120) == 130
+    assert first.wait(timeout=300) == 130
     log = (tmp_path / "first.log").read_text()
     assert "Crash detected" not in log and "Traceback" not in log, log[-3000:]
     assert [x for x in error_lines(log) if x.startswith("facegan")] == [
@@ -209,24 +209,3 @@ def test_one_crop_per_dataset_and_ctrl_c_leaves_nothing_behind(home, tmp_path, c
     assert code == 0, err
     assert (root / "48" / "faces.npy").is_file() and not (root / ".work").exists()
     assert not list(root.glob(".*"))
-
-
-def test_serve_stops_on_sigterm_without_an_unawaited_coroutine(tmp_path):
-    env = {**os.environ, "FACEGAN_HOME": str(tmp_path / "home"), "PYTHONWARNINGS": "default"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "serve", "--paused"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout.readline().startswith("facegan serve: 5 deployments")
-        time.sleep(15)  # registered and polling
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err[-3000:]
-    assert "never awaited" not in err and "Traceback" not in err, err[-3000:]
-    assert out.rstrip().endswith("facegan serve: stopped")
