@@ -112,7 +112,11 @@ class TrainConfig(StageConfig):
     cpu_minutes: float | None = Field(None, gt=0, description="CPU-time budget of the training steps, in minutes")
     batch_size: int | None = Field(None, ge=1, le=4096, description=f"batch size ({_model_default('batch_size')})")
     device: Device = Field("auto", description="device: auto picks CUDA, then MPS, then CPU")
-    precision: Literal["bf16", "fp32"] = Field("bf16", description="bf16 autocast (CPU/CUDA) or plain fp32")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto",
+        description="auto: bf16 autocast on CUDA and on CPUs with bf16 units (AVX512-BF16/AMX), fp32 "
+        "elsewhere (emulated bf16 is ~12x slower); bf16 or fp32 force one",
+    )
     channels_last: bool = Field(True, description="channels_last memory format (faster convs on CPU)")
     nproc: int = Field(
         1,
@@ -267,5 +271,7 @@ class TrainConfig(StageConfig):
         if self.name:
             return self.name
         named = {k: v for k, v in self.recipe_values(dataset).items() if NAME_NEUTRAL.get(k, object()) != v}
+        if named.get("precision") == "auto":  # runs named when bf16 was the default keep their names
+            named["precision"] = "bf16"
         digest = hashlib.sha1(json.dumps(named, sort_keys=True).encode()).hexdigest()
         return f"{dataset}-{self.size}-{self.model}-{digest[:6]}"

@@ -193,6 +193,23 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(lfw_crop
     assert (run_dir / "checkpoints" / "step-000004.pt").read_bytes() == good
 
 
+def test_precision_auto_keeps_old_names_resumes_bf16_runs_and_records_what_ran(lfw_crops, facegan_home):
+    """auto = bf16 only where the CPU has bf16 units (emulated bf16 was ~12x slower on an AVX2 AMD)."""
+    from tasks.training.device import cpu_has_bf16
+
+    base = dict(dataset=dataset_path(lfw_crops), features=8, register_model=False, **TINY)
+    old = TrainConfig(precision="bf16", steps=2, **base)
+    assert TrainConfig(steps=2, **base).run_name("lfw-sample") == old.run_name("lfw-sample")  # names kept
+    assert TrainConfig(precision="fp32", steps=2, **base).run_name("lfw-sample") != old.run_name("lfw-sample")
+    run_id = train(old)
+    assert tracking.get_run(run_id).data.tags["facegan.precision"] == "bf16"
+    resumed = train(TrainConfig(steps=4, **base))  # the same command under the new default continues it
+    assert resumed == run_id and history(run_id, "resumed_from_step") == {2: 2}
+    assert tracking.get_run(run_id).data.tags["facegan.precision"] == ("bf16" if cpu_has_bf16() else "fp32")
+    with pytest.raises(Exception, match="different precision"):  # forcing the other one is another recipe
+        train(TrainConfig(precision="fp32", steps=6, name=tracking.get_run(run_id).data.params["run_name"], **base))
+
+
 def test_generate_writes_pngs_and_grid_deterministically(lfw_crops, facegan_home, capfd, monkeypatch):
     monkeypatch.setenv("FACEGAN_HOME", str(lfw_crops))  # dataset by name, as a user would
     run_id = train(

@@ -70,6 +70,8 @@ def _prepare(cfg: TrainConfig, dataset: str, path: Path, crops: int, name: str, 
         recipe = cfg.recipe_values(dataset)
         # a field added after the checkpoint was written had its neutral value then
         saved_recipe = {**NAME_NEUTRAL, **saved, "dataset": info.get("dataset", dataset)}
+        if recipe["precision"] == "auto":  # auto continues a run in whatever this machine computes best
+            recipe["precision"] = saved_recipe.get("precision", "auto")
         changed = [k for k in RECIPE_FIELDS if k in saved_recipe and saved_recipe[k] != recipe[k]]
         if changed:
             raise InputError(

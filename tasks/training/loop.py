@@ -20,7 +20,7 @@ from models.ema import EMA
 from tasks.training import checkpoints as ckpt
 from tasks.training import collectives
 from tasks.training.data import FaceBatches, load_faces
-from tasks.training.device import amp_dtype, autocast, memory_format, pick_device, set_threads
+from tasks.training.device import amp_dtype, autocast, memory_format, pick_device, resolve_precision, set_threads
 from tasks.training.samples import CurveScorer, save_grid
 from tasks.training.trained_generators import build_discriminator, build_generator, build_state, resolve
 from tasks.training.updates import Parts
@@ -201,12 +201,16 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
     device = pick_device(cfg.device)
     if device.type == "cuda" and ranks.active:
         device = torch.device("cuda", ranks.local_rank)
+    precision = resolve_precision(device, cfg.precision)
     if device.type == "cpu":
         log.info(
-            "training on the CPU with %d torch thread(s)%s",
+            "training on the CPU with %d torch thread(s) in %s%s",
             threads,
+            precision,
             f", rank {ranks.rank} of {ranks.world}" if ranks.active else "",
         )
+    if ranks.main:
+        run.set_tags({"facegan.precision": precision})  # what "auto" became on this machine
     faces = load_faces(dataset_path, cfg.size)
     ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
     ckpt.seed_everything(cfg.seed)
