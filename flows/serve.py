@@ -63,7 +63,6 @@ def main(config: ServeConfig) -> None:
     """Serve on the Prefect server of PREFECT_API_URL (the CLI refuses to start without a
     reachable one: a temporary server would be out of reach of `prefect deployment run`).
     Ctrl-C or SIGTERM stops serving: in-flight runs are cancelled, the schedules paused."""
-    from prefect import serve
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
     served = deployments(config)
@@ -77,5 +76,29 @@ def main(config: ServeConfig) -> None:
         "stop with Ctrl-C or SIGTERM",
         flush=True,
     )
-    serve(*served, limit=config.limit, print_starting_message=False)
+    serve_until_stopped(served, config.limit)
     print("facegan serve: stopped", flush=True)
+
+
+def serve_until_stopped(served: list, limit: int | None) -> None:
+    """prefect.serve with a SIGTERM that stops like Ctrl-C. Prefect's own SIGTERM handler calls the
+    runner's sync stop() from inside the runner's event loop, where it only creates a coroutine that
+    nobody awaits ("coroutine 'Runner.astop' was never awaited") before sys.exit. Here SIGTERM
+    raises TerminationSignal out of the loop instead: asyncio.run then cancels the runner's task,
+    whose shutdown pauses the schedules and cancels in-flight runs, awaited."""
+    import asyncio
+
+    from prefect.exceptions import TerminationSignal
+    from prefect.runner import Runner
+
+    def stop(signum, frame):
+        raise TerminationSignal(signal=signum)
+
+    runner = Runner(pause_on_shutdown=True, limit=limit)
+    runner.handle_sigterm = stop  # Runner.start() installs it as the SIGTERM handler
+    for deployment in served:
+        runner.add_deployment(deployment)
+    try:
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, TerminationSignal):
+        pass
