@@ -17,6 +17,8 @@ import contextlib
 import io
 import multiprocessing
 import os
+import threading
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -73,7 +75,16 @@ def load():
 
 def _init_worker() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
     load()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """A worker whose parent was SIGKILLed (no chance to stop its pool) exits within a second
+    instead of living on, adopted by init."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:

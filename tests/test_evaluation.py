@@ -204,3 +204,46 @@ def test_loading_face_recognition_keeps_pil_rejecting_truncated_files():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.stdout.strip() == "refused False", proc.stdout + proc.stderr[-2000:]
+
+
+def test_a_killed_scorer_leaves_no_face_recognition_workers_behind():
+    """SIGKILL gives the scorer no chance to stop its process pool: its workers notice they were
+    orphaned and exit (they used to live on under init, ~200 MB each)."""
+    import signal
+    import time
+
+    script = (
+        "import numpy as np, os, time\n"
+        "from evaluation import detection\n"
+        "images = np.random.default_rng(0).integers(0, 255, (200, 64, 64, 3), dtype=np.uint8)\n"
+        "detection.face_counts(images, workers=2)\n"
+        "print('scored', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "scored"
+
+        def children() -> list[int]:
+            kids = []
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                try:
+                    fields = stat.read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[1]) == proc.pid:
+                    kids.append(int(stat.parent.name))
+            return kids
+
+        workers = children()
+        assert len(workers) >= 2, workers  # the pool is alive
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"orphaned workers still running: {left}"
