@@ -12,11 +12,17 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+# The Ctrl-C tests send SIGINT to the real command. A suite started in the background
+# (`nohup .ci/run &`) inherits SIGINT *ignored*, and so would every command it starts (Python then
+# installs no KeyboardInterrupt handler): restore Python's default, as in a terminal.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FACEGAN_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
