@@ -26,9 +26,10 @@ from pathlib import Path
 
 import cv2
 
+from facegan.testing import extract_lfw_subset
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
+SHARED_DATA = Path(os.environ.get("FACEGAN_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
 
 
 def seed_loop(files: list[Path], out: Path) -> int:
@@ -61,23 +62,19 @@ def main() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     # the flows below start Prefect's ephemeral server: a busy machine needs more than its 20 s default
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    from conftest import SHARED_DATA, extract_lfw_subset
-
-    if not (SHARED_DATA / "archives" / "lfw-deepfunneled.tgz").is_file():
-        sys.exit(
-            f"crop_throughput: {SHARED_DATA / 'archives' / 'lfw-deepfunneled.tgz'} not found "
-            "(set FACEGAN_SHARED_DATA to the shared data folder)"
-        )
+    tgz = SHARED_DATA / "archives" / "lfw-deepfunneled.tgz"
+    if not tgz.is_file():
+        sys.exit(f"crop_throughput: {tgz} not found (set FACEGAN_SHARED_DATA to the shared data folder)")
 
     tmp = Path(tempfile.mkdtemp(prefix="facegan-bench-crop-"))
     os.environ["FACEGAN_HOME"] = str(tmp / "home")
-    src = extract_lfw_subset(tmp / "lfw", args.images)
+    src = extract_lfw_subset(tgz, tmp / "lfw", args.images)
     files = sorted(src.rglob("*.jpg"))
 
-    from config.acquire import AcquireConfig
-    from config.crop import CropConfig
-    from flows.acquire import acquire
-    from flows.crop import crop
+    from facegan.config.acquire import AcquireConfig
+    from facegan.config.crop import CropConfig
+    from facegan.flows.acquire import acquire
+    from facegan.flows.crop import crop
 
     acquire(AcquireConfig(path=src, name="bench"))
     (tmp / "seed").mkdir()

@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import requests
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from facegan.tasks.acquisition import http, store
+from facegan.testing import Route, SubprocessServer, distinct_images
 
-from tasks.acquisition import http, store  # noqa: E402
-from tests.acquire_server import Route, SubprocessServer, distinct_images  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SHARED = Path(os.environ.get("FACEGAN_SHARED_DATA", REPO.parent / "shared" / "data"))
 

@@ -27,7 +27,7 @@ if [ -z "${FACEGAN_PY:-}" ]; then
   ./setup.sh >/dev/null
   FACEGAN_PY=.venv/bin/python
 fi
-FACEGAN=("$FACEGAN_PY" -m flows.cli)
+FACEGAN=("$FACEGAN_PY" -m facegan.flows.cli)
 "$FACEGAN_PY" - "$DEVICE" <<'PY'
 import sys, torch
 if sys.argv[1] == "cuda":
@@ -52,7 +52,7 @@ train_s=$(( $(date +%s) - t0 ))
 stamp "train run $run_id (${train_s}s wall, start-up included)"
 "$FACEGAN_PY" - "$run_id" <<'PY'
 import sys
-from tasks import tracking
+from facegan.tasks import tracking
 run = tracking.get_run(sys.argv[1])
 m = run.data.metrics
 print(f"[gpu_check] kimg {m.get('kimg', float('nan')):.1f}, "

@@ -21,10 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from facegan.testing import LoopbackServer, Route
 
-from tests.acquire_server import LoopbackServer, Route  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 PHOTOS, FLOOR = 13_233, 12_900  # LFW's photos; the crops each size must keep
 
@@ -33,7 +32,7 @@ def facegan(home: Path, *args: str) -> float:
     """Run the real `facegan` command; its wall time in seconds (exit on failure)."""
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
+        [sys.executable, "-m", "facegan.flows.cli", *args],
         cwd=REPO,
         capture_output=True,
         text=True,

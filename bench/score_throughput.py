@@ -2,9 +2,9 @@
 
 Measured in one run on the same images:
   (a) baseline: detection in one process (a plain loop over face_recognition, as the seed did)
-  (b) facegan detection: evaluation.detection.detect_faces over all cores (process pool,
+  (b) facegan detection: facegan.evaluation.detection.detect_faces over all cores (process pool,
       including the pool's start-up)
-  (c) facegan detection + 128-d encodings: evaluation.embeddings.detect_and_encode (what
+  (c) facegan detection + 128-d encodings: facegan.evaluation.embeddings.detect_and_encode (what
       `facegan evaluate` runs for every image; its on-disk cache is not used here)
 Goal on a 2-core CPU: (b) <= 30 s and (c) <= 120 s for 1000 images.
 
@@ -26,16 +26,15 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import numpy as np
 
-import numpy as np  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def crops_from_lfw(n: int, size: int = 64) -> np.ndarray:
     """n crops of `size` px (largest face per photo) of the first LFW photos, made by the crop stage's
     own function (Haar, 10% margin, square, INTER_AREA)."""
-    from tasks.cropping.shards import CropParams, crop_image
+    from facegan.tasks.cropping.shards import CropParams, crop_image
 
     shared = Path(os.environ.get("FACEGAN_SHARED_DATA", REPO.parent / "shared" / "data"))
     tgz = shared / "archives" / "lfw-deepfunneled.tgz"
@@ -57,7 +56,7 @@ def crops_from_lfw(n: int, size: int = 64) -> np.ndarray:
 def load_crops(dataset: str | None, n: int) -> np.ndarray:
     if dataset is None:
         return crops_from_lfw(n)
-    from tasks.paths import resolve_dataset_path
+    from facegan.tasks.paths import resolve_dataset_path
 
     path = resolve_dataset_path(dataset, 64)[1]
     faces = np.load(path / "faces.npy", mmap_mode="r")
@@ -72,7 +71,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="scoring processes (default: all cores)")
     args = parser.parse_args()
 
-    from evaluation import detection, embeddings, face_lib
+    from facegan.evaluation import detection, embeddings, face_lib
 
     images = load_crops(args.dataset, args.n)
     print(f"{len(images)} real 64 px crops, {os.cpu_count()} cores, protocol: {detection.PROTOCOL}")

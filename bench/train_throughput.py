@@ -4,7 +4,7 @@
     torchvision ImageFolder over the dataset's PNG crops (decoded every step by a DataLoader with
     the example's 2 workers, Resize/CenterCrop/ToTensor/Normalize), batch 64, Sigmoid + BCELoss,
     D real/fake backward then G backward, Adam 2e-4 (0.5, 0.999).
-(b) facegan: tasks.training.loop.train_loop with TrainConfig() defaults (the default recipe:
+(b) facegan: facegan.tasks.training.loop.train_loop with TrainConfig() defaults (the default recipe:
     DCGAN + EMA whose BatchNorm statistics are recomputed + learning-rate ramp-down; bf16
     autocast, channels_last, faces.npy in memory, MLflow logging every 20 steps, grids,
     checkpoint), threads chosen by --threads auto.
@@ -31,19 +31,16 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+import torch.nn as nn
+import torchvision.datasets as dset
+import torchvision.transforms as transforms
 
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torchvision.datasets as dset  # noqa: E402
-import torchvision.transforms as transforms  # noqa: E402
-
-from models.dcgan import Discriminator, Generator  # noqa: E402
+from facegan.models.dcgan import Discriminator, Generator
 
 
 def cpu_seconds() -> float:
@@ -142,8 +139,7 @@ def crops_folder(n: int, size: int = 64) -> Path:
     """A crop dataset folder (NNNNNN.png + faces.npy) of n LFW crops of `size` px made on the fly."""
     import numpy as np
     from PIL import Image
-
-    from bench.score_throughput import crops_from_lfw
+    from score_throughput import crops_from_lfw  # bench/ is this script's folder: on the path
 
     faces = crops_from_lfw(n, size)
     folder = Path(tempfile.mkdtemp(prefix="bench-train-crops-")) / "lfw-bench" / str(size)
@@ -155,9 +151,9 @@ def crops_folder(n: int, size: int = 64) -> Path:
 
 
 def _facegan_seconds(folder: Path, steps: int, threads: int, recipe: dict, size: int = 64) -> tuple[float, float]:
-    from config.train import TrainConfig
-    from tasks import tracking
-    from tasks.training.loop import train_loop
+    from facegan.config.train import TrainConfig
+    from facegan.tasks import tracking
+    from facegan.tasks.training.loop import train_loop
 
     cfg = TrainConfig(dataset=str(folder), size=size, steps=steps, score_every=0, threads=threads, **recipe)
     run = tracking.start_run("bench", run_name="bench-train-throughput")
@@ -203,8 +199,8 @@ def main() -> None:
     parser.add_argument("--steps-128", type=int, default=10, help="timed steps per 128 px measurement (0 = skip)")
     args = parser.parse_args()
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tempfile.mkdtemp(prefix='bench-mlflow-')}/mlflow.db"
-    from tasks.paths import resolve_dataset_path
-    from tasks.training.device import auto_threads
+    from facegan.tasks.paths import resolve_dataset_path
+    from facegan.tasks.training.device import auto_threads
 
     if args.dataset is None:
         folder, name = crops_folder(args.crops), "LFW (made from ../shared/data)"

@@ -5,7 +5,7 @@ from typing import Literal, get_args
 
 from pydantic import Field, model_validator
 
-from config.base import StageConfig
+from facegan.config.base import StageConfig
 
 Preset = Literal["lfw", "celeba"]  # the public datasets `--preset` knows (tasks/acquisition/presets.py: where)
 PRESETS: tuple[str, ...] = get_args(Preset)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from config.base import StageConfig
+from facegan.config.base import StageConfig
 
 
 class AppConfig(StageConfig):

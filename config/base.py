@@ -8,7 +8,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from config.errors import InputError
+from facegan.config.errors import InputError
 
 Size = Literal[48, 64, 128]  # the crop and model sizes in px
 SIZES: tuple[int, ...] = get_args(Size)

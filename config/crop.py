@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from config.base import SIZES, Size, StageConfig, default_workers, from_env
+from facegan.config.base import SIZES, Size, StageConfig, default_workers, from_env
 
 
 class CropConfig(StageConfig):

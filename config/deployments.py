@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from config.gans import GANS
+from facegan.config.gans import GANS
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from config.base import Device, StageConfig, default_workers
+from facegan.config.base import Device, StageConfig, default_workers
 
 
 class EvaluateConfig(StageConfig):

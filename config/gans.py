@@ -61,9 +61,9 @@ GANS: dict[str, GAN] = {
     "dcgan": GAN(
         label="DCGAN",
         summary="DCGAN (Radford et al. 2016)",
-        generator="models.dcgan:Generator",
-        discriminator="models.dcgan:Discriminator",
-        update="tasks.training.updates:dcgan_update",
+        generator="facegan.models.dcgan:Generator",
+        discriminator="facegan.models.dcgan:Discriminator",
+        update="facegan.tasks.training.updates:dcgan_update",
         discriminator_args=dict(size="size", features="features", norm="d_norm"),
         defaults=dict(
             batch_size=64, lr=2e-4, beta1=0.5, beta2=0.999, d_steps=1, z_dim=100, features=64, score_every=500
@@ -73,9 +73,9 @@ GANS: dict[str, GAN] = {
     "wgan-gp": GAN(
         label="WGAN-GP",
         summary="WGAN with gradient penalty (Gulrajani et al. 2017)",
-        generator="models.dcgan:Generator",
-        discriminator="models.wgan_gp:Critic",
-        update="tasks.training.updates:wgan_gp_update",
+        generator="facegan.models.dcgan:Generator",
+        discriminator="facegan.models.wgan_gp:Critic",
+        update="facegan.tasks.training.updates:wgan_gp_update",
         discriminator_args=dict(size="size", features="features", norm="critic_norm"),
         defaults=dict(
             batch_size=64,
@@ -95,11 +95,11 @@ GANS: dict[str, GAN] = {
     "began": GAN(
         label="BEGAN",
         summary="Boundary equilibrium GAN (Berthelot et al. 2017)",
-        generator="models.began:Generator",
-        discriminator="models.began:AutoEncoder",
-        update="tasks.training.updates:began_update",
+        generator="facegan.models.began:Generator",
+        discriminator="facegan.models.began:AutoEncoder",
+        update="facegan.tasks.training.updates:began_update",
         discriminator_args=dict(size="size", h_dim="z_dim", features="features"),
-        state="models.began:Equilibrium",
+        state="facegan.models.began:Equilibrium",
         state_args=dict(gamma="gamma", lambda_k="lambda_k"),
         defaults=dict(
             batch_size=16,
@@ -120,9 +120,9 @@ GANS: dict[str, GAN] = {
         label="Projected GAN",
         summary="the DCGAN generator against a discriminator on frozen "
         "pretrained ImageNet features (Sauer et al. 2021)",
-        generator="models.dcgan:Generator",
-        discriminator="models.projected:ProjectedDiscriminator",
-        update="tasks.training.updates:dcgan_update",
+        generator="facegan.models.dcgan:Generator",
+        discriminator="facegan.models.projected:ProjectedDiscriminator",
+        update="facegan.tasks.training.updates:dcgan_update",
         discriminator_args=dict(size="size", input_size="d_input", width="d_width", seed="seed"),
         defaults=dict(
             batch_size=64,

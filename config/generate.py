@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from config.base import Device, StageConfig
+from facegan.config.base import Device, StageConfig
 
 
 class GenerateConfig(StageConfig):

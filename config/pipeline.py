@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
-from config.acquire import PRESETS
-from config.base import Device, Size, StageConfig, check_name, default_workers
-from config.gans import DEFAULT_MODEL
-from config.train import Model
+from facegan.config.acquire import PRESETS
+from facegan.config.base import Device, Size, StageConfig, check_name, default_workers
+from facegan.config.gans import DEFAULT_MODEL
+from facegan.config.train import Model
 
 # The main job's training budget per model when none is given. Images shown to D, not CPU time:
 # 20 kimg is 313 DCGAN steps on every CPU. At 15-20 kimg the detector starts finding the

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from config.base import StageConfig
-from config.deployments import NIGHTLY_CRON, NIGHTLY_TIMEZONE, nightly_pipeline
-from config.train import Model
+from facegan.config.base import StageConfig
+from facegan.config.deployments import NIGHTLY_CRON, NIGHTLY_TIMEZONE, nightly_pipeline
+from facegan.config.train import Model
 
 _NIGHTLY = nightly_pipeline()
 
@@ -51,7 +51,7 @@ class ServeConfig(StageConfig):
         return tz
 
     def nightly_parameters(self) -> dict:
-        """The nightly pipeline's config: config.deployments' with this command's --source,
+        """The nightly pipeline's config: facegan.config.deployments' with this command's --source,
         --models and --cpu-minutes."""
         return {
             **nightly_pipeline(),

@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from config.base import Device, Size, StageConfig, check_name
-from config.gans import DCGAN_RECIPES, DEFAULT_MODEL, GANS
+from facegan.config.base import Device, Size, StageConfig, check_name
+from facegan.config.gans import DCGAN_RECIPES, DEFAULT_MODEL, GANS
 
 Model = Literal[tuple(GANS)]  # type: ignore[valid-type]
 

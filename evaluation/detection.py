@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from config.errors import InputError
-from evaluation import face_lib
+from facegan.config.errors import InputError
+from facegan.evaluation import face_lib
 
 DETECT_SIZE = 256
 UPSAMPLE = 0

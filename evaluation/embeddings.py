@@ -2,7 +2,7 @@
 
 Each image is prepared exactly as for detection (resized to 256 px bicubic) and encoded with the
 whole image as the face location (the crops are already face-centred). The face-space metrics
-(Fréchet distance, precision/recall, spread, memorisation: evaluation.metrics.face_space_row) use
+(Fréchet distance, precision/recall, spread, memorisation: facegan.evaluation.metrics.face_space_row) use
 only the encodings of images in which a face is detected: dlib encodes anything it is given, and
 the encoding of noise is not a face.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from evaluation import face_lib
-from evaluation.detection import DETECT_SIZE, check_images, prepare
+from facegan.evaluation import face_lib
+from facegan.evaluation.detection import DETECT_SIZE, check_images, prepare
 
 DIM = 128
 WHOLE_IMAGE = [(0, DETECT_SIZE, DETECT_SIZE, 0)]  # (top, right, bottom, left)

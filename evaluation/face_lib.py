@@ -25,8 +25,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from config.base import default_workers
-from config.errors import FaceganError
+from facegan.config.base import default_workers
+from facegan.config.errors import FaceganError
 
 _MODULE = None
 _POOL: ProcessPoolExecutor | None = None

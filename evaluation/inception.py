@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from config.errors import InputError
+from facegan.config.errors import InputError
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import linalg
 
-from config.errors import InputError
+from facegan.config.errors import InputError
 
 MEMO_PERCENTILE = 1.0
 

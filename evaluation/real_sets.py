@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from config.errors import InputError
+from facegan.config.errors import InputError
 
 SALT = "facegan-heldout:"
 

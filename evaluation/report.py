@@ -3,7 +3,7 @@ it is logged under, a bar chart, and grids of detected vs not-detected samples. 
 rows in, table/texts/figures out (files and logging are in tasks/report.py).
 
 The face-space columns (memorised ... encoding spread) rest on a row's detected faces only
-("face-space N"); below evaluation.metrics.MIN_FACES they are NaN in the table, "—" in the
+("face-space N"); below facegan.evaluation.metrics.MIN_FACES they are NaN in the table, "—" in the
 Markdown, CSV and HTML texts, and the "face-space note" column says why.
 """
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from config.errors import InputError
+from facegan.config.errors import InputError
 
 NHOOD = 7
 NHOODS_PER_IMAGE = 128

@@ -10,10 +10,10 @@ from prefect import flow, get_run_logger, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
-from config.acquire import AcquireConfig
-from tasks import steps, tracking
-from tasks.acquisition import stage
-from tasks.acquisition.stage import PARALLEL_SHARDS
+from facegan.config.acquire import AcquireConfig
+from facegan.tasks import steps, tracking
+from facegan.tasks.acquisition import stage
+from facegan.tasks.acquisition.stage import PARALLEL_SHARDS
 
 
 @flow(name="acquire", task_runner=ThreadPoolTaskRunner(max_workers=PARALLEL_SHARDS))

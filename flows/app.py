@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from config.app import AppConfig
+from facegan.config.app import AppConfig
 
 PAGE = Path(__file__).with_name("app_page.py")
 

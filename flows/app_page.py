@@ -4,14 +4,11 @@ download them. Run with `facegan app` (or `streamlit run flows/app_page.py`)."""
 from __future__ import annotations
 
 import io
-import sys
 import zipfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run` puts only flows/ on the path
-
-import streamlit as st  # noqa: E402
-from PIL import Image  # noqa: E402
+import streamlit as st
+from PIL import Image
 
 
 def png_bytes(image) -> bytes:
@@ -30,7 +27,7 @@ def zip_bytes(images, stem: str) -> bytes:
 
 @st.cache_resource(show_spinner="loading generator")
 def generator(uri: str):
-    from tasks.training.trained_generators import load_generator
+    from facegan.tasks.training.trained_generators import load_generator
 
     return load_generator(uri, device="cpu")
 
@@ -39,14 +36,14 @@ def tracking_store() -> Path | None:
     """FACEGAN_HOME's sqlite store, or None when MLFLOW_TRACKING_URI names another one."""
     import os
 
-    from tasks.paths import data_home
+    from facegan.tasks.paths import data_home
 
     return None if os.environ.get("MLFLOW_TRACKING_URI") else data_home() / "mlflow.db"
 
 
 def main() -> None:
-    from tasks import tracking
-    from tasks.training.trained_generators import sample_images
+    from facegan.tasks import tracking
+    from facegan.tasks.training.trained_generators import sample_images
 
     st.set_page_config(page_title="facegan generator", page_icon=":performing_arts:")
     st.title("facegan: generate faces")

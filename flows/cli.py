@@ -20,45 +20,53 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from config.gans import GANS
+from facegan.config.gans import GANS
 
 # name: (config class, runner, one-line help). The runner takes the config and returns what to print.
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "acquire": (
-        "config.acquire:AcquireConfig",
-        "flows.acquire:main",
+        "facegan.config.acquire:AcquireConfig",
+        "facegan.flows.acquire:main",
         "import a local folder or download images/archives/presets/scraped pages",
     ),
     "crop": (
-        "config.crop:CropConfig",
-        "flows.crop:main",
+        "facegan.config.crop:CropConfig",
+        "facegan.flows.crop:main",
         "detect faces (Haar) and crop them into 48/64/128 px datasets",
     ),
     "evaluate": (
-        "config.evaluate:EvaluateConfig",
-        "flows.evaluate:main",
+        "facegan.config.evaluate:EvaluateConfig",
+        "facegan.flows.evaluate:main",
         "score generators with face_recognition: the Table 1 report + real control",
     ),
-    "train": ("config.train:TrainConfig", "flows.train:main", f"train a GAN ({', '.join(GANS)}) on a crop dataset"),
-    "generate": ("config.generate:GenerateConfig", "flows.generate:main", "write N faces from a trained generator"),
+    "train": (
+        "facegan.config.train:TrainConfig",
+        "facegan.flows.train:main",
+        f"train a GAN ({', '.join(GANS)}) on a crop dataset",
+    ),
+    "generate": (
+        "facegan.config.generate:GenerateConfig",
+        "facegan.flows.generate:main",
+        "write N faces from a trained generator",
+    ),
     "pipeline": (
-        "config.pipeline:PipelineConfig",
-        "flows.pipeline:main",
+        "facegan.config.pipeline:PipelineConfig",
+        "facegan.flows.pipeline:main",
         "the whole DAG: acquire -> crop -> train -> evaluate, nested under one MLflow run",
     ),
     "serve": (
-        "config.serve:ServeConfig",
-        "flows.serve:main",
+        "facegan.config.serve:ServeConfig",
+        "facegan.flows.serve:main",
         "serve every deployment (nightly pipeline + on-demand stages) from this process",
     ),
     "app": (
-        "config.app:AppConfig",
-        "flows.app:main",
+        "facegan.config.app:AppConfig",
+        "facegan.flows.app:main",
         "web page: pick a registered model, generate 10 faces or 1, download them",
     ),
     "ui": (
-        "config.ui:UiConfig",
-        "flows.ui:main",
+        "facegan.config.ui:UiConfig",
+        "facegan.flows.ui:main",
         "the MLflow UI on facegan's tracking store, opened on the facegan experiment's runs",
     ),
 }
@@ -172,7 +180,7 @@ def _quiet_expected_errors() -> None:
     just the message, so the console shows one clear line."""
     import logging
 
-    from config.errors import FaceganError
+    from facegan.config.errors import FaceganError
 
     class _DropTraceback(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
@@ -197,7 +205,7 @@ def _quiet_expected_errors() -> None:
 
 def _error_names() -> list[str]:
     """ "BusyError:" and the like: every FaceganError class, as Prefect's state messages name them."""
-    from config.errors import FaceganError
+    from facegan.config.errors import FaceganError
 
     names, todo = set(), [FaceganError]
     while todo:
@@ -218,13 +226,13 @@ _INTERRUPTED_FLOW_RUNS: list[str] = []
 
 
 def _is_disk_error(exc: BaseException) -> bool:
-    tracking = sys.modules.get("tasks.tracking")
+    tracking = sys.modules.get("facegan.tasks.tracking")
     return bool(tracking and tracking.is_disk_error(exc))
 
 
 def _disk_error_line(exc: BaseException) -> str:
     """One line for a full disk or a file size limit: what could not be written, and the room left."""
-    from tasks import tracking
+    from facegan.tasks import tracking
 
     path = None
     cause: BaseException | None = exc
@@ -274,7 +282,7 @@ def run(argv: list[str] | None = None) -> Any:
         config = _load(config_spec)(**args)
     except ValidationError as exc:
         parser.exit(2, f"facegan {command}: error: {format_validation_error(exc)}\n")
-    from flows.preflight import check
+    from facegan.flows.preflight import check
 
     for note in check(command, config):  # bad input fails here: nothing heavy imported or started yet
         print(note, file=sys.stderr, flush=True)
@@ -282,7 +290,7 @@ def run(argv: list[str] | None = None) -> Any:
     runner = _load(runner_spec)  # imports Prefect, which sets up its log handlers
     _quiet_expected_errors()
     if command in FLOW_COMMANDS:
-        from tasks import tracking
+        from facegan.tasks import tracking
 
         tracking.ensure_store()  # before a Prefect server starts: a full disk answers at once
         _start_temporary_server()
@@ -292,15 +300,15 @@ def run(argv: list[str] | None = None) -> Any:
 def _check_not_busy(command: str, config) -> None:
     """A second `train` of a run, or `crop` into a dataset, that another process is writing is
     refused here, in one line, before a Prefect server starts (the flow takes the lock itself)."""
-    from tasks import locks
+    from facegan.tasks import locks
 
     if command == "train":
-        from tasks.paths import resolve_dataset_path
+        from facegan.tasks.paths import resolve_dataset_path
 
         name = config.run_name(resolve_dataset_path(config.dataset, config.size)[0])
         locks.check_free(locks.run_lock(name), locks.training(name))
     elif command == "crop":
-        from tasks.paths import resolve_raw
+        from facegan.tasks.paths import resolve_raw
 
         name = config.name or resolve_raw(config.raw)
         locks.check_free(locks.dataset_lock(name), locks.cropping(name))
@@ -368,7 +376,7 @@ def main(argv: list[str] | None = None) -> None:
     import signal
     import threading
 
-    from config.errors import FaceganError
+    from facegan.config.errors import FaceganError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)

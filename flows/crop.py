@@ -9,9 +9,9 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
-from config.crop import CropConfig
-from tasks import steps, tracking
-from tasks.cropping import stage
+from facegan.config.crop import CropConfig
+from facegan.tasks import steps, tracking
+from facegan.tasks.cropping import stage
 
 
 @flow(name="crop", task_runner=ThreadPoolTaskRunner(), log_prints=True)

@@ -11,9 +11,9 @@ import time
 
 from prefect import flow
 
-from config.evaluate import EvaluateConfig
-from tasks import report, steps, tracking
-from tasks.scoring import REAL_LABEL, Scored, row_labels
+from facegan.config.evaluate import EvaluateConfig
+from facegan.tasks import report, steps, tracking
+from facegan.tasks.scoring import REAL_LABEL, Scored, row_labels
 
 
 @flow(name="evaluate", log_prints=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from config.generate import GenerateConfig
-from tasks import steps
+from facegan.config.generate import GenerateConfig
+from facegan.tasks import steps
 
 
 @flow(name="generate", log_prints=True)

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from config.errors import DownloadError
-from config.pipeline import PipelineConfig
-from flows.acquire import acquire
-from flows.crop import crop
-from flows.evaluate import evaluate
-from flows.train import train
-from tasks import pipeline, tracking
+from facegan.config.errors import DownloadError
+from facegan.config.pipeline import PipelineConfig
+from facegan.flows.acquire import acquire
+from facegan.flows.crop import crop
+from facegan.flows.evaluate import evaluate
+from facegan.flows.train import train
+from facegan.tasks import pipeline, tracking
 
 
 @flow(name="face-pipeline", log_prints=True)

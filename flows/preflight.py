@@ -3,7 +3,7 @@ MLflow or torch are imported, before a temporary Prefect server starts, before a
 and before any folder is created. A rejected command therefore answers in about a second and
 leaves nothing behind.
 
-Light imports only (pydantic configs, tasks.paths, tasks.acquisition.sources, tasks.outputs,
+Light imports only (pydantic configs, facegan.tasks.paths, facegan.tasks.acquisition.sources, facegan.tasks.outputs,
 numpy for a dataset's header); tests/test_first_day.py checks that a rejected command imported
 none of prefect, mlflow or torch. The flows repeat the checks that matter for runs started
 without the CLI (deployments), where speed is no concern.
@@ -15,18 +15,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from config.errors import InputError, NotFoundError
+from facegan.config.errors import InputError, NotFoundError
 
 
 def acquire(config) -> list[str]:
-    from tasks.acquisition.sources import check_acquire
+    from facegan.tasks.acquisition.sources import check_acquire
 
     check_acquire(config)
     return []
 
 
 def crop(config) -> list[str]:
-    from tasks.paths import check_name, resolve_raw
+    from facegan.tasks.paths import check_name, resolve_raw
 
     raw = resolve_raw(config.raw)
     if config.name:
@@ -38,7 +38,7 @@ def dataset_crops(path: Path, size: int) -> int:
     """How many crops faces.npy holds (its header only), checked against the size."""
     import numpy as np
 
-    from tasks.paths import FACES_ARRAY
+    from facegan.tasks.paths import FACES_ARRAY
 
     try:
         faces = np.load(path / FACES_ARRAY, mmap_mode="r")
@@ -53,7 +53,7 @@ def dataset_crops(path: Path, size: int) -> int:
 
 
 def train(config) -> list[str]:
-    from tasks.paths import resolve_dataset_path
+    from facegan.tasks.paths import resolve_dataset_path
 
     name, path = resolve_dataset_path(config.dataset, config.size)
     crops = dataset_crops(path, config.size)
@@ -102,7 +102,7 @@ def _best_hint(path: Path) -> str:
 
 
 def generate(config) -> list[str]:
-    from tasks import outputs
+    from facegan.tasks import outputs
 
     check_generator_ref(config.run)
     if config.out is not None:
@@ -119,7 +119,7 @@ def evaluate(config) -> list[str]:
 
 
 def pipeline(config) -> list[str]:
-    from tasks.acquisition.sources import check_pipeline_source
+    from facegan.tasks.acquisition.sources import check_pipeline_source
 
     check_pipeline_source(config)
     return []
@@ -129,7 +129,7 @@ def ui(config) -> list[str]:
     import os
     import socket
 
-    from tasks.paths import data_home
+    from facegan.tasks.paths import data_home
 
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         store = data_home() / "mlflow.db"
@@ -193,7 +193,7 @@ def serve(config) -> list[str]:
 def app(config) -> list[str]:
     import os
 
-    from tasks.paths import data_home
+    from facegan.tasks.paths import data_home
 
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         store = data_home() / "mlflow.db"
@@ -210,7 +210,7 @@ def check_home() -> None:
     ancestor a writable folder)."""
     import os
 
-    from tasks.paths import data_home
+    from facegan.tasks.paths import data_home
 
     given = os.environ.get("FACEGAN_HOME")
     shown = f"FACEGAN_HOME={given}" if given else "FACEGAN_HOME (unset: ./facegan-data)"

@@ -1,13 +1,13 @@
 """Generate docs/config.md, the configuration reference, from the flows' pydantic models.
 
-    .venv/bin/python -m flows.reference > docs/config.md
+    .venv/bin/python -m facegan.flows.reference > docs/config.md
 
 tests/test_foundation.py fails when docs/config.md is out of date."""
 
 from __future__ import annotations
 
-from config.base import default_workers
-from flows.cli import SUBCOMMANDS, _load
+from facegan.config.base import default_workers
+from facegan.flows.cli import SUBCOMMANDS, _load
 
 
 def _default(field) -> str:
@@ -29,7 +29,7 @@ def config_reference() -> str:
     lines = [
         "# Configuration reference",
         "",
-        "Generated from the pydantic config models (`python -m flows.reference > docs/config.md`).",
+        "Generated from the pydantic config models (`python -m facegan.flows.reference > docs/config.md`).",
         "Each `facegan <command>` flag is a field of the command's config model; the same model is the",
         "Prefect flow's parameter (and the form in the Prefect UI). Environment: `FACEGAN_HOME` (data,",
         "default `./facegan-data`), `MLFLOW_TRACKING_URI` (default `sqlite:///$FACEGAN_HOME/mlflow.db`),",

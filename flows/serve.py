@@ -10,9 +10,9 @@ import importlib
 import inspect
 from pathlib import Path
 
-from config.deployments import DEPLOYMENTS, NIGHTLY, TRAIN, Deployment
-from config.pipeline import PipelineConfig
-from config.serve import ServeConfig
+from facegan.config.deployments import DEPLOYMENTS, NIGHTLY, TRAIN, Deployment
+from facegan.config.pipeline import PipelineConfig
+from facegan.config.serve import ServeConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,9 +32,10 @@ def own(deployment, flow):
 
 
 def flow_of(deployment: Deployment):
-    """The Prefect flow object at a deployment's entrypoint."""
+    """The Prefect flow object at a deployment's entrypoint (a file path relative to REPO, such as
+    flows/train.py:train, which is the module facegan.flows.train)."""
     path, _, function = deployment.entrypoint.partition(":")
-    return getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), function)
+    return getattr(importlib.import_module("facegan." + path.removesuffix(".py").replace("/", ".")), function)
 
 
 def deployments(config: ServeConfig) -> list:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from prefect import flow
 
-from config.train import TrainConfig
-from tasks import steps
-from tasks.training import lifecycle
+from facegan.config.train import TrainConfig
+from facegan.tasks import steps
+from facegan.tasks.training import lifecycle
 
 
 @flow(name="train", log_prints=True)

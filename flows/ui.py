@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from config.ui import UiConfig
+from facegan.config.ui import UiConfig
 
 
 def server_command(config: UiConfig, store: str) -> list[str]:
@@ -29,7 +29,7 @@ def server_command(config: UiConfig, store: str) -> list[str]:
 
 
 def main(config: UiConfig) -> None:
-    from tasks import tracking
+    from facegan.tasks import tracking
 
     store = tracking.tracking_uri()
     experiment = tracking.experiment()  # as a model-training experiment: the UI opens on its runs
@@ -68,6 +68,6 @@ def main(config: UiConfig) -> None:
     finally:
         signal.signal(signal.SIGTERM, previous)
     if code != 0:
-        from config.errors import FaceganError
+        from facegan.config.errors import FaceganError
 
         raise FaceganError(f"mlflow server exited with code {code} (is port {config.port} in use? try --port)")

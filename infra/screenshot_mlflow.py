@@ -28,7 +28,6 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 ARTIFACT = "report/table1.html"
 
 
@@ -201,7 +200,7 @@ def main(argv: list[str] | None = None) -> Path:
     if not chromium:
         fail("chromium not found: install it with ./setup.sh --browser (Debian: apt-get install chromium)")
 
-    from tasks import tracking
+    from facegan.tasks import tracking
 
     if args.run:
         try:

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from config.base import SIZES
+from facegan.config.base import SIZES
 
 
 def geometry(size: int) -> tuple[int, int]:

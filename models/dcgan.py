@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from config.base import SIZES
+from facegan.config.base import SIZES
 
 
 def geometry(size: int) -> tuple[int, int]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from models.dcgan import Discriminator, Generator
+from facegan.models.dcgan import Discriminator, Generator
 
 __all__ = ["Generator", "Critic", "critic_loss", "generator_loss", "gradient_penalty"]
 

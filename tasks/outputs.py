@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from config.errors import InputError
+from facegan.config.errors import InputError
 
 REQUEST_FILE = "generate.json"
 
@@ -63,7 +63,7 @@ def free_folder(base: Path, request: dict) -> Path:
 
 def claim(folder: Path, request: dict) -> Path:
     """Create the folder and record the request (before any face is written)."""
-    from tasks.atomic import write_text
+    from facegan.tasks.atomic import write_text
 
     folder.mkdir(parents=True, exist_ok=True)
     if read_request(folder) != request:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from config.base import check_name
-from config.errors import NotFoundError
+from facegan.config.base import check_name
+from facegan.config.errors import NotFoundError
 
 MANIFEST = "manifest.parquet"
 FACES_ARRAY = "faces.npy"

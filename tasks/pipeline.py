@@ -14,17 +14,17 @@ from typing import TypeVar
 
 from prefect.artifacts import create_markdown_artifact
 
-from config.acquire import AcquireConfig
-from config.base import StageConfig
-from config.crop import CropConfig
-from config.errors import DownloadError, InputError
-from config.evaluate import EvaluateConfig
-from config.pipeline import PipelineConfig
-from config.train import TrainConfig
-from evaluation.report import REPORT_FILES
-from tasks import tracking
-from tasks.acquisition import sources
-from tasks.acquisition.stage import OFFLINE_HINT as ACQUIRE_OFFLINE_HINT
+from facegan.config.acquire import AcquireConfig
+from facegan.config.base import StageConfig
+from facegan.config.crop import CropConfig
+from facegan.config.errors import DownloadError, InputError
+from facegan.config.evaluate import EvaluateConfig
+from facegan.config.pipeline import PipelineConfig
+from facegan.config.train import TrainConfig
+from facegan.evaluation.report import REPORT_FILES
+from facegan.tasks import tracking
+from facegan.tasks.acquisition import sources
+from facegan.tasks.acquisition.stage import OFFLINE_HINT as ACQUIRE_OFFLINE_HINT
 
 STEPS_TAG = "facegan.evaluated_steps"
 OFFLINE_HINT = (

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from config.errors import InputError
-from config.evaluate import EvaluateConfig
-from evaluation import detection, metrics, report
-from evaluation.real_sets import RealSets
-from tasks.atomic import write_text
-from tasks.scoring import Scored, dataset_path_of, evaluations_root, resolve_dataset_arg, row_metrics, save_pngs
+from facegan.config.errors import InputError
+from facegan.config.evaluate import EvaluateConfig
+from facegan.evaluation import detection, metrics, report
+from facegan.evaluation.real_sets import RealSets
+from facegan.tasks.atomic import write_text
+from facegan.tasks.scoring import Scored, dataset_path_of, evaluations_root, resolve_dataset_arg, row_metrics, save_pngs
 
 
 def row_source(meta: dict) -> str | None:
@@ -49,7 +49,7 @@ def check_dataset_version(config: EvaluateConfig, metas: list[dict], path: Path)
     """The real control must come from the dataset version the runs trained on (their recorded
     dataset_fingerprint). A changed dataset is refused unless --allow-changed-dataset, which
     flags it in the report. Returns the params/notes describing the check."""
-    from tasks.training.data import dataset_fingerprint
+    from facegan.tasks.training.data import dataset_fingerprint
 
     current = dataset_fingerprint(path)
     changed = [m for m in metas if m.get("dataset_fingerprint") and m["dataset_fingerprint"] != current]
@@ -110,7 +110,7 @@ def run_tags(metas: list[dict]) -> dict:
 
 def inception_fids(weights: Path, scored: list[Scored], reference: np.ndarray) -> list[float]:
     """Inception-v3 FID of each set against the reference (only with --inception-weights)."""
-    from evaluation.inception import inception_features, load_inception
+    from facegan.evaluation.inception import inception_features, load_inception
 
     model = load_inception(weights)
     reference_features = inception_features(model, reference)
@@ -130,7 +130,7 @@ def table_1(
     (table, {"frechet_noise_floor", "memorisation_threshold", "min_faces", "<set>_faces"}).
 
     reference / training: (detected, encodings) of the real reference and training faces. Every
-    face-space number rests on detected faces only (evaluation.metrics.face_space), at least
+    face-space number rests on detected faces only (facegan.evaluation.metrics.face_space), at least
     min_faces of them (default: metrics.MIN_FACES, more when k needs it)."""
     min_faces = min_faces or max(metrics.MIN_FACES, config.k + 1)
     space = metrics.face_space(

@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from config.errors import InputError, NotFoundError
-from config.gans import GANS
-from evaluation import detection, embeddings, metrics, swd
-from evaluation.real_sets import RealSets, real_sets
-from evaluation.report import budget_text
-from tasks.atomic import atomic_path
-from tasks.cropping.dataset import load_dataset
-from tasks.paths import data_home
+from facegan.config.errors import InputError, NotFoundError
+from facegan.config.gans import GANS
+from facegan.evaluation import detection, embeddings, metrics, swd
+from facegan.evaluation.real_sets import RealSets, real_sets
+from facegan.evaluation.report import budget_text
+from facegan.tasks.atomic import atomic_path
+from facegan.tasks.cropping.dataset import load_dataset
+from facegan.tasks.paths import data_home
 
 SCORE_VERSION = "1"
 BLOCK = 500
@@ -94,7 +94,7 @@ def dataset_path_of(meta: dict) -> Path:
 def load_real_sets(
     path: Path, n: int, size: int | None = None, fraction: float = 0.2, seed: int = 0, max_training: int | None = None
 ) -> RealSets:
-    """The control / reference / training split (evaluation.real_sets) of the crop dataset at `path`."""
+    """The control / reference / training split (facegan.evaluation.real_sets) of the crop dataset at `path`."""
     faces, manifest = load_dataset(path, size)
     sets = real_sets(faces, manifest, n, fraction, seed, max_training, name=str(path))
     sets.info["dataset_path"] = str(path)
@@ -102,15 +102,15 @@ def load_real_sets(
 
 
 def resolve_dataset_arg(dataset: str, size: int) -> Path:
-    from tasks.paths import resolve_dataset_path
+    from facegan.tasks.paths import resolve_dataset_path
 
     return resolve_dataset_path(dataset, size)[1]
 
 
 def sample_faces(ref: str, n: int, seed: int, device: str = "auto") -> tuple[np.ndarray, dict]:
     """n samples from the generator behind `ref` (EMA weights when the run kept them)."""
-    from tasks.training.device import pick_device
-    from tasks.training.trained_generators import load_generator, sample_images
+    from facegan.tasks.training.device import pick_device
+    from facegan.tasks.training.trained_generators import load_generator, sample_images
 
     G, meta = load_generator(ref, device=pick_device(device))
     images = sample_images(G, meta, n, seed=seed)
@@ -149,9 +149,9 @@ def save_pngs(images: np.ndarray, folder: Path) -> Path:
 
 def row_metrics(scored: Scored, space: metrics.FaceSpace, k: int, reference_images: np.ndarray | None = None) -> dict:
     """Every number of one Table 1 row except the relative-to-control columns: the counts, the
-    face-space numbers over the row's detected faces only (evaluation.metrics.face_space_row: NaN
+    face-space numbers over the row's detected faces only (facegan.evaluation.metrics.face_space_row: NaN
     and a note below space.min_faces) and, with reference images, the multi-scale SWD against
-    them (evaluation.swd; pixels, every image; equal-size sets, the first min(N, n_reference))."""
+    them (facegan.evaluation.swd; pixels, every image; equal-size sets, the first min(N, n_reference))."""
     n = len(scored.detected)
     if n <= k:
         raise InputError(f"{scored.label}: {n} images is too few for k={k} precision/recall")

@@ -12,11 +12,11 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import report, scoring
-from tasks.acquisition import local
-from tasks.acquisition import stage as acquire_stage
-from tasks.cropping import stage as crop_stage
-from tasks.training import generated_faces, lifecycle
+from facegan.tasks import report, scoring
+from facegan.tasks.acquisition import local
+from facegan.tasks.acquisition import stage as acquire_stage
+from facegan.tasks.cropping import stage as crop_stage
+from facegan.tasks.training import generated_faces, lifecycle
 
 
 def _step(fn, name: str, **options):

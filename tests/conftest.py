@@ -127,7 +127,7 @@ def run_cli(*args: str, timeout: float = 600, env: dict | None = None, check: bo
     """Run the real `facegan` command in a subprocess (as a user would)."""
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", *map(str, args)],
+        [sys.executable, "-m", "facegan.flows.cli", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -149,7 +149,7 @@ def cli():
 
 def run_facegan(capsys, *argv) -> tuple[int, str, str]:
     """The real `facegan` command in-process, through the CLI entry point: (exit code, stdout, stderr)."""
-    from flows.cli import main as facegan
+    from facegan.flows.cli import main as facegan
 
     try:
         facegan([str(a) for a in argv])
@@ -162,7 +162,7 @@ def run_facegan(capsys, *argv) -> tuple[int, str, str]:
 
 def facegan_result(capture, *argv, in_subprocess: bool = False) -> tuple[int, str, str]:
     """(exit code, stdout, stderr) of one real `facegan` command with only its own output: in-process
-    through flows.cli.main (no interpreter start; `capture` is capfd, so Prefect's log handlers
+    through facegan.flows.cli.main (no interpreter start; `capture` is capfd, so Prefect's log handlers
     are captured too), or in a subprocess to prove the console entry point itself."""
     if in_subprocess:
         proc = run_cli(*argv)
@@ -200,38 +200,21 @@ def dlib_face_boxes() -> tuple[Path, dict[str, list[tuple[int, int, int, int]]]]
 
 
 def extract_lfw_subset(dest: Path, limit: int, skip_people: int = 0) -> Path:
-    """The first `limit` photos of the published LFW tgz (after `skip_people` people), extracted
-    in their original layout lfw-deepfunneled/<Name>/<Name>_NNNN.jpg."""
-    import tarfile
+    """The first `limit` photos of the shared LFW tgz (after `skip_people` people), extracted
+    in their original layout lfw-deepfunneled/<Name>/<Name>_NNNN.jpg (skipped without the tgz)."""
+    from facegan.testing import extract_lfw_subset as extract
 
-    tgz = shared("archives", "lfw-deepfunneled.tgz")
-    dest.mkdir(parents=True, exist_ok=True)
-    people: list[str] = []
-    taken = 0
-    with tarfile.open(tgz, "r:gz") as tar:
-        for member in tar:
-            if not member.isfile() or not member.name.endswith(".jpg"):
-                continue
-            person = member.name.split("/")[-2]
-            if person not in people:
-                people.append(person)
-            if len(people) <= skip_people:
-                continue
-            tar.extract(member, dest, filter="data")
-            taken += 1
-            if taken >= limit:
-                break
-    return dest
+    return extract(shared("archives", "lfw-deepfunneled.tgz"), dest, limit, skip_people)
 
 
 def _build_lfw_crops(root: Path) -> Path:
     """The real acquire and crop flows on 300 LFW photos into root/lfw-crops-home. Their MLflow
     runs go to that home's own store (home/mlflow.db, as for a user without MLFLOW_TRACKING_URI):
     the home is shared by the xdist workers, and each worker has its own session store."""
-    from config.acquire import AcquireConfig
-    from config.crop import CropConfig
-    from flows.acquire import acquire
-    from flows.crop import crop
+    from facegan.config.acquire import AcquireConfig
+    from facegan.config.crop import CropConfig
+    from facegan.flows.acquire import acquire
+    from facegan.flows.crop import crop
 
     home = root / "lfw-crops-home"
     src = extract_lfw_subset(root / "lfw-src" / "lfw-sample", 300)
@@ -281,6 +264,6 @@ def dataset_path(home: Path, size: int = 64) -> str:
 
 def metric_history(run_id: str, key: str) -> dict[int, float]:
     """step -> value of an MLflow metric (the last logged value of a step)."""
-    from tasks import tracking
+    from facegan.tasks import tracking
 
     return {m.step: m.value for m in sorted(tracking.metric_history(run_id, key), key=lambda m: m.timestamp)}

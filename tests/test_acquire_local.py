@@ -11,8 +11,8 @@ import pytest
 from conftest import facegan_result, shared
 from PIL import Image
 
-from config.errors import InputError
-from tasks.acquisition import local
+from facegan.config.errors import InputError
+from facegan.tasks.acquisition import local
 
 
 def _photo_folder(tmp_path: Path) -> tuple[Path, dict]:
@@ -80,9 +80,9 @@ def test_rerun_reuses_unchanged_files(tmp_path):
 
 
 def test_flow_logs_mlflow_run_and_default_name(tmp_path):
-    from config.acquire import AcquireConfig
-    from flows.acquire import acquire
-    from tasks import tracking
+    from facegan.config.acquire import AcquireConfig
+    from facegan.flows.acquire import acquire
+    from facegan.tasks import tracking
 
     root, expected = _photo_folder(tmp_path)
     result = acquire(AcquireConfig(path=root))

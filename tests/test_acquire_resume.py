@@ -13,7 +13,7 @@ import time
 
 import pandas as pd
 
-from tests.acquire_server import LoopbackServer, Route, distinct_images
+from facegan.testing import LoopbackServer, Route, distinct_images
 from tests.conftest import REPO, facegan_result, shared
 
 
@@ -54,7 +54,7 @@ def test_sigkill_midway_then_rerun_downloads_only_the_rest(tmp_path, facegan_hom
             "--no-progress",
         ]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", *args],
+            [sys.executable, "-m", "facegan.flows.cli", *args],
             cwd=REPO,
             env=dict(os.environ),
             stdout=subprocess.DEVNULL,
@@ -88,8 +88,8 @@ def test_archive_download_killed_midway_resumes_with_a_range_request(tmp_path, f
     import io
     import tarfile
 
-    from config.acquire import AcquireConfig
-    from flows.acquire import acquire
+    from facegan.config.acquire import AcquireConfig
+    from facegan.flows.acquire import acquire
 
     lfw_like = io.BytesIO()
     with tarfile.open(fileobj=lfw_like, mode="w:gz") as tf:
@@ -104,7 +104,7 @@ def test_archive_download_killed_midway_resumes_with_a_range_request(tmp_path, f
         args = ["acquire", "--url", srv.url("/faces.tgz"), "--no-progress"]
         log = open(tmp_path / "killed.log", "w")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", *args],
+            [sys.executable, "-m", "facegan.flows.cli", *args],
             cwd=REPO,
             env=dict(os.environ),
             stdout=log,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from config.acquire import AcquireConfig
-from flows.acquire import acquire
-from tests.acquire_server import LoopbackServer, Route
+from facegan.config.acquire import AcquireConfig
+from facegan.flows.acquire import acquire
+from facegan.testing import LoopbackServer, Route
 from tests.conftest import shared
 
 HTML = "text/html; charset=utf-8"
@@ -68,7 +68,7 @@ def test_crawl_collects_exactly_the_allowed_images(facegan_home):
     ):
         assert counts.get(path, 0) == 0, path
     assert counts["/robots.txt"] == 1 and counts["/index.html"] == 1
-    from tasks import tracking
+    from facegan.tasks import tracking
 
     metrics = tracking.get_run(result["run_id"]).data.metrics
     assert metrics["pages_crawled"] == 2 and metrics["skipped_robots"] >= 2 and metrics["ok"] == 5

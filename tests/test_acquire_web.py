@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from conftest import facegan_result, shared
 
-from config.acquire import AcquireConfig
-from config.errors import DownloadError
-from flows.acquire import acquire
-from tests.acquire_server import LoopbackServer, Route
+from facegan.config.acquire import AcquireConfig
+from facegan.config.errors import DownloadError
+from facegan.flows.acquire import acquire
+from facegan.testing import LoopbackServer, Route
 
 FAST = dict(timeout=0.5, retries=2, backoff=0.01, workers=4, progress=False)
 
@@ -215,7 +215,7 @@ def test_bad_input_one_line_and_earlier_downloads_intact(tmp_path, capfd, facega
 
 
 def test_unreachable_sources_leave_no_raw_set(tmp_path, facegan_home):
-    from tasks.paths import resolve_raw
+    from facegan.tasks.paths import resolve_raw
 
     listing = tmp_path / "dead.txt"
     listing.write_text("".join(f"http://127.0.0.1:9/{i}.jpg\n" for i in range(3)))
@@ -230,7 +230,7 @@ def test_unreachable_sources_leave_no_raw_set(tmp_path, facegan_home):
 
 @pytest.mark.no_prefect
 def test_help_documents_sources_and_the_google_drive_caveat():
-    from flows.cli import build_parser
+    from facegan.flows.cli import build_parser
 
     sub = build_parser()._subparsers._group_actions[0].choices["acquire"]
     text = sub.format_help()

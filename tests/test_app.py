@@ -17,8 +17,8 @@ PAGE = str(REPO / "flows" / "app_page.py")
 @pytest.fixture
 def trained_run(lfw_crops):
     """A registered 2-step DCGAN (48 px) trained on the session's real LFW crops."""
-    from config.train import TrainConfig
-    from flows.train import train
+    from facegan.config.train import TrainConfig
+    from facegan.flows.train import train
 
     return train(
         TrainConfig(
@@ -36,7 +36,7 @@ def trained_run(lfw_crops):
 def test_app_generates_and_downloads_faces(trained_run):
     from streamlit.testing.v1 import AppTest
 
-    from tasks.training.trained_generators import load_generator, sample_images
+    from facegan.tasks.training.trained_generators import load_generator, sample_images
 
     at = AppTest.from_file(PAGE, default_timeout=180).run()
     assert not at.exception
@@ -56,7 +56,7 @@ def test_app_generates_and_downloads_faces(trained_run):
     expected = sample_images(G, meta, 10, seed=5)
     faces = at.session_state["faces"][2]
     assert faces.shape == (10, 48, 48, 3) and np.array_equal(faces, expected)
-    from flows.app_page import zip_bytes  # noqa: E402  (importing runs the page once, harmless)
+    from facegan.flows.app_page import zip_bytes  # noqa: E402  (importing runs the page once, harmless)
 
     with zipfile.ZipFile(io.BytesIO(zip_bytes(faces, "x"))) as archive:
         names = archive.namelist()

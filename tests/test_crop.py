@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tasks.cropping.geometry import cut_square, square_box
+from facegan.tasks.cropping.geometry import cut_square, square_box
 
 
 def test_lfw_sample_dataset_is_consistent(lfw_crops):
@@ -66,7 +66,7 @@ def test_haar_recall_and_precision_on_hand_labelled_boxes():
     """dlib's 43 hand-labelled faces in PASCAL VOC group photos. Measured with the default
     parameters (scaleFactor 1.16, minNeighbors 5, minSize 25): recall 35/43 = 0.814 at IoU >= 0.3,
     precision 35/35 = 1.0."""
-    from tasks.cropping.detect import HaarParams, detect_faces, read_bgr
+    from facegan.tasks.cropping.detect import HaarParams, detect_faces, read_bgr
 
     root, truth = dlib_face_boxes()
     assert sum(map(len, truth.values())) == 43
@@ -89,7 +89,7 @@ def test_largest_only_search_finds_the_full_searchs_largest_face(lfw_crops):
     """The big-faces-first pass of --largest-only against the full pyramid search, on the 300 LFW
     photos of the fixture and on dlib's group photos (small faces: the fallback path). Measured:
     the same images get a face, 98% of largest boxes identical, the rest within IoU 0.93."""
-    from tasks.cropping.detect import HaarParams, detect_faces, read_bgr
+    from facegan.tasks.cropping.detect import HaarParams, detect_faces, read_bgr
 
     raw = pd.read_parquet(lfw_crops / "raw" / "lfw-sample" / "manifest.parquet")
     photos = list(raw["path"]) + sorted(str(p) for p in shared("photos", "dlib_faces").glob("*.jpg"))
@@ -114,7 +114,7 @@ def test_no_crops_from_face_free_video_frames(capfd):
     code, _, err = facegan_result(capfd, "crop", "--raw", "frames")
     assert code == 2
     assert "no faces found in 151 images" in err
-    from tasks.paths import dataset_dir
+    from facegan.tasks.paths import dataset_dir
 
     assert not any((dataset_dir("frames") / str(s) / "faces.npy").exists() for s in (48, 64, 128))
 
@@ -144,7 +144,7 @@ def test_crop_killed_midway_resumes_to_the_same_result(lfw_crops, facegan_home, 
     _copy_raw(lfw_crops, facegan_home)
     work = facegan_home / "datasets" / "lfw-sample" / ".work"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "crop", "--largest-only", "--shard-size", "15", "--workers", "1"],
+        [sys.executable, "-m", "facegan.flows.cli", "crop", "--largest-only", "--shard-size", "15", "--workers", "1"],
         cwd=REPO,
         env=os.environ.copy(),
         stdout=subprocess.DEVNULL,
@@ -207,10 +207,10 @@ def test_bad_input_is_one_line_and_leaves_datasets_untouched(lfw_crops, facegan_
 def test_odd_inputs_exif_grey_rgba_16bit_and_unreadable(facegan_home, tmp_path):
     """EXIF-rotated JPEG, greyscale, RGBA and 16-bit PNGs of a real portrait all give an upright
     RGB face crop; a source file that disappears before cropping is counted, not fatal."""
-    from config.acquire import AcquireConfig
-    from config.crop import CropConfig
-    from flows.acquire import acquire
-    from flows.crop import crop
+    from facegan.config.acquire import AcquireConfig
+    from facegan.config.crop import CropConfig
+    from facegan.flows.acquire import acquire
+    from facegan.flows.crop import crop
 
     src = tmp_path / "odd"
     src.mkdir()
@@ -238,9 +238,9 @@ def test_odd_inputs_exif_grey_rgba_16bit_and_unreadable(facegan_home, tmp_path):
 
 
 def test_rerun_is_skipped_and_logged_to_mlflow(lfw_crops, monkeypatch):
-    from config.crop import CropConfig
-    from flows.crop import crop
-    from tasks import tracking
+    from facegan.config.crop import CropConfig
+    from facegan.flows.crop import crop
+    from facegan.tasks import tracking
 
     monkeypatch.setenv("FACEGAN_HOME", str(lfw_crops))
     # the fixture's runs are in its home's own store (lfw_crops/mlflow.db; see tests/conftest.py)

@@ -38,7 +38,7 @@ def _lfw_photos(n: int, skip: int = 400):
 def tight_chips(n: int = N_CHIPS, side: int = 200, seed: int = 0) -> list[tuple[str, str, np.ndarray]]:
     """LFW faces cut to their Haar box or up to 8% of it tighter on every side (the face touches
     the borders), resized to side×side: the face chips an earlier detector leaves behind."""
-    from tasks.cropping.detect import HaarParams, detect_faces
+    from facegan.tasks.cropping.detect import HaarParams, detect_faces
 
     rng = np.random.default_rng(seed)
     chips = []
@@ -78,8 +78,8 @@ def byo_sets(tmp_path_factory) -> dict[str, Path]:
 
 def _crop_share(name: str, facegan_home: Path, **options) -> tuple[float, dict, pd.DataFrame]:
     """(share of the raw set's images giving a 64 px crop, stats, manifest) of one crop run."""
-    from config.crop import CropConfig
-    from flows.crop import crop
+    from facegan.config.crop import CropConfig
+    from facegan.flows.crop import crop
 
     tag = "-".join(f"{k}{v}" for k, v in options.items()).replace(".", "") or "default"
     result = crop(CropConfig(raw=name, name=f"{name}-{tag}", sizes=[64], largest_only=True, **options))
@@ -92,8 +92,8 @@ def test_tight_chips_survive_the_padded_search(byo_sets, facegan_home, kind, flo
     """Measured (200 chips cut 0-8% inside the Haar box, ~200 px, --largest-only, 64 px): colour
     JPEG chips 67.0% without the padded search, 98.0% with it; the same as greyscale PGM 70.0% /
     98.0%; with the automatic aligned-set rule on top (one centred face each) 100% of both."""
-    from config.acquire import AcquireConfig
-    from flows.acquire import acquire
+    from facegan.config.acquire import AcquireConfig
+    from facegan.flows.acquire import acquire
 
     # sN/k.pgm is not LFW's <Name>/<Name>_0001.jpg, which acquire's automatic identity rule
     # requires: a person-per-folder research layout is stated with --identity folder
@@ -128,9 +128,9 @@ def test_aligned_celeba_loses_no_image(byo_sets, facegan_home):
     detection); automatically, the set is recognised as aligned and the images Haar misses are cut
     at the set's typical face box. Measured on 200 images: plain Haar 90.5%, + padded search 91.5%,
     automatic 100%, --aligned 100%."""
-    from config.acquire import AcquireConfig
-    from flows.acquire import acquire
-    from tasks import tracking
+    from facegan.config.acquire import AcquireConfig
+    from facegan.flows.acquire import acquire
+    from facegan.tasks import tracking
 
     acquire(AcquireConfig(path=byo_sets["celeba"], name="celeba"))
     plain, _, _ = _crop_share("celeba", facegan_home, pad=0.0, aligned=False)
@@ -161,7 +161,7 @@ def test_padded_search_finds_no_faces_in_face_free_photos():
     """The padded search runs on every image where the normal one finds nothing, so it must not
     invent faces: 151 video frames and 300 flower photos at 128 and 64 px. Measured: video frames
     0 → 0, flowers 128 px 3 → 4, 64 px 1 → 1 images with a face."""
-    from tasks.cropping.detect import HaarParams, find_faces, read_bgr
+    from facegan.tasks.cropping.detect import HaarParams, find_faces, read_bgr
 
     frames = [read_bgr(p) for p in sorted(shared("negatives", "video_frames").glob("*.jpg"))]
     files = sorted(shared("negatives", "flowers").rglob("*.jpg"))
@@ -180,7 +180,7 @@ def test_hand_labelled_boxes_with_the_padded_search():
     """dlib's 43 hand-labelled faces through find_faces (the crop stage's detector, padded search
     included): recall >= 0.78 at precision >= 0.95 (measured 0.814 / 1.0, as without it: every
     one of these photos has a face the normal search finds)."""
-    from tasks.cropping.detect import HaarParams, find_faces, read_bgr
+    from facegan.tasks.cropping.detect import HaarParams, find_faces, read_bgr
 
     root, truth = dlib_face_boxes()
 
@@ -218,11 +218,11 @@ def test_formats_pgm_ppm_tiff_webp_bmp_png16_grey_jpeg_heic_gif(facegan_home, tm
     crop; unknown formats are counted at import, never fatal."""
     from PIL import Image
 
-    from config.acquire import AcquireConfig
-    from config.crop import CropConfig
-    from flows.acquire import acquire
-    from flows.crop import crop
-    from tasks.cropping import formats
+    from facegan.config.acquire import AcquireConfig
+    from facegan.config.crop import CropConfig
+    from facegan.flows.acquire import acquire
+    from facegan.flows.crop import crop
+    from facegan.tasks.cropping import formats
 
     rgb = _portrait()
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
@@ -292,7 +292,7 @@ def test_bad_input_counted_with_reasons_one_line_when_nothing_usable(facegan_hom
     when nothing at all is usable; existing datasets untouched."""
     import hashlib
 
-    from tasks.cropping.detect import read_image
+    from facegan.tasks.cropping.detect import read_image
 
     good = [(p, s, img) for p, s, img in _lfw_photos(6, skip=2000)]
     mixed = tmp_path / "mixed"

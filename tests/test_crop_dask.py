@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from conftest import facegan_result, run_cli
 
-from config.crop import CropConfig
+from facegan.config.crop import CropConfig
 
 
 def test_crop_on_a_dask_cluster_matches_the_thread_pool(lfw_crops, tmp_path, monkeypatch):

@@ -1,5 +1,5 @@
 """`facegan evaluate` end to end: a tiny real DCGAN run on real LFW crops (the lfw_crops fixture),
-scored by the real CLI in-process (flows.cli.main; test_first_day runs a rejected evaluate in its own
+scored by the real CLI in-process (facegan.flows.cli.main; test_first_day runs a rejected evaluate in its own
 process); the report's columns, counts and MLflow contents."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from conftest import facegan_result
 
-from evaluation.metrics import MIN_FACES
-from evaluation.report import COLUMNS, FACES_COLUMN, INCEPTION_COLUMN, MISSING, NOTE_COLUMN
-from tasks import tracking
+from facegan.evaluation.metrics import MIN_FACES
+from facegan.evaluation.report import COLUMNS, FACES_COLUMN, INCEPTION_COLUMN, MISSING, NOTE_COLUMN
+from facegan.tasks import tracking
 
 N = 64
 
@@ -20,8 +20,8 @@ def tiny_run(lfw_crops, tmp_path_factory) -> dict:
     """A real 3-step DCGAN training run on the LFW 64 px crops; returns its run id and home."""
     import os
 
-    from config.train import TrainConfig
-    from flows.train import train
+    from facegan.config.train import TrainConfig
+    from facegan.flows.train import train
 
     home = tmp_path_factory.mktemp("eval-home")
     old = os.environ.get("FACEGAN_HOME")
@@ -150,11 +150,11 @@ def test_evaluate_bad_input_gives_one_line(capfd, tiny_run, monkeypatch):
 def test_optional_inception_fid_column_from_a_local_weights_file(inception_weights, lfw_crops, tmp_path):
     import numpy as np
 
-    from config.errors import InputError
-    from evaluation.inception import load_inception
-    from evaluation.report import build_table
-    from tasks.report import inception_fids
-    from tasks.scoring import Scored
+    from facegan.config.errors import InputError
+    from facegan.evaluation.inception import load_inception
+    from facegan.evaluation.report import build_table
+    from facegan.tasks.report import inception_fids
+    from facegan.tasks.scoring import Scored
 
     faces = np.load(lfw_crops / "datasets" / "lfw-sample" / "64" / "faces.npy")[:12]
     noise = np.random.default_rng(0).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluation import detection
+from facegan.evaluation import detection
 from tests.conftest import REPO, shared
 
 pytestmark = pytest.mark.no_prefect  # pure: no Prefect flow runs here (lfw_crops starts Prefect itself)
@@ -61,7 +61,7 @@ def test_import_guard_turns_quit_into_a_clear_error(tmp_path):
     broken.mkdir()
     (broken / "__init__.py").write_text("raise ImportError('models missing (test)')\n")
     code = (
-        "from evaluation import face_lib\n"
+        "from facegan.evaluation import face_lib\n"
         "try:\n    face_lib.load()\nexcept face_lib.FaceLibraryError as exc:\n"
         "    print('GUARDED:', exc)\n"
     )
@@ -84,9 +84,9 @@ def test_real_control_on_lfw_64px_crops_is_detected(lfw64):
 
 
 def test_held_out_split_is_by_identity_and_deterministic(lfw64):
-    from evaluation.real_sets import held_out_mask
-    from tasks.cropping.dataset import load_dataset
-    from tasks.scoring import load_real_sets as real_sets
+    from facegan.evaluation.real_sets import held_out_mask
+    from facegan.tasks.cropping.dataset import load_dataset
+    from facegan.tasks.scoring import load_real_sets as real_sets
 
     _, manifest = load_dataset(lfw64, 64)
     held = held_out_mask(manifest, 0.5)
@@ -105,9 +105,9 @@ def test_held_out_split_is_by_identity_and_deterministic(lfw64):
 def test_memorisation_column_flags_training_copies_not_held_out_faces(lfw64, tmp_path):
     """Generators that are not GANs, fed through the same scoring as `facegan evaluate`:
     one returns training crops verbatim, one returns real held-out crops it never saw."""
-    from evaluation import metrics
-    from tasks.scoring import Scored, row_metrics, score_images
-    from tasks.scoring import load_real_sets as real_sets
+    from facegan.evaluation import metrics
+    from facegan.tasks.scoring import Scored, row_metrics, score_images
+    from facegan.tasks.scoring import load_real_sets as real_sets
 
     sets = real_sets(lfw64, 40, 64, fraction=0.5, seed=0, max_training=80)
     rng = np.random.default_rng(1)
@@ -137,7 +137,7 @@ def test_memorisation_column_flags_training_copies_not_held_out_faces(lfw64, tmp
 
 
 def test_metrics_on_known_distributions():
-    from evaluation import metrics
+    from facegan.evaluation import metrics
 
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(2000, 8)), rng.normal(size=(2000, 8))
@@ -161,7 +161,7 @@ def test_metrics_on_known_distributions():
 def test_face_space_numbers_need_enough_detected_faces():
     """Below MIN_FACES detected faces a set gets NaN and the reason, not numbers on non-faces;
     the undetected rows' encodings never enter a number."""
-    from evaluation import metrics
+    from facegan.evaluation import metrics
 
     rng = np.random.default_rng(0)
     real = rng.normal(size=(150, 8))  # control, reference, training: 50 each
@@ -193,7 +193,7 @@ def test_loading_face_recognition_keeps_pil_rejecting_truncated_files():
     code = (
         "import io\n"
         "from PIL import Image, ImageFile\n"
-        "from evaluation import face_lib\n"
+        "from facegan.evaluation import face_lib\n"
         "face_lib.load()\n"
         "buf = io.BytesIO()\n"
         "Image.new('RGB', (64, 64), 'red').save(buf, 'JPEG')\n"
@@ -214,7 +214,7 @@ def test_a_killed_scorer_leaves_no_face_recognition_workers_behind():
 
     script = (
         "import numpy as np, os, time\n"
-        "from evaluation import detection\n"
+        "from facegan.evaluation import detection\n"
         "images = np.random.default_rng(0).integers(0, 255, (200, 64, 64, 3), dtype=np.uint8)\n"
         "detection.face_counts(images, workers=2)\n"
         "print('scored', flush=True)\n"

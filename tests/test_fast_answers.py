@@ -1,7 +1,7 @@
 """Issue #25 items 6, 7, 8, 10 (app store, registry labels), 11 and 12 (help, crop counts): answers
 that came late, said too little or praised a 1x1 pixel.
 
-Each test runs the real `facegan` command: in-process through flows.cli.main(argv), or in a
+Each test runs the real `facegan` command: in-process through facegan.flows.cli.main(argv), or in a
 subprocess where the process itself is what is tested (its start-up time, which Prefect server
 it uses, the privileges it runs with)."""
 
@@ -23,7 +23,7 @@ import pytest
 from conftest import REPO, env_without_servers, error_lines, extract_lfw_subset, run_facegan, shared
 from PIL import Image
 
-from tests.acquire_server import LoopbackServer, Route
+from facegan.testing import LoopbackServer, Route
 
 FAST = ["--workers", "1", "--no-progress"]
 
@@ -31,7 +31,7 @@ FAST = ["--workers", "1", "--no-progress"]
 def _timed(argv: list[str], env: dict, timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", *map(str, argv)],
+        [sys.executable, "-m", "facegan.flows.cli", *map(str, argv)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -163,7 +163,7 @@ def _run_id(out: str) -> str:
 
 
 def test_an_archive_in_a_url_list_is_named_and_not_transient(tmp_path, capsys, facegan_home):
-    from tasks import tracking
+    from facegan.tasks import tracking
 
     photo = sorted(shared("photos", "face_recognition").glob("*.jpg"))[0].read_bytes()
     archive = _tgz({"faces/a.jpg": photo})
@@ -205,7 +205,7 @@ def test_an_archive_in_a_url_list_is_named_and_not_transient(tmp_path, capsys, f
 def test_an_unreadable_subfolder_is_reported(tmp_path, facegan_home):
     """Subprocess: root reads any folder, so the command runs without the capabilities that let
     it (setpriv), as a user's process would."""
-    from tasks import tracking
+    from facegan.tasks import tracking
 
     photos = extract_lfw_subset(tmp_path / "photos", 4)
     locked = next(p for p in (photos / "lfw-deepfunneled").iterdir() if p.is_dir())
@@ -214,7 +214,18 @@ def test_an_unreadable_subfolder_is_reported(tmp_path, facegan_home):
     prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
     try:
         proc = subprocess.run(
-            [*prefix, sys.executable, "-m", "flows.cli", "acquire", "--path", photos, "--name", "locked", *FAST],
+            [
+                *prefix,
+                sys.executable,
+                "-m",
+                "facegan.flows.cli",
+                "acquire",
+                "--path",
+                photos,
+                "--name",
+                "locked",
+                *FAST,
+            ],
             capture_output=True,
             text=True,
             timeout=600,
@@ -321,7 +332,7 @@ def test_app_without_a_store_creates_none(tmp_path, capsys, monkeypatch):
 
 
 def test_registered_versions_carry_model_size_kimg_and_dataset(tmp_path, capsys, facegan_home):
-    from tasks import tracking
+    from facegan.tasks import tracking
 
     photos = extract_lfw_subset(tmp_path / "photos", 12)
     assert run_facegan(capsys, "acquire", "--path", photos, "--name", "regset", *FAST)[0] == 0

@@ -20,7 +20,7 @@ def _start(args: list[str], env: dict, log: Path, preexec=None) -> subprocess.Po
     # output to a file, not a pipe: a server left behind would hold a pipe open and hang the test
     with open(log, "w") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", *args],
+            [sys.executable, "-m", "facegan.flows.cli", *args],
             cwd=REPO,
             env=env,
             stdout=out,
@@ -118,7 +118,12 @@ def test_a_first_command_killed_at_any_point_never_bricks_the_store(tmp_path):
 
     # then the same command succeeds
     first = subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "facegan.flows.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert first.returncode == 0, first.stderr[-3000:]
     finished = _store_runs(home, "FINISHED")
@@ -136,7 +141,12 @@ def test_a_first_command_killed_at_any_point_never_bricks_the_store(tmp_path):
 
     # and again the same command succeeds; every run that completed is still in the store
     again = subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "facegan.flows.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert again.returncode == 0, again.stderr[-3000:]
     now = _store_runs(home, "FINISHED")
@@ -149,7 +159,7 @@ def test_a_half_made_store_of_an_older_facegan_is_rebuilt(capsys, tmp_path, face
     good) holds no runs: the next command builds it again."""
     import sqlite3
 
-    from tasks import tracking
+    from facegan.tasks import tracking
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("FACEGAN_MLFLOW_ARTIFACTS", raising=False)

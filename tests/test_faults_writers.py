@@ -52,7 +52,7 @@ CROP = ["crop", "--raw", "faces", "--name", "racecrop", "--sizes", "48", "--work
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
     """Raw set and dataset 'faces' (120 LFW photos, 48 px), made by the real commands."""
-    from flows.cli import main as facegan
+    from facegan.flows.cli import main as facegan
 
     home = tmp_path_factory.mktemp("writers-home")
     photos = extract_lfw_subset(tmp_path_factory.mktemp("photos") / "lfw-120", 120)
@@ -70,7 +70,11 @@ def _env(home: Path) -> dict:
 def _start(args: list[str], home: Path, log: Path) -> subprocess.Popen:
     with open(log, "w") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=_env(home), stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "facegan.flows.cli", *args],
+            cwd=REPO,
+            env=_env(home),
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
 
 
@@ -106,7 +110,7 @@ def _cancelled_flow_runs(flow: str, since: datetime) -> list:
 
 
 def test_one_trainer_per_run_and_ctrl_c_stops_it_in_one_line(home, tmp_path, capsys, monkeypatch):
-    from tasks import tracking
+    from facegan.tasks import tracking
 
     monkeypatch.setenv("FACEGAN_HOME", str(home))  # for the in-process command at the end
     since = datetime.now(UTC)
@@ -117,7 +121,7 @@ def test_one_trainer_per_run_and_ctrl_c_stops_it_in_one_line(home, tmp_path, cap
     # a second trainer of the same run: one line naming the first, exit 2, before Prefect starts
     started = time.perf_counter()
     second = subprocess.run(
-        [sys.executable, "-m", "flows.cli", *TRAIN, "--resume", "--steps", "100000"],
+        [sys.executable, "-m", "facegan.flows.cli", *TRAIN, "--resume", "--steps", "100000"],
         cwd=REPO,
         env=_env(home),
         capture_output=True,
@@ -172,7 +176,7 @@ def test_one_trainer_per_run_and_ctrl_c_stops_it_in_one_line(home, tmp_path, cap
 
 
 def test_one_crop_per_dataset_and_ctrl_c_leaves_nothing_behind(home, tmp_path, capsys, monkeypatch):
-    from tasks import tracking
+    from facegan.tasks import tracking
 
     monkeypatch.setenv("FACEGAN_HOME", str(home))  # for the in-process command at the end
     lock, root = home / "datasets" / ".locks" / "racecrop.lock", home / "datasets" / "racecrop"
@@ -180,7 +184,7 @@ def test_one_crop_per_dataset_and_ctrl_c_leaves_nothing_behind(home, tmp_path, c
     _wait_for(lambda: _holder(lock) == first.pid, first, tmp_path / "first.log", "lock taken")
 
     second = subprocess.run(
-        [sys.executable, "-m", "flows.cli", *CROP],
+        [sys.executable, "-m", "facegan.flows.cli", *CROP],
         cwd=REPO,
         env=_env(home),
         capture_output=True,

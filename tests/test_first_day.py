@@ -1,6 +1,6 @@
 """Issue #13, a new user's first day: fast honest errors, no silent reuse or mixing of data.
 
-Each test runs the real `facegan` command: in-process through flows.cli.main(argv), or in a
+Each test runs the real `facegan` command: in-process through facegan.flows.cli.main(argv), or in a
 subprocess where what is tested is the process itself (its speed, what it imports, what it
 leaves on disk without a Prefect server)."""
 
@@ -21,7 +21,7 @@ from conftest import REPO, env_without_servers, error_lines, extract_lfw_subset,
 # the console entry's main(argv), then which heavy modules the rejected command had imported
 REPORT_HEAVY_IMPORTS = (
     "import sys\n"
-    "from flows.cli import main\n"
+    "from facegan.flows.cli import main\n"
     "try:\n"
     "    main(sys.argv[1:])\n"
     "finally:\n"
@@ -101,7 +101,7 @@ def test_a_bad_option_is_one_line(capsys, argv, message):
 def test_a_rejected_command_imports_no_prefect_mlflow_or_torch(tmp_path):
     code = (
         "import sys\n"
-        "from flows.cli import main\n"
+        "from facegan.flows.cli import main\n"
         "try:\n"
         "    main(['acquire', '--url', 'file:///etc/passwd'])\n"
         "except SystemExit as exc:\n"
@@ -122,7 +122,7 @@ def test_a_rejected_command_imports_no_prefect_mlflow_or_torch(tmp_path):
 
 
 def test_a_bad_url_leaves_no_raw_folder_and_no_mlflow_run(capsys, facegan_home):
-    from tasks import tracking
+    from facegan.tasks import tracking
 
     before = {r.info.run_id for r in tracking.find_runs("acquire")}
     code, _, err = run_facegan(capsys, "acquire", "--url", "file:///etc/passwd")
@@ -159,8 +159,8 @@ def test_pipeline_refuses_a_raw_set_of_another_source(capsys, tmp_path, facegan_
     assert not (facegan_home / "datasets").exists()
 
     # the same source is recognised as already acquired (the pipeline then skips acquire)
-    from config.pipeline import PipelineConfig
-    from tasks.acquisition.sources import check_pipeline_source
+    from facegan.config.pipeline import PipelineConfig
+    from facegan.tasks.acquisition.sources import check_pipeline_source
 
     assert check_pipeline_source(PipelineConfig(source=str(photos), name="lfw")) == ("lfw", True)
     assert check_pipeline_source(PipelineConfig(source=str(tmp_path / "other.tgz"), name="other")) == ("other", False)
@@ -174,7 +174,7 @@ def generator_file(tmp_path_factory) -> Path:
     """A real (untrained) 48 px DCGAN generator file, as `facegan train` publishes them."""
     import torch
 
-    from tasks.training.trained_generators import build_generator, generator_payload
+    from facegan.tasks.training.trained_generators import build_generator, generator_payload
 
     torch.manual_seed(0)
     G = build_generator("dcgan", 48, 16, 8)
@@ -232,8 +232,8 @@ def test_generate_many_faces_in_batches_with_a_bounded_grid(capsys, tmp_path, ge
     import numpy as np
     from PIL import Image
 
-    from tasks.training.generated_faces import BATCH, GRID_MAX
-    from tasks.training.trained_generators import iter_samples, load_generator, sample_images
+    from facegan.tasks.training.generated_faces import BATCH, GRID_MAX
+    from facegan.tasks.training.trained_generators import iter_samples, load_generator, sample_images
 
     n = 2 * BATCH + 37
     out = tmp_path / "many"
@@ -259,7 +259,7 @@ def test_generate_many_faces_in_batches_with_a_bounded_grid(capsys, tmp_path, ge
 def test_help_states_each_default_once_and_required_flags_as_required(capsys):
     import re
 
-    from flows.cli import SUBCOMMANDS
+    from facegan.flows.cli import SUBCOMMANDS
 
     for command in SUBCOMMANDS:
         code, out, _ = run_facegan(capsys, command, "--help")
@@ -277,7 +277,7 @@ def test_help_states_each_default_once_and_required_flags_as_required(capsys):
 
 @pytest.mark.no_prefect
 def test_config_reference_and_pipeline_help_state_true_things(capsys):
-    from flows.reference import config_reference
+    from facegan.flows.reference import config_reference
 
     reference = config_reference()
     assert "PydanticUndefined" not in reference
@@ -288,7 +288,7 @@ def test_config_reference_and_pipeline_help_state_true_things(capsys):
     readme = " ".join((REPO / "README.md").read_text().split())
     for measured in ("8 min 19 s", "183 of 300"):  # the help states the README's measurement
         assert measured in flat and measured in readme, measured
-    from config.pipeline import DEFAULT_KIMG
+    from facegan.config.pipeline import DEFAULT_KIMG
 
     assert f"trains {DEFAULT_KIMG:g} kimg" in flat and f"{DEFAULT_KIMG:g} kimg" in readme
     assert "15 minutes" not in (REPO / "docs" / "pipeline.md").read_text()
@@ -310,7 +310,7 @@ def test_a_missing_best_checkpoint_points_at_what_exists(capsys, tmp_path):
 
 
 def test_experiment_is_a_model_training_experiment(facegan_home):
-    from tasks import tracking
+    from facegan.tasks import tracking
 
     with tracking.run("crop", run_name="kind-check"):
         pass

@@ -1,7 +1,7 @@
 """Issue #13 items that need a trained run: the dataset version a run saw and evaluate's check of
 it (3), the identity source and the split's counts (4), train naming its dataset (7), registered
 models named in the report (12), train without registration (14). Every step is the real
-`facegan` command run in-process through flows.cli.main; tiny sizes (48 px, 2 steps, N=20)."""
+`facegan` command run in-process through facegan.flows.cli.main; tiny sizes (48 px, 2 steps, N=20)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from conftest import extract_lfw_subset, run_facegan
 
-from flows.cli import main as facegan
+from facegan.flows.cli import main as facegan
 
 TINY_TRAIN = ["--size", "48", "--steps", "2", "--batch-size", "8", "--features", "8", "--threads", "1"]
 
@@ -26,8 +26,8 @@ def trained(tmp_path_factory) -> dict:
         env.setenv("FACEGAN_HOME", str(home))
         facegan(["acquire", "--path", str(photos), "--name", "faces", "--workers", "1", "--no-progress"])
         facegan(["crop", "--raw", "faces", "--sizes", "48", "--workers", "1"])
-        from config.train import TrainConfig
-        from flows.train import train
+        from facegan.config.train import TrainConfig
+        from facegan.flows.train import train
 
         run_id = train(TrainConfig(dataset="faces", size=48, steps=2, batch_size=8, features=8, threads=1))
     return {"home": home, "photos": photos, "run_id": run_id}
@@ -40,8 +40,8 @@ def home(trained, monkeypatch) -> Path:
 
 
 def test_a_run_records_the_dataset_version_it_saw(trained, home):
-    from tasks import tracking
-    from tasks.training.data import dataset_fingerprint
+    from facegan.tasks import tracking
+    from facegan.tasks.training.data import dataset_fingerprint
 
     run = tracking.get_run(trained["run_id"])
     fingerprint = dataset_fingerprint(home / "datasets" / "faces" / "48")
@@ -50,7 +50,7 @@ def test_a_run_records_the_dataset_version_it_saw(trained, home):
 
 
 def test_evaluate_names_the_registered_model_and_the_split(capsys, trained, home):
-    from tasks import tracking
+    from facegan.tasks import tracking
 
     version = tracking.get_run(trained["run_id"]).data.tags["facegan.model_version"]
     uri = f"models:/facegan-dcgan-48/{version}"
@@ -79,7 +79,7 @@ def test_evaluate_names_the_registered_model_and_the_split(capsys, trained, home
 
 
 def test_evaluate_refuses_a_real_control_from_a_recropped_dataset(capsys, trained, home):
-    from tasks import tracking
+    from facegan.tasks import tracking
 
     before = {r.info.run_id for r in tracking.find_runs("evaluate")}
     # re-crop the same raw set with other options: datasets/faces/48 is replaced

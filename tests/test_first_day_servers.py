@@ -17,7 +17,7 @@ from conftest import REPO, env_without_servers, error_lines
 def test_ui_refuses_a_store_that_does_not_exist(tmp_path):
     home = tmp_path / "home"
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "ui"],
+        [sys.executable, "-m", "facegan.flows.cli", "ui"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -48,7 +48,7 @@ def test_ui_serves_facegans_store_on_loopback_and_stops_on_sigterm(tmp_path, mon
     import signal
     import urllib.request
 
-    from tasks import tracking
+    from facegan.tasks import tracking
 
     home = tmp_path / "home"
     monkeypatch.setenv("FACEGAN_HOME", str(home))
@@ -58,7 +58,7 @@ def test_ui_serves_facegans_store_on_loopback_and_stops_on_sigterm(tmp_path, mon
         pass
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "ui", "--port", str(port)],
+        [sys.executable, "-m", "facegan.flows.cli", "ui", "--port", str(port)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -100,7 +100,12 @@ def test_serve_without_a_prefect_server_is_refused_at_once(tmp_path):
     env = env_without_servers(tmp_path / "home")
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")  # no profile that sets PREFECT_API_URL
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "serve"], capture_output=True, text=True, timeout=60, env=env, cwd=REPO
+        [sys.executable, "-m", "facegan.flows.cli", "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=REPO,
     )
     assert proc.returncode == 2 and "Starting temporary server" not in proc.stderr
     lines = error_lines(proc.stderr)
@@ -108,7 +113,12 @@ def test_serve_without_a_prefect_server_is_refused_at_once(tmp_path):
     assert "export PREFECT_API_URL=http://127.0.0.1:4200/api" in lines[0]
     env["PREFECT_API_URL"] = f"http://127.0.0.1:{_free_port()}/api"
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "serve"], capture_output=True, text=True, timeout=60, env=env, cwd=REPO
+        [sys.executable, "-m", "facegan.flows.cli", "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=REPO,
     )
     assert proc.returncode == 2
     assert error_lines(proc.stderr)[0].startswith(
@@ -126,7 +136,7 @@ def test_serve_says_where_it_serves_and_stops_within_10_s(tmp_path):
 
     env = {**os.environ, "FACEGAN_HOME": str(tmp_path / "home")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "serve", "--paused"],
+        [sys.executable, "-m", "facegan.flows.cli", "serve", "--paused"],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

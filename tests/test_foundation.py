@@ -62,7 +62,7 @@ def test_face_recognition_imports_through_the_guard_and_finds_a_face():
     from conftest import shared
     from PIL import Image
 
-    from evaluation.face_lib import load
+    from facegan.evaluation.face_lib import load
 
     fr = load()
     with Image.open(shared("photos", "skimage", "astronaut.png")) as im:
@@ -74,7 +74,7 @@ def test_face_recognition_imports_through_the_guard_and_finds_a_face():
 @pytest.mark.no_prefect
 def test_every_subcommand_has_help_with_defaults(capsys):
     """In-process through the CLI entry point (test_console_script_is_installed runs the real one)."""
-    from flows.cli import SUBCOMMANDS
+    from facegan.flows.cli import SUBCOMMANDS
 
     for command in SUBCOMMANDS:
         code, out, err = run_facegan(capsys, command, "--help")
@@ -89,20 +89,54 @@ def test_console_script_is_installed():
     assert proc.returncode == 0 and "crop" in proc.stdout and "acquire" in proc.stdout
 
 
+def test_one_import_root_maps_the_top_level_folders():
+    """pyproject.toml installs one import package, facegan, over the top-level folders: every
+    folder of the layers that holds an __init__.py is a listed package (facegan.<dotted path>),
+    and each layer folder is mapped onto facegan.<layer>."""
+    import tomllib
+
+    setup = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    layers = ("config", "models", "evaluation", "tasks", "flows")
+    assert setup["package-dir"] == {"facegan": "facegan", **{f"facegan.{layer}": layer for layer in layers}}
+    folders = {
+        ".".join(("facegan", *init.parent.relative_to(REPO).parts))
+        for layer in layers
+        for init in (REPO / layer).rglob("__init__.py")
+    }
+    assert sorted(setup["packages"]) == sorted({"facegan", *folders})
+    assert {name.split(".")[0] for name in setup["packages"]} == {"facegan"}
+    top_level = md.distribution("facegan").read_text("top_level.txt")
+    assert top_level is None or top_level.split() == ["facegan"]
+
+
+def test_only_facegan_imports_outside_the_repository(tmp_path):
+    """Installed, the layers are facegan.<layer> from any directory; the folders' own names are
+    no import packages (`import config` fails outside the repository)."""
+    code = (
+        "import importlib.util, facegan.flows.cli, facegan.tasks.training\n"
+        "print([m for m in ('config', 'models', 'tasks', 'flows', 'evaluation') if importlib.util.find_spec(m)])\n"
+        "print(facegan.flows.cli.__file__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    found, cli = proc.stdout.splitlines()[-2:]
+    assert found == "[]" and Path(cli).parts[-2:] == ("flows", "cli.py")
+
+
 def test_config_reference_is_in_sync():
-    from flows.reference import config_reference
+    from facegan.flows.reference import config_reference
 
     assert (REPO / "docs" / "config.md").read_text() == config_reference(), (
-        "docs/config.md is stale: run `.venv/bin/python -m flows.reference > docs/config.md`"
+        "docs/config.md is stale: run `.venv/bin/python -m facegan.flows.reference > docs/config.md`"
     )
 
 
 def test_config_reference_does_not_depend_on_the_cpu_count(monkeypatch):
     """The reference says "number of CPUs" where a default is the CPU count; a config made on a
     16-core machine still gets 16."""
-    from config.evaluate import EvaluateConfig
-    from config.pipeline import PipelineConfig
-    from flows.reference import config_reference
+    from facegan.config.evaluate import EvaluateConfig
+    from facegan.config.pipeline import PipelineConfig
+    from facegan.flows.reference import config_reference
 
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     assert (REPO / "docs" / "config.md").read_text() == config_reference()
@@ -110,11 +144,11 @@ def test_config_reference_does_not_depend_on_the_cpu_count(monkeypatch):
 
 
 def test_settings_below_the_configs_take_their_defaults_from_them():
-    from config.acquire import PRESETS, AcquireConfig
-    from config.crop import CropConfig
-    from tasks.acquisition import presets
-    from tasks.acquisition.http import HttpSettings
-    from tasks.cropping.shards import CropParams
+    from facegan.config.acquire import PRESETS, AcquireConfig
+    from facegan.config.crop import CropConfig
+    from facegan.tasks.acquisition import presets
+    from facegan.tasks.acquisition.http import HttpSettings
+    from facegan.tasks.cropping.shards import CropParams
 
     acquire, crop, params = AcquireConfig(preset="lfw"), CropConfig(), CropParams()
     assert HttpSettings() == HttpSettings(
@@ -141,7 +175,7 @@ def test_settings_below_the_configs_take_their_defaults_from_them():
 
 
 def test_default_tracking_store_is_sqlite_in_facegan_home(monkeypatch, facegan_home):
-    from tasks import tracking
+    from facegan.tasks import tracking
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert tracking.tracking_uri() == f"sqlite:///{facegan_home / 'mlflow.db'}"
@@ -150,7 +184,7 @@ def test_default_tracking_store_is_sqlite_in_facegan_home(monkeypatch, facegan_h
 
 
 def test_atomic_write_leaves_old_content_on_failure(tmp_path):
-    from tasks.atomic import atomic_path, write_text
+    from facegan.tasks.atomic import atomic_path, write_text
 
     target = tmp_path / "data.txt"
     write_text(target, "good")
@@ -163,7 +197,7 @@ def test_atomic_write_leaves_old_content_on_failure(tmp_path):
 
 
 def test_tracked_run_marks_failure_and_keeps_params(facegan_home):
-    from tasks import tracking
+    from facegan.tasks import tracking
 
     with pytest.raises(ValueError):
         with tracking.run("crop", params={"sizes": [48, 64], "nested": {"a": 1}}) as run:

@@ -92,7 +92,7 @@ def test_prefect_yaml_declares_the_deployments():
         path, func = d["entrypoint"].split(":")
         assert re.search(rf"^def {func}\(", (REPO / path).read_text(), re.M), d["entrypoint"]
     # the nightly parameters are a valid PipelineConfig
-    from config.pipeline import PipelineConfig
+    from facegan.config.pipeline import PipelineConfig
 
     PipelineConfig(**found["face_pipeline", "nightly"]["parameters"]["config"])
 
@@ -120,9 +120,9 @@ def _served(d) -> dict:
 def test_prefect_deploy_and_facegan_serve_run_the_same_deployments():
     """infra/prefect.yaml against the deployments `facegan serve` builds with its defaults (built
     in-process, nothing is sent to a Prefect server): same names, flows, schedules, parameters."""
-    from config.deployments import DEPLOYMENTS
-    from config.serve import ServeConfig
-    from flows.serve import deployments
+    from facegan.config.deployments import DEPLOYMENTS
+    from facegan.config.serve import ServeConfig
+    from facegan.flows.serve import deployments
 
     spec = yaml.safe_load((INFRA / "prefect.yaml").read_text())
     declared = {(d["entrypoint"], d["name"]): _declared(d) for d in spec["deployments"]}

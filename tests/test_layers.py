@@ -1,5 +1,6 @@
-"""The architecture the README states, checked on the source: layers point down, no import cycle,
-flows only wire, every Prefect task wrapper in one module. Reads the code (ast), imports nothing."""
+"""The architecture the README states, checked on the source: one import root (facegan), layers
+point down, no import cycle, flows only wire, every Prefect task wrapper in one module. Reads the
+code (ast), imports nothing."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# each layer and the project layers it may import (config is the leaf every layer shares)
+PACKAGE = "facegan"  # the one import root: facegan.<layer> is the folder <layer>/ (pyproject.toml)
+# each layer and the project layers it may import (config is the leaf every layer shares); the
+# root package's own modules (facegan/: __init__, testing) import no layer
 ALLOWED = {
     "config": set(),
     "models": {"config"},
@@ -16,15 +19,25 @@ ALLOWED = {
     "flows": {"tasks", "evaluation", "models", "config"},
 }
 FLOWS = ("acquire", "crop", "train", "generate", "evaluate", "pipeline")
+# every folder of Python files that imports project code: the package's and the scripts' and tests'
+SOURCES = (*ALLOWED, PACKAGE, "bench", "infra", "tests")
 
 
 def modules() -> dict[str, Path]:
+    """facegan's modules by import name (facegan.tasks.steps: tasks/steps.py)."""
     found = {}
-    for layer in ALLOWED:
-        for path in (ROOT / layer).rglob("*.py"):
-            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    for folder in (*ALLOWED, PACKAGE):
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts if folder == PACKAGE else (PACKAGE, *parts))
             found[name.removesuffix(".__init__")] = path
     return found
+
+
+def layer(module: str) -> str:
+    """facegan.tasks.steps -> tasks; facegan and facegan.testing -> facegan (the root package)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in ALLOWED else parts[0]
 
 
 def imports(path: Path) -> set[str]:
@@ -38,13 +51,38 @@ def imports(path: Path) -> set[str]:
     return names
 
 
+def test_every_project_import_goes_through_the_facegan_root():
+    """`from facegan.tasks import ...`, never `from tasks import ...` (the folders are no import
+    packages of their own), and no sys.path edit anywhere (facegan is installed: `pip install -e .`)."""
+    wrong = []
+    for folder in SOURCES:
+        for path in (ROOT / folder).rglob("*.py"):
+            tree = ast.parse(path.read_text())
+            for imported in imports(path):
+                if imported.split(".")[0] in ALLOWED:
+                    wrong.append(f"{path.relative_to(ROOT)} imports {imported} (not {PACKAGE}.{imported})")
+            for node in ast.walk(tree):
+                if (
+                    isinstance(node, ast.Attribute)
+                    and isinstance(node.value, ast.Attribute)
+                    and node.value.attr == "path"
+                    and isinstance(node.value.value, ast.Name)
+                    and node.value.value.id == "sys"
+                    and node.attr in ("insert", "append", "extend")
+                ):
+                    wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} edits sys.path")
+    assert not wrong, "\n".join(wrong)
+
+
 def test_layers_import_only_the_layers_below_them():
     wrong = []
     for name, path in modules().items():
-        layer = name.split(".")[0]
+        mine = layer(name)
         for imported in imports(path):
-            top = imported.split(".")[0]
-            if top in ALLOWED and top != layer and top not in ALLOWED[layer]:
+            if imported.split(".")[0] != PACKAGE:
+                continue
+            theirs = layer(imported)
+            if theirs != mine and theirs not in ALLOWED.get(mine, set()):
                 wrong.append(f"{path.relative_to(ROOT)} imports {imported}")
     assert not wrong, "layers must point down (flows -> tasks -> evaluation -> models; config a leaf):\n" + "\n".join(
         wrong
@@ -80,7 +118,7 @@ def test_every_prefect_task_wrapper_lives_in_tasks_steps():
             calls = [node] if isinstance(node, ast.Call) else []
             for expr in [*decorators, *calls]:
                 fn = expr.func if isinstance(expr, ast.Call) else expr
-                if isinstance(fn, ast.Name) and fn.id == "task" and name != "tasks.steps":
+                if isinstance(fn, ast.Name) and fn.id == "task" and name != "facegan.tasks.steps":
                     defined.append(f"{path.relative_to(ROOT)}:{expr.lineno}")
     assert not defined, "Prefect tasks are defined only in tasks/steps.py, found: " + ", ".join(defined)
 
@@ -123,5 +161,7 @@ def test_flow_files_only_wire():
 def test_the_checks_above_can_fail(tmp_path):
     """The import walker sees imports inside functions too (how layer breaks usually hide)."""
     sample = tmp_path / "sample.py"
-    sample.write_text("import os\n\ndef f():\n    from tasks.paths import data_home\n    return data_home\n")
-    assert "tasks.paths" in imports(sample) and "tasks.paths.data_home" in imports(sample)
+    sample.write_text("import os\n\ndef f():\n    from facegan.tasks.paths import data_home\n    return data_home\n")
+    assert "facegan.tasks.paths" in imports(sample) and "facegan.tasks.paths.data_home" in imports(sample)
+    assert layer("facegan.tasks.paths.data_home") == "tasks" and layer("facegan.testing") == "facegan"
+    assert "facegan.flows.cli" in modules() and "facegan.tasks.training" in modules() and "facegan" in modules()

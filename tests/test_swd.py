@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from config.errors import InputError
-from evaluation.swd import laplacian_pyramid, swd
+from facegan.config.errors import InputError
+from facegan.evaluation.swd import laplacian_pyramid, swd
 
 
 @pytest.fixture(scope="module")

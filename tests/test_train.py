@@ -21,13 +21,13 @@ from conftest import TRAIN_TINY as TINY
 from conftest import metric_history as history
 from PIL import Image
 
-from config.errors import TrainingError
-from config.train import TrainConfig
-from flows.train import train
-from tasks import tracking
-from tasks.training import checkpoints as ckpt
-from tasks.training.loop import build_parts, train_loop
-from tasks.training.trained_generators import load_generator, sample_images
+from facegan.config.errors import TrainingError
+from facegan.config.train import TrainConfig
+from facegan.flows.train import train
+from facegan.tasks import tracking
+from facegan.tasks.training import checkpoints as ckpt
+from facegan.tasks.training.loop import build_parts, train_loop
+from facegan.tasks.training.trained_generators import load_generator, sample_images
 
 
 def initial_generator(cfg: TrainConfig) -> dict:
@@ -141,7 +141,7 @@ def test_sigkill_after_second_checkpoint_resumes_same_run_with_same_losses(lfw_c
 
     ckpt_dir = facegan_home / "runs" / "killed" / "checkpoints"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", *_train_args(lfw_crops, "killed")],
+        [sys.executable, "-m", "facegan.flows.cli", *_train_args(lfw_crops, "killed")],
         cwd=REPO,
         env=os.environ.copy(),
         stdout=subprocess.DEVNULL,
@@ -195,7 +195,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(lfw_crop
 
 def test_precision_auto_keeps_old_names_resumes_bf16_runs_and_records_what_ran(lfw_crops, facegan_home):
     """auto = bf16 only where the CPU has bf16 units (emulated bf16 was ~12x slower on an AVX2 AMD)."""
-    from tasks.training.device import cpu_has_bf16
+    from facegan.tasks.training.device import cpu_has_bf16
 
     base = dict(dataset=dataset_path(lfw_crops), features=8, register_model=False, **TINY)
     old = TrainConfig(precision="bf16", steps=2, **base)
@@ -254,7 +254,7 @@ def test_bad_input_gives_one_error_line(lfw_crops, facegan_home, capfd, args, me
 
 
 def test_realism_score_is_logged_and_best_checkpoint_kept(lfw_crops, facegan_home):
-    pytest.importorskip("evaluation.detection")
+    pytest.importorskip("facegan.evaluation.detection")
     run_id = train(
         TrainConfig(
             dataset=dataset_path(lfw_crops),

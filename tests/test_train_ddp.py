@@ -11,11 +11,11 @@ from conftest import TRAIN_TINY as TINY
 from conftest import dataset_path
 from conftest import metric_history as history
 
-from config.train import TrainConfig
-from flows.train import train
-from tasks import tracking
-from tasks.training import checkpoints as ckpt
-from tasks.training.data import FaceBatches, load_faces
+from facegan.config.train import TrainConfig
+from facegan.flows.train import train
+from facegan.tasks import tracking
+from facegan.tasks.training import checkpoints as ckpt
+from facegan.tasks.training.data import FaceBatches, load_faces
 
 
 def test_two_gloo_processes_train_one_run(lfw_crops, facegan_home):

@@ -13,7 +13,7 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from config.errors import DownloadError
+from facegan.config.errors import DownloadError
 
 MAGIC = [
     (b"PK\x03\x04", "zip"),

@@ -16,8 +16,8 @@ from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 from urllib3.util.retry import Retry
 
-from config.acquire import AcquireConfig
-from config.base import field_default
+from facegan.config.acquire import AcquireConfig
+from facegan.config.base import field_default
 
 CHUNK = 1 << 16
 TRANSIENT = ("timeout", "connection_error", "http_5", "http_429", "truncated_download")
@@ -76,7 +76,7 @@ def _proxies_or_netrc() -> bool:
 
 
 def is_transient(reason: str | None) -> bool:
-    from tasks.acquisition.manifest import reason_key
+    from facegan.tasks.acquisition.manifest import reason_key
 
     return reason_key(reason).startswith(TRANSIENT)
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from config.errors import InputError
-from tasks.acquisition import manifest
-from tasks.acquisition.sources import check_claim, check_folder, check_source, default_name  # noqa: F401
-from tasks.cropping import formats
-from tasks.paths import data_home
+from facegan.config.errors import InputError
+from facegan.tasks.acquisition import manifest
+from facegan.tasks.acquisition.sources import check_claim, check_folder, check_source, default_name  # noqa: F401
+from facegan.tasks.cropping import formats
+from facegan.tasks.paths import data_home
 
 formats.register()  # HEIC/HEIF photos decode (pillow-heif), here and in the forked checker processes
 

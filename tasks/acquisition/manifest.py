@@ -19,9 +19,9 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from tasks.acquisition.sources import SOURCE_FILE
-from tasks.atomic import write_parquet, write_text
-from tasks.paths import MANIFEST
+from facegan.tasks.acquisition.sources import SOURCE_FILE
+from facegan.tasks.atomic import write_parquet, write_text
+from facegan.tasks.paths import MANIFEST
 
 COLUMNS = [
     "path",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from config.acquire import Preset
+from facegan.config.acquire import Preset
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class PresetDownload:
     note: str
 
 
-DOWNLOADS: dict[Preset, PresetDownload] = {  # one per name of config.acquire.PRESETS
+DOWNLOADS: dict[Preset, PresetDownload] = {  # one per name of facegan.config.acquire.PRESETS
     "lfw": PresetDownload(
         "lfw",
         "http://vis-www.cs.umass.edu/lfw/lfw-deepfunneled.tgz",

@@ -13,8 +13,8 @@ from html.parser import HTMLParser
 from urllib.parse import urldefrag, urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
 
-from config.errors import DownloadError
-from tasks.acquisition import http
+from facegan.config.errors import DownloadError
+from facegan.tasks.acquisition import http
 
 
 class PageParser(HTMLParser):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.acquisition import archives, http, manifest
+from facegan.tasks.acquisition import archives, http, manifest
 
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif", "MPO": "jpg"}
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from config.errors import DownloadError, InputError, NotFoundError
-from tasks.acquisition import archives, http, local, manifest, presets, sources, store
-from tasks.acquisition.sources import WEB_SOURCE
+from facegan.config.errors import DownloadError, InputError, NotFoundError
+from facegan.tasks.acquisition import archives, http, local, manifest, presets, sources, store
+from facegan.tasks.acquisition.sources import WEB_SOURCE
 
 _stem = sources.stem
 

@@ -22,10 +22,10 @@ import pandas as pd
 import torch
 from torchvision.utils import make_grid
 
-from config.errors import InputError, NotFoundError
-from tasks.atomic import write_npy, write_parquet, write_text
-from tasks.cropping.shards import ShardResult, write_png
-from tasks.paths import FACES_ARRAY, MANIFEST
+from facegan.config.errors import InputError, NotFoundError
+from facegan.tasks.atomic import write_npy, write_parquet, write_text
+from facegan.tasks.cropping.shards import ShardResult, write_png
+from facegan.tasks.paths import FACES_ARRAY, MANIFEST
 
 META = "meta.json"
 CONTACT_SHEET = "contact_sheet.png"

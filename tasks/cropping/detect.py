@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from config.base import field_default
-from config.crop import CropConfig
-from tasks.cropping import formats
+from facegan.config.base import field_default
+from facegan.config.crop import CropConfig
+from facegan.tasks.cropping import formats
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 BIG_FACE_SHARE = 0.25  # largest-only: first search faces at least this share of the short side

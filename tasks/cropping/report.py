@@ -18,8 +18,8 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from tasks.cropping.detect import NORMAL, PADDED, read_image
-from tasks.cropping.shards import ALIGNED_BOX, ALIGNED_CENTRE, CropParams, ShardResult, crops_of
+from facegan.tasks.cropping.detect import NORMAL, PADDED, read_image
+from facegan.tasks.cropping.shards import ALIGNED_BOX, ALIGNED_CENTRE, CropParams, ShardResult, crops_of
 
 ALIGNED_MIN_IMAGES = 20
 ALIGNED_MIN_SHARE = 0.80

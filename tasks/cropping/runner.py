@@ -6,7 +6,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from config.errors import InputError
+from facegan.config.errors import InputError
 
 CONNECT_TIMEOUT = 20  # seconds for the Dask handshake once the scheduler's port answers
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from config.base import field_default
-from config.crop import CropConfig
-from tasks.atomic import atomic_path
-from tasks.cropping.detect import PAD_SHARE, HaarParams, find_faces, read_image
-from tasks.cropping.geometry import cut_square, resize_square, square_box
+from facegan.config.base import field_default
+from facegan.config.crop import CropConfig
+from facegan.tasks.atomic import atomic_path
+from facegan.tasks.cropping.detect import PAD_SHARE, HaarParams, find_faces, read_image
+from facegan.tasks.cropping.geometry import cut_square, resize_square, square_box
 
 
 @dataclass(frozen=True)

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from config.crop import CropConfig
-from config.errors import InputError
-from tasks import locks
-from tasks.atomic import clean_partials
-from tasks.cropping.dataset import NO_FACE_SHEET, REJECTED, read_meta, recover
-from tasks.cropping.detect import HaarParams
-from tasks.cropping.runner import connect_cluster, shard_runner
-from tasks.cropping.shards import CropParams, crop_rows, save_shard
-from tasks.paths import MANIFEST, check_name, dataset_dir, raw_dir, resolve_raw
+from facegan.config.crop import CropConfig
+from facegan.config.errors import InputError
+from facegan.tasks import locks
+from facegan.tasks.atomic import clean_partials
+from facegan.tasks.cropping.dataset import NO_FACE_SHEET, REJECTED, read_meta, recover
+from facegan.tasks.cropping.detect import HaarParams
+from facegan.tasks.cropping.runner import connect_cluster, shard_runner
+from facegan.tasks.cropping.shards import CropParams, crop_rows, save_shard
+from facegan.tasks.paths import MANIFEST, check_name, dataset_dir, raw_dir, resolve_raw
 
 
 def check_request(config: CropConfig) -> None:
@@ -276,10 +276,10 @@ def assemble(
     """Merge shards and swap in one dataset per size. Returns the stats.
 
     With `params.aligned` None (automatic), a set that looks aligned gets the images where no pass
-    found a face cut at its typical face box (tasks.cropping.report)."""
-    from tasks.cropping import report
-    from tasks.cropping.dataset import merge_shards, swap_in, thumbnails_sheet, write_size
-    from tasks.cropping.shards import load_shard
+    found a face cut at its typical face box (facegan.tasks.cropping.report)."""
+    from facegan.tasks.cropping import report
+    from facegan.tasks.cropping.dataset import merge_shards, swap_in, thumbnails_sheet, write_size
+    from facegan.tasks.cropping.shards import load_shard
 
     skipped = skipped or []
     shards = [load_shard(p) for p in shard_files]
@@ -346,7 +346,7 @@ def publish(run, stats: dict, root: Path, sizes: list[int]) -> None:
     """Stats and contact sheets to MLflow; a stats table as a Prefect artifact."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    from tasks.cropping.dataset import CONTACT_SHEET
+    from facegan.tasks.cropping.dataset import CONTACT_SHEET
 
     run.log_metrics(stats)
     for size in sizes:
@@ -371,7 +371,7 @@ def publish(run, stats: dict, root: Path, sizes: list[int]) -> None:
 
 def report_lines(stats: dict) -> list[str]:
     """The crop report in a few lines (console and Prefect artifact)."""
-    from tasks.cropping.report import face_rank_line
+    from facegan.tasks.cropping.report import face_rank_line
 
     skipped = ", ".join(
         f"{n} {k.removeprefix('skipped_').replace('_', ' ')}" for k, n in stats.items() if k.startswith("skipped_")

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from config.errors import InputError
-from tasks.atomic import atomic_path, clean_partials
+from facegan.config.errors import InputError
+from facegan.tasks.atomic import atomic_path, clean_partials
 
 _STEP_RE = re.compile(r"^step-(\d+)\.pt$")
 BEST = "best.pt"

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from config.errors import InputError
-from tasks.paths import FACES_ARRAY, data_home
+from facegan.config.errors import InputError
+from facegan.tasks.paths import FACES_ARRAY, data_home
 
 
 def display_path(path: Path) -> str:

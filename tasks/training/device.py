@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from config.errors import InputError
+from facegan.config.errors import InputError
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -14,11 +14,11 @@ from PIL import Image
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
-from tasks import outputs
-from tasks.atomic import atomic_path
-from tasks.paths import data_home
-from tasks.training.device import pick_device
-from tasks.training.trained_generators import iter_samples, load_generator
+from facegan.tasks import outputs
+from facegan.tasks.atomic import atomic_path
+from facegan.tasks.paths import data_home
+from facegan.tasks.training.device import pick_device
+from facegan.tasks.training.trained_generators import iter_samples, load_generator
 
 GRID_MAX = 100
 BATCH = 250

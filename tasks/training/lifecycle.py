@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from config.errors import InputError, NotFoundError
-from config.train import NAME_NEUTRAL, RECIPE_FIELDS, TrainConfig
-from tasks import locks, tracking
-from tasks.atomic import atomic_path, write_text
-from tasks.paths import resolve_dataset_path, runs_root
-from tasks.training import checkpoints as ckpt
-from tasks.training.data import count_faces, dataset_fingerprint, dataset_info, display_path
-from tasks.training.trained_generators import GENERATOR_ARTIFACT, META_ARTIFACT, RUN_DIR_TAG, generator_payload
+from facegan.config.errors import InputError, NotFoundError
+from facegan.config.train import NAME_NEUTRAL, RECIPE_FIELDS, TrainConfig
+from facegan.tasks import locks, tracking
+from facegan.tasks.atomic import atomic_path, write_text
+from facegan.tasks.paths import resolve_dataset_path, runs_root
+from facegan.tasks.training import checkpoints as ckpt
+from facegan.tasks.training.data import count_faces, dataset_fingerprint, dataset_info, display_path
+from facegan.tasks.training.trained_generators import GENERATOR_ARTIFACT, META_ARTIFACT, RUN_DIR_TAG, generator_payload
 
 log = logging.getLogger("facegan.train")
 RUN_FILE = "run.json"
@@ -150,7 +150,7 @@ def train(cfg: TrainConfig, prepared: dict) -> dict:
     marked FAILED when training stops with an error, KILLED on Ctrl-C (the KeyboardInterrupt then
     says at which step, and from which checkpoint the same command resumes). Returns the loop's
     summary."""
-    from tasks.training import loop, torchrun
+    from facegan.tasks.training import loop, torchrun
 
     run = tracking.TrackedRun(prepared["run_id"])
     try:
@@ -266,7 +266,7 @@ def publish(cfg: TrainConfig, prepared: dict, summary: dict) -> dict:
     facegan-<model>-<size>) and the loss curves. Returns {model_version, generator}."""
     import torch
 
-    from tasks.training.trained_generators import load_generator
+    from facegan.tasks.training.trained_generators import load_generator
 
     run_dir = Path(prepared["run_dir"])
     info = _read_json(run_dir / RUN_FILE)

@@ -13,17 +13,24 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from config.errors import TrainingError
-from config.gans import GANS
-from config.train import TrainConfig, kimg_of
-from models.ema import EMA
-from tasks.training import checkpoints as ckpt
-from tasks.training import collectives
-from tasks.training.data import FaceBatches, load_faces
-from tasks.training.device import amp_dtype, autocast, memory_format, pick_device, resolve_precision, set_threads
-from tasks.training.samples import CurveScorer, save_grid
-from tasks.training.trained_generators import build_discriminator, build_generator, build_state, resolve
-from tasks.training.updates import Parts
+from facegan.config.errors import TrainingError
+from facegan.config.gans import GANS
+from facegan.config.train import TrainConfig, kimg_of
+from facegan.models.ema import EMA
+from facegan.tasks.training import checkpoints as ckpt
+from facegan.tasks.training import collectives
+from facegan.tasks.training.data import FaceBatches, load_faces
+from facegan.tasks.training.device import (
+    amp_dtype,
+    autocast,
+    memory_format,
+    pick_device,
+    resolve_precision,
+    set_threads,
+)
+from facegan.tasks.training.samples import CurveScorer, save_grid
+from facegan.tasks.training.trained_generators import build_discriminator, build_generator, build_state, resolve
+from facegan.tasks.training.updates import Parts
 
 log = logging.getLogger("facegan.train")
 DEFAULT_STEPS = 3000
@@ -194,7 +201,7 @@ def _check_finite(metrics: dict, step: int, last_ckpt: Path | None, cfg: TrainCo
 
 def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, run) -> dict:
     """Train until the budget is reached; resumes from run_dir/checkpoints when possible.
-    `run` is a tasks.tracking.TrackedRun (None on the other ranks of a distributed run: only
+    `run` is a facegan.tasks.tracking.TrackedRun (None on the other ranks of a distributed run: only
     rank 0 logs, samples and checkpoints). Returns the final counters and checkpoint path."""
     ranks = collectives.current()
     threads = set_threads(cfg.threads)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
-from tasks.atomic import atomic_path
+from facegan.tasks.atomic import atomic_path
 
 log = logging.getLogger("facegan.train")
 
@@ -38,7 +38,7 @@ class CurveScorer:
     """Every `every` steps, the curve metrics of n generated faces against a fixed held-out real
     reference of the same dataset (evaluation's split and protocol, n real faces, encodings cached
     on disk): detection_rate and face_space_n (how many faces were detected) always; over the
-    detected faces only, and only when at least evaluation.metrics.MIN_FACES of them (and of the
+    detected faces only, and only when at least facegan.evaluation.metrics.MIN_FACES of them (and of the
     real reference) are detected — as in the Table 1 report — frechet (face encodings),
     frechet_floor (the same distance between two disjoint real sets: the noise floor),
     frechet_ratio, precision and recall (k=3), and encoding_spread (mean pairwise encoding
@@ -59,7 +59,7 @@ class CurveScorer:
     ):
         self.every, self.n, self.seed, self.held_out = every, n, seed, held_out
         self.dataset_path, self.size = dataset_path, size
-        self._space = None  # evaluation.metrics.FaceSpace of the real sets
+        self._space = None  # facegan.evaluation.metrics.FaceSpace of the real sets
         self._ready = False
 
     def due(self, step: int) -> bool:
@@ -69,7 +69,7 @@ class CurveScorer:
         if self._ready:
             return True
         try:
-            from evaluation import embeddings  # noqa: F401  (face_recognition may call quit())
+            from facegan.evaluation import embeddings  # noqa: F401  (face_recognition may call quit())
         except (Exception, SystemExit) as exc:
             log.warning("realism scoring off: face detection unavailable (%s)", exc)
             self.every = 0
@@ -77,8 +77,8 @@ class CurveScorer:
         self._ready = True
         if self.dataset_path is not None:
             try:
-                from evaluation import metrics
-                from tasks.scoring import load_real_sets, score_images
+                from facegan.evaluation import metrics
+                from facegan.tasks.scoring import load_real_sets, score_images
 
                 real = load_real_sets(Path(self.dataset_path), self.n, self.size, self.held_out, self.seed)
                 if real.info["n_real"] > self.K + 1:
@@ -95,10 +95,10 @@ class CurveScorer:
 
     def score_images(self, images: np.ndarray) -> dict[str, float]:
         """The curve metrics of one batch of generated uint8 (N, H, W, 3) images."""
-        from evaluation import embeddings, metrics
+        from facegan.evaluation import embeddings, metrics
 
         if self._space is None:
-            from evaluation.detection import detect_faces
+            from facegan.evaluation.detection import detect_faces
 
             detected = detect_faces(images)
             return {"detection_rate": float(detected.mean()), "face_space_n": int(detected.sum())}
@@ -116,7 +116,7 @@ class CurveScorer:
     def score(self, G: torch.nn.Module, meta: dict) -> dict[str, float] | None:
         if not self._prepare():
             return None
-        from tasks.training.trained_generators import sample_images
+        from facegan.tasks.training.trained_generators import sample_images
 
         state = torch.get_rng_state()
         images = sample_images(G, meta, self.n, seed=self.seed + 2)

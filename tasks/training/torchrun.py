@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from config.errors import TrainingError
-from config.train import TrainConfig
-from tasks import tracking
-from tasks.training.collectives import init_from_env
-from tasks.training.loop import train_loop
+from facegan.config.errors import TrainingError
+from facegan.config.train import TrainConfig
+from facegan.tasks import tracking
+from facegan.tasks.training.collectives import init_from_env
+from facegan.tasks.training.loop import train_loop
 
 
 def launch(config: TrainConfig, prepared: dict) -> dict:
@@ -37,7 +37,7 @@ def launch(config: TrainConfig, prepared: dict) -> dict:
             "--standalone",
             f"--nproc-per-node={config.nproc}",
             "-m",
-            "tasks.training.torchrun",
+            "facegan.tasks.training.torchrun",
             str(job),
         ]
         proc = subprocess.run(cmd)  # same interpreter and working directory: the project imports as here

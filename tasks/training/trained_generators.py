@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from config.errors import NotFoundError
-from config.gans import GANS
-from config.train import kimg_of
+from facegan.config.errors import NotFoundError
+from facegan.config.gans import GANS
+from facegan.config.train import kimg_of
 
 GENERATOR_ARTIFACT = "generator/generator.pt"
 META_ARTIFACT = "generator/meta.json"
@@ -98,7 +98,7 @@ def _load_file(path: Path, device) -> tuple[nn.Module, dict]:
 
 
 def _load_run(run_id: str, device, artifact: str = GENERATOR_ARTIFACT) -> tuple[nn.Module, dict]:
-    from tasks import tracking
+    from facegan.tasks import tracking
 
     try:
         run = tracking.get_run(run_id)
@@ -108,7 +108,7 @@ def _load_run(run_id: str, device, artifact: str = GENERATOR_ARTIFACT) -> tuple[
         with tempfile.TemporaryDirectory(prefix="facegan-gen-") as tmp:
             G, meta = _load_file(tracking.download_artifacts(run_id, artifact, tmp), device)
     except Exception:  # the run is still training: use its newest checkpoint
-        from tasks.training.checkpoints import latest_checkpoint
+        from facegan.tasks.training.checkpoints import latest_checkpoint
 
         run_dir = run.data.tags.get(RUN_DIR_TAG)
         latest = latest_checkpoint(Path(run_dir) / "checkpoints") if run_dir else None
@@ -124,7 +124,7 @@ def _load_run(run_id: str, device, artifact: str = GENERATOR_ARTIFACT) -> tuple[
 def _load_registered(uri: str, device) -> tuple[nn.Module, dict]:
     """A registered version: the generator file logged by its source run (the registered
     MLflow model itself is a torch.export program, handy for serving but not a trainable module)."""
-    from tasks import tracking
+    from facegan.tasks import tracking
 
     try:
         run_id, uri = tracking.resolve_model_uri(uri)

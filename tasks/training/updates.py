@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models import began as began_losses
-from models import dcgan as dcgan_losses
-from models import wgan_gp as wgan_losses
-from models.diffaugment import diff_augment
-from models.ema import EMA
-from tasks.training.device import autocast
+from facegan.models import began as began_losses
+from facegan.models import dcgan as dcgan_losses
+from facegan.models import wgan_gp as wgan_losses
+from facegan.models.diffaugment import diff_augment
+from facegan.models.ema import EMA
+from facegan.tasks.training.device import autocast
 
 
 @dataclass

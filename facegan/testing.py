@@ -1,6 +1,8 @@
-"""A real HTTP server on 127.0.0.1 for the acquire tests and bench/download_throughput.py.
+"""Support shared by the tests and the benches (bench/), importable wherever facegan is
+installed: a real HTTP server on 127.0.0.1 and the first photos of the LFW archive. No project
+imports (a leaf, outside the layers).
 
-Routes map a path to a behaviour; every request is counted per path (`server.counts`).
+The server: routes map a path to a behaviour; every request is counted per path (`server.counts`).
     Route(body, ctype)                      200 with the body
     Route(body, fail_first=2)               500 twice, then 200
     Route(status=500)                       always that status
@@ -171,3 +173,30 @@ def distinct_images(folder, n: int) -> list[bytes]:
             if len(out) == n:
                 break
     return out
+
+
+def extract_lfw_subset(tgz, dest, limit: int, skip_people: int = 0):
+    """The first `limit` photos of the published LFW tgz (`tgz`, lfw-deepfunneled.tgz) after
+    `skip_people` people, extracted under `dest` in their original layout
+    lfw-deepfunneled/<Name>/<Name>_NNNN.jpg; returns `dest` (a Path)."""
+    import tarfile
+    from pathlib import Path
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    people: list[str] = []
+    taken = 0
+    with tarfile.open(tgz, "r:gz") as tar:
+        for member in tar:
+            if not member.isfile() or not member.name.endswith(".jpg"):
+                continue
+            person = member.name.split("/")[-2]
+            if person not in people:
+                people.append(person)
+            if len(people) <= skip_people:
+                continue
+            tar.extract(member, dest, filter="data")
+            taken += 1
+            if taken >= limit:
+                break
+    return dest
