@@ -52,7 +52,7 @@ train_s=$(( $(date +%s) - t0 ))
 stamp "train run $run_id (${train_s}s wall, start-up included)"
 "$FACEGAN_PY" - "$run_id" <<'PY'
 import sys
-from facegan.tasks import tracking
+from facegan.tasks.common import tracking
 run = tracking.get_run(sys.argv[1])
 m = run.data.metrics
 print(f"[gpu_check] kimg {m.get('kimg', float('nan')):.1f}, "

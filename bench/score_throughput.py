@@ -56,7 +56,7 @@ def crops_from_lfw(n: int, size: int = 64) -> np.ndarray:
 def load_crops(dataset: str | None, n: int) -> np.ndarray:
     if dataset is None:
         return crops_from_lfw(n)
-    from facegan.tasks.paths import resolve_dataset_path
+    from facegan.tasks.common.paths import resolve_dataset_path
 
     path = resolve_dataset_path(dataset, 64)[1]
     faces = np.load(path / "faces.npy", mmap_mode="r")

@@ -152,7 +152,7 @@ def crops_folder(n: int, size: int = 64) -> Path:
 
 def _facegan_seconds(folder: Path, steps: int, threads: int, recipe: dict, size: int = 64) -> tuple[float, float]:
     from facegan.config.train import TrainConfig
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
     from facegan.tasks.training.loop import train_loop
 
     cfg = TrainConfig(dataset=str(folder), size=size, steps=steps, score_every=0, threads=threads, **recipe)
@@ -199,7 +199,7 @@ def main() -> None:
     parser.add_argument("--steps-128", type=int, default=10, help="timed steps per 128 px measurement (0 = skip)")
     args = parser.parse_args()
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tempfile.mkdtemp(prefix='bench-mlflow-')}/mlflow.db"
-    from facegan.tasks.paths import resolve_dataset_path
+    from facegan.tasks.common.paths import resolve_dataset_path
     from facegan.tasks.training.device import auto_threads
 
     if args.dataset is None:

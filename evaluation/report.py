@@ -1,6 +1,6 @@
 """The Table 1 report: a pandas table (CSV / Markdown / HTML texts), its notes, the metric names
 it is logged under, a bar chart, and grids of detected vs not-detected samples. Pure functions:
-rows in, table/texts/figures out (files and logging are in tasks/report.py).
+rows in, table/texts/figures out (files and logging are in tasks/evaluating/report.py).
 
 The face-space columns (memorised ... encoding spread) rest on a row's detected faces only
 ("face-space N"); below facegan.evaluation.metrics.MIN_FACES they are NaN in the table, "—" in the

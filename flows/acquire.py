@@ -11,9 +11,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from facegan.config.acquire import AcquireConfig
-from facegan.tasks import steps, tracking
+from facegan.tasks import steps
 from facegan.tasks.acquisition import stage
 from facegan.tasks.acquisition.stage import PARALLEL_SHARDS
+from facegan.tasks.common import tracking
 
 
 @flow(name="acquire", task_runner=ThreadPoolTaskRunner(max_workers=PARALLEL_SHARDS))

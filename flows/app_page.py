@@ -36,13 +36,13 @@ def tracking_store() -> Path | None:
     """FACEGAN_HOME's sqlite store, or None when MLFLOW_TRACKING_URI names another one."""
     import os
 
-    from facegan.tasks.paths import data_home
+    from facegan.tasks.common.paths import data_home
 
     return None if os.environ.get("MLFLOW_TRACKING_URI") else data_home() / "mlflow.db"
 
 
 def main() -> None:
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
     from facegan.tasks.training.trained_generators import sample_images
 
     st.set_page_config(page_title="facegan generator", page_icon=":performing_arts:")

@@ -226,13 +226,13 @@ _INTERRUPTED_FLOW_RUNS: list[str] = []
 
 
 def _is_disk_error(exc: BaseException) -> bool:
-    tracking = sys.modules.get("facegan.tasks.tracking")
+    tracking = sys.modules.get("facegan.tasks.common.tracking")
     return bool(tracking and tracking.is_disk_error(exc))
 
 
 def _disk_error_line(exc: BaseException) -> str:
     """One line for a full disk or a file size limit: what could not be written, and the room left."""
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
 
     path = None
     cause: BaseException | None = exc
@@ -290,7 +290,7 @@ def run(argv: list[str] | None = None) -> Any:
     runner = _load(runner_spec)  # imports Prefect, which sets up its log handlers
     _quiet_expected_errors()
     if command in FLOW_COMMANDS:
-        from facegan.tasks import tracking
+        from facegan.tasks.common import tracking
 
         tracking.ensure_store()  # before a Prefect server starts: a full disk answers at once
         _start_temporary_server()
@@ -300,15 +300,15 @@ def run(argv: list[str] | None = None) -> Any:
 def _check_not_busy(command: str, config) -> None:
     """A second `train` of a run, or `crop` into a dataset, that another process is writing is
     refused here, in one line, before a Prefect server starts (the flow takes the lock itself)."""
-    from facegan.tasks import locks
+    from facegan.tasks.common import locks
 
     if command == "train":
-        from facegan.tasks.paths import resolve_dataset_path
+        from facegan.tasks.common.paths import resolve_dataset_path
 
         name = config.run_name(resolve_dataset_path(config.dataset, config.size)[0])
         locks.check_free(locks.run_lock(name), locks.training(name))
     elif command == "crop":
-        from facegan.tasks.paths import resolve_raw
+        from facegan.tasks.common.paths import resolve_raw
 
         name = config.name or resolve_raw(config.raw)
         locks.check_free(locks.dataset_lock(name), locks.cropping(name))

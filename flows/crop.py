@@ -10,7 +10,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from facegan.config.crop import CropConfig
-from facegan.tasks import steps, tracking
+from facegan.tasks import steps
+from facegan.tasks.common import tracking
 from facegan.tasks.cropping import stage
 
 

@@ -1,5 +1,5 @@
 """evaluate flow: trained generators -> the Table 1 report in MLflow (wiring only; the steps live
-in tasks/scoring.py and tasks/report.py).
+in tasks/evaluating/scoring.py and tasks/evaluating/report.py).
 
 generate N faces per run -> split the runs' dataset (control / reference / training) -> score every
 set (detection + encodings, cached) -> Table 1 -> report files, grids, metrics -> MLflow + Prefect.
@@ -12,8 +12,10 @@ import time
 from prefect import flow
 
 from facegan.config.evaluate import EvaluateConfig
-from facegan.tasks import report, steps, tracking
-from facegan.tasks.scoring import REAL_LABEL, Scored, row_labels
+from facegan.tasks import steps
+from facegan.tasks.common import tracking
+from facegan.tasks.evaluating import report
+from facegan.tasks.evaluating.scoring import REAL_LABEL, Scored, row_labels
 
 
 @flow(name="evaluate", log_prints=True)

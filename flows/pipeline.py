@@ -1,7 +1,7 @@
 """The `face-pipeline` flow: acquire -> crop -> train (each model x size) -> evaluate (Table 1),
 the stage flows called as subflows under one MLflow parent run (facegan.stage=pipeline).
 
-Wiring only (the steps live in tasks/pipeline.py). Each stage is skipped when its output is current:
+Wiring only (the steps live in tasks/pipeline/stage.py). Each stage is skipped when its output is current:
 - acquire: the raw set already holds this source (unless --reacquire); a raw set of that name
   holding another source is refused;
 - crop: the crop flow itself skips a dataset whose fingerprint matches its raw set and options;
@@ -20,7 +20,8 @@ from facegan.flows.acquire import acquire
 from facegan.flows.crop import crop
 from facegan.flows.evaluate import evaluate
 from facegan.flows.train import train
-from facegan.tasks import pipeline, tracking
+from facegan.tasks.common import tracking
+from facegan.tasks.pipeline import stage as pipeline
 
 
 @flow(name="face-pipeline", log_prints=True)

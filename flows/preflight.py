@@ -3,10 +3,10 @@ MLflow or torch are imported, before a temporary Prefect server starts, before a
 and before any folder is created. A rejected command therefore answers in about a second and
 leaves nothing behind.
 
-Light imports only (pydantic configs, facegan.tasks.paths, facegan.tasks.acquisition.sources, facegan.tasks.outputs,
-numpy for a dataset's header); tests/test_first_day.py checks that a rejected command imported
-none of prefect, mlflow or torch. The flows repeat the checks that matter for runs started
-without the CLI (deployments), where speed is no concern.
+Light imports only (pydantic configs, facegan.tasks.common.paths, facegan.tasks.acquisition.sources,
+facegan.tasks.common.outputs, numpy for a dataset's header); tests/test_first_day.py checks that a
+rejected command imported none of prefect, mlflow or torch. The flows repeat the checks that
+matter for runs started without the CLI (deployments), where speed is no concern.
 
 Each check returns notes for the user (printed to stderr before the command runs) or raises a
 FaceganError (one `facegan: error:` line, exit 2)."""
@@ -26,7 +26,7 @@ def acquire(config) -> list[str]:
 
 
 def crop(config) -> list[str]:
-    from facegan.tasks.paths import check_name, resolve_raw
+    from facegan.tasks.common.paths import check_name, resolve_raw
 
     raw = resolve_raw(config.raw)
     if config.name:
@@ -38,7 +38,7 @@ def dataset_crops(path: Path, size: int) -> int:
     """How many crops faces.npy holds (its header only), checked against the size."""
     import numpy as np
 
-    from facegan.tasks.paths import FACES_ARRAY
+    from facegan.tasks.common.paths import FACES_ARRAY
 
     try:
         faces = np.load(path / FACES_ARRAY, mmap_mode="r")
@@ -53,7 +53,7 @@ def dataset_crops(path: Path, size: int) -> int:
 
 
 def train(config) -> list[str]:
-    from facegan.tasks.paths import resolve_dataset_path
+    from facegan.tasks.common.paths import resolve_dataset_path
 
     name, path = resolve_dataset_path(config.dataset, config.size)
     crops = dataset_crops(path, config.size)
@@ -102,7 +102,7 @@ def _best_hint(path: Path) -> str:
 
 
 def generate(config) -> list[str]:
-    from facegan.tasks import outputs
+    from facegan.tasks.common import outputs
 
     check_generator_ref(config.run)
     if config.out is not None:
@@ -129,7 +129,7 @@ def ui(config) -> list[str]:
     import os
     import socket
 
-    from facegan.tasks.paths import data_home
+    from facegan.tasks.common.paths import data_home
 
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         store = data_home() / "mlflow.db"
@@ -193,7 +193,7 @@ def serve(config) -> list[str]:
 def app(config) -> list[str]:
     import os
 
-    from facegan.tasks.paths import data_home
+    from facegan.tasks.common.paths import data_home
 
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         store = data_home() / "mlflow.db"
@@ -210,7 +210,7 @@ def check_home() -> None:
     ancestor a writable folder)."""
     import os
 
-    from facegan.tasks.paths import data_home
+    from facegan.tasks.common.paths import data_home
 
     given = os.environ.get("FACEGAN_HOME")
     shown = f"FACEGAN_HOME={given}" if given else "FACEGAN_HOME (unset: ./facegan-data)"

@@ -29,7 +29,7 @@ def server_command(config: UiConfig, store: str) -> list[str]:
 
 
 def main(config: UiConfig) -> None:
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
 
     store = tracking.tracking_uri()
     experiment = tracking.experiment()  # as a model-training experiment: the UI opens on its runs

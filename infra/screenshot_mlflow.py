@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> Path:
     if not chromium:
         fail("chromium not found: install it with ./setup.sh --browser (Debian: apt-get install chromium)")
 
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
 
     if args.run:
         try:

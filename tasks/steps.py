@@ -1,6 +1,7 @@
 """Every Prefect task of facegan, in one place: each is a thin wrapper (name, caching, retries)
 over a plain function of tasks/ that can be called and tested without Prefect. Flows import
-their steps from here.
+their steps from here. It stays at tasks/steps.py, outside the stage rooms (acquisition/, cropping/,
+training/, evaluating/, pipeline/; common/ holds the shared helpers): the one stage-agnostic entry point.
 
 Caching: steps are not cached (NO_CACHE: their inputs are files that change under them), except
 crop-shard, cached exactly while its output file is present and unchanged, so a killed crop
@@ -12,10 +13,10 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from facegan.tasks import report, scoring
 from facegan.tasks.acquisition import local
 from facegan.tasks.acquisition import stage as acquire_stage
 from facegan.tasks.cropping import stage as crop_stage
+from facegan.tasks.evaluating import report, scoring
 from facegan.tasks.training import generated_faces, lifecycle
 
 

@@ -264,6 +264,6 @@ def dataset_path(home: Path, size: int = 64) -> str:
 
 def metric_history(run_id: str, key: str) -> dict[int, float]:
     """step -> value of an MLflow metric (the last logged value of a step)."""
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
 
     return {m.step: m.value for m in sorted(tracking.metric_history(run_id, key), key=lambda m: m.timestamp)}

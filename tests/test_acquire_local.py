@@ -82,7 +82,7 @@ def test_rerun_reuses_unchanged_files(tmp_path):
 def test_flow_logs_mlflow_run_and_default_name(tmp_path):
     from facegan.config.acquire import AcquireConfig
     from facegan.flows.acquire import acquire
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
 
     root, expected = _photo_folder(tmp_path)
     result = acquire(AcquireConfig(path=root))

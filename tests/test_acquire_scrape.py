@@ -68,7 +68,7 @@ def test_crawl_collects_exactly_the_allowed_images(facegan_home):
     ):
         assert counts.get(path, 0) == 0, path
     assert counts["/robots.txt"] == 1 and counts["/index.html"] == 1
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
 
     metrics = tracking.get_run(result["run_id"]).data.metrics
     assert metrics["pages_crawled"] == 2 and metrics["skipped_robots"] >= 2 and metrics["ok"] == 5

@@ -215,7 +215,7 @@ def test_bad_input_one_line_and_earlier_downloads_intact(tmp_path, capfd, facega
 
 
 def test_unreachable_sources_leave_no_raw_set(tmp_path, facegan_home):
-    from facegan.tasks.paths import resolve_raw
+    from facegan.tasks.common.paths import resolve_raw
 
     listing = tmp_path / "dead.txt"
     listing.write_text("".join(f"http://127.0.0.1:9/{i}.jpg\n" for i in range(3)))

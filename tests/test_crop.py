@@ -114,7 +114,7 @@ def test_no_crops_from_face_free_video_frames(capfd):
     code, _, err = facegan_result(capfd, "crop", "--raw", "frames")
     assert code == 2
     assert "no faces found in 151 images" in err
-    from facegan.tasks.paths import dataset_dir
+    from facegan.tasks.common.paths import dataset_dir
 
     assert not any((dataset_dir("frames") / str(s) / "faces.npy").exists() for s in (48, 64, 128))
 
@@ -240,7 +240,7 @@ def test_odd_inputs_exif_grey_rgba_16bit_and_unreadable(facegan_home, tmp_path):
 def test_rerun_is_skipped_and_logged_to_mlflow(lfw_crops, monkeypatch):
     from facegan.config.crop import CropConfig
     from facegan.flows.crop import crop
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
 
     monkeypatch.setenv("FACEGAN_HOME", str(lfw_crops))
     # the fixture's runs are in its home's own store (lfw_crops/mlflow.db; see tests/conftest.py)

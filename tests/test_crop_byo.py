@@ -130,7 +130,7 @@ def test_aligned_celeba_loses_no_image(byo_sets, facegan_home):
     automatic 100%, --aligned 100%."""
     from facegan.config.acquire import AcquireConfig
     from facegan.flows.acquire import acquire
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
 
     acquire(AcquireConfig(path=byo_sets["celeba"], name="celeba"))
     plain, _, _ = _crop_share("celeba", facegan_home, pad=0.0, aligned=False)

@@ -210,8 +210,8 @@ def test_deploy_pools_workers_and_one_off_runs(stack, tmp_path, monkeypatch):
         pools = {stage: client.read_flow_run(r).work_pool_name for stage, r in runs.items()}
         assert pools == {"acquire": "cpu", "crop": "cpu", "train": "gpu"}
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.mlflow)  # facegan.tasks.tracking talks to the server
-    from facegan.tasks import tracking
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.mlflow)  # facegan.tasks.common.tracking talks to the server
+    from facegan.tasks.common import tracking
 
     # this test's runs (the stack is shared with the serve test, which may have run first)
     (acq,), (crop,), (train,) = (

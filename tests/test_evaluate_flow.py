@@ -10,7 +10,7 @@ from conftest import facegan_result
 
 from facegan.evaluation.metrics import MIN_FACES
 from facegan.evaluation.report import COLUMNS, FACES_COLUMN, INCEPTION_COLUMN, MISSING, NOTE_COLUMN
-from facegan.tasks import tracking
+from facegan.tasks.common import tracking
 
 N = 64
 
@@ -153,8 +153,8 @@ def test_optional_inception_fid_column_from_a_local_weights_file(inception_weigh
     from facegan.config.errors import InputError
     from facegan.evaluation.inception import load_inception
     from facegan.evaluation.report import build_table
-    from facegan.tasks.report import inception_fids
-    from facegan.tasks.scoring import Scored
+    from facegan.tasks.evaluating.report import inception_fids
+    from facegan.tasks.evaluating.scoring import Scored
 
     faces = np.load(lfw_crops / "datasets" / "lfw-sample" / "64" / "faces.npy")[:12]
     noise = np.random.default_rng(0).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)

@@ -86,7 +86,7 @@ def test_real_control_on_lfw_64px_crops_is_detected(lfw64):
 def test_held_out_split_is_by_identity_and_deterministic(lfw64):
     from facegan.evaluation.real_sets import held_out_mask
     from facegan.tasks.cropping.dataset import load_dataset
-    from facegan.tasks.scoring import load_real_sets as real_sets
+    from facegan.tasks.evaluating.scoring import load_real_sets as real_sets
 
     _, manifest = load_dataset(lfw64, 64)
     held = held_out_mask(manifest, 0.5)
@@ -106,8 +106,8 @@ def test_memorisation_column_flags_training_copies_not_held_out_faces(lfw64, tmp
     """Generators that are not GANs, fed through the same scoring as `facegan evaluate`:
     one returns training crops verbatim, one returns real held-out crops it never saw."""
     from facegan.evaluation import metrics
-    from facegan.tasks.scoring import Scored, row_metrics, score_images
-    from facegan.tasks.scoring import load_real_sets as real_sets
+    from facegan.tasks.evaluating.scoring import Scored, row_metrics, score_images
+    from facegan.tasks.evaluating.scoring import load_real_sets as real_sets
 
     sets = real_sets(lfw64, 40, 64, fraction=0.5, seed=0, max_training=80)
     rng = np.random.default_rng(1)

@@ -163,7 +163,7 @@ def _run_id(out: str) -> str:
 
 
 def test_an_archive_in_a_url_list_is_named_and_not_transient(tmp_path, capsys, facegan_home):
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
 
     photo = sorted(shared("photos", "face_recognition").glob("*.jpg"))[0].read_bytes()
     archive = _tgz({"faces/a.jpg": photo})
@@ -205,7 +205,7 @@ def test_an_archive_in_a_url_list_is_named_and_not_transient(tmp_path, capsys, f
 def test_an_unreadable_subfolder_is_reported(tmp_path, facegan_home):
     """Subprocess: root reads any folder, so the command runs without the capabilities that let
     it (setpriv), as a user's process would."""
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
 
     photos = extract_lfw_subset(tmp_path / "photos", 4)
     locked = next(p for p in (photos / "lfw-deepfunneled").iterdir() if p.is_dir())
@@ -332,7 +332,7 @@ def test_app_without_a_store_creates_none(tmp_path, capsys, monkeypatch):
 
 
 def test_registered_versions_carry_model_size_kimg_and_dataset(tmp_path, capsys, facegan_home):
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
 
     photos = extract_lfw_subset(tmp_path / "photos", 12)
     assert run_facegan(capsys, "acquire", "--path", photos, "--name", "regset", *FAST)[0] == 0

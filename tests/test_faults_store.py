@@ -159,7 +159,7 @@ def test_a_half_made_store_of_an_older_facegan_is_rebuilt(capsys, tmp_path, face
     good) holds no runs: the next command builds it again."""
     import sqlite3
 
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("FACEGAN_MLFLOW_ARTIFACTS", raising=False)

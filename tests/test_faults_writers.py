@@ -110,7 +110,7 @@ def _cancelled_flow_runs(flow: str, since: datetime) -> list:
 
 
 def test_one_trainer_per_run_and_ctrl_c_stops_it_in_one_line(home, tmp_path, capsys, monkeypatch):
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
 
     monkeypatch.setenv("FACEGAN_HOME", str(home))  # for the in-process command at the end
     since = datetime.now(UTC)
@@ -176,7 +176,7 @@ def test_one_trainer_per_run_and_ctrl_c_stops_it_in_one_line(home, tmp_path, cap
 
 
 def test_one_crop_per_dataset_and_ctrl_c_leaves_nothing_behind(home, tmp_path, capsys, monkeypatch):
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
 
     monkeypatch.setenv("FACEGAN_HOME", str(home))  # for the in-process command at the end
     lock, root = home / "datasets" / ".locks" / "racecrop.lock", home / "datasets" / "racecrop"

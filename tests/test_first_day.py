@@ -122,7 +122,7 @@ def test_a_rejected_command_imports_no_prefect_mlflow_or_torch(tmp_path):
 
 
 def test_a_bad_url_leaves_no_raw_folder_and_no_mlflow_run(capsys, facegan_home):
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
 
     before = {r.info.run_id for r in tracking.find_runs("acquire")}
     code, _, err = run_facegan(capsys, "acquire", "--url", "file:///etc/passwd")
@@ -310,7 +310,7 @@ def test_a_missing_best_checkpoint_points_at_what_exists(capsys, tmp_path):
 
 
 def test_experiment_is_a_model_training_experiment(facegan_home):
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
 
     with tracking.run("crop", run_name="kind-check"):
         pass

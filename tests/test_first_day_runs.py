@@ -40,7 +40,7 @@ def home(trained, monkeypatch) -> Path:
 
 
 def test_a_run_records_the_dataset_version_it_saw(trained, home):
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
     from facegan.tasks.training.data import dataset_fingerprint
 
     run = tracking.get_run(trained["run_id"])
@@ -50,7 +50,7 @@ def test_a_run_records_the_dataset_version_it_saw(trained, home):
 
 
 def test_evaluate_names_the_registered_model_and_the_split(capsys, trained, home):
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
 
     version = tracking.get_run(trained["run_id"]).data.tags["facegan.model_version"]
     uri = f"models:/facegan-dcgan-48/{version}"
@@ -79,7 +79,7 @@ def test_evaluate_names_the_registered_model_and_the_split(capsys, trained, home
 
 
 def test_evaluate_refuses_a_real_control_from_a_recropped_dataset(capsys, trained, home):
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
 
     before = {r.info.run_id for r in tracking.find_runs("evaluate")}
     # re-crop the same raw set with other options: datasets/faces/48 is replaced

@@ -48,7 +48,7 @@ def test_ui_serves_facegans_store_on_loopback_and_stops_on_sigterm(tmp_path, mon
     import signal
     import urllib.request
 
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
 
     home = tmp_path / "home"
     monkeypatch.setenv("FACEGAN_HOME", str(home))

@@ -175,7 +175,7 @@ def test_settings_below_the_configs_take_their_defaults_from_them():
 
 
 def test_default_tracking_store_is_sqlite_in_facegan_home(monkeypatch, facegan_home):
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert tracking.tracking_uri() == f"sqlite:///{facegan_home / 'mlflow.db'}"
@@ -184,7 +184,7 @@ def test_default_tracking_store_is_sqlite_in_facegan_home(monkeypatch, facegan_h
 
 
 def test_atomic_write_leaves_old_content_on_failure(tmp_path):
-    from facegan.tasks.atomic import atomic_path, write_text
+    from facegan.tasks.common.atomic import atomic_path, write_text
 
     target = tmp_path / "data.txt"
     write_text(target, "good")
@@ -197,7 +197,7 @@ def test_atomic_write_leaves_old_content_on_failure(tmp_path):
 
 
 def test_tracked_run_marks_failure_and_keeps_params(facegan_home):
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
 
     with pytest.raises(ValueError):
         with tracking.run("crop", params={"sizes": [48, 64], "nested": {"a": 1}}) as run:

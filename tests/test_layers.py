@@ -161,7 +161,9 @@ def test_flow_files_only_wire():
 def test_the_checks_above_can_fail(tmp_path):
     """The import walker sees imports inside functions too (how layer breaks usually hide)."""
     sample = tmp_path / "sample.py"
-    sample.write_text("import os\n\ndef f():\n    from facegan.tasks.paths import data_home\n    return data_home\n")
-    assert "facegan.tasks.paths" in imports(sample) and "facegan.tasks.paths.data_home" in imports(sample)
-    assert layer("facegan.tasks.paths.data_home") == "tasks" and layer("facegan.testing") == "facegan"
+    sample.write_text(
+        "import os\n\ndef f():\n    from facegan.tasks.common.paths import data_home\n    return data_home\n"
+    )
+    assert "facegan.tasks.common.paths" in imports(sample) and "facegan.tasks.common.paths.data_home" in imports(sample)
+    assert layer("facegan.tasks.common.paths.data_home") == "tasks" and layer("facegan.testing") == "facegan"
     assert "facegan.flows.cli" in modules() and "facegan.tasks.training" in modules() and "facegan" in modules()

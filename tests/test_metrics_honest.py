@@ -1,8 +1,9 @@
 """Face-space metrics rest on detected faces only (issue 25, item 4): three "generators" that are
 not GANs — pure noise, one real face repeated, verbatim copies of training faces — scored by the
-same steps as `facegan evaluate` (facegan.tasks.scoring.score_images, facegan.tasks.report.table_1) against real
-LFW crops made by the real acquire and crop flows (the lfw_crops fixture), each with the Table 1
-row it must get; and the training curve metrics (CurveScorer) under the same rule."""
+same steps as `facegan evaluate` (facegan.tasks.evaluating.scoring.score_images,
+facegan.tasks.evaluating.report.table_1) against real LFW crops made by the real acquire and crop
+flows (the lfw_crops fixture), each with the Table 1 row it must get; and the training curve
+metrics (CurveScorer) under the same rule."""
 
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ def lfw64(lfw_crops):
 def table(lfw64, tmp_path_factory):
     """Table 1 for noise, one real face repeated N times and N training faces, with the real control."""
     from facegan.config.evaluate import EvaluateConfig
-    from facegan.tasks.report import table_1
-    from facegan.tasks.scoring import REAL_LABEL, Scored, load_real_sets, score_images
+    from facegan.tasks.evaluating.report import table_1
+    from facegan.tasks.evaluating.scoring import REAL_LABEL, Scored, load_real_sets, score_images
 
     cache = tmp_path_factory.mktemp("score-cache")
     real = load_real_sets(lfw64, N, 64, fraction=0.5, seed=0, max_training=150)

@@ -76,7 +76,7 @@ def test_detected_vs_not_figure_shows_tiles_at_one_scale(faces):
 def test_each_size_has_its_own_table_1_heading():
     import pandas as pd
 
-    from facegan.tasks.pipeline import summary_text
+    from facegan.tasks.pipeline.stage import summary_text
 
     table = pd.DataFrame({"model": ["real control"], "N": [20]})
     markdown = {

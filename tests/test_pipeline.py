@@ -14,7 +14,7 @@ from PIL import Image
 
 from facegan.config.pipeline import PipelineConfig
 from facegan.flows.pipeline import face_pipeline
-from facegan.tasks import tracking
+from facegan.tasks.common import tracking
 
 TINY = dict(steps=3, batch_size=8, features=8, n=20, max_training=40, workers=2, sizes=[48])
 
@@ -138,7 +138,7 @@ def test_relative_archive_source_is_named_and_resolved(tmp_path, monkeypatch):
     import tarfile
 
     from facegan.tasks.acquisition.sources import raw_set_name
-    from facegan.tasks.pipeline import acquire_config
+    from facegan.tasks.pipeline.stage import acquire_config
 
     photos = extract_lfw_subset(tmp_path / "src", 2)
     with tarfile.open(tmp_path / "faces-2.tgz", "w:gz") as tar:
@@ -154,7 +154,7 @@ def test_relative_archive_source_is_named_and_resolved(tmp_path, monkeypatch):
 @pytest.mark.no_prefect
 def test_every_training_run_gets_the_pipelines_budget():
     from facegan.config.pipeline import DEFAULT_KIMG
-    from facegan.tasks.pipeline import train_configs
+    from facegan.tasks.pipeline.stage import train_configs
     from facegan.tasks.training.loop import Budget
 
     (default,) = train_configs(PipelineConfig(), "lfw")  # no budget given: kimg, the same work on any CPU

@@ -16,7 +16,7 @@ from facegan.evaluation.metrics import MIN_FACES
 from facegan.flows.train import train
 from facegan.models.dcgan import Discriminator, Generator
 from facegan.models.ema import EMA, batchnorm_layers
-from facegan.tasks import tracking
+from facegan.tasks.common import tracking
 from facegan.tasks.training import checkpoints as ckpt
 from facegan.tasks.training.loop import Budget, build_parts
 

@@ -24,7 +24,7 @@ from PIL import Image
 from facegan.config.errors import TrainingError
 from facegan.config.train import TrainConfig
 from facegan.flows.train import train
-from facegan.tasks import tracking
+from facegan.tasks.common import tracking
 from facegan.tasks.training import checkpoints as ckpt
 from facegan.tasks.training.loop import build_parts, train_loop
 from facegan.tasks.training.trained_generators import load_generator, sample_images

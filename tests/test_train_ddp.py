@@ -13,7 +13,7 @@ from conftest import metric_history as history
 
 from facegan.config.train import TrainConfig
 from facegan.flows.train import train
-from facegan.tasks import tracking
+from facegan.tasks.common import tracking
 from facegan.tasks.training import checkpoints as ckpt
 from facegan.tasks.training.data import FaceBatches, load_faces
 

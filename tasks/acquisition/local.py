@@ -20,8 +20,8 @@ from tqdm import tqdm
 from facegan.config.errors import InputError
 from facegan.tasks.acquisition import manifest
 from facegan.tasks.acquisition.sources import check_claim, check_folder, check_source, default_name  # noqa: F401
+from facegan.tasks.common.paths import data_home
 from facegan.tasks.cropping import formats
-from facegan.tasks.paths import data_home
 
 formats.register()  # HEIC/HEIF photos decode (pillow-heif), here and in the forked checker processes
 

@@ -20,8 +20,8 @@ import pandas as pd
 from PIL import Image
 
 from facegan.tasks.acquisition.sources import SOURCE_FILE
-from facegan.tasks.atomic import write_parquet, write_text
-from facegan.tasks.paths import MANIFEST
+from facegan.tasks.common.atomic import write_parquet, write_text
+from facegan.tasks.common.paths import MANIFEST
 
 COLUMNS = [
     "path",

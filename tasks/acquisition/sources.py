@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 from facegan.config.errors import InputError, NotFoundError
-from facegan.tasks.paths import raw_dir
+from facegan.tasks.common.paths import raw_dir
 
 SOURCE_FILE = "source.json"
 WEB_SOURCE = {"kind": "web"}
@@ -24,7 +24,7 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tbz2", ".txz", "
 
 
 def default_name(text: str, fallback: str = "images") -> str:
-    """A raw set name (facegan.tasks.paths.check_name rules) made from a folder, file or host name."""
+    """A raw set name (facegan.tasks.common.paths.check_name rules) made from a folder, file or host name."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")[:100]
     return name if name else fallback
 
@@ -132,7 +132,7 @@ def check_acquire(config) -> str:
     """Everything about an acquire request that can be checked without downloading: the source
     exists (folder/archive) or is an http(s) URL, the URL list exists, the raw set name is valid
     and does not belong to another kind of source. Returns the raw set name."""
-    from facegan.tasks.paths import check_name
+    from facegan.tasks.common.paths import check_name
 
     if config.path:
         source = check_source(config.path)
@@ -155,7 +155,7 @@ def _source_urls(raw: Path) -> set[str]:
     """The URLs (and archive URIs) a web raw set's manifest says its images came from."""
     import pyarrow.parquet as pq
 
-    from facegan.tasks.paths import MANIFEST
+    from facegan.tasks.common.paths import MANIFEST
 
     try:
         table = pq.read_table(Path(raw) / MANIFEST, columns=["url", "source_page"])
@@ -195,7 +195,7 @@ def check_pipeline_source(config) -> tuple[str, bool]:
     trains on old images in place of the ones asked for, and never mixes two sources."""
     from types import SimpleNamespace
 
-    from facegan.tasks.paths import MANIFEST, check_name
+    from facegan.tasks.common.paths import MANIFEST, check_name
 
     kind, what, fields = pipeline_source(config)
     fake = SimpleNamespace(

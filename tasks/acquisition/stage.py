@@ -21,7 +21,7 @@ from facegan.config.acquire import AcquireConfig
 from facegan.config.base import default_workers
 from facegan.config.errors import DownloadError
 from facegan.tasks.acquisition import http, local, manifest, presets, scrape, sources, store, web
-from facegan.tasks.atomic import clean_partials
+from facegan.tasks.common.atomic import clean_partials
 
 PARALLEL_SHARDS = 4  # download shards in flight at once (each a bounded thread pool)
 SCRAPE_WORKERS = 4  # politeness: concurrent image requests to a crawled site

@@ -25,7 +25,7 @@ EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": 
 
 
 def write_image(path: Path, data: bytes) -> None:
-    """Atomic against crashes and kills (temp name + rename, as tasks/atomic.py, whose temp names
+    """Atomic against crashes and kills (temp name + rename, as tasks/common/atomic.py, whose temp names
     clean_partials() removes), but without a per-file fsync: that costs ~4 ms per image here and
     would cap a 16-worker download at a few hundred images/s. The manifest write (finalize) is
     preceded by one os.sync(), and a rerun re-downloads any journaled file whose size is off."""

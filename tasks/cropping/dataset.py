@@ -23,9 +23,9 @@ import torch
 from torchvision.utils import make_grid
 
 from facegan.config.errors import InputError, NotFoundError
-from facegan.tasks.atomic import write_npy, write_parquet, write_text
+from facegan.tasks.common.atomic import write_npy, write_parquet, write_text
+from facegan.tasks.common.paths import FACES_ARRAY, MANIFEST
 from facegan.tasks.cropping.shards import ShardResult, write_png
-from facegan.tasks.paths import FACES_ARRAY, MANIFEST
 
 META = "meta.json"
 CONTACT_SHEET = "contact_sheet.png"

@@ -17,7 +17,7 @@ import numpy as np
 
 from facegan.config.base import field_default
 from facegan.config.crop import CropConfig
-from facegan.tasks.atomic import atomic_path
+from facegan.tasks.common.atomic import atomic_path
 from facegan.tasks.cropping.detect import PAD_SHARE, HaarParams, find_faces, read_image
 from facegan.tasks.cropping.geometry import cut_square, resize_square, square_box
 

@@ -19,13 +19,13 @@ import pandas as pd
 
 from facegan.config.crop import CropConfig
 from facegan.config.errors import InputError
-from facegan.tasks import locks
-from facegan.tasks.atomic import clean_partials
+from facegan.tasks.common import locks
+from facegan.tasks.common.atomic import clean_partials
+from facegan.tasks.common.paths import MANIFEST, check_name, dataset_dir, raw_dir, resolve_raw
 from facegan.tasks.cropping.dataset import NO_FACE_SHEET, REJECTED, read_meta, recover
 from facegan.tasks.cropping.detect import HaarParams
 from facegan.tasks.cropping.runner import connect_cluster, shard_runner
 from facegan.tasks.cropping.shards import CropParams, crop_rows, save_shard
-from facegan.tasks.paths import MANIFEST, check_name, dataset_dir, raw_dir, resolve_raw
 
 
 def check_request(config: CropConfig) -> None:

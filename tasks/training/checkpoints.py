@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from facegan.config.errors import InputError
-from facegan.tasks.atomic import atomic_path, clean_partials
+from facegan.tasks.common.atomic import atomic_path, clean_partials
 
 _STEP_RE = re.compile(r"^step-(\d+)\.pt$")
 BEST = "best.pt"

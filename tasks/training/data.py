@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from facegan.config.errors import InputError
-from facegan.tasks.paths import FACES_ARRAY, data_home
+from facegan.tasks.common.paths import FACES_ARRAY, data_home
 
 
 def display_path(path: Path) -> str:

@@ -1,7 +1,7 @@
 """`facegan generate`: N faces from a trained generator written as PNGs plus one grid.
 
 Generated in batches (memory bounded by one batch, a progress bar per batch); the grid shows the
-first GRID_MAX faces. The output folder is never shared by two requests (tasks/outputs.py)."""
+first GRID_MAX faces. The output folder is never shared by two requests (tasks/common/outputs.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from PIL import Image
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
-from facegan.tasks import outputs
-from facegan.tasks.atomic import atomic_path
-from facegan.tasks.paths import data_home
+from facegan.tasks.common import outputs
+from facegan.tasks.common.atomic import atomic_path
+from facegan.tasks.common.paths import data_home
 from facegan.tasks.training.device import pick_device
 from facegan.tasks.training.trained_generators import iter_samples, load_generator
 

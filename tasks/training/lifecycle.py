@@ -12,9 +12,9 @@ import numpy as np
 
 from facegan.config.errors import InputError, NotFoundError
 from facegan.config.train import NAME_NEUTRAL, RECIPE_FIELDS, TrainConfig
-from facegan.tasks import locks, tracking
-from facegan.tasks.atomic import atomic_path, write_text
-from facegan.tasks.paths import resolve_dataset_path, runs_root
+from facegan.tasks.common import locks, tracking
+from facegan.tasks.common.atomic import atomic_path, write_text
+from facegan.tasks.common.paths import resolve_dataset_path, runs_root
 from facegan.tasks.training import checkpoints as ckpt
 from facegan.tasks.training.data import count_faces, dataset_fingerprint, dataset_info, display_path
 from facegan.tasks.training.trained_generators import GENERATOR_ARTIFACT, META_ARTIFACT, RUN_DIR_TAG, generator_payload

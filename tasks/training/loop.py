@@ -201,7 +201,7 @@ def _check_finite(metrics: dict, step: int, last_ckpt: Path | None, cfg: TrainCo
 
 def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, run) -> dict:
     """Train until the budget is reached; resumes from run_dir/checkpoints when possible.
-    `run` is a facegan.tasks.tracking.TrackedRun (None on the other ranks of a distributed run: only
+    `run` is a facegan.tasks.common.tracking.TrackedRun (None on the other ranks of a distributed run: only
     rank 0 logs, samples and checkpoints). Returns the final counters and checkpoint path."""
     ranks = collectives.current()
     threads = set_threads(cfg.threads)

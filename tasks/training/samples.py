@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
-from facegan.tasks.atomic import atomic_path
+from facegan.tasks.common.atomic import atomic_path
 
 log = logging.getLogger("facegan.train")
 
@@ -78,7 +78,7 @@ class CurveScorer:
         if self.dataset_path is not None:
             try:
                 from facegan.evaluation import metrics
-                from facegan.tasks.scoring import load_real_sets, score_images
+                from facegan.tasks.evaluating.scoring import load_real_sets, score_images
 
                 real = load_real_sets(Path(self.dataset_path), self.n, self.size, self.held_out, self.seed)
                 if real.info["n_real"] > self.K + 1:

@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from facegan.config.errors import TrainingError
 from facegan.config.train import TrainConfig
-from facegan.tasks import tracking
+from facegan.tasks.common import tracking
 from facegan.tasks.training.collectives import init_from_env
 from facegan.tasks.training.loop import train_loop
 

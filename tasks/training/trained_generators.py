@@ -98,7 +98,7 @@ def _load_file(path: Path, device) -> tuple[nn.Module, dict]:
 
 
 def _load_run(run_id: str, device, artifact: str = GENERATOR_ARTIFACT) -> tuple[nn.Module, dict]:
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
 
     try:
         run = tracking.get_run(run_id)
@@ -124,7 +124,7 @@ def _load_run(run_id: str, device, artifact: str = GENERATOR_ARTIFACT) -> tuple[
 def _load_registered(uri: str, device) -> tuple[nn.Module, dict]:
     """A registered version: the generator file logged by its source run (the registered
     MLflow model itself is a torch.export program, handy for serving but not a trainable module)."""
-    from facegan.tasks import tracking
+    from facegan.tasks.common import tracking
 
     try:
         run_id, uri = tracking.resolve_model_uri(uri)

@@ -20,9 +20,9 @@ from facegan.config.gans import GANS
 from facegan.evaluation import detection, embeddings, metrics, swd
 from facegan.evaluation.real_sets import RealSets, real_sets
 from facegan.evaluation.report import budget_text
-from facegan.tasks.atomic import atomic_path
+from facegan.tasks.common.atomic import atomic_path
+from facegan.tasks.common.paths import data_home
 from facegan.tasks.cropping.dataset import load_dataset
-from facegan.tasks.paths import data_home
 
 SCORE_VERSION = "1"
 BLOCK = 500
@@ -102,7 +102,7 @@ def load_real_sets(
 
 
 def resolve_dataset_arg(dataset: str, size: int) -> Path:
-    from facegan.tasks.paths import resolve_dataset_path
+    from facegan.tasks.common.paths import resolve_dataset_path
 
     return resolve_dataset_path(dataset, size)[1]
 

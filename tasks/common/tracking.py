@@ -25,7 +25,7 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from facegan.config.errors import FaceganError
-from facegan.tasks.paths import data_home
+from facegan.tasks.common.paths import data_home
 
 EXPERIMENT = os.environ.get("FACEGAN_EXPERIMENT", "facegan")
 PARENT_TAG = "mlflow.parentRunId"
@@ -141,7 +141,7 @@ def ensure_store(uri: str | None = None) -> None:
 def _make_store(path: Path) -> None:
     from mlflow.store.db.utils import _get_latest_schema_revision
 
-    from facegan.tasks import locks
+    from facegan.tasks.common import locks
 
     head = _get_latest_schema_revision()
     if path.is_file() and _store_state(path)[0] == head:

@@ -63,7 +63,7 @@ def free_folder(base: Path, request: dict) -> Path:
 
 def claim(folder: Path, request: dict) -> Path:
     """Create the folder and record the request (before any face is written)."""
-    from facegan.tasks.atomic import write_text
+    from facegan.tasks.common.atomic import write_text
 
     folder.mkdir(parents=True, exist_ok=True)
     if read_request(folder) != request:

@@ -27,14 +27,14 @@ _GUARD = threading.Lock()
 
 def run_lock(name: str) -> Path:
     """The lock of a training run (held from opening the run to its last step)."""
-    from facegan.tasks.paths import runs_root
+    from facegan.tasks.common.paths import runs_root
 
     return runs_root() / ".locks" / f"{name}.lock"
 
 
 def dataset_lock(name: str) -> Path:
     """The lock of a crop dataset (held from planning to the swap-in of its sizes)."""
-    from facegan.tasks.paths import datasets_root
+    from facegan.tasks.common.paths import datasets_root
 
     return datasets_root() / ".locks" / f"{name}.lock"
 

@@ -22,9 +22,9 @@ from facegan.config.evaluate import EvaluateConfig
 from facegan.config.pipeline import PipelineConfig
 from facegan.config.train import TrainConfig
 from facegan.evaluation.report import REPORT_FILES
-from facegan.tasks import tracking
 from facegan.tasks.acquisition import sources
 from facegan.tasks.acquisition.stage import OFFLINE_HINT as ACQUIRE_OFFLINE_HINT
+from facegan.tasks.common import tracking
 
 STEPS_TAG = "facegan.evaluated_steps"
 OFFLINE_HINT = (

@@ -16,8 +16,15 @@ from facegan.config.errors import InputError
 from facegan.config.evaluate import EvaluateConfig
 from facegan.evaluation import detection, metrics, report
 from facegan.evaluation.real_sets import RealSets
-from facegan.tasks.atomic import write_text
-from facegan.tasks.scoring import Scored, dataset_path_of, evaluations_root, resolve_dataset_arg, row_metrics, save_pngs
+from facegan.tasks.common.atomic import write_text
+from facegan.tasks.evaluating.scoring import (
+    Scored,
+    dataset_path_of,
+    evaluations_root,
+    resolve_dataset_arg,
+    row_metrics,
+    save_pngs,
+)
 
 
 def row_source(meta: dict) -> str | None:

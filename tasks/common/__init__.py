@@ -1,0 +1,1 @@
+"""Helpers every stage shares: data paths, atomic writes, output folders, MLflow tracking, locks."""

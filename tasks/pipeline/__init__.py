@@ -1,0 +1,1 @@
+"""The face-pipeline's steps (stage.py): stage configs, skip checks, the pipeline report."""
