@@ -123,7 +123,9 @@ GANS: dict[str, GAN] = {
         generator="facegan.models.dcgan:Generator",
         discriminator="facegan.models.projected:ProjectedDiscriminator",
         update="facegan.tasks.training.updates:dcgan_update",
-        discriminator_args=dict(size="size", input_size="d_input", width="d_width", seed="seed"),
+        discriminator_args=dict(
+            size="size", input_size="d_input", width="d_width", seed="seed", balance_heads="d_balance"
+        ),
         defaults=dict(
             batch_size=64,
             lr=2e-4,

@@ -61,12 +61,20 @@ RECIPE_FIELDS = (
     "seed",
     "d_input",
     "d_width",
+    "d_balance",
     "mode_seeking",
 )
 
 # Recipe fields added after runs were first named: at these values they leave the name unchanged,
 # so the commands of existing runs still resume them.
-NAME_NEUTRAL = {"gp_every": 1, "lr_rampdown": 0.0, "d_input": None, "d_width": None, "mode_seeking": 0.0}
+NAME_NEUTRAL = {
+    "gp_every": 1,
+    "lr_rampdown": 0.0,
+    "d_input": None,
+    "d_width": None,
+    "d_balance": False,
+    "mode_seeking": 0.0,
+}
 
 
 def kimg_of(batches: int, batch_size: int, ranks: int = 1) -> float:
@@ -161,6 +169,11 @@ class TrainConfig(StageConfig):
     )
     d_width: float | None = Field(
         None, gt=0, le=4, description="projected: width multiplier of the trainable discriminator heads (default 0.5)"
+    )
+    d_balance: bool = Field(
+        False,
+        description="projected: every feature scale's head weighs equally in D's loss (at 64 px the deepest, "
+        "whole-face head has 1 of 76 patch logits)",
     )
     mode_seeking: float = Field(
         0.0,

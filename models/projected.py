@@ -10,6 +10,10 @@ network pretrained on ImageNet.
          LeakyReLU down to 8 px (or less), then a 4x4 conv: a map of patch logits per scale
       -> all logits concatenated: (B, L)
 
+At 64 px input the four heads give 25, 25, 25 and 1 patch logits: the deepest head, the one that
+sees the whole face, carries 1/76 of the loss. `balance_heads=True` repeats each head's logits up
+to the largest head's count, so every scale weighs (about) equally in the mean the losses take.
+
 Only the heads learn: the feature network and the random projections keep their weights and
 stay in eval mode (`train()` never touches them). Gradients still flow through them to the
 image, which is how the generator learns. The weights come from the `efficientnet-lite0-pytorch-
@@ -129,9 +133,11 @@ class ProjectedDiscriminator(nn.Module):
         width: float = 1.0,
         pretrained: bool = True,
         seed: int = 0,
+        balance_heads: bool | None = False,
     ):
         super().__init__()
         self.size, self.input_size = size, input_size or size
+        self.balance_heads = bool(balance_heads)
         if not 1 <= heads <= 4:
             raise ValueError(f"heads must be 1-4, got {heads}")
         self.features = feature_network(pretrained).requires_grad_(False)
@@ -183,4 +189,8 @@ class ProjectedDiscriminator(nn.Module):
                 x = part(x)
                 taps.append(x)
             mixed = self.projection(taps)
-        return torch.cat([head(m) for head, m in zip(self.heads, mixed)], dim=1)
+        logits = [head(m) for head, m in zip(self.heads, mixed)]
+        if self.balance_heads:
+            most = max(x.shape[1] for x in logits)
+            logits = [x.repeat_interleave(most // x.shape[1], dim=1) for x in logits]
+        return torch.cat(logits, dim=1)

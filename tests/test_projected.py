@@ -96,6 +96,21 @@ def test_the_projection_depends_on_the_seed_only():
     assert not torch.equal(a.projection.ccm[1].weight, c.projection.ccm[1].weight)
 
 
+def test_balanced_heads_give_the_whole_face_head_an_equal_share(pretrained_d):
+    """At 64 px the deepest head has 1 patch logit beside 3 x 25: balanced, it counts 25 times."""
+    balanced = projected.ProjectedDiscriminator(64, width=0.25, balance_heads=True)
+    balanced.load_state_dict(pretrained_d.state_dict())
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        plain, even = pretrained_d(x), balanced(x)
+    assert plain.shape == (2, 76) and even.shape == (2, 100)
+    assert torch.equal(even[:, :75], plain[:, :75])  # the three patch heads unchanged
+    assert torch.equal(even[:, 75:], plain[:, 75:].expand(2, 25))  # the whole-face logit, 25 times
+    assert TrainConfig(dataset="d", model="projected", d_balance=True).run_name("d") != TrainConfig(
+        dataset="d", model="projected"
+    ).run_name("d")
+
+
 def test_a_training_step_moves_g_and_the_heads_only(lfw_crops):
     cfg = TrainConfig(dataset=dataset_path(lfw_crops), model="projected", steps=3, features=16, d_width=0.25, **TINY)
     ckpt.seed_everything(cfg.seed)
