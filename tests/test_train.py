@@ -269,3 +269,17 @@ def test_realism_score_is_logged_and_best_checkpoint_kept(lfw_crops, facegan_hom
     assert sorted(rates) == [1, 2] and all(0.0 <= r <= 1.0 for r in rates.values())
     best = ckpt.load_checkpoint(facegan_home / "runs" / "scored" / "checkpoints" / ckpt.BEST)
     assert best["best_detection_rate"] == max(rates.values()) and best["best_step"] in (1, 2)
+
+
+def test_busy_cores_sees_another_process_at_work():
+    """auto_threads leaves the cores other processes use: psutil's sample sees a spinning process."""
+    from facegan.tasks.training.device import auto_threads, busy_cores
+
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert busy_cores(1.0) >= 0.6
+        assert 1 <= auto_threads() <= (os.cpu_count() or 1)
+    finally:
+        hog.kill()
+        hog.wait()

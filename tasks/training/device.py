@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 
 import torch
 
@@ -70,32 +69,18 @@ def memory_format(channels_last: bool) -> torch.memory_format:
 
 
 def busy_cores(window: float = 0.5) -> float:
-    """Cores busy right now with OTHER processes' work: sampled from /proc/stat over `window`
-    seconds (Linux), minus this process's own CPU time in the window (its OpenMP threads spin
-    for a while after a parallel region and would count as "busy"), else the 1-minute load
-    average. A sample, not the load average, so work that just ended (say, a benchmark's
-    previous round) is not counted as still running."""
+    """Cores busy right now with OTHER processes' work: psutil's system-wide CPU use over `window`
+    seconds, minus this process's own CPU time in the window (its OpenMP threads spin for a while
+    after a parallel region and would count as "busy"). A sample, not the load average, so work
+    that just ended (say, a benchmark's previous round) is not counted as still running."""
+    import psutil
 
-    def snapshot() -> tuple[int, int, int]:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-        with open("/proc/self/stat") as f:
-            mine = f.read().rsplit(")", 1)[1].split()  # utime, stime are fields 14, 15
-        return sum(fields), fields[3] + fields[4], int(mine[11]) + int(mine[12])
-
-    try:
-        total0, idle0, own0 = snapshot()
-        time.sleep(window)
-        total1, idle1, own1 = snapshot()
-        cores = os.cpu_count() or 1
-        elapsed = max(total1 - total0, 1)  # jiffies summed over all cores
-        busy = (elapsed - (idle1 - idle0) - (own1 - own0)) / elapsed
-        return max(busy, 0.0) * cores
-    except (OSError, ValueError, IndexError):
-        try:
-            return os.getloadavg()[0]
-        except OSError:
-            return 0.0
+    me = psutil.Process()
+    own = sum(me.cpu_times()[:2])
+    percent = psutil.cpu_percent(interval=window)  # all cores together, 0-100
+    own = sum(me.cpu_times()[:2]) - own
+    cores = psutil.cpu_count() or 1
+    return max(percent / 100 * cores - own / window, 0.0)
 
 
 def auto_threads() -> int:
