@@ -133,11 +133,11 @@ class ProjectedDiscriminator(nn.Module):
         width: float = 1.0,
         pretrained: bool = True,
         seed: int = 0,
-        balance_heads: bool | None = False,
+        balance_heads: bool = False,
     ):
         super().__init__()
         self.size, self.input_size = size, input_size or size
-        self.balance_heads = bool(balance_heads)
+        self.balance_heads = balance_heads
         if not 1 <= heads <= 4:
             raise ValueError(f"heads must be 1-4, got {heads}")
         self.features = feature_network(pretrained).requires_grad_(False)

@@ -38,24 +38,19 @@ def cpu_has_bf16() -> bool:
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
-def resolve_precision(device: torch.device, precision: str) -> str:
-    """ "auto" made concrete for this device: bf16 on CUDA and on CPUs with bf16 units, else fp32."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()):
-        return "bf16"
-    return "fp32"
-
-
 def amp_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32 (also on MPS, where bf16 autocast is patchy)."""
-    if resolve_precision(device, precision) != "bf16":
+    """The autocast dtype, or None for plain fp32. "auto" takes bf16 on CUDA and on CPUs with bf16
+    units; MPS always runs fp32 (bf16 autocast is patchy there); CUDA without bf16 gets fp16."""
+    if precision == "fp32" or device.type not in ("cpu", "cuda"):
         return None
     if device.type == "cpu":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return None
+        return torch.bfloat16 if precision == "bf16" or cpu_has_bf16() else None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """What a run computed in, for logs and the facegan.precision tag."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

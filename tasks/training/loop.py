@@ -25,7 +25,7 @@ from facegan.tasks.training.device import (
     autocast,
     memory_format,
     pick_device,
-    resolve_precision,
+    precision_name,
     set_threads,
 )
 from facegan.tasks.training.samples import CurveScorer, save_grid
@@ -208,7 +208,7 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
     device = pick_device(cfg.device)
     if device.type == "cuda" and ranks.active:
         device = torch.device("cuda", ranks.local_rank)
-    precision = resolve_precision(device, cfg.precision)
+    precision = precision_name(amp_dtype(device, cfg.precision))
     if device.type == "cpu":
         log.info(
             "training on the CPU with %d torch thread(s) in %s%s",
@@ -217,7 +217,7 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
             f", rank {ranks.rank} of {ranks.world}" if ranks.active else "",
         )
     if ranks.main:
-        run.set_tags({"facegan.precision": precision})  # what "auto" became on this machine
+        run.set_tags({"facegan.precision": precision})  # what autocast really uses here ("auto" resolved)
     faces = load_faces(dataset_path, cfg.size)
     ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
     ckpt.seed_everything(cfg.seed)
