@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from facegan.config.errors import InputError
+from facegan.config.train import TrainConfig
 from facegan.tasks.common.atomic import atomic_path, clean_partials
+from facegan.tasks.training.updates import Parts
 
 _STEP_RE = re.compile(r"^step-(\d+)\.pt$")
 BEST = "best.pt"
@@ -39,6 +42,47 @@ def latest_checkpoint(folder: Path) -> Path | None:
         clean_partials(folder)
     found = step_checkpoints(folder)
     return found[-1][1] if found else None
+
+
+@dataclass
+class Counters:
+    """Where a run is; saved in every checkpoint (as top-level keys) and returned at the end."""
+
+    step: int = 0  # generator updates done
+    batches: int = 0  # real batches drawn (d_steps per step)
+    cpu_seconds: float = 0.0  # CPU time of the updates, all ranks, cumulative over resumes
+    best_detection_rate: float | None = None
+    best_step: int | None = None
+
+
+def state_dict(p: Parts, cfg: TrainConfig, meta: dict, counters: Counters) -> dict:
+    return {
+        "config": cfg.model_dump(mode="json"),
+        "meta": meta,
+        **asdict(counters),
+        "G": p.G.state_dict(),
+        "D": p.D.state_dict(),
+        "ema": p.ema.model.state_dict() if p.ema else None,
+        "opt_g": p.opt_g.state_dict(),
+        "opt_d": p.opt_d.state_dict(),
+        "k_t": p.equilibrium.k if p.equilibrium else None,
+        "rng": rng_state(),
+    }
+
+
+def load_state(p: Parts, state: dict) -> Counters:
+    """Restore a checkpoint into `p`; returns its counters."""
+    p.G.load_state_dict(state["G"])
+    p.D.load_state_dict(state["D"])
+    if p.ema is not None:
+        p.ema.model.load_state_dict(state["ema"] if state.get("ema") is not None else state["G"])
+        p.ema.stale = True
+    for name in ("opt_g", "opt_d"):
+        getattr(p, name).load_state_dict(state[name])
+    if p.equilibrium is not None and state.get("k_t") is not None:
+        p.equilibrium.k = state["k_t"]
+    set_rng_state(state["rng"])
+    return Counters(**{f.name: state[f.name] for f in fields(Counters)})
 
 
 def save_checkpoint(state: dict, path: Path) -> Path:

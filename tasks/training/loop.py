@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -19,6 +19,7 @@ from facegan.config.train import TrainConfig, kimg_of
 from facegan.models.ema import EMA
 from facegan.tasks.training import checkpoints as ckpt
 from facegan.tasks.training import collectives
+from facegan.tasks.training.checkpoints import Counters, load_state, state_dict
 from facegan.tasks.training.data import FaceBatches, load_faces
 from facegan.tasks.training.device import (
     amp_dtype,
@@ -80,47 +81,6 @@ def set_learning_rates(p: Parts, cfg: TrainConfig, factor: float) -> None:
     for opt, lr in ((p.opt_g, cfg.lr), (p.opt_d, cfg.lr_d or cfg.lr)):
         for group in opt.param_groups:
             group["lr"] = lr * factor
-
-
-@dataclass
-class Counters:
-    """Where a run is; saved in every checkpoint (as top-level keys) and returned at the end."""
-
-    step: int = 0  # generator updates done
-    batches: int = 0  # real batches drawn (d_steps per step)
-    cpu_seconds: float = 0.0  # CPU time of the updates, all ranks, cumulative over resumes
-    best_detection_rate: float | None = None
-    best_step: int | None = None
-
-
-def state_dict(p: Parts, cfg: TrainConfig, meta: dict, counters: Counters) -> dict:
-    return {
-        "config": cfg.model_dump(mode="json"),
-        "meta": meta,
-        **asdict(counters),
-        "G": p.G.state_dict(),
-        "D": p.D.state_dict(),
-        "ema": p.ema.model.state_dict() if p.ema else None,
-        "opt_g": p.opt_g.state_dict(),
-        "opt_d": p.opt_d.state_dict(),
-        "k_t": p.equilibrium.k if p.equilibrium else None,
-        "rng": ckpt.rng_state(),
-    }
-
-
-def load_state(p: Parts, state: dict) -> Counters:
-    """Restore a checkpoint into `p`; returns its counters."""
-    p.G.load_state_dict(state["G"])
-    p.D.load_state_dict(state["D"])
-    if p.ema is not None:
-        p.ema.model.load_state_dict(state["ema"] if state.get("ema") is not None else state["G"])
-        p.ema.stale = True
-    for name in ("opt_g", "opt_d"):
-        getattr(p, name).load_state_dict(state[name])
-    if p.equilibrium is not None and state.get("k_t") is not None:
-        p.equilibrium.k = state["k_t"]
-    ckpt.set_rng_state(state["rng"])
-    return Counters(**{f.name: state[f.name] for f in fields(Counters)})
 
 
 class Budget:
