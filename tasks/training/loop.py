@@ -1,5 +1,7 @@
-"""The training loop: budgets (steps / epochs / CPU minutes), resume, logging, samples,
-checkpoints, realism scoring and the NaN guard. Plain functions; flows/train.py wires them.
+"""The training loop, read top to bottom in train_loop: build the parts, resume, then one
+training step after another until the budget (steps / kimg / epochs / CPU minutes) is reached,
+each followed by the callbacks (tasks/training/callbacks.py: the NaN guard, logging, samples,
+realism scores, checkpoints). Plain functions; flows/train.py wires them.
 """
 
 from __future__ import annotations
@@ -7,29 +9,23 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from facegan.config.errors import TrainingError
 from facegan.config.gans import GANS
-from facegan.config.train import TrainConfig, kimg_of
+from facegan.config.train import TrainConfig
 from facegan.models.ema import EMA
 from facegan.tasks.training import checkpoints as ckpt
 from facegan.tasks.training import collectives
-from facegan.tasks.training.checkpoints import Counters, load_state, state_dict
+from facegan.tasks.training.callbacks import Checkpoints, FiniteCheck, Log, SampleGrids, Scores, TrainState
+from facegan.tasks.training.checkpoints import Counters
 from facegan.tasks.training.data import FaceBatches, load_faces
-from facegan.tasks.training.device import (
-    amp_dtype,
-    autocast,
-    memory_format,
-    pick_device,
-    precision_name,
-    set_threads,
-)
-from facegan.tasks.training.samples import CurveScorer, save_grid
+from facegan.tasks.training.device import amp_dtype, memory_format, pick_device, precision_name, set_threads
 from facegan.tasks.training.trained_generators import build_discriminator, build_generator, build_state, resolve
 from facegan.tasks.training.updates import Parts
 
@@ -114,49 +110,70 @@ class Budget:
         )
 
 
-def run_logger() -> logging.Logger:
-    """Prefect's run logger inside a flow or task run (console + Prefect UI), else ours."""
-    try:
-        from prefect.logging import get_run_logger
-
-        return get_run_logger()
-    except Exception:
-        return log
-
-
-class ProgressLines:
-    """Without a terminal (no progress bar): a log line about every 5% of the budget with step,
-    kimg, images/s, losses, the last detection rate and the ETA."""
-
-    def __init__(self, budget: Budget, first_step: int, cfg: TrainConfig, logger):
-        self.budget, self.cfg, self.logger = budget, cfg, logger
-        self.every = max(cfg.log_every, (budget.total or 0) // 20) if budget.total else cfg.log_every * 5
-        self.start, self.first_step = time.perf_counter(), first_step
-        self.detection: float | None = None
-
-    def maybe_log(self, step: int, avg: dict, done: bool) -> None:
-        if self.logger is None or not (done or step % self.every < self.cfg.log_every):
-            return
-        total = self.budget.total
-        rate = (step - self.first_step) / max(time.perf_counter() - self.start, 1e-9)
-        eta = f", ETA {(total - step) / rate / 60:.1f} min" if total and rate > 0 and not done else ""
-        of = f"/{total}" if total else ""
-        det = "" if self.detection is None else f", detection {self.detection:.2f}"
-        self.logger.info(
-            f"step {step}{of}: {avg['kimg']:.1f} kimg, {avg['images_per_sec']:.0f} images/s, "
-            f"loss_d {avg['loss_d']:.3f}, loss_g {avg['loss_g']:.3f}{det}{eta}"
+def training_device(cfg: TrainConfig, ranks: collectives.Ranks) -> torch.device:
+    """The device of this rank (its own GPU in a distributed run), torch's threads set."""
+    threads = set_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    if device.type == "cuda" and ranks.active:
+        device = torch.device("cuda", ranks.local_rank)
+    if device.type == "cpu":
+        log.info(
+            "training on the CPU with %d torch thread(s) in %s%s",
+            threads,
+            precision_name(amp_dtype(device, cfg.precision)),
+            f", rank {ranks.rank} of {ranks.world}" if ranks.active else "",
         )
+    return device
 
 
-def _check_finite(metrics: dict, step: int, last_ckpt: Path | None, cfg: TrainConfig) -> None:
-    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
-    if bad:
-        kept = f"the last good checkpoint {last_ckpt} is kept" if last_ckpt else "no checkpoint was written yet"
-        raise TrainingError(
-            f"{bad[0]} became {metrics[bad[0]]} at step {step} ({cfg.model}, lr {cfg.lr}, "
-            f"{cfg.precision}): training stopped; {kept}. Resume with a lower --lr "
-            "or --precision fp32 under a new --name"
-        )
+def resume(state: TrainState, main: bool) -> int:
+    """Continue from the newest checkpoint in run_dir/checkpoints, if there is one. Returns the
+    last step already logged to MLflow (0 when starting afresh, and on ranks other than 0)."""
+    last = state.last_checkpoint = ckpt.latest_checkpoint(state.checkpoints)
+    if last is None:
+        return 0
+    state.counters = ckpt.load_state(state.parts, ckpt.load_checkpoint(last, map_location=state.parts.device))
+    log.warning("resuming %s from %s (step %d)", state.meta["run_name"], last.name, state.step)
+    if not main:
+        return 0
+    state.run.log_metrics({"resumed_from_step": state.step}, step=state.step)
+    return state.run.last_step("loss_d")  # a killed run logged past its checkpoint
+
+
+def join_ranks(p: Parts, ranks: collectives.Ranks, seed: int, step: int) -> None:
+    """Distributed: every rank starts from rank 0's weights and averages its gradients with the
+    others; rank 0 keeps the checkpoint's RNG stream, the others draw their own noise."""
+    for module in (p.G, p.D):
+        collectives.broadcast_module(module)
+    if p.ema is not None:
+        collectives.broadcast_module(p.ema.model)
+    p.sync = collectives.average_gradients
+    if not ranks.main:
+        torch.manual_seed(seed * 1_000_003 + 7_919 * ranks.rank + step)
+
+
+def next_real(data: FaceBatches, c: Counters) -> torch.Tensor:
+    """The next batch of real faces; the batch counter says which one it is."""
+    batch = data.get(c.batches)
+    c.batches += 1
+    return batch
+
+
+def train_step(state: TrainState, update: Callable, fraction_done: float, ranks: collectives.Ranks) -> dict:
+    """One training step: the GAN's update (its D update(s) on the next real batches, then one G
+    update) at this step's learning rates, the generator EMA, the counters. Returns the update's
+    metrics."""
+    p, c, cfg = state.parts, state.counters, state.cfg
+    t0 = time.process_time()
+    p.step = c.step
+    set_learning_rates(p, cfg, lr_factor(cfg, c.step, fraction_done))
+    metrics = update(p, partial(next_real, state.data, c))
+    spent = time.process_time() - t0
+    c.cpu_seconds += collectives.total(spent) if ranks.active else spent
+    c.step += 1
+    if p.ema:
+        p.ema.update(p.G, c.step)
+    return metrics
 
 
 def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, run) -> dict:
@@ -164,149 +181,42 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
     `run` is a facegan.tasks.common.tracking.TrackedRun (None on the other ranks of a distributed run: only
     rank 0 logs, samples and checkpoints). Returns the final counters and checkpoint path."""
     ranks = collectives.current()
-    threads = set_threads(cfg.threads)
-    device = pick_device(cfg.device)
-    if device.type == "cuda" and ranks.active:
-        device = torch.device("cuda", ranks.local_rank)
-    precision = precision_name(amp_dtype(device, cfg.precision))
-    if device.type == "cpu":
-        log.info(
-            "training on the CPU with %d torch thread(s) in %s%s",
-            threads,
-            precision,
-            f", rank {ranks.rank} of {ranks.world}" if ranks.active else "",
-        )
-    if ranks.main:
-        run.set_tags({"facegan.precision": precision})  # what autocast really uses here ("auto" resolved)
+    device = training_device(cfg, ranks)
+    if ranks.main:  # what autocast really uses here ("auto" resolved)
+        run.set_tags({"facegan.precision": precision_name(amp_dtype(device, cfg.precision))})
     faces = load_faces(dataset_path, cfg.size)
-    ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
     ckpt.seed_everything(cfg.seed)
     parts = build_parts(cfg, device)
     fmt = memory_format(cfg.channels_last and device.type != "mps")
     data = FaceBatches(faces, cfg.batch_size, cfg.seed, device, fmt, ranks.rank, ranks.world)
     budget = Budget(cfg, data.per_epoch)
-    c = Counters()
-    logged_through = 0  # steps up to here are already in MLflow: not logged twice
-    last = ckpt.latest_checkpoint(ckpt_dir)
-    if last is not None:
-        c = load_state(parts, ckpt.load_checkpoint(last, map_location=device))
-        log.warning("resuming %s from %s (step %d)", meta["run_name"], last.name, c.step)
-        if ranks.main:
-            run.log_metrics({"resumed_from_step": c.step}, step=c.step)
-            logged_through = run.last_step("loss_d")  # a killed run logged past its checkpoint
+    state = TrainState(cfg, parts, Counters(), data, run, meta, run_dir, ranks.world)
+    logged_through = resume(state, ranks.main)
     if ranks.active:
-        for module in (parts.G, parts.D):
-            collectives.broadcast_module(module)
-        if parts.ema is not None:
-            collectives.broadcast_module(parts.ema.model)
-        parts.sync = collectives.average_gradients
-        if not ranks.main:  # rank 0 keeps the checkpoint's RNG stream; the others draw their own noise
-            torch.manual_seed(cfg.seed * 1_000_003 + 7_919 * ranks.rank + c.step)
-    fixed_noise = torch.randn(64, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 1))
-    scorer = CurveScorer(cfg.score_every, cfg.score_samples, cfg.seed, dataset_path, cfg.size)
+        join_ranks(parts, ranks, cfg.seed, state.step)
     update = resolve(GANS[cfg.model].update)
+    state.done = budget.done(state.counters)
 
-    def sampler() -> torch.nn.Module:
-        """The generator that samples, scores and is published: the EMA one (its BatchNorm
-        statistics recomputed for its own weights) when kept, else the live one."""
-        if parts.ema is None:
-            return parts.G
-        return parts.ema.sampler(cfg.z_dim, lambda: autocast(device, parts.amp))
-
-    def progress() -> dict:
-        return {"kimg": kimg_of(c.batches, cfg.batch_size, ranks.world), "cpu_seconds": c.cpu_seconds}
-
-    def next_real() -> torch.Tensor:
-        batch = data.get(c.batches)
-        c.batches += 1
-        return batch
-
-    def checkpoint(path: Path) -> Path:
-        sampler()  # the EMA's BatchNorm statistics are saved up to date
-        return ckpt.save_checkpoint(state_dict(parts, cfg, meta, c), path)
-
-    sums: dict[str, float] = {}  # per metric, over the steps that reported it since the last log
-    counts: dict[str, int] = {}
-    window = (time.perf_counter(), c.batches)
-    bar = tqdm(
-        total=budget.total,
-        initial=c.step,
-        desc=f"train {cfg.model}-{cfg.size}",
-        unit="step",
-        dynamic_ncols=True,
-        disable=None if ranks.main else True,
-    )
-    lines = ProgressLines(budget, c.step, cfg, run_logger() if ranks.main and bar.disable else None)
-    if budget.done(c) and ranks.main:
-        kimg = progress()["kimg"]
-        run_logger().warning(
-            f"budget reached at step {c.step} ({kimg:.1f} kimg): nothing to train; "
-            f"pass --steps > {c.step} or --kimg > {kimg:.1f} to continue"
-        )
+    callbacks = [FiniteCheck()]
+    if ranks.main:  # only rank 0 logs, samples, scores and checkpoints
+        callbacks += [Log(state, budget.total, logged_through), SampleGrids(cfg), Scores(cfg, dataset_path)]
+        callbacks.append(Checkpoints())
     try:
-        while not budget.done(c):
-            t0 = time.process_time()
-            parts.step = c.step
-            set_learning_rates(parts, cfg, lr_factor(cfg, c.step, budget.fraction(c)))
-            metrics = update(parts, next_real)
-            spent = time.process_time() - t0
-            c.cpu_seconds += collectives.total(spent) if ranks.active else spent
-            c.step += 1
-            _check_finite(metrics, c.step, last, cfg)
-            if parts.ema:
-                parts.ema.update(parts.G, c.step)
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + v
-                counts[k] = counts.get(k, 0) + 1
-            step = c.step
-            bar.update(1)
-            if not ranks.main:
-                continue
-            if step % cfg.log_every == 0 or budget.done(c):
-                avg = {k: v / counts[k] for k, v in sums.items()}
-                elapsed = time.perf_counter() - window[0]
-                avg.update(
-                    lr=parts.opt_g.param_groups[0]["lr"],
-                    epoch=data.epoch_of(c.batches),
-                    images_per_sec=(c.batches - window[1]) * cfg.batch_size * ranks.world / max(elapsed, 1e-9),
-                    cpu_minutes=c.cpu_seconds / 60,
-                    **progress(),
-                )
-                if step > logged_through:
-                    run.log_metrics(avg, step=step)
-                bar.set_postfix(
-                    {
-                        "kimg": f"{avg['kimg']:.1f}",
-                        "img/s": f"{avg['images_per_sec']:.0f}",
-                        **{k: f"{avg[k]:.3f}" for k in ("loss_d", "loss_g")},
-                        "det": "-" if lines.detection is None else f"{lines.detection:.2f}",
-                    }
-                )
-                lines.maybe_log(step, avg, budget.done(c))
-                sums, counts, window = {}, {}, (time.perf_counter(), c.batches)
-            if step % cfg.sample_every == 0:
-                save_grid(sampler(), fixed_noise, sample_dir / f"step-{step:06d}.png", run)
-            if scorer.due(step):
-                scores = scorer.score(sampler(), meta)
-                if scores is not None:
-                    run.log_metrics({**scores, **progress()}, step=step)
-                    rate = lines.detection = scores["detection_rate"]
-                    if c.best_detection_rate is None or rate > c.best_detection_rate:
-                        c.best_detection_rate, c.best_step = rate, step
-                        checkpoint(ckpt_dir / ckpt.BEST)
-            if step % cfg.checkpoint_every == 0:
-                last = checkpoint(ckpt.checkpoint_path(ckpt_dir, step))
-                ckpt.prune(ckpt_dir, cfg.keep_checkpoints)
+        while not state.done:
+            state.metrics = train_step(state, update, budget.fraction(state.counters), ranks)
+            state.done = budget.done(state.counters)
+            for callback in callbacks:
+                callback.on_step(state)
     finally:
-        bar.close()
+        for callback in callbacks:
+            callback.close()
+
     if ranks.active:
-        in_sync = collectives.ranks_agree(parts.G) and collectives.ranks_agree(parts.D)
-        if not in_sync:
+        if not (collectives.ranks_agree(parts.G) and collectives.ranks_agree(parts.D)):
             raise TrainingError(f"rank {ranks.rank}: the ranks' weights diverged (gradient averaging failed)")
         if not ranks.main:
-            return {**asdict(c), "checkpoint": None, "grid": None, "world_size": ranks.world}
-    if last is None or last != ckpt.checkpoint_path(ckpt_dir, c.step):
-        last = checkpoint(ckpt.checkpoint_path(ckpt_dir, c.step))
-        ckpt.prune(ckpt_dir, cfg.keep_checkpoints)
-    final_grid = save_grid(sampler(), fixed_noise, sample_dir / "final.png", run)
-    return {**asdict(c), "checkpoint": str(last), "grid": str(final_grid), "world_size": ranks.world}
+            return {**asdict(state.counters), "checkpoint": None, "grid": None, "world_size": ranks.world}
+    for callback in reversed(callbacks):  # the final checkpoint, then the final grid
+        callback.at_end(state)
+    checkpoint, grid = str(state.last_checkpoint), str(state.grid)
+    return {**asdict(state.counters), "checkpoint": checkpoint, "grid": grid, "world_size": ranks.world}
