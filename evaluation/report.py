@@ -202,18 +202,16 @@ def build_table(rows: list[dict], control: dict, noise_floor: float) -> pd.DataF
     return pd.DataFrame.from_records(records, columns=COLUMNS + extra)
 
 
+def _cell(value) -> str:
+    """A Markdown cell: a float with 4 decimals, or MISSING when not computed."""
+    if isinstance(value, float):
+        return MISSING if not np.isfinite(value) else f"{value:.4f}"
+    return str(value)
+
+
 def to_markdown(table: pd.DataFrame) -> str:
-    """GitHub-flavoured Markdown (no tabulate dependency)."""
-
-    def cell(v) -> str:
-        if isinstance(v, float):
-            return MISSING if not np.isfinite(v) else f"{v:.4f}"
-        return str(v)
-
-    head = "| " + " | ".join(table.columns) + " |"
-    rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(table[c]) else "---" for c in table.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join([head, rule, *body]) + "\n"
+    """GitHub-flavoured Markdown, the cells formatted here and written as they are (unpadded)."""
+    return table.map(_cell).to_markdown(index=False, disable_numparse=True, stralign=None, numalign=None) + "\n"
 
 
 def documents(table: pd.DataFrame, protocol: str, notes: list[str], heading: str = TITLE) -> dict[str, str]:
