@@ -9,7 +9,8 @@ from __future__ import annotations
 import pandas as pd
 
 from facegan.config.base import default_workers
-from facegan.flows.cli import SUBCOMMANDS, _load
+from facegan.flows.cli import SUBCOMMANDS
+from facegan.flows.cli_args import cli_fields, load
 
 
 def _default(field) -> str:
@@ -42,8 +43,7 @@ def _flags_table(cls) -> str:
             "default": f"`{_default(field)}`",
             "description": (field.description or "").replace("|", "/"),
         }
-        for name, field in cls.model_fields.items()
-        if not (isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("cli") is False)
+        for name, field, _extra in cli_fields(cls)
     ]
     table = pd.DataFrame(rows, columns=["flag", "type", "default", "description"])
     return table.to_markdown(index=False, disable_numparse=True, stralign=None, numalign=None)
@@ -61,7 +61,7 @@ def config_reference() -> str:
         "",
     ]
     for command, (config_spec, _runner, help_line) in SUBCOMMANDS.items():
-        cls = _load(config_spec)
+        cls = load(config_spec)
         title = f"## `facegan {command}` — `{config_spec.replace(':', '.')}`"
         lines += [title, "", help_line, "", _flags_table(cls), ""]
     return "\n".join(lines)
