@@ -66,7 +66,7 @@ def is_disk_error(exc: BaseException) -> bool:
 
 def disk_error_line(exc: BaseException) -> str:
     """One line for a full disk or a file size limit: what could not be written, and the room left."""
-    from facegan.tasks.common import tracking
+    from facegan.tasks.common.tracking import store
 
     path = None
     cause: BaseException | None = exc
@@ -74,9 +74,9 @@ def disk_error_line(exc: BaseException) -> str:
         path = getattr(cause, "filename", None)
         cause = cause.__cause__ or cause.__context__
     if path is None:
-        uri = tracking.tracking_uri()
-        path = tracking._sqlite_file(uri) or os.environ.get("FACEGAN_HOME") or "facegan-data"
-    return f"cannot write {path}: the disk is full or a file size limit is set ({tracking.disk_message(Path(path))})"
+        uri = store.tracking_uri()
+        path = store.sqlite_file(uri) or os.environ.get("FACEGAN_HOME") or "facegan-data"
+    return f"cannot write {path}: the disk is full or a file size limit is set ({store.disk_message(Path(path))})"
 
 
 class Interrupted(KeyboardInterrupt):
