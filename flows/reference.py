@@ -6,8 +6,11 @@ tests/test_foundation.py fails when docs/config.md is out of date."""
 
 from __future__ import annotations
 
+import pandas as pd
+
 from facegan.config.base import default_workers
-from facegan.flows.cli import SUBCOMMANDS, _load
+from facegan.flows.cli import SUBCOMMANDS
+from facegan.flows.cli_args import cli_fields, load
 
 
 def _default(field) -> str:
@@ -25,6 +28,27 @@ def _default(field) -> str:
     return str(value)
 
 
+def _type(field) -> str:
+    ann = field.annotation
+    tp = ann.__name__ if isinstance(ann, type) else str(ann)
+    return tp.replace("typing.", "").replace("pathlib.", "").replace("NoneType", "None").replace("|", "or")
+
+
+def _flags_table(cls) -> str:
+    """One row per flag of a config model: flag, type, default, description."""
+    rows = [
+        {
+            "flag": f"`--{name.replace('_', '-')}`",
+            "type": _type(field),
+            "default": f"`{_default(field)}`",
+            "description": (field.description or "").replace("|", "/"),
+        }
+        for name, field, _extra in cli_fields(cls)
+    ]
+    table = pd.DataFrame(rows, columns=["flag", "type", "default", "description"])
+    return table.to_markdown(index=False, disable_numparse=True, stralign=None, numalign=None)
+
+
 def config_reference() -> str:
     lines = [
         "# Configuration reference",
@@ -37,25 +61,9 @@ def config_reference() -> str:
         "",
     ]
     for command, (config_spec, _runner, help_line) in SUBCOMMANDS.items():
-        cls = _load(config_spec)
-        lines += [
-            f"## `facegan {command}` — `{config_spec.replace(':', '.')}`",
-            "",
-            help_line,
-            "",
-            "| flag | type | default | description |",
-            "|---|---|---|---|",
-        ]
-        for name, field in cls.model_fields.items():
-            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-            if extra.get("cli") is False:
-                continue
-            ann = field.annotation
-            tp = ann.__name__ if isinstance(ann, type) else str(ann)
-            tp = tp.replace("typing.", "").replace("pathlib.", "").replace("NoneType", "None").replace("|", "or")
-            desc = (field.description or "").replace("|", "/")
-            lines.append(f"| `--{name.replace('_', '-')}` | {tp} | `{_default(field)}` | {desc} |")
-        lines.append("")
+        cls = load(config_spec)
+        title = f"## `facegan {command}` — `{config_spec.replace(':', '.')}`"
+        lines += [title, "", help_line, "", _flags_table(cls), ""]
     return "\n".join(lines)
 
 

@@ -361,7 +361,7 @@ def test_registered_versions_carry_model_size_kimg_and_dataset(tmp_path, capsys,
     (run,) = tracking.find_runs("train", "attributes.run_name = 'regset-tags'")
     name, version = run.data.tags["facegan.registered_model"], run.data.tags["facegan.model_version"]
     assert name == "facegan-dcgan-48"
-    mv = tracking._client().get_model_version(name, version)
+    mv = tracking.store._client().get_model_version(name, version)
     assert (
         mv.tags.items()
         >= {

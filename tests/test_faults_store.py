@@ -165,7 +165,7 @@ def test_a_half_made_store_of_an_older_facegan_is_rebuilt(capsys, tmp_path, face
     monkeypatch.delenv("FACEGAN_MLFLOW_ARTIFACTS", raising=False)
     facegan_home.mkdir(parents=True)
     store = facegan_home / "mlflow.db"
-    tracking._build_store(store)
+    tracking.store._build_store(store)
     with sqlite3.connect(store) as con:  # the revision before 'add storage_location': the kill's state
         con.execute("UPDATE alembic_version SET version_num = '2d6e25af4d3e'")
     con.close()

@@ -89,6 +89,18 @@ def test_layers_import_only_the_layers_below_them():
     )
 
 
+def test_only_the_tracking_package_imports_mlflow():
+    """One place talks to MLflow: facegan.tasks.common.tracking (its modules); the rest calls it."""
+    wrong = [
+        f"{path.relative_to(ROOT)} imports {imported}"
+        for name, path in modules().items()
+        if not (name + ".").startswith("facegan.tasks.common.tracking.")
+        for imported in imports(path)
+        if imported.split(".")[0] == "mlflow"
+    ]
+    assert not wrong, "MLflow is imported only in tasks/common/tracking/:\n" + "\n".join(wrong)
+
+
 def test_no_import_cycle_between_project_modules():
     mods = modules()
     graph = {name: {m for m in imports(path) if m in mods and m != name} for name, path in mods.items()}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facegan.evaluation import report
+from facegan.evaluation import figures, report
 from tests.conftest import extract_lfw_subset
 
 pytestmark = pytest.mark.no_prefect
@@ -33,21 +33,21 @@ def _has_text(image: np.ndarray) -> bool:
 
 
 def test_a_sheet_without_images_says_no_images(faces):
-    empty = report.sample_grid(faces[:0])
+    empty = figures.sample_grid(faces[:0])
     assert empty.dtype == np.uint8 and empty.shape == (68, 8 * 66 + 2, 3)  # one tile high, a full row wide
     assert _has_text(empty)
-    full = report.sample_grid(faces[:0], full=True)
+    full = figures.sample_grid(faces[:0], full=True)
     assert full.shape == (4 * 66 + 2, 8 * 66 + 2, 3) and _has_text(full)
-    grids = report.detection_grids(faces, np.ones(len(faces), bool))
+    grids = figures.detection_grids(faces, np.ones(len(faces), bool))
     assert _has_text(grids["not_detected"])
     assert grids["detected"].shape == (66 + 2, 8 * 66 + 2, 3)
 
 
 def test_one_image_stays_one_tile(faces):
-    one = report.sample_grid(faces[:1])
+    one = figures.sample_grid(faces[:1])
     assert one.shape == (68, 68, 3) and np.array_equal(one[2:66, 2:66], faces[0])
-    padded = report.sample_grid(faces[:1], full=True)
-    assert padded.shape == report.sample_grid(np.repeat(faces, 4, axis=0), full=True).shape
+    padded = figures.sample_grid(faces[:1], full=True)
+    assert padded.shape == figures.sample_grid(np.repeat(faces, 4, axis=0), full=True).shape
     assert np.array_equal(padded[2:66, 2:66], faces[0])
     padded[2:66, 2:66] = 255
     assert (padded == 255).all()  # the rest of the panel is white, not a blown-up face
@@ -58,7 +58,7 @@ def test_detected_vs_not_figure_shows_tiles_at_one_scale(faces):
 
     detected = np.zeros(len(faces), bool)
     detected[3] = True  # one detected image, seven not
-    figure = report.detection_figure([("gan", faces, detected), ("nothing found", faces, np.zeros(len(faces), bool))])
+    figure = figures.detection_figure([("gan", faces, detected), ("nothing found", faces, np.zeros(len(faces), bool))])
     try:
         panels = [ax.get_images()[0].get_array() for ax in figure.axes]
         assert len(panels) == 4

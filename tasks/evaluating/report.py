@@ -14,7 +14,7 @@ import numpy as np
 
 from facegan.config.errors import InputError
 from facegan.config.evaluate import EvaluateConfig
-from facegan.evaluation import detection, metrics, report
+from facegan.evaluation import detection, figures, metrics, report
 from facegan.evaluation.real_sets import RealSets
 from facegan.tasks.common.atomic import write_text
 from facegan.tasks.evaluating.scoring import (
@@ -204,18 +204,18 @@ def publish(
     for file in write_files(folder, report.documents(table, detection.PROTOCOL, notes, heading)):
         run.log_artifact(file, "report")
     run.log_table(table, "report/table1.json")
-    figures = (
-        (report.bar_chart(table), "report/bar_chart.png"),
+    charts = (
+        (figures.bar_chart(table), "report/bar_chart.png"),
         (
-            report.detection_figure([(s.label, s.images, s.detected) for s in scored]),
+            figures.detection_figure([(s.label, s.images, s.detected) for s in scored]),
             "grids/detected_vs_not_detected.png",
         ),
     )
-    for figure, name in figures:
+    for figure, name in charts:
         run.log_figure(figure, name)
-        report.close(figure)
+        figures.close(figure)
     for row in scored:
-        for key, grid in report.detection_grids(row.images, row.detected).items():
+        for key, grid in figures.detection_grids(row.images, row.detected).items():
             run.log_image(grid, f"grids/{report.slug(row.label)}_{key}.png")
         if config.keep_pngs:
             run.log_artifact(
