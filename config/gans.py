@@ -15,11 +15,11 @@ from typing import Any
 @dataclass(frozen=True)
 class GAN:
     label: str  # its Table 1 row
-    generator: str  # "module:Class", built with generator_args
     discriminator: str  # "module:Class", built with discriminator_args
-    update: str  # "module:function": one training iteration
     defaults: dict[str, Any]  # recipe values for fields left unset
     discriminator_args: dict[str, str]  # constructor keyword -> TrainConfig field
+    generator: str = "facegan.models.dcgan:Generator"  # "module:Class", built with generator_args
+    update: str = "facegan.tasks.training.updates:dcgan_update"  # "module:function": one training iteration
     generator_args: dict[str, str] = field(
         default_factory=lambda: dict(size="size", z_dim="z_dim", features="features")
     )
@@ -65,9 +65,7 @@ GANS: dict[str, GAN] = {
     "dcgan": GAN(
         label="DCGAN",
         summary="DCGAN (Radford et al. 2016)",
-        generator="facegan.models.dcgan:Generator",
         discriminator="facegan.models.dcgan:Discriminator",
-        update="facegan.tasks.training.updates:dcgan_update",
         discriminator_args=dict(size="size", features="features", norm="d_norm"),
         defaults=dict(
             batch_size=64, lr=2e-4, beta1=0.5, beta2=0.999, d_steps=1, z_dim=100, features=64, score_every=500
@@ -77,7 +75,6 @@ GANS: dict[str, GAN] = {
     "wgan-gp": GAN(
         label="WGAN-GP",
         summary="WGAN with gradient penalty (Gulrajani et al. 2017)",
-        generator="facegan.models.dcgan:Generator",
         discriminator="facegan.models.wgan_gp:Critic",
         update="facegan.tasks.training.updates:wgan_gp_update",
         discriminator_args=dict(size="size", features="features", norm="critic_norm"),
@@ -98,9 +95,7 @@ GANS: dict[str, GAN] = {
         label="Projected GAN",
         summary="the DCGAN generator against a discriminator on frozen "
         "pretrained ImageNet features (Sauer et al. 2021)",
-        generator="facegan.models.dcgan:Generator",
         discriminator="facegan.models.projected:ProjectedDiscriminator",
-        update="facegan.tasks.training.updates:dcgan_update",
         discriminator_args=dict(
             size="size", input_size="d_input", width="d_width", seed="seed", balance_heads="d_balance"
         ),

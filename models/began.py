@@ -12,20 +12,10 @@ bottleneck h. The first feature map is 8x8 (6x6 for 48 px); 128 px has one stage
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from facegan.config.base import SIZES
-
-
-def geometry(size: int) -> tuple[int, int]:
-    start = 6 if size % 3 == 0 else 8
-    stages = round(math.log2(size / start))
-    if size not in SIZES or start * 2**stages != size:
-        raise ValueError(f"unsupported image size {size}: use one of {SIZES}")
-    return start, stages
+from facegan.models.dcgan import geometry
 
 
 def _block(c_in: int, c_out: int) -> list[nn.Module]:
@@ -42,7 +32,7 @@ class Decoder(nn.Module):
 
     def __init__(self, size: int = 64, h_dim: int = 64, features: int = 64, channels: int = 3, tanh: bool = False):
         super().__init__()
-        self.start, stages = geometry(size)
+        self.start, stages = geometry(size, smallest=8)
         self.features = features
         self.fc = nn.Linear(h_dim, features * self.start**2)
         layers: list[nn.Module] = []
@@ -69,7 +59,7 @@ class Generator(Decoder):
 class Encoder(nn.Module):
     def __init__(self, size: int = 64, h_dim: int = 64, features: int = 64, channels: int = 3):
         super().__init__()
-        start, stages = geometry(size)
+        start, stages = geometry(size, smallest=8)
         layers: list[nn.Module] = [nn.Conv2d(channels, features, 3, 1, 1), nn.ELU(inplace=True)]
         for i in range(1, stages + 1):
             layers += _block(features * i, features * i)

@@ -28,9 +28,10 @@ from torch import nn
 from facegan.config.base import SIZES
 
 
-def geometry(size: int) -> tuple[int, int]:
-    """(first feature map side, number of stride-2 stages) for an image side."""
-    start = 3 if size % 3 == 0 else 4
+def geometry(size: int, smallest: int = 4) -> tuple[int, int]:
+    """(first feature map side, number of stride-2 stages) for an image side: the first map is
+    `smallest` px (3/4 of it for sizes divisible by 3, e.g. 48 px)."""
+    start = smallest * 3 // 4 if size % 3 == 0 else smallest
     stages = round(math.log2(size / start))
     if size not in SIZES or start * 2**stages != size:
         raise ValueError(f"unsupported image size {size}: use one of {SIZES}")
