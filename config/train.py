@@ -161,11 +161,7 @@ class TrainConfig(StageConfig):
         "use their own",
     )
     d_input: int | None = Field(
-        None,
-        ge=32,
-        le=512,
-        description="projected: resize images to this many px before the frozen feature network (default: their own "
-        "size)",
+        None, ge=32, le=512, description="projected: image side fed to the frozen feature network (default: --size)"
     )
     d_width: float | None = Field(
         None, gt=0, le=4, description="projected: width multiplier of the trainable discriminator heads (default 0.5)"
