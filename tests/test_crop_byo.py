@@ -38,12 +38,13 @@ def _lfw_photos(n: int, skip: int = 400):
 def tight_chips(n: int = N_CHIPS, side: int = 200, seed: int = 0) -> list[tuple[str, str, np.ndarray]]:
     """LFW faces cut to their Haar box or up to 8% of it tighter on every side (the face touches
     the borders), resized to side×side: the face chips an earlier detector leaves behind."""
-    from facegan.tasks.cropping.detect import HaarParams, detect_faces
+    from facegan.config.crop import CropConfig
+    from facegan.tasks.cropping.detect import detect_faces
 
     rng = np.random.default_rng(seed)
     chips = []
     for person, stem, img in _lfw_photos(int(n * 1.1) + 5):
-        boxes = detect_faces(img, HaarParams(), largest_only=True)
+        boxes = detect_faces(img, CropConfig(largest_only=True))
         if not boxes:
             continue
         x, y, w, h = boxes[0]
@@ -161,7 +162,8 @@ def test_padded_search_finds_no_faces_in_face_free_photos():
     """The padded search runs on every image where the normal one finds nothing, so it must not
     invent faces: 151 video frames and 300 flower photos at 128 and 64 px. Measured: video frames
     0 → 0, flowers 128 px 3 → 4, 64 px 1 → 1 images with a face."""
-    from facegan.tasks.cropping.detect import HaarParams, find_faces, read_bgr
+    from facegan.config.crop import CropConfig
+    from facegan.tasks.cropping.detect import find_faces, read_bgr
 
     frames = [read_bgr(p) for p in sorted(shared("negatives", "video_frames").glob("*.jpg"))]
     files = sorted(shared("negatives", "flowers").rglob("*.jpg"))
@@ -169,7 +171,7 @@ def test_padded_search_finds_no_faces_in_face_free_photos():
     flowers = [cv2.imread(str(p)) for p in picked]
     small = [cv2.resize(f, (64, 64), interpolation=cv2.INTER_AREA) for f in flowers]
     for name, images, most in [("video", frames, 0), ("flowers128", flowers, 4), ("flowers64", small, 3)]:
-        found = [m for _, m in (find_faces(im, HaarParams(), largest_only=True) for im in images)]
+        found = [m for _, m in (find_faces(im, CropConfig(largest_only=True)) for im in images)]
         plain, padded = sum(m == "haar" for m in found), sum(m is not None for m in found)
         print(f"\n{name}: {len(images)} images, plain Haar {plain}, with the padded search {padded}")
         assert sum(m is not None for m in found) <= most, name
@@ -180,7 +182,8 @@ def test_hand_labelled_boxes_with_the_padded_search():
     """dlib's 43 hand-labelled faces through find_faces (the crop stage's detector, padded search
     included): recall >= 0.78 at precision >= 0.95 (measured 0.814 / 1.0, as without it: every
     one of these photos has a face the normal search finds)."""
-    from facegan.tasks.cropping.detect import HaarParams, find_faces, read_bgr
+    from facegan.config.crop import CropConfig
+    from facegan.tasks.cropping.detect import find_faces, read_bgr
 
     root, truth = dlib_face_boxes()
 
@@ -192,7 +195,7 @@ def test_hand_labelled_boxes_with_the_padded_search():
     hits = false_pos = 0
     for file, boxes in truth.items():
         matched: set[int] = set()
-        found, _ = find_faces(read_bgr(root / file), HaarParams())
+        found, _ = find_faces(read_bgr(root / file), CropConfig())
         for det in found:
             best = max(range(len(boxes)), key=lambda i: iou(det, boxes[i]))
             if iou(det, boxes[best]) >= 0.3 and best not in matched:

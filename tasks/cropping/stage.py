@@ -12,7 +12,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -23,9 +23,8 @@ from facegan.tasks.common import locks
 from facegan.tasks.common.atomic import clean_partials
 from facegan.tasks.common.paths import MANIFEST, check_name, dataset_dir, raw_dir, resolve_raw
 from facegan.tasks.cropping.dataset import NO_FACE_SHEET, REJECTED, read_meta, recover
-from facegan.tasks.cropping.detect import HaarParams
 from facegan.tasks.cropping.runner import connect_cluster, shard_runner
-from facegan.tasks.cropping.shards import CropParams, crop_rows, save_shard
+from facegan.tasks.cropping.shards import crop_options, crop_rows, save_shard
 
 
 def check_request(config: CropConfig) -> None:
@@ -35,24 +34,13 @@ def check_request(config: CropConfig) -> None:
     connect_cluster(config.dask_address) if config.dask_address else None
 
 
-def crop_params(config: CropConfig) -> CropParams:
-    return CropParams(
-        sizes=tuple(config.sizes),
-        largest_only=config.largest_only,
-        margin=config.margin,
-        haar=HaarParams(config.scale_factor, config.min_neighbors, config.min_face),
-        pad=config.pad,
-        aligned=config.aligned,
-    )
-
-
 @dataclass
 class CropPlan:
     raw_name: str
     name: str
     root: Path  # datasets/<name>
     rows: list[dict]
-    params: CropParams
+    config: CropConfig
     fingerprint: str
     shards: list[tuple[list[dict], Path]]  # (rows, output file)
     address: str | None  # the Dask cluster, if any
@@ -106,8 +94,7 @@ def release(plan: CropPlan) -> None:
 def _plan(config: CropConfig, raw_name: str, name: str, root: Path, address: str | None, slots: int, log) -> CropPlan:
     recover(root)
     rows = load_raw_rows(raw_name)
-    params = crop_params(config)
-    fp = fingerprint(rows, params, config.dedupe)
+    fp = fingerprint(rows, config, config.dedupe)
     metas = [read_meta(root / str(s)) for s in config.sizes]
     if all(m and m.get("fingerprint") == fp for m in metas):
         log(f"dataset {name!r} is up to date with raw set {raw_name!r}: nothing to crop")
@@ -118,16 +105,16 @@ def _plan(config: CropConfig, raw_name: str, name: str, root: Path, address: str
             "run_id": metas[0].get("run_id"),
             **{f"crops_{s}": m["crops"] for s, m in zip(config.sizes, metas)},
         }
-        return CropPlan(raw_name, name, root, rows, params, fp, [], address, current)
+        return CropPlan(raw_name, name, root, rows, config, fp, [], address, current)
     work = root / ".work"
     clean_partials(work) if work.exists() else None
     shard_size = config.shard_size or max(10, min(200, -(-len(rows) // (4 * slots))))
-    shards = plan_shards(rows, shard_size, params, work)
+    shards = plan_shards(rows, shard_size, config, work)
     log(
         f"{len(shards)} shards of up to {shard_size} images on "
         + (f"the Dask cluster at {address} ({slots} threads)" if address else f"{config.workers} threads")
     )
-    return CropPlan(raw_name, name, root, rows, params, fp, shards, address, None)
+    return CropPlan(raw_name, name, root, rows, config, fp, shards, address, None)
 
 
 def crop_all_shards(shard_task, plan: CropPlan, workers: int) -> list[Path]:
@@ -139,7 +126,7 @@ def crop_all_shards(shard_task, plan: CropPlan, workers: int) -> list[Path]:
     try:
         with shard_runner(workers, plan.address) as runner:
             futures = [
-                runner.submit(shard_task, {"rows": chunk, "params": plan.params, "target": target})
+                runner.submit(shard_task, {"rows": chunk, "config": plan.config, "target": target})
                 for chunk, target in plan.shards
             ]
             for future in tqdm(as_completed(futures), total=len(futures), desc=f"crop {plan.name}", unit="shard"):
@@ -163,7 +150,7 @@ def build_datasets(plan: CropPlan, config: CropConfig, run_id: str, started: flo
             meta,
             config.workers,
             config.seed,
-            plan.params,
+            config,
             raw_skipped(plan.raw_name),
         )
     except InputError:
@@ -227,33 +214,34 @@ def raw_skipped(raw_name: str) -> list[dict]:
     return failed[cols].astype(object).where(failed[cols].notna(), None).to_dict("records")
 
 
-def fingerprint(rows: list[dict], params: CropParams, dedupe: bool) -> str:
+def fingerprint(rows: list[dict], config: CropConfig, dedupe: bool) -> str:
+    """Which rows were cropped with which options (crop_options): a dataset is current while it holds."""
     payload = json.dumps(
-        {"params": asdict(params), "dedupe": dedupe, "rows": [(r["path"], r.get("sha256")) for r in rows]},
+        {"params": crop_options(config), "dedupe": dedupe, "rows": [(r["path"], r.get("sha256")) for r in rows]},
         sort_keys=True,
         default=str,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def plan_shards(rows: list[dict], shard_size: int, params: CropParams, work_dir: Path) -> list[tuple[list[dict], Path]]:
+def plan_shards(rows: list[dict], shard_size: int, config: CropConfig, work_dir: Path) -> list[tuple[list[dict], Path]]:
     """Group rows into shards; each shard's output file is named by its content and parameters."""
     shards = []
     for start in range(0, len(rows), shard_size):
         chunk = rows[start : start + shard_size]
-        key = fingerprint(chunk, params, dedupe=False)[:24]
+        key = fingerprint(chunk, config, dedupe=False)[:24]
         shards.append((chunk, work_dir / f"shard-{key}.npz"))
     return shards
 
 
-def crop_shard(rows: list[dict], params: CropParams, target: Path) -> Path:
+def crop_shard(rows: list[dict], config: CropConfig, target: Path) -> Path:
     """Crop one shard into `target` unless a previous (possibly killed) run already did."""
     if target.is_file():
         return target
     import cv2
 
     cv2.setNumThreads(1)  # one shard per worker thread (also on Dask workers): no oversubscription
-    return save_shard(crop_rows(rows, params), target)
+    return save_shard(crop_rows(rows, config), target)
 
 
 def shard_cache_key(context, parameters) -> str | None:
@@ -270,12 +258,12 @@ def assemble(
     meta: dict,
     workers: int,
     seed: int = 0,
-    params: CropParams | None = None,
+    config: CropConfig | None = None,
     skipped: list[dict] | None = None,
 ) -> dict:
     """Merge shards and swap in one dataset per size. Returns the stats.
 
-    With `params.aligned` None (automatic), a set that looks aligned gets the images where no pass
+    With `config.aligned` None (automatic), a set that looks aligned gets the images where no pass
     found a face cut at its typical face box (facegan.tasks.cropping.report)."""
     from facegan.tasks.cropping import report
     from facegan.tasks.cropping.dataset import merge_shards, swap_in, thumbnails_sheet, write_size
@@ -286,10 +274,10 @@ def assemble(
     outcomes = [o for s in shards for o in (s.outcomes or [])]
     records = [r for s in shards for r in s.records]
     typical = None
-    if params is not None and params.aligned is None:
+    if config is not None and config.aligned is None:
         typical = report.aligned_set_box(records, outcomes)
         if typical is not None:
-            shards.append(report.fill_aligned(outcomes, typical, params))
+            shards.append(report.fill_aligned(outcomes, typical, config))
     manifest, arrays, dropped, origins = merge_shards(shards, sizes, dedupe)
     faces = [n for s in shards for n in (s.faces_per_image or [])]
     read = [o for o in outcomes if o.get("width") is not None]
