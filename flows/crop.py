@@ -33,5 +33,4 @@ def crop(config: CropConfig = CropConfig()) -> dict:
 
 
 def main(config: CropConfig) -> str:
-    stage.check_request(config)  # fail fast, before a Prefect server starts
     return stage.summary_text(crop(config), config.sizes)

@@ -21,17 +21,11 @@ from facegan.config.crop import CropConfig
 from facegan.config.errors import InputError
 from facegan.tasks.common import locks
 from facegan.tasks.common.atomic import clean_partials
-from facegan.tasks.common.paths import MANIFEST, check_name, dataset_dir, raw_dir, resolve_raw
+from facegan.tasks.common.paths import MANIFEST, dataset_dir, raw_dir
 from facegan.tasks.cropping.dataset import NO_FACE_SHEET, REJECTED, read_meta, recover
-from facegan.tasks.cropping.runner import connect_cluster, shard_runner
+from facegan.tasks.cropping.request import check_request
+from facegan.tasks.cropping.runner import shard_runner
 from facegan.tasks.cropping.shards import crop_options, crop_rows, save_shard
-
-
-def check_request(config: CropConfig) -> None:
-    """Fail fast, before a Prefect server starts: an unknown raw set, a bad name, no Dask cluster."""
-    resolve_raw(config.raw)
-    check_name(config.name) if config.name else None
-    connect_cluster(config.dask_address) if config.dask_address else None
 
 
 @dataclass
@@ -62,10 +56,8 @@ class CropPlan:
 
 def plan_crop(config: CropConfig, log=print) -> CropPlan:
     """The raw rows to crop and their shards, or the up-to-date dataset (same raw set, same options)."""
-    raw_name = resolve_raw(config.raw)
-    name = check_name(config.name or raw_name)
-    # on a Dask cluster, shards are sized for the cluster's threads instead of config.workers
-    address, slots = connect_cluster(config.dask_address) if config.dask_address else (None, config.workers)
+    request = check_request(config)  # on a Dask cluster, shards are sized for its threads
+    raw_name, name, address, slots = request.raw, request.name, request.address, request.slots
     root = dataset_dir(name)
     # one writer per dataset: a second crop into it is refused in one line, before it touches .work
     locks.acquire(lock_path(name), busy_message(name))

@@ -14,9 +14,10 @@ from facegan.config.errors import InputError, NotFoundError
 from facegan.config.train import NAME_NEUTRAL, RECIPE_FIELDS, TrainConfig
 from facegan.tasks.common import locks, tracking
 from facegan.tasks.common.atomic import atomic_path, write_text
-from facegan.tasks.common.paths import resolve_dataset_path, runs_root
+from facegan.tasks.common.paths import runs_root
 from facegan.tasks.training import checkpoints as ckpt
-from facegan.tasks.training.data import count_faces, dataset_fingerprint, dataset_info, display_path
+from facegan.tasks.training.data import dataset_fingerprint, dataset_info, display_path
+from facegan.tasks.training.inputs import check_training_set
 from facegan.tasks.training.trained_generators import GENERATOR_ARTIFACT, META_ARTIFACT, RUN_DIR_TAG, generator_payload
 
 log = logging.getLogger("facegan.train")
@@ -33,11 +34,8 @@ def _read_json(path: Path) -> dict:
 def prepare_run(cfg: TrainConfig) -> dict:
     """Resolve the dataset, the run folder and the MLflow run (new, or the one being resumed).
     Returns {run_id, run_name, run_dir, dataset_path, meta, resumed_from}."""
-    dataset, path = resolve_dataset_path(cfg.dataset, cfg.size)
-    crops = count_faces(path, cfg.size)  # validates the array (header only) before anything is created
-    if cfg.batch_size * cfg.nproc > crops:
-        per = f" x {cfg.nproc} processes" if cfg.nproc > 1 else ""
-        raise InputError(f"--batch-size {cfg.batch_size}{per} is larger than the dataset ({crops} crops)")
+    checked = check_training_set(cfg)  # the array's header, before anything is created
+    dataset, path, crops = checked.name, checked.path, checked.crops
     name = cfg.run_name(dataset)
     run_dir = runs_root() / name
     # one writer per run: a second `train` of it (--resume twice) is refused in one line
