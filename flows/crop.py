@@ -16,7 +16,7 @@ from facegan.tasks.cropping import stage
 
 
 @flow(name="crop", task_runner=ThreadPoolTaskRunner(), log_prints=True)
-def crop(config: CropConfig = CropConfig()) -> dict:
+def crop(config: CropConfig = CropConfig()) -> stage.CropResult:
     plan = steps.plan_crop(config)
     if plan.current:  # the dataset is up to date with its raw set and options
         return plan.current

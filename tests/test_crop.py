@@ -231,8 +231,8 @@ def test_odd_inputs_exif_grey_rgba_16bit_and_unreadable(facegan_home, tmp_path):
     acquire(AcquireConfig(path=src, name="odd"))
     (src / "vanishing.jpg").unlink()
     result = crop(CropConfig(raw="odd", largest_only=True, sizes=[64], dedupe=False))
-    assert result["images_in"] == 5 and result["images_unreadable"] == 1
-    assert result["crops_64"] == 4
+    assert result.stats["images_in"] == 5 and result.stats["images_unreadable"] == 1
+    assert result.crops == {64: 4} and result.stats["crops_64"] == 4
     manifest = pd.read_parquet(facegan_home / "datasets" / "odd" / "64" / "manifest.parquet")
     assert sorted(p.split("/")[-1] for p in manifest["source"]) == ["deep16.png", "grey.png", "rgba.png", "rotated.jpg"]
     faces = np.load(facegan_home / "datasets" / "odd" / "64" / "faces.npy")
@@ -251,7 +251,7 @@ def test_rerun_is_skipped_and_logged_to_mlflow(lfw_crops, monkeypatch):
     first_meta = json.loads((lfw_crops / "datasets" / "lfw-sample" / "64" / "meta.json").read_text())
     mtime = (lfw_crops / "datasets" / "lfw-sample" / "64" / "faces.npy").stat().st_mtime_ns
     again = crop(CropConfig(raw="lfw-sample", largest_only=True))
-    assert again["skipped"] is True and again["run_id"] == first_meta["run_id"]
+    assert again.skipped is True and again.run_id == first_meta["run_id"]
     assert (lfw_crops / "datasets" / "lfw-sample" / "64" / "faces.npy").stat().st_mtime_ns == mtime
 
     run = tracking.get_run(first_meta["run_id"])

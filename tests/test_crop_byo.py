@@ -77,15 +77,15 @@ def byo_sets(tmp_path_factory) -> dict[str, Path]:
     return {"chips": root / "chips", "pgm": root / "pgm", "celeba": root / "celeba"}
 
 
-def _crop_share(name: str, facegan_home: Path, **options) -> tuple[float, dict, pd.DataFrame]:
-    """(share of the raw set's images giving a 64 px crop, stats, manifest) of one crop run."""
+def _crop_share(name: str, facegan_home: Path, **options):
+    """(share of the raw set's images giving a 64 px crop, the flow's CropResult, manifest) of one crop run."""
     from facegan.config.crop import CropConfig
     from facegan.flows.crop import crop
 
     tag = "-".join(f"{k}{v}" for k, v in options.items()).replace(".", "") or "default"
     result = crop(CropConfig(raw=name, name=f"{name}-{tag}", sizes=[64], largest_only=True, **options))
     manifest = pd.read_parquet(facegan_home / "datasets" / f"{name}-{tag}" / "64" / "manifest.parquet")
-    return manifest["source"].nunique() / result["images_in"], result, manifest
+    return manifest["source"].nunique() / result.stats["images_in"], result, manifest
 
 
 @pytest.mark.parametrize("kind,floor", [("chips", 0.90), ("pgm", 0.95)])
@@ -99,23 +99,26 @@ def test_tight_chips_survive_the_padded_search(byo_sets, facegan_home, kind, flo
     # sN/k.pgm is not LFW's <Name>/<Name>_0001.jpg, which acquire's automatic identity rule
     # requires: a person-per-folder research layout is stated with --identity folder
     acquire(AcquireConfig(path=byo_sets[kind], name=kind, identity="folder" if kind == "pgm" else "auto"))
-    plain, plain_stats, _ = _crop_share(kind, facegan_home, pad=0.0, aligned=False)
-    padded, stats, manifest = _crop_share(kind, facegan_home, aligned=False)
-    auto, auto_stats, auto_manifest = _crop_share(kind, facegan_home)
+    plain, plain_run, _ = _crop_share(kind, facegan_home, pad=0.0, aligned=False)
+    padded, padded_run, manifest = _crop_share(kind, facegan_home, aligned=False)
+    auto, auto_run, auto_manifest = _crop_share(kind, facegan_home)
     print(f"\n{kind}: plain Haar {plain:.3f}, + padded search {padded:.3f}, + aligned-set rule {auto:.3f}")
-    assert plain_stats["images_haar_padded"] == 0 and plain < 0.8  # tight chips defeat plain Haar
+    assert plain_run.stats["images_haar_padded"] == 0 and plain < 0.8  # tight chips defeat plain Haar
     assert padded >= floor, padded
-    assert stats["images_haar_padded"] > 0.2 * N_CHIPS
-    assert stats["images_haar"] + stats["images_haar_padded"] + stats["images_no_face"] == stats["images_read"]
+    assert padded_run.stats["images_haar_padded"] > 0.2 * N_CHIPS
+    assert (
+        padded_run.stats["images_haar"] + padded_run.stats["images_haar_padded"] + padded_run.stats["images_no_face"]
+        == padded_run.stats["images_read"]
+    )
     assert set(manifest["method"]) == {"haar", "haar-padded"}
     assert manifest.groupby("method")["source"].nunique().to_dict() == {
-        "haar": stats["images_haar"],
-        "haar-padded": stats["images_haar_padded"],
+        "haar": padded_run.stats["images_haar"],
+        "haar-padded": padded_run.stats["images_haar_padded"],
     }
     # the padded search's boxes reach past the chip's borders; the square stays a square
     pad_rows = manifest[manifest["method"] == "haar-padded"]
     assert (pad_rows["w"] == pad_rows["h"]).all() and (pad_rows["w"] > 0.9 * 200).mean() > 0.5
-    assert auto >= padded and auto_stats["images_no_face"] == N_CHIPS - auto_manifest["source"].nunique()
+    assert auto >= padded and auto_run.stats["images_no_face"] == N_CHIPS - auto_manifest["source"].nunique()
     if kind == "pgm":  # identity = the sN folder of the nested att_faces/sN/k.pgm layout
         assert manifest["identity"].str.fullmatch(r"s\d+").all()
         assert (manifest["identity"] == manifest["source"].str.split("/").str[-2]).all()
@@ -136,24 +139,28 @@ def test_aligned_celeba_loses_no_image(byo_sets, facegan_home):
     acquire(AcquireConfig(path=byo_sets["celeba"], name="celeba"))
     plain, _, _ = _crop_share("celeba", facegan_home, pad=0.0, aligned=False)
     padded, _, _ = _crop_share("celeba", facegan_home, aligned=False)
-    auto, auto_stats, auto_manifest = _crop_share("celeba", facegan_home)
-    forced, stats, manifest = _crop_share("celeba", facegan_home, aligned=True)
+    auto, auto_run, auto_manifest = _crop_share("celeba", facegan_home)
+    forced, forced_run, manifest = _crop_share("celeba", facegan_home, aligned=True)
     print(
         f"\nceleba: plain Haar {plain:.3f}, + padded search {padded:.3f}, automatic {auto:.3f}, --aligned {forced:.3f}"
     )
     assert forced == 1.0 and len(manifest) == N_CELEBA
     assert set(manifest["method"]) == {"aligned-centre"}
     assert manifest[["crop_x0", "crop_y0", "crop_side"]].drop_duplicates().values.tolist() == [[0, 10, 89]]
-    assert stats["images_aligned"] == N_CELEBA and stats["images_haar"] == 0 and stats["images_no_face"] == 0
-    assert auto_stats["aligned_set"] == 1 and auto == 1.0
+    assert (
+        forced_run.stats["images_aligned"] == N_CELEBA
+        and forced_run.stats["images_haar"] == 0
+        and forced_run.stats["images_no_face"] == 0
+    )
+    assert auto_run.stats["aligned_set"] == 1 and auto == 1.0
     filled = auto_manifest[auto_manifest["method"] == "aligned-box"]
     assert (
         len(filled)
-        == auto_stats["images_aligned"]
-        == N_CELEBA - auto_stats["images_haar"] - auto_stats["images_haar_padded"]
+        == auto_run.stats["images_aligned"]
+        == N_CELEBA - auto_run.stats["images_haar"] - auto_run.stats["images_haar_padded"]
     )
     assert len(filled) > 0 and filled[["x", "y", "w", "h"]].drop_duplicates().shape[0] == 1
-    metrics = tracking.get_run(auto_stats["run_id"]).data.metrics
+    metrics = tracking.get_run(auto_run.run_id).data.metrics
     assert metrics["images_aligned"] == len(filled) and metrics["aligned_set"] == 1
 
 
@@ -250,10 +257,10 @@ def test_formats_pgm_ppm_tiff_webp_bmp_png16_grey_jpeg_heic_gif(facegan_home, tm
     (src / "layers.xcf").write_bytes(b"gimp xcf v011" + bytes(range(256)) * 20)
 
     imported = acquire(AcquireConfig(path=src, name="formats"))
-    assert imported["ok"] == len(expected) and imported["failed"] == 2
+    assert imported.ok == len(expected) and imported.failed == 2
     result = crop(CropConfig(raw="formats", sizes=[64], largest_only=True, dedupe=False))
-    assert result["images_read"] == len(expected) and result["images_no_face"] == 0
-    assert result["files_skipped"] == 2 and result["skipped_not_an_image"] == 2
+    assert result.stats["images_read"] == len(expected) and result.stats["images_no_face"] == 0
+    assert result.stats["files_skipped"] == 2 and result.stats["skipped_not_an_image"] == 2
     folder = facegan_home / "datasets" / "formats" / "64"
     manifest = pd.read_parquet(folder / "manifest.parquet")
     faces = np.load(folder / "faces.npy")

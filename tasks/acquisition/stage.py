@@ -149,48 +149,59 @@ def finish_downloads(plan: DownloadPlan, shard_rows: list[list[dict]]) -> int:
     return len(rows)
 
 
-def finish_acquire(raw: Path, name: str, extra_rows: list[dict], crawl_stats: dict, started: float) -> dict:
-    """Write the raw set's manifest; returns {name, raw_dir, manifest, stats}."""
+def finish_acquire(raw: Path, name: str, extra_rows: list[dict], crawl_stats: dict, started: float) -> manifest.RawSet:
+    """Write the raw set's manifest."""
     df = web.finalize(raw, extra_rows)
-    return {
-        "name": name,
-        "raw_dir": str(raw),
-        "manifest": str(raw / "manifest.parquet"),
-        "stats": {**manifest.stats(df, time.perf_counter() - started), **crawl_stats},
-    }
+    stats = {**manifest.stats(df, time.perf_counter() - started), **crawl_stats}
+    return manifest.RawSet(name, str(raw), str(raw / "manifest.parquet"), stats)
 
 
-def publish(result: dict, tracked) -> None:
+def publish(raw_set: manifest.RawSet, tracked) -> None:
     """Counts to MLflow (metrics, acquire_stats.json, the manifest) and a Prefect table artifact."""
-    stats = result["stats"]
+    stats = raw_set.stats
     tracked.log_metrics(stats)
-    tracked.log_dict({"name": result["name"], "raw_dir": result["raw_dir"], **stats}, "acquire_stats.json")
-    tracked.log_artifact(result["manifest"], "manifest")
+    tracked.log_dict({"name": raw_set.name, "raw_dir": raw_set.raw_dir, **stats}, "acquire_stats.json")
+    tracked.log_artifact(raw_set.manifest, "manifest")
     create_table_artifact(
         table=[{"stat": k, "value": v} for k, v in stats.items()],
         key="acquire-stats",
-        description=f"acquire {result['name']}: {result['raw_dir']}",
+        description=f"acquire {raw_set.name}: {raw_set.raw_dir}",
     )
 
 
-def summary(result: dict, run_id: str) -> dict:
-    stats = result["stats"]
-    return {
-        "name": result["name"],
-        "raw_dir": result["raw_dir"],
-        "manifest": result["manifest"],
-        "files": int(stats["files"]),
-        "ok": int(stats["ok"]),
-        "duplicates": int(stats["duplicates"]),
-        "failed": int(stats["failed"]),
-        "run_id": run_id,
-        "failed_reasons": {k.removeprefix("failed_"): int(v) for k, v in stats.items() if k.startswith("failed_")},
-    }
+@dataclass(frozen=True)
+class AcquireResult:
+    """The acquire flow's result: the raw set, its counts, the MLflow run, failures by reason."""
+
+    name: str
+    raw_dir: str
+    manifest: str
+    files: int
+    ok: int
+    duplicates: int
+    failed: int
+    run_id: str
+    failed_reasons: dict[str, int]
 
 
-def summary_line(r: dict) -> str:
-    reasons = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in (r.get("failed_reasons") or {}).items())
+def summary(raw_set: manifest.RawSet, run_id: str) -> AcquireResult:
+    stats = raw_set.stats
+    return AcquireResult(
+        name=raw_set.name,
+        raw_dir=raw_set.raw_dir,
+        manifest=raw_set.manifest,
+        files=int(stats["files"]),
+        ok=int(stats["ok"]),
+        duplicates=int(stats["duplicates"]),
+        failed=int(stats["failed"]),
+        run_id=run_id,
+        failed_reasons={k.removeprefix("failed_"): int(v) for k, v in stats.items() if k.startswith("failed_")},
+    )
+
+
+def summary_line(r: AcquireResult) -> str:
+    reasons = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in r.failed_reasons.items())
     return (
-        f"acquired {r['name']!r}: {r['files']} files/URLs, {r['ok']} ok, {r['duplicates']} duplicates, "
-        f"{r['failed']} failed{f' ({reasons})' if reasons else ''} -> {r['raw_dir']} (MLflow run {r['run_id']})"
+        f"acquired {r.name!r}: {r.files} files/URLs, {r.ok} ok, {r.duplicates} duplicates, "
+        f"{r.failed} failed{f' ({reasons})' if reasons else ''} -> {r.raw_dir} (MLflow run {r.run_id})"
     )

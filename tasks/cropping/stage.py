@@ -12,7 +12,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -28,6 +28,28 @@ from facegan.tasks.cropping.runner import shard_runner
 from facegan.tasks.cropping.shards import crop_options, crop_rows, save_shard
 
 
+@dataclass(frozen=True)
+class CropStats:
+    """What a crop counted: `metrics` as logged to MLflow (crops_<size> among them) and `crops`,
+    the crops written per size."""
+
+    metrics: dict[str, float]
+    crops: dict[int, int]
+
+
+@dataclass(frozen=True)
+class CropResult:
+    """The crop flow's result: the dataset, whether it was current (skipped), the MLflow run that
+    cropped it, its crops per size, and this run's counts (empty when skipped)."""
+
+    dataset: str
+    path: str
+    skipped: bool
+    run_id: str | None
+    crops: dict[int, int]
+    stats: dict[str, float] = field(default_factory=dict)
+
+
 @dataclass
 class CropPlan:
     raw_name: str
@@ -38,7 +60,7 @@ class CropPlan:
     fingerprint: str
     shards: list[tuple[list[dict], Path]]  # (rows, output file)
     address: str | None  # the Dask cluster, if any
-    current: dict | None  # the summary of an up-to-date dataset: nothing to crop
+    current: CropResult | None  # an up-to-date dataset: nothing to crop
 
     @property
     def work(self) -> Path:
@@ -90,13 +112,8 @@ def _plan(config: CropConfig, raw_name: str, name: str, root: Path, address: str
     metas = [read_meta(root / str(s)) for s in config.sizes]
     if all(m and m.get("fingerprint") == fp for m in metas):
         log(f"dataset {name!r} is up to date with raw set {raw_name!r}: nothing to crop")
-        current = {
-            "dataset": name,
-            "path": str(root),
-            "skipped": True,
-            "run_id": metas[0].get("run_id"),
-            **{f"crops_{s}": m["crops"] for s, m in zip(config.sizes, metas)},
-        }
+        crops = {s: m["crops"] for s, m in zip(config.sizes, metas)}
+        current = CropResult(name, str(root), True, metas[0].get("run_id"), crops)
         return CropPlan(raw_name, name, root, rows, config, fp, [], address, current)
     work = root / ".work"
     clean_partials(work) if work.exists() else None
@@ -129,7 +146,7 @@ def crop_all_shards(shard_task, plan: CropPlan, workers: int) -> list[Path]:
     return [target for _, target in plan.shards]
 
 
-def build_datasets(plan: CropPlan, config: CropConfig, run_id: str, started: float) -> dict:
+def build_datasets(plan: CropPlan, config: CropConfig, run_id: str, started: float) -> CropStats:
     """Merge the shards into one dataset per size (swapped in atomically); returns the stats. When
     nothing is usable, no resume cache and no empty dataset folder are left behind."""
     meta = {"fingerprint": plan.fingerprint, "raw": plan.raw_name, "run_id": run_id, "params": config.model_dump()}
@@ -154,29 +171,30 @@ def build_datasets(plan: CropPlan, config: CropConfig, run_id: str, started: flo
     except BaseException:
         release(plan)
         raise
-    stats["seconds"] = round(time.perf_counter() - started, 2)
-    stats["images_per_s"] = round(stats["images_in"] / max(stats["seconds"], 1e-9), 1)
-    return stats
+    seconds = round(time.perf_counter() - started, 2)
+    images_per_s = round(stats.metrics["images_in"] / max(seconds, 1e-9), 1)
+    return CropStats({**stats.metrics, "seconds": seconds, "images_per_s": images_per_s}, stats.crops)
 
 
-def finish_crop(plan: CropPlan, stats: dict, run_id: str) -> dict:
+def finish_crop(plan: CropPlan, stats: CropStats, run_id: str) -> CropResult:
     """Drop the shard cache (the datasets are in place); returns the flow's result."""
     shutil.rmtree(plan.work, ignore_errors=True)
     release(plan)
-    return {"dataset": plan.name, "path": str(plan.root), "skipped": False, "run_id": run_id, **stats}
+    return CropResult(plan.name, str(plan.root), False, run_id, stats.crops, stats.metrics)
 
 
-def summary_text(result: dict, sizes: list[int]) -> str:
+def summary_text(result: CropResult, sizes: list[int]) -> str:
     """What `facegan crop` prints."""
-    if result["skipped"]:
-        return f"dataset {result['dataset']} up to date at {result['path']}"
-    per_size = ", ".join(f"{s}px: {result[f'crops_{s}']}" for s in sizes)
-    report = "\n".join(report_lines(result))
+    if result.skipped:
+        return f"dataset {result.dataset} up to date at {result.path}"
+    stats = result.stats
+    per_size = ", ".join(f"{s}px: {result.crops[s]}" for s in sizes)
+    report = "\n".join(report_lines(stats))
     return (
-        f"cropped {result['images_in']} images -> {result['crops']} faces ({per_size}) "
-        f"in {result['seconds']} s ({result['images_per_s']} img/s)\n{report}\n"
-        f"dataset: {result['path']} (images without a crop: {NO_FACE_SHEET}, {REJECTED})\n"
-        f"mlflow run: {result['run_id']}"
+        f"cropped {stats['images_in']} images -> {stats['crops']} faces ({per_size}) "
+        f"in {stats['seconds']} s ({stats['images_per_s']} img/s)\n{report}\n"
+        f"dataset: {result.path} (images without a crop: {NO_FACE_SHEET}, {REJECTED})\n"
+        f"mlflow run: {result.run_id}"
     )
 
 
@@ -252,8 +270,8 @@ def assemble(
     seed: int = 0,
     config: CropConfig | None = None,
     skipped: list[dict] | None = None,
-) -> dict:
-    """Merge shards and swap in one dataset per size. Returns the stats.
+) -> CropStats:
+    """Merge shards and swap in one dataset per size. Returns the counts.
 
     With `config.aligned` None (automatic), a set that looks aligned gets the images where no pass
     found a face cut at its typical face box (facegan.tasks.cropping.report)."""
@@ -315,19 +333,20 @@ def assemble(
             rejected=rejected,
             no_face_sheet=sheet,
         )
+    crops = {size: int(len(arrays[size])) for size in sizes}
     for size in sizes:
         swap_in(staging_root / str(size), root / str(size))
-        stats[f"crops_{size}"] = int(len(arrays[size]))
     shutil.rmtree(staging_root, ignore_errors=True)
-    return stats
+    return CropStats({**stats, **{f"crops_{size}": n for size, n in crops.items()}}, crops)
 
 
-def publish(run, stats: dict, root: Path, sizes: list[int]) -> None:
+def publish(run, crop_stats: CropStats, root: Path, sizes: list[int]) -> None:
     """Stats and contact sheets to MLflow; a stats table as a Prefect artifact."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     from facegan.tasks.cropping.dataset import CONTACT_SHEET
 
+    stats = crop_stats.metrics
     run.log_metrics(stats)
     for size in sizes:
         run.log_artifact(root / str(size) / CONTACT_SHEET, f"contact_sheets/{size}")

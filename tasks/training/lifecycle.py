@@ -18,6 +18,7 @@ from facegan.tasks.common.paths import runs_root
 from facegan.tasks.training import checkpoints as ckpt
 from facegan.tasks.training.data import dataset_fingerprint, dataset_info, display_path
 from facegan.tasks.training.inputs import check_training_set
+from facegan.tasks.training.prepared import PreparedRun
 from facegan.tasks.training.trained_generators import GENERATOR_ARTIFACT, META_ARTIFACT, RUN_DIR_TAG, generator_payload
 
 log = logging.getLogger("facegan.train")
@@ -31,9 +32,8 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def prepare_run(cfg: TrainConfig) -> dict:
-    """Resolve the dataset, the run folder and the MLflow run (new, or the one being resumed).
-    Returns {run_id, run_name, run_dir, dataset_path, meta, resumed_from}."""
+def prepare_run(cfg: TrainConfig) -> PreparedRun:
+    """Resolve the dataset, the run folder and the MLflow run (new, or the one being resumed)."""
     checked = check_training_set(cfg)  # the array's header, before anything is created
     dataset, path, crops = checked.name, checked.path, checked.crops
     name = cfg.run_name(dataset)
@@ -55,7 +55,7 @@ def busy_message(name: str) -> str:
     return locks.training(name)
 
 
-def _prepare(cfg: TrainConfig, dataset: str, path: Path, crops: int, name: str, run_dir: Path) -> dict:
+def _prepare(cfg: TrainConfig, dataset: str, path: Path, crops: int, name: str, run_dir: Path) -> PreparedRun:
     info = _read_json(run_dir / RUN_FILE)
     latest = ckpt.latest_checkpoint(run_dir / "checkpoints")
     if cfg.resume and latest is None:
@@ -133,62 +133,55 @@ def _prepare(cfg: TrainConfig, dataset: str, path: Path, crops: int, name: str, 
         json.dumps({**info, "run_id": run_id, "run_name": name, "dataset": dataset, "meta": meta}, indent=2),
     )
     resumed = int(latest.stem.split("-")[1]) if latest else None
-    return {
-        "run_id": run_id,
-        "run_name": name,
-        "run_dir": str(run_dir),
-        "dataset_path": str(path),
-        "meta": meta,
-        "resumed_from": resumed,
-    }
+    return PreparedRun(run_id, name, run_dir, path, meta, resumed)
 
 
-def train(cfg: TrainConfig, prepared: dict) -> dict:
+def train(cfg: TrainConfig, prepared: PreparedRun) -> dict:
     """Train the prepared run to its budget (torchrun workers when nproc > 1); the MLflow run is
     marked FAILED when training stops with an error, KILLED on Ctrl-C (the KeyboardInterrupt then
     says at which step, and from which checkpoint the same command resumes). Returns the loop's
     summary."""
     from facegan.tasks.training import loop, torchrun
 
-    run = tracking.TrackedRun(prepared["run_id"])
+    run = tracking.TrackedRun(prepared.run_id)
     try:
         if cfg.nproc > 1:
             return torchrun.launch(cfg, prepared)
-        return loop.train_loop(cfg, Path(prepared["dataset_path"]), Path(prepared["run_dir"]), prepared["meta"], run)
+        return loop.train_loop(cfg, prepared.dataset_path, prepared.run_dir, prepared.meta, run)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: KILLED, and where it stopped
         run.finish("KILLED")
-        locks.release(lock_path(prepared["run_name"]))
+        locks.release(lock_path(prepared.run_name))
         raise type(exc)(interrupted_at(prepared, run)) from None
     except BaseException:
         run.finish("FAILED")
-        locks.release(lock_path(prepared["run_name"]))
+        locks.release(lock_path(prepared.run_name))
         raise
 
 
-def interrupted_at(prepared: dict, run) -> str:
+def interrupted_at(prepared: PreparedRun, run) -> str:
     """Where an interrupted run stopped: its last logged step and the checkpoint it resumes from."""
     try:
         step = run.last_step("loss_d")
     except Exception:  # noqa: BLE001 - the store may be what was interrupted
         step = None
-    latest = ckpt.latest_checkpoint(Path(prepared["run_dir"]) / "checkpoints")
+    latest = ckpt.latest_checkpoint(prepared.run_dir / "checkpoints")
     resumes = f"resumes from step {int(latest.stem.split('-')[1])}" if latest else "no checkpoint yet: starts over"
     at = f"at step {step}" if step else "before its first logged step"
-    return f"{at} of run {prepared['run_name']} ({resumes})"
+    return f"{at} of run {prepared.run_name} ({resumes})"
 
 
-def finish(prepared: dict) -> None:
-    tracking.TrackedRun(prepared["run_id"]).finish()
-    locks.release(lock_path(prepared["run_name"]))
+def finish(prepared: PreparedRun) -> None:
+    tracking.TrackedRun(prepared.run_id).finish()
+    locks.release(lock_path(prepared.run_name))
 
 
-def summary_line(prepared: dict, summary: dict, published: dict) -> str:
+def summary_line(prepared: PreparedRun, summary: dict, published: dict) -> str:
     model = (
         f"model {published['registered_model']} v{published['model_version']}"
         if published.get("registered_model")
         else "model not registered (--no-register-model)"
     )
-    return f"run {prepared['run_name']}: step {summary['step']}, {model}, grid {summary['grid']}"
+    return f"run {prepared.run_name}: step {summary['step']}, {model}, grid {summary['grid']}"
 
 
 def loss_figure(run_id: str):
@@ -259,14 +252,14 @@ def _requirements() -> list[str]:
     return pins
 
 
-def publish(cfg: TrainConfig, prepared: dict, summary: dict) -> dict:
+def publish(cfg: TrainConfig, prepared: PreparedRun, summary: dict) -> dict:
     """Log the final (EMA) generator as a file, an MLflow pytorch model (registered as
     facegan-<model>-<size>) and the loss curves. Returns {model_version, generator}."""
     import torch
 
     from facegan.tasks.training.trained_generators import load_generator
 
-    run_dir = Path(prepared["run_dir"])
+    run_dir = prepared.run_dir
     info = _read_json(run_dir / RUN_FILE)
     if info.get("published_step") == summary["step"]:  # a rerun of a finished run: nothing new
         return {
@@ -274,9 +267,9 @@ def publish(cfg: TrainConfig, prepared: dict, summary: dict) -> dict:
             "registered_model": info.get("registered_model"),
             "generator": str(run_dir / "generator.pt"),
         }
-    run = tracking.TrackedRun(prepared["run_id"])
+    run = tracking.TrackedRun(prepared.run_id)
     G, meta = load_generator(summary["checkpoint"], device="cpu")  # meta: the checkpoint's budget
-    meta.update(prepared["meta"])
+    meta.update(prepared.meta)
     gen_path = run_dir / "generator.pt"
     import matplotlib.pyplot as plt
 
@@ -299,7 +292,7 @@ def publish(cfg: TrainConfig, prepared: dict, summary: dict) -> dict:
             "size": cfg.size,
             "kimg": round(summary["step"] * cfg.kimg_per_step, 2),
             "steps": summary["step"],
-            "dataset": prepared["meta"]["dataset"],
+            "dataset": prepared.meta["dataset"],
             "recipe": cfg.recipe,
         }
         tracking.describe_model_version(
