@@ -3,7 +3,8 @@
 `plan_crop` resolves the raw set and the dataset, and either finds the dataset up to date or splits
 the raw images into shards; the flow maps `crop_shard` over the shards (Prefect tasks on a thread
 pool or a Dask cluster, cached by their output file), then `build_datasets` merges them into one
-dataset per size, swapped in atomically, and `publish` reports the counts.
+dataset per size (assemble.py), swapped in atomically; publish.py reports the counts, results.py
+holds what the stage returns.
 """
 
 from __future__ import annotations
@@ -12,42 +13,20 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
 
 from facegan.config.crop import CropConfig
 from facegan.config.errors import InputError
 from facegan.tasks.common import locks
 from facegan.tasks.common.atomic import clean_partials
-from facegan.tasks.common.paths import MANIFEST, dataset_dir, raw_dir
-from facegan.tasks.cropping.dataset import NO_FACE_SHEET, REJECTED, read_meta, recover
+from facegan.tasks.common.paths import dataset_dir
+from facegan.tasks.cropping.assemble import assemble, load_raw_rows, raw_skipped
+from facegan.tasks.cropping.dataset import read_meta, recover
 from facegan.tasks.cropping.request import check_request
+from facegan.tasks.cropping.results import CropResult, CropStats
 from facegan.tasks.cropping.runner import shard_runner
 from facegan.tasks.cropping.shards import crop_options, crop_rows, save_shard
-
-
-@dataclass(frozen=True)
-class CropStats:
-    """What a crop counted: `metrics` as logged to MLflow (crops_<size> among them) and `crops`,
-    the crops written per size."""
-
-    metrics: dict[str, float]
-    crops: dict[int, int]
-
-
-@dataclass(frozen=True)
-class CropResult:
-    """The crop flow's result: the dataset, whether it was current (skipped), the MLflow run that
-    cropped it, its crops per size, and this run's counts (empty when skipped)."""
-
-    dataset: str
-    path: str
-    skipped: bool
-    run_id: str | None
-    crops: dict[int, int]
-    stats: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -183,47 +162,6 @@ def finish_crop(plan: CropPlan, stats: CropStats, run_id: str) -> CropResult:
     return CropResult(plan.name, str(plan.root), False, run_id, stats.crops, stats.metrics)
 
 
-def summary_text(result: CropResult, sizes: list[int]) -> str:
-    """What `facegan crop` prints."""
-    if result.skipped:
-        return f"dataset {result.dataset} up to date at {result.path}"
-    stats = result.stats
-    per_size = ", ".join(f"{s}px: {result.crops[s]}" for s in sizes)
-    report = "\n".join(report_lines(stats))
-    return (
-        f"cropped {stats['images_in']} images -> {stats['crops']} faces ({per_size}) "
-        f"in {stats['seconds']} s ({stats['images_per_s']} img/s)\n{report}\n"
-        f"dataset: {result.path} (images without a crop: {NO_FACE_SHEET}, {REJECTED})\n"
-        f"mlflow run: {result.run_id}"
-    )
-
-
-def load_raw_rows(raw_name: str) -> list[dict]:
-    """The usable images of a raw set: status 'ok', one row per distinct content hash."""
-    table = pd.read_parquet(raw_dir(raw_name) / MANIFEST)
-    if "status" in table:
-        table = table[table["status"] == "ok"]
-    table = table[table["path"].notna()]
-    if "sha256" in table:
-        table = table.drop_duplicates("sha256")
-    if "identity" not in table:
-        table["identity"] = None
-    if table.empty:
-        raise InputError(f"raw set {raw_name!r} has no usable images")
-    table = table.astype({"identity": object}).where(table.notna(), None)
-    return table[["path", "sha256", "identity"]].to_dict("records")
-
-
-def raw_skipped(raw_name: str) -> list[dict]:
-    """The files the import refused (status 'failed'): path or url, identity and reason."""
-    table = pd.read_parquet(raw_dir(raw_name) / MANIFEST)
-    if "status" not in table:
-        return []
-    failed = table[table["status"] == "failed"]
-    cols = [c for c in ("path", "url", "identity", "reason") if c in failed]
-    return failed[cols].astype(object).where(failed[cols].notna(), None).to_dict("records")
-
-
 def fingerprint(rows: list[dict], config: CropConfig, dedupe: bool) -> str:
     """Which rows were cropped with which options (crop_options): a dataset is current while it holds."""
     payload = json.dumps(
@@ -258,149 +196,3 @@ def shard_cache_key(context, parameters) -> str | None:
     """Prefect cache key of a shard: cached exactly when its output file is present and unchanged."""
     target = Path(parameters["target"])
     return f"crop-shard:{target}:{target.stat().st_mtime_ns}" if target.is_file() else None
-
-
-def assemble(
-    shard_files: list[Path],
-    sizes: list[int],
-    dedupe: bool,
-    root: Path,
-    meta: dict,
-    workers: int,
-    seed: int = 0,
-    config: CropConfig | None = None,
-    skipped: list[dict] | None = None,
-) -> CropStats:
-    """Merge shards and swap in one dataset per size. Returns the counts.
-
-    With `config.aligned` None (automatic), a set that looks aligned gets the images where no pass
-    found a face cut at its typical face box (facegan.tasks.cropping.report)."""
-    from facegan.tasks.cropping import report
-    from facegan.tasks.cropping.dataset import merge_shards, swap_in, thumbnails_sheet, write_size
-    from facegan.tasks.cropping.shards import load_shard
-
-    skipped = skipped or []
-    shards = [load_shard(p) for p in shard_files]
-    outcomes = [o for s in shards for o in (s.outcomes or [])]
-    records = [r for s in shards for r in s.records]
-    typical = None
-    if config is not None and config.aligned is None:
-        typical = report.aligned_set_box(records, outcomes)
-        if typical is not None:
-            shards.append(report.fill_aligned(outcomes, typical, config))
-    manifest, arrays, dropped, origins = merge_shards(shards, sizes, dedupe)
-    faces = [n for s in shards for n in (s.faces_per_image or [])]
-    read = [o for o in outcomes if o.get("width") is not None]
-    stats = {
-        "images_in": sum(s.images for s in shards),
-        "images_unreadable": sum(s.unreadable for s in shards),
-        "images_no_face": sum(1 for o in read if o.get("reason")) if outcomes else sum(1 for n in faces if n == 0),
-        "images_one_face": sum(1 for n in faces if n == 1),
-        "images_many_faces": sum(1 for n in faces if n > 1),
-        "faces_detected": sum(faces),
-        **report.pass_stats(outcomes, skipped),
-        "aligned_set": int(typical is not None),
-        "duplicates_dropped": dropped,
-        "crops": int(len(manifest)),
-        **report.face_rank_stats(manifest.to_dict("records")),  # largest face of a photo vs extra faces
-    }
-    if manifest.empty:
-        detail = f"{stats['images_unreadable']} unreadable" + (
-            f", {stats['images_too_small']} too small" if stats.get("images_too_small") else ""
-        )
-        if skipped:
-            reasons = ", ".join(
-                f"{n} {k.removeprefix('skipped_').replace('_', ' ')}"
-                for k, n in stats.items()
-                if k.startswith("skipped_")
-            )
-            detail += f"; {len(skipped)} files skipped at import: {reasons}"
-        raise InputError(f"no faces found in {stats['images_in']} images ({detail}): nothing to write")
-    rejected = report.rejected_table(outcomes, skipped)
-    sheet = thumbnails_sheet(report.no_face_images(outcomes, seed=seed))
-    staging_root = root / ".staging"
-    shutil.rmtree(staging_root, ignore_errors=True)
-    for size in sizes:
-        write_size(
-            staging_root / str(size),
-            size,
-            manifest,
-            arrays[size],
-            {**meta, "stats": stats},
-            workers=workers,
-            seed=seed,
-            origins=origins,
-            rejected=rejected,
-            no_face_sheet=sheet,
-        )
-    crops = {size: int(len(arrays[size])) for size in sizes}
-    for size in sizes:
-        swap_in(staging_root / str(size), root / str(size))
-    shutil.rmtree(staging_root, ignore_errors=True)
-    return CropStats({**stats, **{f"crops_{size}": n for size, n in crops.items()}}, crops)
-
-
-def publish(run, crop_stats: CropStats, root: Path, sizes: list[int]) -> None:
-    """Stats and contact sheets to MLflow; a stats table as a Prefect artifact."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-    from facegan.tasks.cropping.dataset import CONTACT_SHEET
-
-    stats = crop_stats.metrics
-    run.log_metrics(stats)
-    for size in sizes:
-        run.log_artifact(root / str(size) / CONTACT_SHEET, f"contact_sheets/{size}")
-        run.log_artifact(root / str(size) / "meta.json", f"datasets/{size}")
-    first = root / str(sizes[0])
-    for name in (NO_FACE_SHEET, REJECTED):
-        if (first / name).is_file():
-            run.log_artifact(first / name, "no_face")
-    try:
-        create_table_artifact(
-            key="crop-stats",
-            table=[{"stat": k, "value": v} for k, v in stats.items()],
-            description=f"facegan crop: {root.name}",
-        )
-        create_markdown_artifact(
-            key="crop-report", markdown=report_markdown(stats, root, sizes), description=f"facegan crop: {root.name}"
-        )
-    except Exception:  # noqa: BLE001 - outside a flow run there is nowhere to publish
-        pass
-
-
-def report_lines(stats: dict) -> list[str]:
-    """The crop report in a few lines (console and Prefect artifact)."""
-    from facegan.tasks.cropping.report import face_rank_line
-
-    skipped = ", ".join(
-        f"{n} {k.removeprefix('skipped_').replace('_', ' ')}" for k, n in stats.items() if k.startswith("skipped_")
-    )
-    return [
-        f"images read: {stats.get('images_read', 0)} of {stats.get('images_in', 0)} "
-        f"({stats.get('images_unreadable', 0)} unreadable; {stats.get('files_skipped', 0)} files skipped "
-        f"at import{': ' + skipped if skipped else ''})",
-        f"faces found: {stats.get('faces_haar', 0)} by Haar in {stats.get('images_haar', 0)} images, "
-        f"{stats.get('faces_haar_padded', 0)} by the padded search, {stats.get('faces_aligned', 0)} aligned"
-        + (" (aligned set)" if stats.get("aligned_set") else ""),
-        f"images without a face: {stats.get('images_no_face', 0)}"
-        + (f" ({stats['images_too_small']} too small)" if stats.get("images_too_small") else ""),
-        *filter(None, [face_rank_line(stats)]),
-    ]
-
-
-def report_markdown(stats: dict, root: Path, sizes: list[int]) -> str:
-    first = root / str(sizes[0])
-    lines = [f"# facegan crop: {root.name}", ""] + [f"- {line}" for line in report_lines(stats)]
-    if (first / REJECTED).is_file():
-        table = pd.read_parquet(first / REJECTED)
-        if len(table):
-            lines += [
-                "",
-                f"Images that gave no crop (first 50 of {len(table)}; all in `{first / REJECTED}`, "
-                f"contact sheet `{first / NO_FACE_SHEET}`, MLflow artifacts `no_face/`):",
-                "",
-                "| source | stage | reason |",
-                "|---|---|---|",
-            ]
-            lines += [f"| {r.source} | {r.stage} | {r.reason} |" for r in table.head(50).itertuples()]
-    return "\n".join(lines)

@@ -25,7 +25,7 @@ from facegan.evaluation.report import REPORT_FILES
 from facegan.tasks.acquisition import sources
 from facegan.tasks.acquisition.stage import OFFLINE_HINT as ACQUIRE_OFFLINE_HINT
 from facegan.tasks.common import tracking
-from facegan.tasks.cropping.stage import CropResult
+from facegan.tasks.cropping.results import CropResult
 
 STEPS_TAG = "facegan.evaluated_steps"
 OFFLINE_HINT = (
