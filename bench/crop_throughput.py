@@ -81,7 +81,7 @@ def main() -> None:
     t0 = time.perf_counter()
     seed_crops = seed_loop(files, tmp / "seed")
     seed_s = time.perf_counter() - t0
-    result = crop(CropConfig(raw="bench", largest_only=True, workers=args.workers))
+    result = crop(CropConfig(raw="bench", largest_only=True, workers=args.workers)).stats
     ours_s = result["seconds"]
     print(f"images: {len(files)}  workers: {args.workers}  cores: {os.cpu_count()}")
     print(f"seed sequential loop: {seed_crops} faces in {seed_s:.1f} s = {len(files) / seed_s:.1f} img/s")

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import requests
 
-from facegan.tasks.acquisition import http, store
+from facegan.config.acquire import AcquireConfig
+from facegan.tasks.acquisition import store
 from facegan.testing import Route, SubprocessServer, distinct_images
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,8 +54,11 @@ def facegan(urls: list[str], raw: Path, workers: int, shard_size: int) -> tuple[
     downloaded by a bounded thread pool (the flow runs up to 4 shards at once)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    listing = raw.parent / "urls.txt"  # what `facegan acquire --url-list` would be given
+    listing.write_text("\n".join(urls) + "\n")
+    config = AcquireConfig(url_list=listing, timeout=20, retries=3, workers=workers, shard_size=shard_size)
     started = time.perf_counter()
-    downloader = store.Downloader(raw, http.HttpSettings(timeout=20, retries=3, pool=workers))
+    downloader = store.Downloader(raw, config)
     items = downloader.pending([{"url": u} for u in urls])
     shards = [items[i : i + shard_size] for i in range(0, len(items), shard_size)]
     parallel = min(4, len(shards))

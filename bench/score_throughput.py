@@ -34,13 +34,14 @@ REPO = Path(__file__).resolve().parents[1]
 def crops_from_lfw(n: int, size: int = 64) -> np.ndarray:
     """n crops of `size` px (largest face per photo) of the first LFW photos, made by the crop stage's
     own function (Haar, 10% margin, square, INTER_AREA)."""
-    from facegan.tasks.cropping.shards import CropParams, crop_image
+    from facegan.config.crop import CropConfig
+    from facegan.tasks.cropping.shards import crop_image
 
     shared = Path(os.environ.get("FACEGAN_SHARED_DATA", REPO.parent / "shared" / "data"))
     tgz = shared / "archives" / "lfw-deepfunneled.tgz"
     if not tgz.is_file():
         sys.exit(f"score_throughput: {tgz} not found; pass --dataset")
-    params = CropParams(sizes=(size,), largest_only=True)
+    config = CropConfig(sizes=[size], largest_only=True)
     crops: list[np.ndarray] = []
     with tempfile.TemporaryDirectory() as tmp, tarfile.open(tgz, "r:gz") as tar:
         for member in tar:
@@ -48,7 +49,7 @@ def crops_from_lfw(n: int, size: int = 64) -> np.ndarray:
                 break
             if member.isfile() and member.name.endswith(".jpg"):
                 tar.extract(member, tmp, filter="data")
-                out = crop_image(str(Path(tmp) / member.name), params)
+                out = crop_image(str(Path(tmp) / member.name), config)
                 crops.extend(out[1][size] if out else [])
     return np.stack(crops)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,12 +27,6 @@ def default_workers() -> int:
     """The number of CPUs: a default_factory, so the default is read when a config is made (and
     docs/config.md, generated from the models, says "number of CPUs" rather than this machine's)."""
     return max(1, os.cpu_count() or 1)
-
-
-def field_default(model: type[BaseModel], name: str) -> Any:
-    """The default of a config field, for code below the config that restates it (settings
-    dataclasses): one source for every default."""
-    return model.model_fields[name].get_default(call_default_factory=True)
 
 
 def from_env(var: str):

@@ -18,7 +18,7 @@ from facegan.tasks.common import tracking
 
 
 @flow(name="acquire", task_runner=ThreadPoolTaskRunner(max_workers=PARALLEL_SHARDS))
-def acquire(config: AcquireConfig) -> dict:
+def acquire(config: AcquireConfig) -> stage.AcquireResult:
     """Acquire images into raw/<name>; returns name, raw dir, counts and the MLflow run id."""
     log = get_run_logger().info
     config, name = stage.check_request(config)  # a bad source fails before any run starts or folder is made

@@ -12,11 +12,12 @@ from prefect.utilities.annotations import quote
 from facegan.config.crop import CropConfig
 from facegan.tasks import steps
 from facegan.tasks.common import tracking
-from facegan.tasks.cropping import stage
+from facegan.tasks.cropping import publish, stage
+from facegan.tasks.cropping.results import CropResult
 
 
 @flow(name="crop", task_runner=ThreadPoolTaskRunner(), log_prints=True)
-def crop(config: CropConfig = CropConfig()) -> dict:
+def crop(config: CropConfig = CropConfig()) -> CropResult:
     plan = steps.plan_crop(config)
     if plan.current:  # the dataset is up to date with its raw set and options
         return plan.current
@@ -33,5 +34,4 @@ def crop(config: CropConfig = CropConfig()) -> dict:
 
 
 def main(config: CropConfig) -> str:
-    stage.check_request(config)  # fail fast, before a Prefect server starts
-    return stage.summary_text(crop(config), config.sizes)
+    return publish.summary_text(crop(config), config.sizes)

@@ -40,13 +40,13 @@ def face_pipeline(config: PipelineConfig = PipelineConfig()) -> dict:
             summary["skipped"].append("acquire")
         else:
             try:
-                summary["acquire_run_id"] = acquire(pipeline.acquire_config(config, name, pid))["run_id"]
+                summary["acquire_run_id"] = acquire(pipeline.acquire_config(config, name, pid)).run_id
             except DownloadError as exc:
                 raise pipeline.pipeline_hint(exc) from exc
 
         cropped = crop(pipeline.crop_config(config, name, pid))
-        summary["crop_run_id"] = cropped["run_id"]
-        summary["skipped"] += ["crop"] if cropped["skipped"] else []
+        summary["crop_run_id"] = cropped.run_id
+        summary["skipped"] += ["crop"] if cropped.skipped else []
         pipeline.check_crops(cropped, config.sizes, name)
 
         summary["train_run_ids"] = {f"{t.model}-{t.size}": train(t) for t in pipeline.train_configs(config, name, pid)}

@@ -4,9 +4,10 @@ and before any folder is created. A rejected command therefore answers in about 
 leaves nothing behind.
 
 Light imports only (pydantic configs, facegan.tasks.common.paths, facegan.tasks.acquisition.sources,
-facegan.tasks.common.outputs, numpy for a dataset's header); tests/test_first_day.py checks that a
-rejected command imported none of prefect, mlflow or torch. The flows repeat the checks that
-matter for runs started without the CLI (deployments), where speed is no concern.
+facegan.tasks.cropping.request, facegan.tasks.training.inputs, facegan.tasks.common.outputs, numpy
+for a dataset's header); tests/test_first_day.py checks that a rejected command imported none of
+prefect, mlflow or torch. Each check is one function that the flows call too, for runs started
+without the CLI (deployments).
 
 Each check returns notes for the user (printed to stderr before the command runs) or raises a
 FaceganError (one `facegan: error:` line, exit 2)."""
@@ -26,49 +27,20 @@ def acquire(config) -> list[str]:
 
 
 def crop(config) -> list[str]:
-    from facegan.tasks.common.paths import check_name, resolve_raw
+    from facegan.tasks.cropping.request import check_request
 
-    raw = resolve_raw(config.raw)
-    if config.name:
-        check_name(config.name)
-    return [] if config.raw else [f"crop: raw set {raw!r} (the most recent; --raw NAME to pick another)"]
-
-
-def dataset_crops(path: Path, size: int) -> int:
-    """How many crops faces.npy holds (its header only), checked against the size."""
-    import numpy as np
-
-    from facegan.tasks.common.paths import FACES_ARRAY
-
-    try:
-        faces = np.load(path / FACES_ARRAY, mmap_mode="r")
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {path / FACES_ARRAY}: {exc}") from None
-    if faces.ndim != 4 or faces.shape[1:] != (size, size, 3) or faces.dtype != np.uint8:
-        raise InputError(
-            f"{path / FACES_ARRAY} holds {faces.dtype} {faces.shape}, expected uint8 "
-            f"(N, {size}, {size}, 3): wrong --size or not a facegan dataset"
-        )
-    return len(faces)
+    request = check_request(config)
+    return [] if config.raw else [f"crop: raw set {request.raw!r} (the most recent; --raw NAME to pick another)"]
 
 
 def train(config) -> list[str]:
-    from facegan.tasks.common.paths import resolve_dataset_path
+    from facegan.tasks.training.inputs import check_training_set
 
-    name, path = resolve_dataset_path(config.dataset, config.size)
-    crops = dataset_crops(path, config.size)
-    if crops == 0:
-        raise InputError(f"dataset {name!r} ({config.size} px) is empty: no crops to train on")
-    if config.batch_size * config.nproc > crops:
-        per = f" x {config.nproc} processes" if config.nproc > 1 else ""
-        raise InputError(
-            f"--batch-size {config.batch_size}{per} is larger than dataset {name!r} at "
-            f"{config.size} px ({crops} crops): lower --batch-size or crop more images"
-        )
+    checked = check_training_set(config)
     notes = []
     if not config.dataset:
         notes.append(
-            f"train: dataset {name!r} at {config.size} px, {crops} crops (the most recent; "
+            f"train: dataset {checked.name!r} at {config.size} px, {checked.crops} crops (the most recent; "
             "--dataset NAME to pick another)"
         )
     return notes

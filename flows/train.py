@@ -22,7 +22,7 @@ def train(config: TrainConfig = TrainConfig()) -> str:
     published = steps.publish_generator(config, prepared, summary)
     lifecycle.finish(prepared)
     print(lifecycle.summary_line(prepared, summary, published))
-    return prepared["run_id"]
+    return prepared.run_id
 
 
 def main(config: TrainConfig) -> str:

@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from facegan.tasks.acquisition import local
 from facegan.tasks.acquisition import stage as acquire_stage
+from facegan.tasks.cropping import publish as crop_publish
 from facegan.tasks.cropping import stage as crop_stage
 from facegan.tasks.evaluating import report, scoring
 from facegan.tasks.training import generated_faces, lifecycle
@@ -48,7 +49,7 @@ crop_shard = task(
     log_prints=False,
 )
 build_datasets = _step(crop_stage.build_datasets, "assemble-datasets")
-publish_crop = _step(crop_stage.publish, "publish-crop")
+publish_crop = _step(crop_publish.publish, "publish-crop")
 
 # train
 open_training_run = _step(lifecycle.prepare_run, "open-training-run")

@@ -40,8 +40,8 @@ def _photo_folder(tmp_path: Path) -> tuple[Path, dict]:
 def test_import_folder_validates_by_decoding(tmp_path, facegan_home):
     root, expected = _photo_folder(tmp_path)
     result = local.import_folder(root, "people", workers=2, shard_size=3, progress=False, identity="folder")
-    df = pd.read_parquet(result["manifest"])
-    assert Path(result["raw_dir"]) == facegan_home / "raw" / "people"
+    df = pd.read_parquet(result.manifest)
+    assert Path(result.raw_dir) == facegan_home / "raw" / "people"
     assert df["status"].value_counts().to_dict() == expected
     by_name = {Path(p).name: r for p, r in zip(df["path"], df.to_dict("records"))}
     # in place: absolute paths to the original files
@@ -60,23 +60,23 @@ def test_import_folder_validates_by_decoding(tmp_path, facegan_home):
         with Image.open(root.rglob(name).__next__()) as im:
             assert (by_name[name]["width"], by_name[name]["height"]) == im.size
         assert by_name[name]["bytes"] == os.path.getsize(by_name[name]["path"])
-    assert result["stats"]["failed_not_an_image"] == 2 and result["stats"]["failed_truncated_image"] == 1
+    assert result.stats["failed_not_an_image"] == 2 and result.stats["failed_truncated_image"] == 1
 
 
 @pytest.mark.no_prefect
 def test_rerun_reuses_unchanged_files(tmp_path):
     root, _ = _photo_folder(tmp_path)
     first = local.import_folder(root, "people", workers=1, progress=False)
-    assert first["reused"] == 0
+    assert first.reused == 0
     again = local.import_folder(root, "people", workers=1, progress=False)
-    assert again["reused"] == 9
+    assert again.reused == 9
     # a changed file is checked again: the truncated JPEG repaired with a full photo
     shutil.copy(shared("photos", "skimage", "astronaut.png"), root / "truncated.jpg")
     third = local.import_folder(root, "people", workers=1, progress=False)
-    assert third["reused"] == 8
-    df = pd.read_parquet(third["manifest"]).set_index("path")
+    assert third.reused == 8
+    df = pd.read_parquet(third.manifest).set_index("path")
     assert df.loc[str(root / "truncated.jpg"), "status"] == "ok"
-    assert third["stats"]["ok"] == first["stats"]["ok"] + 1
+    assert third.stats["ok"] == first.stats["ok"] + 1
 
 
 def test_flow_logs_mlflow_run_and_default_name(tmp_path):
@@ -86,13 +86,13 @@ def test_flow_logs_mlflow_run_and_default_name(tmp_path):
 
     root, expected = _photo_folder(tmp_path)
     result = acquire(AcquireConfig(path=root))
-    assert result["name"] == "people" and result["ok"] == expected["ok"]
-    run = tracking.get_run(result["run_id"])
+    assert result.name == "people" and result.ok == expected["ok"]
+    run = tracking.get_run(result.run_id)
     assert run.data.tags["facegan.stage"] == "acquire"
     assert run.data.metrics["duplicates"] == 1 and run.data.metrics["failed"] == 3
     assert run.data.metrics["images_per_s"] > 0
     assert run.data.params["path"] == str(root)
-    assert "manifest/manifest.parquet" in tracking.list_artifacts(result["run_id"], "manifest")
+    assert "manifest/manifest.parquet" in tracking.list_artifacts(result.run_id, "manifest")
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
@@ -146,7 +146,7 @@ def test_hidden_folders_and_the_data_home_are_skipped(tmp_path, monkeypatch):
     shutil.copy(shared("photos", "skimage", "camera.png"), root / ".thumbnails" / "t.png")
     monkeypatch.setenv("FACEGAN_HOME", str(root / "facegan-data"))
     result = local.import_folder(root, "people", workers=1, progress=False)
-    paths = pd.read_parquet(result["manifest"])["path"]
+    paths = pd.read_parquet(result.manifest)["path"]
     assert len(paths) == 9 and not any(".thumbnails" in p or "facegan-data" in p for p in paths)
     again = local.import_folder(root, "people", workers=1, progress=False)  # its own manifest is not imported
-    assert again["stats"]["files"] == 9
+    assert again.stats["files"] == 9

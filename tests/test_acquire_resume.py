@@ -128,6 +128,6 @@ def test_archive_download_killed_midway_resumes_with_a_range_request(tmp_path, f
         route.trickle = 0.0
         result = acquire(AcquireConfig(url=srv.url("/faces.tgz"), progress=False, retries=0))
     assert srv.range_starts == [("/faces.tgz", kept)]  # only the missing bytes were fetched
-    assert result["ok"] == 120 and result["name"] == "faces"
+    assert result.ok == 120 and result.name == "faces"
     df = pd.read_parquet(raw / "manifest.parquet")
     assert df["identity"].nunique() == 6 and not list(raw.rglob("*.part"))

@@ -52,7 +52,7 @@ def test_crawl_collects_exactly_the_allowed_images(facegan_home):
     df = pd.read_parquet(facegan_home / "raw" / "site" / "manifest.parquet")
     got = {u.rsplit("/", 1)[1] for u in df["url"]}
     assert got == {"a.jpg", "b.jpg", "c.png", "d.jpg", "e.jpg"}
-    assert set(df["status"]) == {"ok"} and result["ok"] == 5
+    assert set(df["status"]) == {"ok"} and result.ok == 5
     pages = dict(zip(df["url"].str.rsplit("/", n=1).str[1], df["source_page"].str.rsplit("/", n=1).str[1]))
     assert pages["a.jpg"] == "index.html" and pages["d.jpg"] == "p1.html"
     # never fetched: robots-disallowed pages/images, pages beyond --depth, the off-domain host
@@ -70,5 +70,5 @@ def test_crawl_collects_exactly_the_allowed_images(facegan_home):
     assert counts["/robots.txt"] == 1 and counts["/index.html"] == 1
     from facegan.tasks.common import tracking
 
-    metrics = tracking.get_run(result["run_id"]).data.metrics
+    metrics = tracking.get_run(result.run_id).data.metrics
     assert metrics["pages_crawled"] == 2 and metrics["skipped_robots"] >= 2 and metrics["ok"] == 5

@@ -86,7 +86,7 @@ def test_failure_injection_url_list(tmp_path, facegan_home):
     assert reason["big.jpg"].startswith("too large")
     assert reason["loop1.jpg"].startswith("redirect loop")
     assert reason["gone.jpg"].startswith("http 404")
-    assert result["ok"] == 4 and result["duplicates"] == 1 and result["failed"] == 7
+    assert result.ok == 4 and result.duplicates == 1 and result.failed == 7
     # every good image stored exactly once, byte for byte; nothing partial; nothing elsewhere
     stored = [p for p in _all_files(raw / "images")]
     assert sorted(_sha(p.read_bytes()) for p in stored) == sorted(_sha(b) for b in good)
@@ -166,7 +166,7 @@ def test_unsafe_archives_extract_only_safe_members(tmp_path, facegan_home):
     df = pd.read_parquet(raw / "manifest.parquet")
     member = df["url"].str.split("#").str[1]
     rows = dict(zip(member, df.to_dict("records")))
-    assert first["ok"] == 2 and second["ok"] == 4 and again["ok"] == 4
+    assert first.ok == 2 and second.ok == 4 and again.ok == 4
     assert rows["set/Ann/Ann_0001.jpg"]["identity"] == "Ann" and rows["set/Cid/Cid_0002.jpg"]["identity"] == "Cid"
     assert rows["set/Ben/copy.jpg"]["status"] == "duplicate"
     assert rows["../../zip-escape.jpg"]["reason"].startswith("unsafe path")
@@ -260,7 +260,7 @@ def test_local_archive_via_path(tmp_path, facegan_home):
     archive.write_bytes(_tar_with_escapes(photos, Path("/tmp") / f"facegan-escape-{uuid.uuid4().hex}.jpg"))
     first = acquire(AcquireConfig(path=archive, progress=False))
     again = acquire(AcquireConfig(path=archive, progress=False))
-    assert first["name"] == "people" and first["ok"] == 2 and again["ok"] == 2
+    assert first.name == "people" and first.ok == 2 and again.ok == 2
     df = pd.read_parquet(facegan_home / "raw" / "people" / "manifest.parquet")
     ok = df[df["status"] == "ok"]
     assert set(ok["identity"]) == {"Cid"} and all(Path(p).is_file() for p in ok["path"])
@@ -281,7 +281,7 @@ def test_rerun_restores_a_deleted_download_without_duplicating(tmp_path, facegan
         stored[0].unlink()  # the user deletes the image
         result = acquire(AcquireConfig(url_list=listing, name="redo", **FAST))
         assert srv.counts[f"/{keeper}"] == 2 and sum(srv.counts.values()) == 3
-    assert result["ok"] == 1 and result["duplicates"] == 1
+    assert result.ok == 1 and result.duplicates == 1
     df = pd.read_parquet(raw / "manifest.parquet")
     ok = df[df["status"] == "ok"]
     assert len(ok) == 1 and Path(ok["path"].iloc[0]).read_bytes() == photo

@@ -66,14 +66,15 @@ def test_haar_recall_and_precision_on_hand_labelled_boxes():
     """dlib's 43 hand-labelled faces in PASCAL VOC group photos. Measured with the default
     parameters (scaleFactor 1.16, minNeighbors 5, minSize 25): recall 35/43 = 0.814 at IoU >= 0.3,
     precision 35/35 = 1.0."""
-    from facegan.tasks.cropping.detect import HaarParams, detect_faces, read_bgr
+    from facegan.config.crop import CropConfig
+    from facegan.tasks.cropping.detect import detect_faces, read_bgr
 
     root, truth = dlib_face_boxes()
     assert sum(map(len, truth.values())) == 43
     hits = false_pos = 0
     for file, boxes in truth.items():
         matched: set[int] = set()
-        for det in detect_faces(read_bgr(root / file), HaarParams()):
+        for det in detect_faces(read_bgr(root / file), CropConfig()):
             best = max(range(len(boxes)), key=lambda i: _iou(det, boxes[i]))
             if _iou(det, boxes[best]) >= 0.3 and best not in matched:
                 matched.add(best)
@@ -89,15 +90,16 @@ def test_largest_only_search_finds_the_full_searchs_largest_face(lfw_crops):
     """The big-faces-first pass of --largest-only against the full pyramid search, on the 300 LFW
     photos of the fixture and on dlib's group photos (small faces: the fallback path). Measured:
     the same images get a face, 98% of largest boxes identical, the rest within IoU 0.93."""
-    from facegan.tasks.cropping.detect import HaarParams, detect_faces, read_bgr
+    from facegan.config.crop import CropConfig
+    from facegan.tasks.cropping.detect import detect_faces, read_bgr
 
     raw = pd.read_parquet(lfw_crops / "raw" / "lfw-sample" / "manifest.parquet")
     photos = list(raw["path"]) + sorted(str(p) for p in shared("photos", "dlib_faces").glob("*.jpg"))
     identical, ious = 0, []
     for path in photos:
         image = read_bgr(path)
-        full = detect_faces(image, HaarParams())
-        fast = detect_faces(image, HaarParams(), largest_only=True)
+        full = detect_faces(image, CropConfig())
+        fast = detect_faces(image, CropConfig(largest_only=True))
         assert bool(full) == bool(fast), path
         if full:
             identical += full[0] == fast[0]
@@ -229,8 +231,8 @@ def test_odd_inputs_exif_grey_rgba_16bit_and_unreadable(facegan_home, tmp_path):
     acquire(AcquireConfig(path=src, name="odd"))
     (src / "vanishing.jpg").unlink()
     result = crop(CropConfig(raw="odd", largest_only=True, sizes=[64], dedupe=False))
-    assert result["images_in"] == 5 and result["images_unreadable"] == 1
-    assert result["crops_64"] == 4
+    assert result.stats["images_in"] == 5 and result.stats["images_unreadable"] == 1
+    assert result.crops == {64: 4} and result.stats["crops_64"] == 4
     manifest = pd.read_parquet(facegan_home / "datasets" / "odd" / "64" / "manifest.parquet")
     assert sorted(p.split("/")[-1] for p in manifest["source"]) == ["deep16.png", "grey.png", "rgba.png", "rotated.jpg"]
     faces = np.load(facegan_home / "datasets" / "odd" / "64" / "faces.npy")
@@ -249,7 +251,7 @@ def test_rerun_is_skipped_and_logged_to_mlflow(lfw_crops, monkeypatch):
     first_meta = json.loads((lfw_crops / "datasets" / "lfw-sample" / "64" / "meta.json").read_text())
     mtime = (lfw_crops / "datasets" / "lfw-sample" / "64" / "faces.npy").stat().st_mtime_ns
     again = crop(CropConfig(raw="lfw-sample", largest_only=True))
-    assert again["skipped"] is True and again["run_id"] == first_meta["run_id"]
+    assert again.skipped is True and again.run_id == first_meta["run_id"]
     assert (lfw_crops / "datasets" / "lfw-sample" / "64" / "faces.npy").stat().st_mtime_ns == mtime
 
     run = tracking.get_run(first_meta["run_id"])

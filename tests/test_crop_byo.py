@@ -38,12 +38,13 @@ def _lfw_photos(n: int, skip: int = 400):
 def tight_chips(n: int = N_CHIPS, side: int = 200, seed: int = 0) -> list[tuple[str, str, np.ndarray]]:
     """LFW faces cut to their Haar box or up to 8% of it tighter on every side (the face touches
     the borders), resized to side×side: the face chips an earlier detector leaves behind."""
-    from facegan.tasks.cropping.detect import HaarParams, detect_faces
+    from facegan.config.crop import CropConfig
+    from facegan.tasks.cropping.detect import detect_faces
 
     rng = np.random.default_rng(seed)
     chips = []
     for person, stem, img in _lfw_photos(int(n * 1.1) + 5):
-        boxes = detect_faces(img, HaarParams(), largest_only=True)
+        boxes = detect_faces(img, CropConfig(largest_only=True))
         if not boxes:
             continue
         x, y, w, h = boxes[0]
@@ -76,15 +77,15 @@ def byo_sets(tmp_path_factory) -> dict[str, Path]:
     return {"chips": root / "chips", "pgm": root / "pgm", "celeba": root / "celeba"}
 
 
-def _crop_share(name: str, facegan_home: Path, **options) -> tuple[float, dict, pd.DataFrame]:
-    """(share of the raw set's images giving a 64 px crop, stats, manifest) of one crop run."""
+def _crop_share(name: str, facegan_home: Path, **options):
+    """(share of the raw set's images giving a 64 px crop, the flow's CropResult, manifest) of one crop run."""
     from facegan.config.crop import CropConfig
     from facegan.flows.crop import crop
 
     tag = "-".join(f"{k}{v}" for k, v in options.items()).replace(".", "") or "default"
     result = crop(CropConfig(raw=name, name=f"{name}-{tag}", sizes=[64], largest_only=True, **options))
     manifest = pd.read_parquet(facegan_home / "datasets" / f"{name}-{tag}" / "64" / "manifest.parquet")
-    return manifest["source"].nunique() / result["images_in"], result, manifest
+    return manifest["source"].nunique() / result.stats["images_in"], result, manifest
 
 
 @pytest.mark.parametrize("kind,floor", [("chips", 0.90), ("pgm", 0.95)])
@@ -98,23 +99,26 @@ def test_tight_chips_survive_the_padded_search(byo_sets, facegan_home, kind, flo
     # sN/k.pgm is not LFW's <Name>/<Name>_0001.jpg, which acquire's automatic identity rule
     # requires: a person-per-folder research layout is stated with --identity folder
     acquire(AcquireConfig(path=byo_sets[kind], name=kind, identity="folder" if kind == "pgm" else "auto"))
-    plain, plain_stats, _ = _crop_share(kind, facegan_home, pad=0.0, aligned=False)
-    padded, stats, manifest = _crop_share(kind, facegan_home, aligned=False)
-    auto, auto_stats, auto_manifest = _crop_share(kind, facegan_home)
+    plain, plain_run, _ = _crop_share(kind, facegan_home, pad=0.0, aligned=False)
+    padded, padded_run, manifest = _crop_share(kind, facegan_home, aligned=False)
+    auto, auto_run, auto_manifest = _crop_share(kind, facegan_home)
     print(f"\n{kind}: plain Haar {plain:.3f}, + padded search {padded:.3f}, + aligned-set rule {auto:.3f}")
-    assert plain_stats["images_haar_padded"] == 0 and plain < 0.8  # tight chips defeat plain Haar
+    assert plain_run.stats["images_haar_padded"] == 0 and plain < 0.8  # tight chips defeat plain Haar
     assert padded >= floor, padded
-    assert stats["images_haar_padded"] > 0.2 * N_CHIPS
-    assert stats["images_haar"] + stats["images_haar_padded"] + stats["images_no_face"] == stats["images_read"]
+    assert padded_run.stats["images_haar_padded"] > 0.2 * N_CHIPS
+    assert (
+        padded_run.stats["images_haar"] + padded_run.stats["images_haar_padded"] + padded_run.stats["images_no_face"]
+        == padded_run.stats["images_read"]
+    )
     assert set(manifest["method"]) == {"haar", "haar-padded"}
     assert manifest.groupby("method")["source"].nunique().to_dict() == {
-        "haar": stats["images_haar"],
-        "haar-padded": stats["images_haar_padded"],
+        "haar": padded_run.stats["images_haar"],
+        "haar-padded": padded_run.stats["images_haar_padded"],
     }
     # the padded search's boxes reach past the chip's borders; the square stays a square
     pad_rows = manifest[manifest["method"] == "haar-padded"]
     assert (pad_rows["w"] == pad_rows["h"]).all() and (pad_rows["w"] > 0.9 * 200).mean() > 0.5
-    assert auto >= padded and auto_stats["images_no_face"] == N_CHIPS - auto_manifest["source"].nunique()
+    assert auto >= padded and auto_run.stats["images_no_face"] == N_CHIPS - auto_manifest["source"].nunique()
     if kind == "pgm":  # identity = the sN folder of the nested att_faces/sN/k.pgm layout
         assert manifest["identity"].str.fullmatch(r"s\d+").all()
         assert (manifest["identity"] == manifest["source"].str.split("/").str[-2]).all()
@@ -135,24 +139,28 @@ def test_aligned_celeba_loses_no_image(byo_sets, facegan_home):
     acquire(AcquireConfig(path=byo_sets["celeba"], name="celeba"))
     plain, _, _ = _crop_share("celeba", facegan_home, pad=0.0, aligned=False)
     padded, _, _ = _crop_share("celeba", facegan_home, aligned=False)
-    auto, auto_stats, auto_manifest = _crop_share("celeba", facegan_home)
-    forced, stats, manifest = _crop_share("celeba", facegan_home, aligned=True)
+    auto, auto_run, auto_manifest = _crop_share("celeba", facegan_home)
+    forced, forced_run, manifest = _crop_share("celeba", facegan_home, aligned=True)
     print(
         f"\nceleba: plain Haar {plain:.3f}, + padded search {padded:.3f}, automatic {auto:.3f}, --aligned {forced:.3f}"
     )
     assert forced == 1.0 and len(manifest) == N_CELEBA
     assert set(manifest["method"]) == {"aligned-centre"}
     assert manifest[["crop_x0", "crop_y0", "crop_side"]].drop_duplicates().values.tolist() == [[0, 10, 89]]
-    assert stats["images_aligned"] == N_CELEBA and stats["images_haar"] == 0 and stats["images_no_face"] == 0
-    assert auto_stats["aligned_set"] == 1 and auto == 1.0
+    assert (
+        forced_run.stats["images_aligned"] == N_CELEBA
+        and forced_run.stats["images_haar"] == 0
+        and forced_run.stats["images_no_face"] == 0
+    )
+    assert auto_run.stats["aligned_set"] == 1 and auto == 1.0
     filled = auto_manifest[auto_manifest["method"] == "aligned-box"]
     assert (
         len(filled)
-        == auto_stats["images_aligned"]
-        == N_CELEBA - auto_stats["images_haar"] - auto_stats["images_haar_padded"]
+        == auto_run.stats["images_aligned"]
+        == N_CELEBA - auto_run.stats["images_haar"] - auto_run.stats["images_haar_padded"]
     )
     assert len(filled) > 0 and filled[["x", "y", "w", "h"]].drop_duplicates().shape[0] == 1
-    metrics = tracking.get_run(auto_stats["run_id"]).data.metrics
+    metrics = tracking.get_run(auto_run.run_id).data.metrics
     assert metrics["images_aligned"] == len(filled) and metrics["aligned_set"] == 1
 
 
@@ -161,7 +169,8 @@ def test_padded_search_finds_no_faces_in_face_free_photos():
     """The padded search runs on every image where the normal one finds nothing, so it must not
     invent faces: 151 video frames and 300 flower photos at 128 and 64 px. Measured: video frames
     0 → 0, flowers 128 px 3 → 4, 64 px 1 → 1 images with a face."""
-    from facegan.tasks.cropping.detect import HaarParams, find_faces, read_bgr
+    from facegan.config.crop import CropConfig
+    from facegan.tasks.cropping.detect import find_faces, read_bgr
 
     frames = [read_bgr(p) for p in sorted(shared("negatives", "video_frames").glob("*.jpg"))]
     files = sorted(shared("negatives", "flowers").rglob("*.jpg"))
@@ -169,7 +178,7 @@ def test_padded_search_finds_no_faces_in_face_free_photos():
     flowers = [cv2.imread(str(p)) for p in picked]
     small = [cv2.resize(f, (64, 64), interpolation=cv2.INTER_AREA) for f in flowers]
     for name, images, most in [("video", frames, 0), ("flowers128", flowers, 4), ("flowers64", small, 3)]:
-        found = [m for _, m in (find_faces(im, HaarParams(), largest_only=True) for im in images)]
+        found = [m for _, m in (find_faces(im, CropConfig(largest_only=True)) for im in images)]
         plain, padded = sum(m == "haar" for m in found), sum(m is not None for m in found)
         print(f"\n{name}: {len(images)} images, plain Haar {plain}, with the padded search {padded}")
         assert sum(m is not None for m in found) <= most, name
@@ -180,7 +189,8 @@ def test_hand_labelled_boxes_with_the_padded_search():
     """dlib's 43 hand-labelled faces through find_faces (the crop stage's detector, padded search
     included): recall >= 0.78 at precision >= 0.95 (measured 0.814 / 1.0, as without it: every
     one of these photos has a face the normal search finds)."""
-    from facegan.tasks.cropping.detect import HaarParams, find_faces, read_bgr
+    from facegan.config.crop import CropConfig
+    from facegan.tasks.cropping.detect import find_faces, read_bgr
 
     root, truth = dlib_face_boxes()
 
@@ -192,7 +202,7 @@ def test_hand_labelled_boxes_with_the_padded_search():
     hits = false_pos = 0
     for file, boxes in truth.items():
         matched: set[int] = set()
-        found, _ = find_faces(read_bgr(root / file), HaarParams())
+        found, _ = find_faces(read_bgr(root / file), CropConfig())
         for det in found:
             best = max(range(len(boxes)), key=lambda i: iou(det, boxes[i]))
             if iou(det, boxes[best]) >= 0.3 and best not in matched:
@@ -247,10 +257,10 @@ def test_formats_pgm_ppm_tiff_webp_bmp_png16_grey_jpeg_heic_gif(facegan_home, tm
     (src / "layers.xcf").write_bytes(b"gimp xcf v011" + bytes(range(256)) * 20)
 
     imported = acquire(AcquireConfig(path=src, name="formats"))
-    assert imported["ok"] == len(expected) and imported["failed"] == 2
+    assert imported.ok == len(expected) and imported.failed == 2
     result = crop(CropConfig(raw="formats", sizes=[64], largest_only=True, dedupe=False))
-    assert result["images_read"] == len(expected) and result["images_no_face"] == 0
-    assert result["files_skipped"] == 2 and result["skipped_not_an_image"] == 2
+    assert result.stats["images_read"] == len(expected) and result.stats["images_no_face"] == 0
+    assert result.stats["files_skipped"] == 2 and result.stats["skipped_not_an_image"] == 2
     folder = facegan_home / "datasets" / "formats" / "64"
     manifest = pd.read_parquet(folder / "manifest.parquet")
     faces = np.load(folder / "faces.npy")

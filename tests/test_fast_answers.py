@@ -374,3 +374,39 @@ def test_registered_versions_carry_model_size_kimg_and_dataset(tmp_path, capsys,
         }.items()
     )
     assert mv.description == "dcgan at 48 px, 0.01 kimg (2 steps) on dataset regset, recipe default"
+
+
+@pytest.mark.no_prefect
+def test_one_dataset_check_answers_for_the_preflight_and_the_train_task(tmp_path, monkeypatch):
+    """Issue 24: a training dataset is checked by one function, called by the CLI's preflight and by
+    the train task (a deployment's run has no preflight): the same line from both, and the task's
+    comes before any run folder exists."""
+    from facegan.config.errors import InputError
+    from facegan.config.train import TrainConfig
+    from facegan.flows import preflight
+    from facegan.tasks.training import lifecycle
+    from facegan.tasks.training.inputs import TrainingSet, check_training_set
+
+    monkeypatch.setenv("FACEGAN_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "tiny" / "48"
+    folder.mkdir(parents=True)
+    np.save(folder / "faces.npy", np.zeros((3, 48, 48, 3), np.uint8))
+    np.save(tmp_path / "tiny" / "empty.npy", np.zeros((0, 48, 48, 3), np.uint8))
+    base = dict(dataset=str(folder), size=48, steps=1)
+    assert check_training_set(TrainConfig(**base, batch_size=3)) == TrainingSet("tiny", folder.resolve(), 3)
+    cases = [
+        (TrainConfig(**base, batch_size=4), "--batch-size 4 is larger than dataset 'tiny' at 48 px (3 crops)"),
+        (TrainConfig(**{**base, "size": 64}, batch_size=2), "expected uint8 (N, 64, 64, 3): wrong --size"),
+    ]
+    for config, message in cases:
+        answers = []
+        for check in (preflight.train, lifecycle.prepare_run):
+            with pytest.raises(InputError) as caught:
+                check(config)
+            answers.append(str(caught.value))
+        assert answers[0] == answers[1] and message in answers[0], answers
+    (folder / "faces.npy").unlink()
+    (tmp_path / "tiny" / "empty.npy").rename(folder / "faces.npy")
+    with pytest.raises(InputError, match="dataset 'tiny' \\(48 px\\) is empty: no crops to train on"):
+        lifecycle.prepare_run(TrainConfig(**base, batch_size=1))
+    assert not (tmp_path / "home" / "runs").exists()

@@ -143,34 +143,29 @@ def test_config_reference_does_not_depend_on_the_cpu_count(monkeypatch):
     assert PipelineConfig().workers == 16 and EvaluateConfig(run=["x"]).workers == 16
 
 
-def test_settings_below_the_configs_take_their_defaults_from_them():
+def test_code_below_the_configs_reads_them_and_crop_fingerprints_keep_their_layout():
+    """No settings are restated below the configs: the HTTP session and the crop fingerprint read
+    the config models themselves. The fingerprint keeps the payload layout of the datasets already
+    on disk (these hashes were measured before the settings dataclasses went), so they stay current."""
+    from facegan.config import base
     from facegan.config.acquire import PRESETS, AcquireConfig
     from facegan.config.crop import CropConfig
-    from facegan.tasks.acquisition import presets
-    from facegan.tasks.acquisition.http import HttpSettings
-    from facegan.tasks.cropping.shards import CropParams
+    from facegan.tasks.acquisition import http, presets
+    from facegan.tasks.cropping.stage import fingerprint
 
-    acquire, crop, params = AcquireConfig(preset="lfw"), CropConfig(), CropParams()
-    assert HttpSettings() == HttpSettings(
-        timeout=acquire.timeout,
-        retries=acquire.retries,
-        backoff=acquire.backoff,
-        max_bytes=acquire.max_bytes,
-        user_agent=acquire.user_agent,
-        pool=acquire.workers,
+    assert not hasattr(base, "field_default")
+    config = AcquireConfig(preset="lfw", retries=7, backoff=0.25, user_agent="probe/1", workers=3)
+    sess = http.session(config)
+    adapter = sess.get_adapter("https://example.org/")
+    assert (adapter.max_retries.total, adapter.max_retries.backoff_factor) == (7, 0.25)
+    assert sess.headers["User-Agent"] == "probe/1" and adapter._pool_maxsize == 3
+    assert http.session(config, pool=5).get_adapter("http://example.org/")._pool_maxsize == 5
+    rows = [{"path": "/a/b.jpg", "sha256": "ab"}, {"path": "/a/c.png", "sha256": None}]
+    assert fingerprint(rows, CropConfig(), True) == "ef1750e4b976424d188e0c2ad9c4239a20edf2ef26bb866fdbef2079d05c7c33"
+    other = CropConfig(
+        sizes=[64], largest_only=True, aligned=True, pad=0.0, margin=0.2, min_face=30, scale_factor=1.2, min_neighbors=3
     )
-    assert (params.sizes, params.largest_only, params.margin, params.pad, params.aligned) == (
-        tuple(crop.sizes),
-        crop.largest_only,
-        crop.margin,
-        crop.pad,
-        crop.aligned,
-    )
-    assert (params.haar.scale_factor, params.haar.min_neighbors, params.haar.min_face) == (
-        crop.scale_factor,
-        crop.min_neighbors,
-        crop.min_face,
-    )
+    assert fingerprint(rows, other, False) == "3a4ec8c9d269b01237d6fd29d9b641a83691a68881de085b17b30badbf61392c"
     assert set(presets.DOWNLOADS) == set(PRESETS)
 
 

@@ -1,13 +1,14 @@
 """HTTP for acquisition: one requests.Session per shard with urllib3 Retry (exponential backoff
 on 5xx, 429 and connection errors), connect/read timeouts, streamed bodies with a byte cap, and
-failures turned into short manifest reasons ('timeout: ...', 'http 404: ...')."""
+failures turned into short manifest reasons ('timeout: ...', 'http 404: ...'). The settings are
+the AcquireConfig's own fields (--timeout, --retries, --backoff, --max-bytes, --user-agent,
+--workers), read from the config itself."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,7 +18,6 @@ from tqdm import tqdm
 from urllib3.util.retry import Retry
 
 from facegan.config.acquire import AcquireConfig
-from facegan.config.base import field_default
 
 CHUNK = 1 << 16
 TRANSIENT = ("timeout", "connection_error", "http_5", "http_429", "truncated_download")
@@ -27,25 +27,15 @@ class FetchFailed(Exception):
     """One URL could not be fetched; str(exc) is its manifest reason."""
 
 
-@dataclass(frozen=True)
-class HttpSettings:
-    """The HTTP part of an AcquireConfig; the defaults are its fields' (pool: --workers)."""
-
-    timeout: float = field_default(AcquireConfig, "timeout")
-    retries: int = field_default(AcquireConfig, "retries")
-    backoff: float = field_default(AcquireConfig, "backoff")
-    max_bytes: int = field_default(AcquireConfig, "max_bytes")
-    user_agent: str = field_default(AcquireConfig, "user_agent")
-    pool: int = field_default(AcquireConfig, "workers")
-
-
-def session(settings: HttpSettings) -> requests.Session:
+def session(config: AcquireConfig, pool: int | None = None) -> requests.Session:
+    """A session retrying as `config` says, with `pool` connections per host (default --workers)."""
+    pool = pool or config.workers
     retry = Retry(
-        total=settings.retries,
-        connect=settings.retries,
-        read=settings.retries,
-        status=settings.retries,
-        backoff_factor=settings.backoff,
+        total=config.retries,
+        connect=config.retries,
+        read=config.retries,
+        status=config.retries,
+        backoff_factor=config.backoff,
         backoff_max=30,
         status_forcelist=(429, 500, 502, 503, 504),
         allowed_methods=frozenset({"GET", "HEAD"}),
@@ -53,11 +43,11 @@ def session(settings: HttpSettings) -> requests.Session:
         respect_retry_after_header=True,
         redirect=False,
     )
-    adapter = HTTPAdapter(max_retries=retry, pool_connections=settings.pool, pool_maxsize=settings.pool)
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=pool, pool_maxsize=pool)
     s = requests.Session()
     s.mount("http://", adapter)
     s.mount("https://", adapter)
-    s.headers["User-Agent"] = settings.user_agent
+    s.headers["User-Agent"] = config.user_agent
     s.max_redirects = 10
     # requests re-reads proxy settings from the whole environment on every request (~1 ms each,
     # a third of the client's CPU per image): read the CA bundle once, and keep the per-request
@@ -107,9 +97,9 @@ def _reason(exc: Exception) -> str:
     return f"download error: {type(exc).__name__}: {text[:150]}"
 
 
-def _open(sess: requests.Session, url: str, settings: HttpSettings, headers: dict | None = None):
+def _open(sess: requests.Session, url: str, config: AcquireConfig, headers: dict | None = None):
     try:
-        resp = sess.get(url, stream=True, timeout=(settings.timeout, settings.timeout), headers=headers)
+        resp = sess.get(url, stream=True, timeout=(config.timeout, config.timeout), headers=headers)
     except Exception as exc:
         raise FetchFailed(_reason(exc)) from exc
     if resp.status_code >= 400:
@@ -118,19 +108,19 @@ def _open(sess: requests.Session, url: str, settings: HttpSettings, headers: dic
     return resp
 
 
-def fetch_bytes(sess: requests.Session, url: str, settings: HttpSettings) -> tuple[bytes, str]:
-    """The body of `url` (at most settings.max_bytes) and its content type."""
-    resp = _open(sess, url, settings)
+def fetch_bytes(sess: requests.Session, url: str, config: AcquireConfig) -> tuple[bytes, str]:
+    """The body of `url` (at most --max-bytes) and its content type."""
+    resp = _open(sess, url, config)
     with resp:
         declared = resp.headers.get("Content-Length")
-        if declared and declared.isdigit() and int(declared) > settings.max_bytes:
-            raise FetchFailed(f"too large: {declared} bytes > max {settings.max_bytes}")
+        if declared and declared.isdigit() and int(declared) > config.max_bytes:
+            raise FetchFailed(f"too large: {declared} bytes > max {config.max_bytes}")
         buf = bytearray()
         try:
             for chunk in resp.iter_content(CHUNK):
                 buf += chunk
-                if len(buf) > settings.max_bytes:
-                    raise FetchFailed(f"too large: more than max {settings.max_bytes} bytes")
+                if len(buf) > config.max_bytes:
+                    raise FetchFailed(f"too large: more than max {config.max_bytes} bytes")
         except FetchFailed:
             raise
         except Exception as exc:
@@ -142,16 +132,15 @@ def download_file(
     sess: requests.Session,
     url: str,
     part: Path,
-    settings: HttpSettings,
-    max_bytes: int,
-    progress: bool = True,
+    config: AcquireConfig,
     log: Callable[[str], None] = lambda _m: None,
 ) -> dict[str, str]:
     """Stream `url` into `part` (resuming a partial file with an HTTP Range request when the server
-    allows it). Returns the file's sha256 and md5. Raises FetchFailed and removes `part`; a
-    process killed midway leaves `part` for the next run to resume."""
+    allows it), at most --max-archive-bytes. Returns the file's sha256 and md5. Raises FetchFailed
+    and removes `part`; a process killed midway leaves `part` for the next run to resume."""
+    max_bytes = config.max_archive_bytes
     have = part.stat().st_size if part.exists() else 0
-    resp = _open(sess, url, settings, {"Range": f"bytes={have}-"} if have else None)
+    resp = _open(sess, url, config, {"Range": f"bytes={have}-"} if have else None)
     with resp:
         resumed = (
             have and resp.status_code == 206 and resp.headers.get("Content-Range", "").startswith(f"bytes {have}-")
@@ -177,7 +166,7 @@ def download_file(
             unit="B",
             unit_scale=True,
             desc="downloading",
-            disable=not progress,
+            disable=not config.progress,
             mininterval=1.0,
         )
         try:

@@ -142,8 +142,8 @@ def import_folder(
     progress: bool = True,
     log: Callable[[str], None] = lambda _m: None,
     identity: str = "auto",
-) -> dict:
-    """Import `path` (recursive) as raw set `name`. Returns {name, raw_dir, manifest, stats}.
+) -> manifest.RawSet:
+    """Import `path` (recursive) as raw set `name`.
 
     Raises FaceganError for a missing or empty folder, or one without any decodable image;
     then nothing under raw/<name> is touched."""
@@ -181,10 +181,5 @@ def import_folder(
         raise InputError(f"no decodable image in {root} ({len(df)} files: {detail})")
     manifest.write_source(raw, source)
     manifest.write(df, raw)
-    return {
-        "name": name,
-        "raw_dir": str(raw),
-        "manifest": str(raw / "manifest.parquet"),
-        "stats": manifest.stats(df, time.perf_counter() - started),
-        "reused": len(reused),
-    }
+    stats = manifest.stats(df, time.perf_counter() - started)
+    return manifest.RawSet(name, str(raw), str(raw / "manifest.parquet"), stats, len(reused))

@@ -13,6 +13,7 @@ import io
 import json
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,19 @@ from PIL import Image
 from facegan.tasks.acquisition.sources import SOURCE_FILE
 from facegan.tasks.common.atomic import write_parquet, write_text
 from facegan.tasks.common.paths import MANIFEST
+
+
+@dataclass(frozen=True)
+class RawSet:
+    """A raw set just written: its name, folder and manifest, the counts of stats(), and how many
+    files an import found unchanged since the last one (local folders)."""
+
+    name: str
+    raw_dir: str
+    manifest: str
+    stats: dict[str, Any]
+    reused: int = 0
+
 
 COLUMNS = [
     "path",

@@ -13,6 +13,7 @@ from html.parser import HTMLParser
 from urllib.parse import urldefrag, urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
 
+from facegan.config.acquire import AcquireConfig
 from facegan.config.errors import DownloadError
 from facegan.tasks.acquisition import http
 
@@ -58,18 +59,19 @@ class CrawlResult:
 
 
 class Crawler:
-    def __init__(self, settings: http.HttpSettings, delay: float = 1.0, log: Callable[[str], None] = lambda _m: None):
-        self.settings = settings
-        self.delay = delay
+    def __init__(self, config: AcquireConfig, log: Callable[[str], None] = lambda _m: None):
+        """Crawl with `config`'s HTTP settings and its per-host --delay."""
+        self.config = config
+        self.delay = config.delay
         self.log = log
-        self.session = http.session(settings)
+        self.session = http.session(config)
         self.robots: dict[str, RobotFileParser] = {}
         self.last_fetch: dict[str, float] = {}
         self.robots_errors: dict[str, str] = {}
 
     def _wait(self, host: str) -> None:
         rp = self.robots.get(host)
-        delay = max(self.delay, float((rp.crawl_delay(self.settings.user_agent) if rp else 0) or 0))
+        delay = max(self.delay, float((rp.crawl_delay(self.config.user_agent) if rp else 0) or 0))
         wait = self.last_fetch.get(host, 0.0) + delay - time.monotonic()
         if wait > 0:
             time.sleep(wait)
@@ -83,7 +85,7 @@ class Crawler:
             robots_url = f"{parts.scheme}://{host}/robots.txt"
             try:
                 self._wait(host)
-                body, _ = http.fetch_bytes(self.session, robots_url, self.settings)
+                body, _ = http.fetch_bytes(self.session, robots_url, self.config)
                 rp.parse(body.decode("utf-8", "replace").splitlines())
             except http.FetchFailed as exc:
                 if str(exc).startswith("http 4"):
@@ -92,11 +94,11 @@ class Crawler:
                     rp.parse(["User-agent: *", "Disallow: /"])  # unreachable: assume disallowed
                     self.robots_errors[host] = f"{robots_url}: {exc}"
             self.robots[host] = rp
-        return self.robots[host].can_fetch(self.settings.user_agent, url)
+        return self.robots[host].can_fetch(self.config.user_agent, url)
 
     def fetch_page(self, url: str) -> tuple[str, str]:
         self._wait(urlsplit(url).netloc)
-        body, ctype = http.fetch_bytes(self.session, url, self.settings)
+        body, ctype = http.fetch_bytes(self.session, url, self.config)
         return body.decode("utf-8", "replace"), ctype
 
     def crawl(self, starts: list[str], depth: int, allow_domains: list[str] | None, max_pages: int) -> CrawlResult:

@@ -18,9 +18,8 @@ from prefect.artifacts import create_table_artifact
 from tqdm import tqdm
 
 from facegan.config.acquire import AcquireConfig
-from facegan.config.base import default_workers
 from facegan.config.errors import DownloadError
-from facegan.tasks.acquisition import http, local, manifest, presets, scrape, sources, store, web
+from facegan.tasks.acquisition import local, manifest, presets, scrape, sources, store, web
 from facegan.tasks.common.atomic import clean_partials
 
 PARALLEL_SHARDS = 4  # download shards in flight at once (each a bounded thread pool)
@@ -45,37 +44,14 @@ def run_params(config: AcquireConfig, name: str) -> dict:
     return {**params, "name": name}
 
 
-def http_settings(config: AcquireConfig) -> http.HttpSettings:
-    return http.HttpSettings(
-        timeout=config.timeout,
-        retries=config.retries,
-        backoff=config.backoff,
-        max_bytes=config.max_bytes,
-        user_agent=config.user_agent,
-        pool=config.workers,
-    )
-
-
-def local_workers(config: AcquireConfig) -> int:
-    """Processes for local work (decoding, extracting): at most one per CPU."""
-    return min(config.workers, default_workers())
-
-
 def import_options(config: AcquireConfig, log: Log) -> dict:
+    """The keywords of local.import_folder (a plain function that tests call without a config)."""
     return dict(
-        workers=local_workers(config),
+        workers=web.local_workers(config),
         shard_size=config.shard_size,
         progress=config.progress,
         log=log,
         identity=config.identity,
-    )
-
-
-def archive_options(config: AcquireConfig, log: Log) -> dict:
-    return dict(
-        max_archive_bytes=config.max_archive_bytes,
-        max_archive_files=config.max_archive_files,
-        **import_options(config, log),
     )
 
 
@@ -94,7 +70,7 @@ def fetch_source(config: AcquireConfig, raw: Path, log: Log) -> list[dict]:
         preset = presets.get(config.preset)
         url, checksum = preset.url, preset.checksum
     try:
-        return web.acquire_url(url, raw, http_settings(config), checksum=checksum, **archive_options(config, log))
+        return web.acquire_url(url, raw, config, checksum, log)
     except DownloadError as exc:
         if config.preset and "connection error" in str(exc):
             raise DownloadError(f"{exc} {OFFLINE_HINT}") from exc
@@ -103,7 +79,7 @@ def fetch_source(config: AcquireConfig, raw: Path, log: Log) -> list[dict]:
 
 def import_archive(config: AcquireConfig, raw: Path, log: Log) -> list[dict]:
     """Extract a local zip/tar archive into the raw set."""
-    return web.import_archive_file(config.path, raw, **archive_options(config, log))
+    return web.import_archive_file(raw, config, log)
 
 
 @dataclass
@@ -120,9 +96,7 @@ def read_url_list(config: AcquireConfig) -> UrlSet:
 
 def crawl(config: AcquireConfig, log: Log) -> UrlSet:
     """Crawl the site for image links (robots.txt, allowed domains, depth and page limits)."""
-    found = scrape.Crawler(http_settings(config), delay=config.delay, log=log).crawl(
-        config.scrape, config.depth, config.allow_domain, config.max_pages
-    )
+    found = scrape.Crawler(config, log=log).crawl(config.scrape, config.depth, config.allow_domain, config.max_pages)
     log(
         f"crawled {found.pages} pages: {len(found.images)} images allowed, {found.skipped_robots} "
         f"skipped by robots.txt, {found.skipped_domain} off the allowed domains"
@@ -148,7 +122,7 @@ class DownloadPlan:
 def plan_downloads(urls: UrlSet, raw: Path, config: AcquireConfig, log: Log) -> DownloadPlan:
     """Split the URLs not downloaded by an earlier run into shards of bounded thread pools."""
     workers = min(config.workers, SCRAPE_WORKERS) if config.scrape else config.workers
-    downloader = store.Downloader(raw, http_settings(config.model_copy(update={"workers": workers})))
+    downloader = store.Downloader(raw, config)
     todo = downloader.pending(urls.items)
     log(f"{len(urls.items)} URLs: {len(urls.items) - len(todo)} done in an earlier run, {len(todo)} to download")
     shards = [todo[i : i + config.shard_size] for i in range(0, len(todo), config.shard_size)]
@@ -175,48 +149,59 @@ def finish_downloads(plan: DownloadPlan, shard_rows: list[list[dict]]) -> int:
     return len(rows)
 
 
-def finish_acquire(raw: Path, name: str, extra_rows: list[dict], crawl_stats: dict, started: float) -> dict:
-    """Write the raw set's manifest; returns {name, raw_dir, manifest, stats}."""
+def finish_acquire(raw: Path, name: str, extra_rows: list[dict], crawl_stats: dict, started: float) -> manifest.RawSet:
+    """Write the raw set's manifest."""
     df = web.finalize(raw, extra_rows)
-    return {
-        "name": name,
-        "raw_dir": str(raw),
-        "manifest": str(raw / "manifest.parquet"),
-        "stats": {**manifest.stats(df, time.perf_counter() - started), **crawl_stats},
-    }
+    stats = {**manifest.stats(df, time.perf_counter() - started), **crawl_stats}
+    return manifest.RawSet(name, str(raw), str(raw / "manifest.parquet"), stats)
 
 
-def publish(result: dict, tracked) -> None:
+def publish(raw_set: manifest.RawSet, tracked) -> None:
     """Counts to MLflow (metrics, acquire_stats.json, the manifest) and a Prefect table artifact."""
-    stats = result["stats"]
+    stats = raw_set.stats
     tracked.log_metrics(stats)
-    tracked.log_dict({"name": result["name"], "raw_dir": result["raw_dir"], **stats}, "acquire_stats.json")
-    tracked.log_artifact(result["manifest"], "manifest")
+    tracked.log_dict({"name": raw_set.name, "raw_dir": raw_set.raw_dir, **stats}, "acquire_stats.json")
+    tracked.log_artifact(raw_set.manifest, "manifest")
     create_table_artifact(
         table=[{"stat": k, "value": v} for k, v in stats.items()],
         key="acquire-stats",
-        description=f"acquire {result['name']}: {result['raw_dir']}",
+        description=f"acquire {raw_set.name}: {raw_set.raw_dir}",
     )
 
 
-def summary(result: dict, run_id: str) -> dict:
-    stats = result["stats"]
-    return {
-        "name": result["name"],
-        "raw_dir": result["raw_dir"],
-        "manifest": result["manifest"],
-        "files": int(stats["files"]),
-        "ok": int(stats["ok"]),
-        "duplicates": int(stats["duplicates"]),
-        "failed": int(stats["failed"]),
-        "run_id": run_id,
-        "failed_reasons": {k.removeprefix("failed_"): int(v) for k, v in stats.items() if k.startswith("failed_")},
-    }
+@dataclass(frozen=True)
+class AcquireResult:
+    """The acquire flow's result: the raw set, its counts, the MLflow run, failures by reason."""
+
+    name: str
+    raw_dir: str
+    manifest: str
+    files: int
+    ok: int
+    duplicates: int
+    failed: int
+    run_id: str
+    failed_reasons: dict[str, int]
 
 
-def summary_line(r: dict) -> str:
-    reasons = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in (r.get("failed_reasons") or {}).items())
+def summary(raw_set: manifest.RawSet, run_id: str) -> AcquireResult:
+    stats = raw_set.stats
+    return AcquireResult(
+        name=raw_set.name,
+        raw_dir=raw_set.raw_dir,
+        manifest=raw_set.manifest,
+        files=int(stats["files"]),
+        ok=int(stats["ok"]),
+        duplicates=int(stats["duplicates"]),
+        failed=int(stats["failed"]),
+        run_id=run_id,
+        failed_reasons={k.removeprefix("failed_"): int(v) for k, v in stats.items() if k.startswith("failed_")},
+    )
+
+
+def summary_line(r: AcquireResult) -> str:
+    reasons = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in r.failed_reasons.items())
     return (
-        f"acquired {r['name']!r}: {r['files']} files/URLs, {r['ok']} ok, {r['duplicates']} duplicates, "
-        f"{r['failed']} failed{f' ({reasons})' if reasons else ''} -> {r['raw_dir']} (MLflow run {r['run_id']})"
+        f"acquired {r.name!r}: {r.files} files/URLs, {r.ok} ok, {r.duplicates} duplicates, "
+        f"{r.failed} failed{f' ({reasons})' if reasons else ''} -> {r.raw_dir} (MLflow run {r.run_id})"
     )

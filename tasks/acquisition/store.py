@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from facegan.config.acquire import AcquireConfig
 from facegan.tasks.acquisition import archives, http, manifest
 
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif", "MPO": "jpg"}
@@ -99,9 +100,9 @@ class Downloader:
     """Downloads image URLs into a raw set: validated, deduplicated, journaled. Thread-safe;
     shared by the shard tasks of one acquire run."""
 
-    def __init__(self, raw: Path, settings: http.HttpSettings):
+    def __init__(self, raw: Path, config: AcquireConfig):
         self.raw = Path(raw)
-        self.settings = settings
+        self.config = config
         self.journal = Journal(self.raw)
         self.lock = threading.Lock()
         self.bar = None  # an optional shared tqdm bar, advanced once per finished URL
@@ -144,7 +145,7 @@ class Downloader:
     def fetch_one(self, sess, item: dict) -> dict:
         base = dict(url=item["url"], source_page=item.get("source_page"), identity=item.get("identity"))
         try:
-            data, ctype = http.fetch_bytes(sess, item["url"], self.settings)
+            data, ctype = http.fetch_bytes(sess, item["url"], self.config)
         except http.FetchFailed as exc:
             return manifest.row(**base, status="failed", reason=str(exc))
         sha = manifest.sha256_bytes(data)
@@ -170,7 +171,7 @@ class Downloader:
     def download(self, items: list[dict], threads: int) -> list[dict]:
         """Download `items` ({url, source_page?, identity?}) with a bounded thread pool; every
         finished row is journaled at once."""
-        sess = http.session(http.HttpSettings(**{**self.settings.__dict__, "pool": max(threads, 1)}))
+        sess = http.session(self.config, pool=max(threads, 1))
 
         def one(item: dict) -> dict:
             row = self.fetch_one(sess, item)

@@ -18,11 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from facegan.config.acquire import AcquireConfig
+from facegan.config.base import default_workers
 from facegan.config.errors import DownloadError, InputError, NotFoundError
 from facegan.tasks.acquisition import archives, http, local, manifest, presets, sources, store
 from facegan.tasks.acquisition.sources import WEB_SOURCE
 
 _stem = sources.stem
+Log = Callable[[str], None]
 
 
 def default_name(config) -> str:
@@ -55,23 +58,17 @@ def read_url_list(path: str | Path) -> list[dict]:
     return [{"url": str(u).strip(), "identity": None if pd.isna(i) else str(i)} for u, i in zip(df["url"], identity)]
 
 
-def _archive_rows(
-    url: str,
-    folder: Path,
-    rejected: list[tuple[str, str]],
-    workers: int,
-    shard_size: int,
-    progress: bool,
-    identity: str = "auto",
-) -> list[dict]:
+def _archive_rows(url: str, folder: Path, rejected: list[tuple[str, str]], config: AcquireConfig) -> list[dict]:
     rows = [
         manifest.row(url=f"{url}#{name}", source_page=url, status="failed", reason=reason) for name, reason in rejected
     ]
     files = local.list_files(folder)
     root = archives.content_root(folder)
-    checked = local.inspect_files([str(f) for f in files], workers, shard_size, progress, "checking images")
+    checked = local.inspect_files(
+        [str(f) for f in files], local_workers(config), config.shard_size, config.progress, "checking images"
+    )
     inside = [f for f in files if f.is_relative_to(root)]
-    people = dict(zip(inside, local.identities(inside, root, identity)))
+    people = dict(zip(inside, local.identities(inside, root, config.identity)))
     for f, r in zip(files, checked):
         r.update(
             url=f"{url}#{f.relative_to(folder).as_posix()}", source_page=url, mtime_ns=None, identity=people.get(f)
@@ -80,19 +77,13 @@ def _archive_rows(
     return rows
 
 
+def local_workers(config: AcquireConfig) -> int:
+    """Processes for local work (decoding, extracting): at most one per CPU."""
+    return min(config.workers, default_workers())
+
+
 def acquire_url(
-    url: str,
-    raw: Path,
-    settings: http.HttpSettings,
-    *,
-    checksum: tuple[str, str] | None,
-    max_archive_bytes: int,
-    max_archive_files: int,
-    workers: int = 2,
-    shard_size: int = 200,
-    progress: bool = True,
-    log: Callable[[str], None] = lambda _m: None,
-    identity: str = "auto",
+    url: str, raw: Path, config: AcquireConfig, checksum: tuple[str, str] | None, log: Log = lambda _m: None
 ) -> list[dict]:
     """Fetch one URL into `raw`: an image is stored, an archive is verified and extracted
     safely. Returns its manifest rows. Any failure raises DownloadError and keeps the raw set as
@@ -105,9 +96,9 @@ def acquire_url(
     downloads = raw / ".downloads"
     downloads.mkdir(parents=True, exist_ok=True)
     part = downloads / f"{hashlib.sha1(url.encode()).hexdigest()[:16]}.part"
-    sess = http.session(settings)
+    sess = http.session(config)
     try:
-        digests = http.download_file(sess, url, part, settings, max_archive_bytes, progress, log)
+        digests = http.download_file(sess, url, part, config, log)
     except http.FetchFailed as exc:
         raise DownloadError(f"cannot download {url}: {exc}") from exc
     finally:
@@ -116,7 +107,7 @@ def acquire_url(
         if (
             "drive.google.com" in url
             and archives.sniff(part) is None
-            and isinstance(manifest.check_image(part.read_bytes()[: settings.max_bytes]), str)
+            and isinstance(manifest.check_image(part.read_bytes()[: config.max_bytes]), str)
         ):
             raise DownloadError(presets.GOOGLE_DRIVE_REFUSED)
         if checksum and digests[checksum[0]].lower() != checksum[1].lower():
@@ -124,37 +115,14 @@ def acquire_url(
                 f"checksum mismatch for {url}: expected {checksum[0]} {checksum[1].lower()}, got {digests[checksum[0]]}"
             )
         if archives.sniff(part) is None:
-            return [_store_single(url, part, raw, settings)]
+            return [_store_single(url, part, raw, config)]
         log(f"{url}: {digests['bytes']} bytes, sha256 {digests['sha256']}")
-        return ingest_archive(
-            part,
-            url,
-            raw,
-            max_archive_bytes=max_archive_bytes,
-            max_archive_files=max_archive_files,
-            workers=workers,
-            shard_size=shard_size,
-            progress=progress,
-            log=log,
-            identity=identity,
-        )
+        return ingest_archive(part, url, raw, config, log)
     finally:
         part.unlink(missing_ok=True)
 
 
-def ingest_archive(
-    archive: Path,
-    url: str,
-    raw: Path,
-    *,
-    max_archive_bytes: int,
-    max_archive_files: int,
-    workers: int = 2,
-    shard_size: int = 200,
-    progress: bool = True,
-    log: Callable[[str], None] = lambda _m: None,
-    identity: str = "auto",
-) -> list[dict]:
+def ingest_archive(archive: Path, url: str, raw: Path, config: AcquireConfig, log: Log = lambda _m: None) -> list[dict]:
     """Extract `archive` safely into raw/<name>/images/<archive>-<hash>/ (via a staging folder
     renamed when complete) and return one manifest row per member, labelled `<url>#<member>`."""
     kind = archives.sniff(archive)
@@ -163,33 +131,34 @@ def ingest_archive(
     key = f"{local.default_name(_stem(url) or 'archive')[:80]}-{hashlib.sha1(url.encode()).hexdigest()[:8]}"
     staging, final = raw / f".staging-{key}", raw / "images" / key
     log(f"extracting {kind} archive {url}")
-    rejected = archives.extract(archive, staging, max_archive_bytes, max_archive_files)
+    rejected = archives.extract(archive, staging, config.max_archive_bytes, config.max_archive_files)
     if final.exists():
         shutil.rmtree(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging.rename(final)
-    return _archive_rows(url, final, rejected, workers, shard_size, progress, identity)
+    return _archive_rows(url, final, rejected, config)
 
 
-def import_archive_file(path: Path, raw: Path, **kwargs) -> list[dict]:
+def import_archive_file(raw: Path, config: AcquireConfig, log: Log = lambda _m: None) -> list[dict]:
     """A local zip/tar given to --path: extracted like a downloaded archive (once)."""
+    path = config.path
     url = Path(path).resolve().as_uri()
     known = store.known_rows(raw)
     mine = known[known["source_page"] == url]
     if ((mine["status"] == "ok") & mine["path"].map(lambda p: bool(p) and Path(p).is_file())).any():
-        kwargs.get("log", lambda _m: None)(f"{path} was imported before: nothing to do")
+        log(f"{path} was imported before: nothing to do")
         return []
-    return ingest_archive(Path(path), url, raw, **kwargs)
+    return ingest_archive(Path(path), url, raw, config, log)
 
 
-def _store_single(url: str, part: Path, raw: Path, settings: http.HttpSettings) -> dict:
+def _store_single(url: str, part: Path, raw: Path, config: AcquireConfig) -> dict:
     data = part.read_bytes()
     checked = manifest.check_image(data)
     if isinstance(checked, str):
         raise DownloadError(f"{url} is neither an image nor a zip/tar archive ({checked})")
-    if len(data) > settings.max_bytes:
-        raise DownloadError(f"{url}: image of {len(data)} bytes exceeds --max-bytes {settings.max_bytes}")
-    dl = store.Downloader(raw, settings)
+    if len(data) > config.max_bytes:
+        raise DownloadError(f"{url}: image of {len(data)} bytes exceeds --max-bytes {config.max_bytes}")
+    dl = store.Downloader(raw, config)
     sha = manifest.sha256_bytes(data)
     status, path = dl.store(data, sha, checked[2])
     row = manifest.row(url=url, status=status, sha256=sha, bytes=len(data), width=checked[0], height=checked[1])

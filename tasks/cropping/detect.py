@@ -10,20 +10,17 @@ some context around the face: `find_faces` searches again on the image padded on
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from facegan.config.base import field_default
 from facegan.config.crop import CropConfig
 from facegan.tasks.cropping import formats
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 BIG_FACE_SHARE = 0.25  # largest-only: first search faces at least this share of the short side
-PAD_SHARE: float = field_default(CropConfig, "pad")  # second search: border on every side, share of the longer side
 PAD_MIN_INSIDE = 0.5  # a padded-pass box must lie at least this much inside the image
 PAD_MIN_FACE = 0.5  # ... and be at least this share of the image's short side: the padded search
 # is for faces that fill the frame (a smaller face has context around it, the normal search's job);
@@ -33,15 +30,6 @@ PAD_MIN_FACE = 0.5  # ... and be at least this share of the image's short side: 
 # 0.3, and more false positives on flowers: 7 of 600 against 4 of 600 replicated).
 NORMAL, PADDED = "haar", "haar-padded"
 _local = threading.local()
-
-
-@dataclass(frozen=True)
-class HaarParams:
-    """The cascade's search; the defaults are CropConfig's (--scale-factor, --min-neighbors, --min-face)."""
-
-    scale_factor: float = field_default(CropConfig, "scale_factor")
-    min_neighbors: int = field_default(CropConfig, "min_neighbors")
-    min_face: int = field_default(CropConfig, "min_face")
 
 
 def cascade() -> cv2.CascadeClassifier:
@@ -113,30 +101,31 @@ def read_image(path: str | Path) -> tuple[np.ndarray | None, str | None]:
         return None, f"unreadable: {type(exc).__name__}: {str(exc)[:120]}"
 
 
-def detect_faces(bgr: np.ndarray, params: HaarParams, largest_only: bool = False) -> list[tuple[int, int, int, int]]:
-    """Face boxes (x, y, w, h), largest first, from a greyscale copy of the image.
+def detect_faces(bgr: np.ndarray, config: CropConfig) -> list[tuple[int, int, int, int]]:
+    """Face boxes (x, y, w, h), largest first, from a greyscale copy of the image, searched as
+    `config` says (--scale-factor, --min-neighbors, --min-face, --largest-only).
 
-    largest_only searches big faces first (as OpenCV 2's CASCADE_FIND_BIGGEST_OBJECT did): a pass
+    --largest-only searches big faces first (as OpenCV 2's CASCADE_FIND_BIGGEST_OBJECT did): a pass
     over the pyramid levels whose window is at least a quarter of the image's short side, which
     costs about half of a full search on portrait photos, and the full search only when that pass
     finds nothing. Its largest face is the full search's (the same levels find it; measured on LFW:
     the same images get a face, 98% of boxes identical, the others framed up to 20% larger because
     the face's smallest detections lie below the first pass's floor). It returns only the faces of
     the pass that found one, so "images with many faces" counts big faces only in this mode."""
-    return _search(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), params, largest_only)
+    return _search(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), config, config.min_face)
 
 
 def _search(
-    grey: np.ndarray, params: HaarParams, largest_only: bool, short_side: int | None = None
+    grey: np.ndarray, config: CropConfig, min_face: int, short_side: int | None = None
 ) -> list[tuple[int, int, int, int]]:
-    floors = [params.min_face]
-    if largest_only:
+    floors = [min_face]
+    if config.largest_only:
         big = int(BIG_FACE_SHARE * (short_side or min(grey.shape)))
-        floors = [big, params.min_face] if big > params.min_face else floors
+        floors = [big, min_face] if big > min_face else floors
     found: list[tuple[int, int, int, int]] = []
     for floor in floors:
         boxes = cascade().detectMultiScale(
-            grey, scaleFactor=params.scale_factor, minNeighbors=params.min_neighbors, minSize=(floor, floor)
+            grey, scaleFactor=config.scale_factor, minNeighbors=config.min_neighbors, minSize=(floor, floor)
         )
         found = [tuple(int(v) for v in b) for b in (boxes if len(boxes) else [])]
         if found:
@@ -144,24 +133,21 @@ def _search(
     return sorted(found, key=lambda b: b[2] * b[3], reverse=True)
 
 
-def detect_padded(
-    bgr: np.ndarray, params: HaarParams, largest_only: bool = False, pad: float = PAD_SHARE
-) -> list[tuple[int, int, int, int]]:
-    """Face boxes found on the image padded by `pad` × its longer side on every side (replicated
+def detect_padded(bgr: np.ndarray, config: CropConfig) -> list[tuple[int, int, int, int]]:
+    """Face boxes found on the image padded by --pad × its longer side on every side (replicated
     border), in the original image's coordinates: a box may reach past the image's borders, as a
     tight chip's face does. Boxes lying mostly in the added border are dropped."""
     grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
     h, w = grey.shape
-    border = int(round(pad * max(h, w)))
+    border = int(round(config.pad * max(h, w)))
     if border < 1:
         return []
     padded = cv2.copyMakeBorder(grey, border, border, border, border, cv2.BORDER_REPLICATE)
     # only windows of faces that fill the frame (smaller boxes are dropped below anyway): this
     # search skips the small scales, which are most of a full search's work
-    floor = max(params.min_face, int(PAD_MIN_FACE * min(h, w)))
-    search = HaarParams(params.scale_factor, params.min_neighbors, floor)
+    floor = max(config.min_face, int(PAD_MIN_FACE * min(h, w)))
     kept = []
-    for x, y, bw, bh in _search(padded, search, largest_only, short_side=min(h, w)):
+    for x, y, bw, bh in _search(padded, config, floor, short_side=min(h, w)):
         x, y = x - border, y - border
         inside = max(0, min(x + bw, w) - max(x, 0)) * max(0, min(y + bh, h) - max(y, 0))
         if inside >= PAD_MIN_INSIDE * bw * bh and min(bw, bh) >= PAD_MIN_FACE * min(h, w):
@@ -169,21 +155,19 @@ def detect_padded(
     return kept
 
 
-def find_faces(
-    bgr: np.ndarray, params: HaarParams, largest_only: bool = False, pad: float = PAD_SHARE
-) -> tuple[list[tuple[int, int, int, int]], str | None]:
-    """(boxes, pass): the normal search, and only when it finds nothing (and `pad` > 0) the padded
+def find_faces(bgr: np.ndarray, config: CropConfig) -> tuple[list[tuple[int, int, int, int]], str | None]:
+    """(boxes, pass): the normal search, and only when it finds nothing (and --pad > 0) the padded
     one; pass is NORMAL, PADDED or None when neither found a face. An image smaller than the
     minimum face on both sides cannot hold one: no search."""
     h, w = bgr.shape[:2]
-    if max(h, w) < params.min_face:
+    if max(h, w) < config.min_face:
         return [], None
-    if min(h, w) >= params.min_face:
-        boxes = detect_faces(bgr, params, largest_only)
+    if min(h, w) >= config.min_face:
+        boxes = detect_faces(bgr, config)
         if boxes:
             return boxes, NORMAL
-    if pad > 0:
-        boxes = detect_padded(bgr, params, largest_only, pad)
+    if config.pad > 0:
+        boxes = detect_padded(bgr, config)
         if boxes:
             return boxes, PADDED
     return [], None

@@ -18,8 +18,9 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
+from facegan.config.crop import CropConfig
 from facegan.tasks.cropping.detect import NORMAL, PADDED, read_image
-from facegan.tasks.cropping.shards import ALIGNED_BOX, ALIGNED_CENTRE, CropParams, ShardResult, crops_of
+from facegan.tasks.cropping.shards import ALIGNED_BOX, ALIGNED_CENTRE, ShardResult, crops_of
 
 ALIGNED_MIN_IMAGES = 20
 ALIGNED_MIN_SHARE = 0.80
@@ -56,10 +57,10 @@ def aligned_set_box(records: list[dict], outcomes: list[dict]) -> tuple[int, int
     )
 
 
-def fill_aligned(outcomes: list[dict], box: tuple[int, int, int, int], params: CropParams) -> ShardResult:
+def fill_aligned(outcomes: list[dict], box: tuple[int, int, int, int], config: CropConfig) -> ShardResult:
     """Crops at `box` for the images where no pass found a face (their outcomes are updated)."""
     records: list[dict] = []
-    crops: dict[int, list[np.ndarray]] = {s: [] for s in params.sizes}
+    crops: dict[int, list[np.ndarray]] = {s: [] for s in config.sizes}
     for outcome in outcomes:
         if outcome.get("reason") != NO_FACE:
             continue
@@ -67,11 +68,11 @@ def fill_aligned(outcomes: list[dict], box: tuple[int, int, int, int], params: C
         if bgr is None:  # gone or changed since the shard read it
             outcome["reason"] = reason
             continue
-        recs, image_crops = crops_of(bgr[:, :, ::-1].copy(), [box], params, ALIGNED_BOX)
+        recs, image_crops = crops_of(bgr[:, :, ::-1].copy(), [box], config, ALIGNED_BOX)
         for rec in recs:
             rec.update(source=outcome["source"], source_sha256=outcome.get("sha256"), identity=outcome.get("identity"))
         records.extend(recs)
-        for size in params.sizes:
+        for size in config.sizes:
             crops[size].extend(image_crops[size])
         outcome.update(method=ALIGNED_BOX, faces=1, reason=None)
     stacked = {s: (np.stack(c) if c else np.zeros((0, s, s, 3), np.uint8)) for s, c in crops.items()}

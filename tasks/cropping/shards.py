@@ -15,25 +15,30 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facegan.config.base import field_default
 from facegan.config.crop import CropConfig
 from facegan.tasks.common.atomic import atomic_path
-from facegan.tasks.cropping.detect import PAD_SHARE, HaarParams, find_faces, read_image
+from facegan.tasks.cropping.detect import find_faces, read_image
 from facegan.tasks.cropping.geometry import cut_square, resize_square, square_box
 
 
-@dataclass(frozen=True)
-class CropParams:
-    """How a shard is cropped; the defaults are CropConfig's."""
-
-    sizes: tuple[int, ...] = tuple(field_default(CropConfig, "sizes"))
-    largest_only: bool = field_default(CropConfig, "largest_only")
-    margin: float = field_default(CropConfig, "margin")
-    haar: HaarParams = HaarParams()
-    pad: float = PAD_SHARE  # second search on the padded image when the first finds nothing; 0 = off
-    # True: every image is one centred face: its centred square, no detection. None: automatic
-    # (an aligned-looking set's faceless images are cut at its typical box, see report.py). False: off
-    aligned: bool | None = field_default(CropConfig, "aligned")
+def crop_options(config: CropConfig) -> dict:
+    """The options that decide a crop's pixels, as the fingerprints of the datasets and shard files
+    on disk hold them (their layout is kept, so a dataset cropped before stays current):
+    --sizes, --largest-only, --margin, the Haar search (--scale-factor, --min-neighbors,
+    --min-face), --pad (a second search on the padded image; 0 = off) and --aligned (True: every
+    image is one centred face, no detection; None: automatic, see report.py; False: off)."""
+    return {
+        "sizes": list(config.sizes),
+        "largest_only": config.largest_only,
+        "margin": config.margin,
+        "haar": {
+            "scale_factor": config.scale_factor,
+            "min_neighbors": config.min_neighbors,
+            "min_face": config.min_face,
+        },
+        "pad": config.pad,
+        "aligned": config.aligned,
+    }
 
 
 ALIGNED_CENTRE = "aligned-centre"  # --aligned: the image's centred square
@@ -74,18 +79,18 @@ def shard_png_dir(target: Path) -> Path:
 def crops_of(
     rgb: np.ndarray,
     boxes: list[tuple[int, int, int, int]],
-    params: CropParams,
+    config: CropConfig,
     method: str,
     margin: float | None = None,
 ) -> tuple[list[dict], dict[int, list[np.ndarray]]]:
     """Cut the square around every box of an RGB image and resize it to every size."""
     h, w = rgb.shape[:2]
-    margin = params.margin if margin is None else margin
-    records, crops = [], {s: [] for s in params.sizes}
+    margin = config.margin if margin is None else margin
+    records, crops = [], {s: [] for s in config.sizes}
     for face_index, (x, y, bw, bh) in enumerate(boxes):
         box = square_box(x, y, bw, bh, w, h, margin)
         square = cut_square(rgb, box)
-        for size in params.sizes:
+        for size in config.sizes:
             crops[size].append(resize_square(square, size))
         records.append(
             {
@@ -112,23 +117,23 @@ def centred_box(w: int, h: int) -> tuple[int, int, int, int]:
     return (w - side) // 2, (h - side) // 2, side, side
 
 
-def crop_image(path: str, params: CropParams) -> tuple[list[dict], dict[int, list[np.ndarray]], dict]:
+def crop_image(path: str, config: CropConfig) -> tuple[list[dict], dict[int, list[np.ndarray]], dict]:
     """Crops of one image: (records, crops, outcome). The outcome tells which pass found the faces
     (method), how many, the image's size, and why it gave no crop (reason) if it gave none."""
     bgr, reason = read_image(path)
     if bgr is None:
         return (
             [],
-            {s: [] for s in params.sizes},
+            {s: [] for s in config.sizes},
             {"method": None, "faces": 0, "width": None, "height": None, "reason": reason or "unreadable"},
         )
     h, w = bgr.shape[:2]
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    if params.aligned is True:
+    if config.aligned is True:
         if min(w, h) < ALIGNED_MIN_SIDE:  # a thumbnail or a 1x1 pixel is no face to train on
             return (
                 [],
-                {s: [] for s in params.sizes},
+                {s: [] for s in config.sizes},
                 {
                     "method": None,
                     "faces": 0,
@@ -137,26 +142,26 @@ def crop_image(path: str, params: CropParams) -> tuple[list[dict], dict[int, lis
                     "reason": f"too small: {w}x{h} px (--aligned needs at least {ALIGNED_MIN_SIDE} px on each side)",
                 },
             )
-        records, crops = crops_of(rgb, [centred_box(w, h)], params, ALIGNED_CENTRE, margin=0.0)
+        records, crops = crops_of(rgb, [centred_box(w, h)], config, ALIGNED_CENTRE, margin=0.0)
         return records, crops, {"method": ALIGNED_CENTRE, "faces": 1, "width": w, "height": h, "reason": None}
-    boxes, method = find_faces(bgr, params.haar, params.largest_only, params.pad)
+    boxes, method = find_faces(bgr, config)
     n_faces = len(boxes)
-    if params.largest_only:
+    if config.largest_only:
         boxes = boxes[:1]
-    records, crops = crops_of(rgb, boxes, params, method) if boxes else ([], {s: [] for s in params.sizes})
+    records, crops = crops_of(rgb, boxes, config, method) if boxes else ([], {s: [] for s in config.sizes})
     reason = None
     if not boxes:
-        reason = "too small" if max(w, h) < params.haar.min_face else "no face"
+        reason = "too small" if max(w, h) < config.min_face else "no face"
     return records, crops, {"method": method, "faces": n_faces, "width": w, "height": h, "reason": reason}
 
 
-def crop_rows(rows: list[dict], params: CropParams) -> ShardResult:
+def crop_rows(rows: list[dict], config: CropConfig) -> ShardResult:
     """Crop a list of raw-manifest rows (keys: path, sha256, identity)."""
     records: list[dict] = []
-    crops: dict[int, list[np.ndarray]] = {s: [] for s in params.sizes}
+    crops: dict[int, list[np.ndarray]] = {s: [] for s in config.sizes}
     faces_per_image, outcomes, unreadable = [], [], 0
     for row in rows:
-        recs, image_crops, outcome = crop_image(row["path"], params)
+        recs, image_crops, outcome = crop_image(row["path"], config)
         outcomes.append(
             {"source": row["path"], "identity": row.get("identity"), "sha256": row.get("sha256"), **outcome}
         )
@@ -167,7 +172,7 @@ def crop_rows(rows: list[dict], params: CropParams) -> ShardResult:
         for rec in recs:
             rec.update(source=row["path"], source_sha256=row.get("sha256"), identity=row.get("identity"))
         records.extend(recs)
-        for size in params.sizes:
+        for size in config.sizes:
             crops[size].extend(image_crops[size])
     stacked = {s: (np.stack(c) if c else np.zeros((0, s, s, 3), np.uint8)) for s, c in crops.items()}
     return ShardResult(records, stacked, len(rows), unreadable, faces_per_image, outcomes=outcomes)

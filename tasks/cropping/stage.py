@@ -3,7 +3,8 @@
 `plan_crop` resolves the raw set and the dataset, and either finds the dataset up to date or splits
 the raw images into shards; the flow maps `crop_shard` over the shards (Prefect tasks on a thread
 pool or a Dask cluster, cached by their output file), then `build_datasets` merges them into one
-dataset per size, swapped in atomically, and `publish` reports the counts.
+dataset per size (assemble.py), swapped in atomically; publish.py reports the counts, results.py
+holds what the stage returns.
 """
 
 from __future__ import annotations
@@ -12,38 +13,20 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
 
 from facegan.config.crop import CropConfig
 from facegan.config.errors import InputError
 from facegan.tasks.common import locks
 from facegan.tasks.common.atomic import clean_partials
-from facegan.tasks.common.paths import MANIFEST, check_name, dataset_dir, raw_dir, resolve_raw
-from facegan.tasks.cropping.dataset import NO_FACE_SHEET, REJECTED, read_meta, recover
-from facegan.tasks.cropping.detect import HaarParams
-from facegan.tasks.cropping.runner import connect_cluster, shard_runner
-from facegan.tasks.cropping.shards import CropParams, crop_rows, save_shard
-
-
-def check_request(config: CropConfig) -> None:
-    """Fail fast, before a Prefect server starts: an unknown raw set, a bad name, no Dask cluster."""
-    resolve_raw(config.raw)
-    check_name(config.name) if config.name else None
-    connect_cluster(config.dask_address) if config.dask_address else None
-
-
-def crop_params(config: CropConfig) -> CropParams:
-    return CropParams(
-        sizes=tuple(config.sizes),
-        largest_only=config.largest_only,
-        margin=config.margin,
-        haar=HaarParams(config.scale_factor, config.min_neighbors, config.min_face),
-        pad=config.pad,
-        aligned=config.aligned,
-    )
+from facegan.tasks.common.paths import dataset_dir
+from facegan.tasks.cropping.assemble import assemble, load_raw_rows, raw_skipped
+from facegan.tasks.cropping.dataset import read_meta, recover
+from facegan.tasks.cropping.request import check_request
+from facegan.tasks.cropping.results import CropResult, CropStats
+from facegan.tasks.cropping.runner import shard_runner
+from facegan.tasks.cropping.shards import crop_options, crop_rows, save_shard
 
 
 @dataclass
@@ -52,11 +35,11 @@ class CropPlan:
     name: str
     root: Path  # datasets/<name>
     rows: list[dict]
-    params: CropParams
+    config: CropConfig
     fingerprint: str
     shards: list[tuple[list[dict], Path]]  # (rows, output file)
     address: str | None  # the Dask cluster, if any
-    current: dict | None  # the summary of an up-to-date dataset: nothing to crop
+    current: CropResult | None  # an up-to-date dataset: nothing to crop
 
     @property
     def work(self) -> Path:
@@ -74,10 +57,8 @@ class CropPlan:
 
 def plan_crop(config: CropConfig, log=print) -> CropPlan:
     """The raw rows to crop and their shards, or the up-to-date dataset (same raw set, same options)."""
-    raw_name = resolve_raw(config.raw)
-    name = check_name(config.name or raw_name)
-    # on a Dask cluster, shards are sized for the cluster's threads instead of config.workers
-    address, slots = connect_cluster(config.dask_address) if config.dask_address else (None, config.workers)
+    request = check_request(config)  # on a Dask cluster, shards are sized for its threads
+    raw_name, name, address, slots = request.raw, request.name, request.address, request.slots
     root = dataset_dir(name)
     # one writer per dataset: a second crop into it is refused in one line, before it touches .work
     locks.acquire(lock_path(name), busy_message(name))
@@ -106,28 +87,22 @@ def release(plan: CropPlan) -> None:
 def _plan(config: CropConfig, raw_name: str, name: str, root: Path, address: str | None, slots: int, log) -> CropPlan:
     recover(root)
     rows = load_raw_rows(raw_name)
-    params = crop_params(config)
-    fp = fingerprint(rows, params, config.dedupe)
+    fp = fingerprint(rows, config, config.dedupe)
     metas = [read_meta(root / str(s)) for s in config.sizes]
     if all(m and m.get("fingerprint") == fp for m in metas):
         log(f"dataset {name!r} is up to date with raw set {raw_name!r}: nothing to crop")
-        current = {
-            "dataset": name,
-            "path": str(root),
-            "skipped": True,
-            "run_id": metas[0].get("run_id"),
-            **{f"crops_{s}": m["crops"] for s, m in zip(config.sizes, metas)},
-        }
-        return CropPlan(raw_name, name, root, rows, params, fp, [], address, current)
+        crops = {s: m["crops"] for s, m in zip(config.sizes, metas)}
+        current = CropResult(name, str(root), True, metas[0].get("run_id"), crops)
+        return CropPlan(raw_name, name, root, rows, config, fp, [], address, current)
     work = root / ".work"
     clean_partials(work) if work.exists() else None
     shard_size = config.shard_size or max(10, min(200, -(-len(rows) // (4 * slots))))
-    shards = plan_shards(rows, shard_size, params, work)
+    shards = plan_shards(rows, shard_size, config, work)
     log(
         f"{len(shards)} shards of up to {shard_size} images on "
         + (f"the Dask cluster at {address} ({slots} threads)" if address else f"{config.workers} threads")
     )
-    return CropPlan(raw_name, name, root, rows, params, fp, shards, address, None)
+    return CropPlan(raw_name, name, root, rows, config, fp, shards, address, None)
 
 
 def crop_all_shards(shard_task, plan: CropPlan, workers: int) -> list[Path]:
@@ -139,7 +114,7 @@ def crop_all_shards(shard_task, plan: CropPlan, workers: int) -> list[Path]:
     try:
         with shard_runner(workers, plan.address) as runner:
             futures = [
-                runner.submit(shard_task, {"rows": chunk, "params": plan.params, "target": target})
+                runner.submit(shard_task, {"rows": chunk, "config": plan.config, "target": target})
                 for chunk, target in plan.shards
             ]
             for future in tqdm(as_completed(futures), total=len(futures), desc=f"crop {plan.name}", unit="shard"):
@@ -150,7 +125,7 @@ def crop_all_shards(shard_task, plan: CropPlan, workers: int) -> list[Path]:
     return [target for _, target in plan.shards]
 
 
-def build_datasets(plan: CropPlan, config: CropConfig, run_id: str, started: float) -> dict:
+def build_datasets(plan: CropPlan, config: CropConfig, run_id: str, started: float) -> CropStats:
     """Merge the shards into one dataset per size (swapped in atomically); returns the stats. When
     nothing is usable, no resume cache and no empty dataset folder are left behind."""
     meta = {"fingerprint": plan.fingerprint, "raw": plan.raw_name, "run_id": run_id, "params": config.model_dump()}
@@ -163,7 +138,7 @@ def build_datasets(plan: CropPlan, config: CropConfig, run_id: str, started: flo
             meta,
             config.workers,
             config.seed,
-            plan.params,
+            config,
             raw_skipped(plan.raw_name),
         )
     except InputError:
@@ -175,233 +150,49 @@ def build_datasets(plan: CropPlan, config: CropConfig, run_id: str, started: flo
     except BaseException:
         release(plan)
         raise
-    stats["seconds"] = round(time.perf_counter() - started, 2)
-    stats["images_per_s"] = round(stats["images_in"] / max(stats["seconds"], 1e-9), 1)
-    return stats
+    seconds = round(time.perf_counter() - started, 2)
+    images_per_s = round(stats.metrics["images_in"] / max(seconds, 1e-9), 1)
+    return CropStats({**stats.metrics, "seconds": seconds, "images_per_s": images_per_s}, stats.crops)
 
 
-def finish_crop(plan: CropPlan, stats: dict, run_id: str) -> dict:
+def finish_crop(plan: CropPlan, stats: CropStats, run_id: str) -> CropResult:
     """Drop the shard cache (the datasets are in place); returns the flow's result."""
     shutil.rmtree(plan.work, ignore_errors=True)
     release(plan)
-    return {"dataset": plan.name, "path": str(plan.root), "skipped": False, "run_id": run_id, **stats}
+    return CropResult(plan.name, str(plan.root), False, run_id, stats.crops, stats.metrics)
 
 
-def summary_text(result: dict, sizes: list[int]) -> str:
-    """What `facegan crop` prints."""
-    if result["skipped"]:
-        return f"dataset {result['dataset']} up to date at {result['path']}"
-    per_size = ", ".join(f"{s}px: {result[f'crops_{s}']}" for s in sizes)
-    report = "\n".join(report_lines(result))
-    return (
-        f"cropped {result['images_in']} images -> {result['crops']} faces ({per_size}) "
-        f"in {result['seconds']} s ({result['images_per_s']} img/s)\n{report}\n"
-        f"dataset: {result['path']} (images without a crop: {NO_FACE_SHEET}, {REJECTED})\n"
-        f"mlflow run: {result['run_id']}"
-    )
-
-
-def load_raw_rows(raw_name: str) -> list[dict]:
-    """The usable images of a raw set: status 'ok', one row per distinct content hash."""
-    table = pd.read_parquet(raw_dir(raw_name) / MANIFEST)
-    if "status" in table:
-        table = table[table["status"] == "ok"]
-    table = table[table["path"].notna()]
-    if "sha256" in table:
-        table = table.drop_duplicates("sha256")
-    if "identity" not in table:
-        table["identity"] = None
-    if table.empty:
-        raise InputError(f"raw set {raw_name!r} has no usable images")
-    table = table.astype({"identity": object}).where(table.notna(), None)
-    return table[["path", "sha256", "identity"]].to_dict("records")
-
-
-def raw_skipped(raw_name: str) -> list[dict]:
-    """The files the import refused (status 'failed'): path or url, identity and reason."""
-    table = pd.read_parquet(raw_dir(raw_name) / MANIFEST)
-    if "status" not in table:
-        return []
-    failed = table[table["status"] == "failed"]
-    cols = [c for c in ("path", "url", "identity", "reason") if c in failed]
-    return failed[cols].astype(object).where(failed[cols].notna(), None).to_dict("records")
-
-
-def fingerprint(rows: list[dict], params: CropParams, dedupe: bool) -> str:
+def fingerprint(rows: list[dict], config: CropConfig, dedupe: bool) -> str:
+    """Which rows were cropped with which options (crop_options): a dataset is current while it holds."""
     payload = json.dumps(
-        {"params": asdict(params), "dedupe": dedupe, "rows": [(r["path"], r.get("sha256")) for r in rows]},
+        {"params": crop_options(config), "dedupe": dedupe, "rows": [(r["path"], r.get("sha256")) for r in rows]},
         sort_keys=True,
         default=str,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def plan_shards(rows: list[dict], shard_size: int, params: CropParams, work_dir: Path) -> list[tuple[list[dict], Path]]:
+def plan_shards(rows: list[dict], shard_size: int, config: CropConfig, work_dir: Path) -> list[tuple[list[dict], Path]]:
     """Group rows into shards; each shard's output file is named by its content and parameters."""
     shards = []
     for start in range(0, len(rows), shard_size):
         chunk = rows[start : start + shard_size]
-        key = fingerprint(chunk, params, dedupe=False)[:24]
+        key = fingerprint(chunk, config, dedupe=False)[:24]
         shards.append((chunk, work_dir / f"shard-{key}.npz"))
     return shards
 
 
-def crop_shard(rows: list[dict], params: CropParams, target: Path) -> Path:
+def crop_shard(rows: list[dict], config: CropConfig, target: Path) -> Path:
     """Crop one shard into `target` unless a previous (possibly killed) run already did."""
     if target.is_file():
         return target
     import cv2
 
     cv2.setNumThreads(1)  # one shard per worker thread (also on Dask workers): no oversubscription
-    return save_shard(crop_rows(rows, params), target)
+    return save_shard(crop_rows(rows, config), target)
 
 
 def shard_cache_key(context, parameters) -> str | None:
     """Prefect cache key of a shard: cached exactly when its output file is present and unchanged."""
     target = Path(parameters["target"])
     return f"crop-shard:{target}:{target.stat().st_mtime_ns}" if target.is_file() else None
-
-
-def assemble(
-    shard_files: list[Path],
-    sizes: list[int],
-    dedupe: bool,
-    root: Path,
-    meta: dict,
-    workers: int,
-    seed: int = 0,
-    params: CropParams | None = None,
-    skipped: list[dict] | None = None,
-) -> dict:
-    """Merge shards and swap in one dataset per size. Returns the stats.
-
-    With `params.aligned` None (automatic), a set that looks aligned gets the images where no pass
-    found a face cut at its typical face box (facegan.tasks.cropping.report)."""
-    from facegan.tasks.cropping import report
-    from facegan.tasks.cropping.dataset import merge_shards, swap_in, thumbnails_sheet, write_size
-    from facegan.tasks.cropping.shards import load_shard
-
-    skipped = skipped or []
-    shards = [load_shard(p) for p in shard_files]
-    outcomes = [o for s in shards for o in (s.outcomes or [])]
-    records = [r for s in shards for r in s.records]
-    typical = None
-    if params is not None and params.aligned is None:
-        typical = report.aligned_set_box(records, outcomes)
-        if typical is not None:
-            shards.append(report.fill_aligned(outcomes, typical, params))
-    manifest, arrays, dropped, origins = merge_shards(shards, sizes, dedupe)
-    faces = [n for s in shards for n in (s.faces_per_image or [])]
-    read = [o for o in outcomes if o.get("width") is not None]
-    stats = {
-        "images_in": sum(s.images for s in shards),
-        "images_unreadable": sum(s.unreadable for s in shards),
-        "images_no_face": sum(1 for o in read if o.get("reason")) if outcomes else sum(1 for n in faces if n == 0),
-        "images_one_face": sum(1 for n in faces if n == 1),
-        "images_many_faces": sum(1 for n in faces if n > 1),
-        "faces_detected": sum(faces),
-        **report.pass_stats(outcomes, skipped),
-        "aligned_set": int(typical is not None),
-        "duplicates_dropped": dropped,
-        "crops": int(len(manifest)),
-        **report.face_rank_stats(manifest.to_dict("records")),  # largest face of a photo vs extra faces
-    }
-    if manifest.empty:
-        detail = f"{stats['images_unreadable']} unreadable" + (
-            f", {stats['images_too_small']} too small" if stats.get("images_too_small") else ""
-        )
-        if skipped:
-            reasons = ", ".join(
-                f"{n} {k.removeprefix('skipped_').replace('_', ' ')}"
-                for k, n in stats.items()
-                if k.startswith("skipped_")
-            )
-            detail += f"; {len(skipped)} files skipped at import: {reasons}"
-        raise InputError(f"no faces found in {stats['images_in']} images ({detail}): nothing to write")
-    rejected = report.rejected_table(outcomes, skipped)
-    sheet = thumbnails_sheet(report.no_face_images(outcomes, seed=seed))
-    staging_root = root / ".staging"
-    shutil.rmtree(staging_root, ignore_errors=True)
-    for size in sizes:
-        write_size(
-            staging_root / str(size),
-            size,
-            manifest,
-            arrays[size],
-            {**meta, "stats": stats},
-            workers=workers,
-            seed=seed,
-            origins=origins,
-            rejected=rejected,
-            no_face_sheet=sheet,
-        )
-    for size in sizes:
-        swap_in(staging_root / str(size), root / str(size))
-        stats[f"crops_{size}"] = int(len(arrays[size]))
-    shutil.rmtree(staging_root, ignore_errors=True)
-    return stats
-
-
-def publish(run, stats: dict, root: Path, sizes: list[int]) -> None:
-    """Stats and contact sheets to MLflow; a stats table as a Prefect artifact."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-    from facegan.tasks.cropping.dataset import CONTACT_SHEET
-
-    run.log_metrics(stats)
-    for size in sizes:
-        run.log_artifact(root / str(size) / CONTACT_SHEET, f"contact_sheets/{size}")
-        run.log_artifact(root / str(size) / "meta.json", f"datasets/{size}")
-    first = root / str(sizes[0])
-    for name in (NO_FACE_SHEET, REJECTED):
-        if (first / name).is_file():
-            run.log_artifact(first / name, "no_face")
-    try:
-        create_table_artifact(
-            key="crop-stats",
-            table=[{"stat": k, "value": v} for k, v in stats.items()],
-            description=f"facegan crop: {root.name}",
-        )
-        create_markdown_artifact(
-            key="crop-report", markdown=report_markdown(stats, root, sizes), description=f"facegan crop: {root.name}"
-        )
-    except Exception:  # noqa: BLE001 - outside a flow run there is nowhere to publish
-        pass
-
-
-def report_lines(stats: dict) -> list[str]:
-    """The crop report in a few lines (console and Prefect artifact)."""
-    from facegan.tasks.cropping.report import face_rank_line
-
-    skipped = ", ".join(
-        f"{n} {k.removeprefix('skipped_').replace('_', ' ')}" for k, n in stats.items() if k.startswith("skipped_")
-    )
-    return [
-        f"images read: {stats.get('images_read', 0)} of {stats.get('images_in', 0)} "
-        f"({stats.get('images_unreadable', 0)} unreadable; {stats.get('files_skipped', 0)} files skipped "
-        f"at import{': ' + skipped if skipped else ''})",
-        f"faces found: {stats.get('faces_haar', 0)} by Haar in {stats.get('images_haar', 0)} images, "
-        f"{stats.get('faces_haar_padded', 0)} by the padded search, {stats.get('faces_aligned', 0)} aligned"
-        + (" (aligned set)" if stats.get("aligned_set") else ""),
-        f"images without a face: {stats.get('images_no_face', 0)}"
-        + (f" ({stats['images_too_small']} too small)" if stats.get("images_too_small") else ""),
-        *filter(None, [face_rank_line(stats)]),
-    ]
-
-
-def report_markdown(stats: dict, root: Path, sizes: list[int]) -> str:
-    first = root / str(sizes[0])
-    lines = [f"# facegan crop: {root.name}", ""] + [f"- {line}" for line in report_lines(stats)]
-    if (first / REJECTED).is_file():
-        table = pd.read_parquet(first / REJECTED)
-        if len(table):
-            lines += [
-                "",
-                f"Images that gave no crop (first 50 of {len(table)}; all in `{first / REJECTED}`, "
-                f"contact sheet `{first / NO_FACE_SHEET}`, MLflow artifacts `no_face/`):",
-                "",
-                "| source | stage | reason |",
-                "|---|---|---|",
-            ]
-            lines += [f"| {r.source} | {r.stage} | {r.reason} |" for r in table.head(50).itertuples()]
-    return "\n".join(lines)

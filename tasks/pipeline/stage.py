@@ -25,6 +25,7 @@ from facegan.evaluation.report import REPORT_FILES
 from facegan.tasks.acquisition import sources
 from facegan.tasks.acquisition.stage import OFFLINE_HINT as ACQUIRE_OFFLINE_HINT
 from facegan.tasks.common import tracking
+from facegan.tasks.cropping.results import CropResult
 
 STEPS_TAG = "facegan.evaluated_steps"
 OFFLINE_HINT = (
@@ -68,8 +69,8 @@ def crop_config(cfg: PipelineConfig, name: str, parent: str | None = None) -> Cr
     return stage_config(CropConfig, cfg, raw=name, name=name, parent_run_id=parent)
 
 
-def check_crops(cropped: dict, sizes: list[int], name: str) -> None:
-    counts = {s: cropped.get(f"crops_{s}") for s in sizes}
+def check_crops(cropped: CropResult, sizes: list[int], name: str) -> None:
+    counts = {s: cropped.crops.get(s) for s in sizes}
     if not all(counts.values()):
         raise InputError(f"no faces found in raw set {name!r} at some size ({counts}): nothing to train")
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from facegan.config.errors import InputError
 from facegan.tasks.common.paths import FACES_ARRAY, data_home
+from facegan.tasks.training.inputs import open_faces
 
 
 def display_path(path: Path) -> str:
@@ -26,30 +26,9 @@ def display_path(path: Path) -> str:
         return str(path.resolve())
 
 
-def _open_faces(path: Path, size: int, mmap: bool) -> np.ndarray:
-    try:
-        faces = np.load(path / FACES_ARRAY, mmap_mode="r" if mmap else None)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {path / FACES_ARRAY}: {exc}") from None
-    if faces.ndim != 4 or faces.shape[1:] != (size, size, 3) or faces.dtype != np.uint8:
-        raise InputError(
-            f"{path / FACES_ARRAY} holds {faces.dtype} {faces.shape}, expected uint8 "
-            f"(N, {size}, {size}, 3): wrong --size or not a facegan dataset"
-        )
-    if len(faces) == 0:
-        raise InputError(f"no crops in {path}: the dataset is empty")
-    return faces
-
-
-def count_faces(path: Path, size: int) -> int:
-    """How many crops the dataset holds, its faces.npy checked against the declared size from the
-    array's header alone (memory-mapped: the pixels are read once per run, by load_faces)."""
-    return len(_open_faces(path, size, mmap=True))
-
-
 def load_faces(path: Path, size: int) -> torch.Tensor:
     """The dataset as a uint8 (N, 3, size, size) tensor, checked against its declared size."""
-    faces = _open_faces(path, size, mmap=False)
+    faces = open_faces(path, size, mmap=False)
     return torch.from_numpy(faces).permute(0, 3, 1, 2).contiguous()
 
 

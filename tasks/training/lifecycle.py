@@ -14,9 +14,12 @@ from facegan.config.errors import InputError, NotFoundError
 from facegan.config.train import NAME_NEUTRAL, RECIPE_FIELDS, TrainConfig
 from facegan.tasks.common import locks, tracking
 from facegan.tasks.common.atomic import atomic_path, write_text
-from facegan.tasks.common.paths import resolve_dataset_path, runs_root
+from facegan.tasks.common.paths import runs_root
 from facegan.tasks.training import checkpoints as ckpt
-from facegan.tasks.training.data import count_faces, dataset_fingerprint, dataset_info, display_path
+from facegan.tasks.training import figures
+from facegan.tasks.training.data import dataset_fingerprint, dataset_info, display_path
+from facegan.tasks.training.inputs import check_training_set
+from facegan.tasks.training.prepared import PreparedRun
 from facegan.tasks.training.trained_generators import GENERATOR_ARTIFACT, META_ARTIFACT, RUN_DIR_TAG, generator_payload
 
 log = logging.getLogger("facegan.train")
@@ -30,14 +33,10 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def prepare_run(cfg: TrainConfig) -> dict:
-    """Resolve the dataset, the run folder and the MLflow run (new, or the one being resumed).
-    Returns {run_id, run_name, run_dir, dataset_path, meta, resumed_from}."""
-    dataset, path = resolve_dataset_path(cfg.dataset, cfg.size)
-    crops = count_faces(path, cfg.size)  # validates the array (header only) before anything is created
-    if cfg.batch_size * cfg.nproc > crops:
-        per = f" x {cfg.nproc} processes" if cfg.nproc > 1 else ""
-        raise InputError(f"--batch-size {cfg.batch_size}{per} is larger than the dataset ({crops} crops)")
+def prepare_run(cfg: TrainConfig) -> PreparedRun:
+    """Resolve the dataset, the run folder and the MLflow run (new, or the one being resumed)."""
+    checked = check_training_set(cfg)  # the array's header, before anything is created
+    dataset, path, crops = checked.name, checked.path, checked.crops
     name = cfg.run_name(dataset)
     run_dir = runs_root() / name
     # one writer per run: a second `train` of it (--resume twice) is refused in one line
@@ -57,7 +56,7 @@ def busy_message(name: str) -> str:
     return locks.training(name)
 
 
-def _prepare(cfg: TrainConfig, dataset: str, path: Path, crops: int, name: str, run_dir: Path) -> dict:
+def _prepare(cfg: TrainConfig, dataset: str, path: Path, crops: int, name: str, run_dir: Path) -> PreparedRun:
     info = _read_json(run_dir / RUN_FILE)
     latest = ckpt.latest_checkpoint(run_dir / "checkpoints")
     if cfg.resume and latest is None:
@@ -135,118 +134,55 @@ def _prepare(cfg: TrainConfig, dataset: str, path: Path, crops: int, name: str, 
         json.dumps({**info, "run_id": run_id, "run_name": name, "dataset": dataset, "meta": meta}, indent=2),
     )
     resumed = int(latest.stem.split("-")[1]) if latest else None
-    return {
-        "run_id": run_id,
-        "run_name": name,
-        "run_dir": str(run_dir),
-        "dataset_path": str(path),
-        "meta": meta,
-        "resumed_from": resumed,
-    }
+    return PreparedRun(run_id, name, run_dir, path, meta, resumed)
 
 
-def train(cfg: TrainConfig, prepared: dict) -> dict:
+def train(cfg: TrainConfig, prepared: PreparedRun) -> dict:
     """Train the prepared run to its budget (torchrun workers when nproc > 1); the MLflow run is
     marked FAILED when training stops with an error, KILLED on Ctrl-C (the KeyboardInterrupt then
     says at which step, and from which checkpoint the same command resumes). Returns the loop's
     summary."""
     from facegan.tasks.training import loop, torchrun
 
-    run = tracking.TrackedRun(prepared["run_id"])
+    run = tracking.TrackedRun(prepared.run_id)
     try:
         if cfg.nproc > 1:
             return torchrun.launch(cfg, prepared)
-        return loop.train_loop(cfg, Path(prepared["dataset_path"]), Path(prepared["run_dir"]), prepared["meta"], run)
+        return loop.train_loop(cfg, prepared.dataset_path, prepared.run_dir, prepared.meta, run)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: KILLED, and where it stopped
         run.finish("KILLED")
-        locks.release(lock_path(prepared["run_name"]))
+        locks.release(lock_path(prepared.run_name))
         raise type(exc)(interrupted_at(prepared, run)) from None
     except BaseException:
         run.finish("FAILED")
-        locks.release(lock_path(prepared["run_name"]))
+        locks.release(lock_path(prepared.run_name))
         raise
 
 
-def interrupted_at(prepared: dict, run) -> str:
+def interrupted_at(prepared: PreparedRun, run) -> str:
     """Where an interrupted run stopped: its last logged step and the checkpoint it resumes from."""
     try:
         step = run.last_step("loss_d")
     except Exception:  # noqa: BLE001 - the store may be what was interrupted
         step = None
-    latest = ckpt.latest_checkpoint(Path(prepared["run_dir"]) / "checkpoints")
+    latest = ckpt.latest_checkpoint(prepared.run_dir / "checkpoints")
     resumes = f"resumes from step {int(latest.stem.split('-')[1])}" if latest else "no checkpoint yet: starts over"
     at = f"at step {step}" if step else "before its first logged step"
-    return f"{at} of run {prepared['run_name']} ({resumes})"
+    return f"{at} of run {prepared.run_name} ({resumes})"
 
 
-def finish(prepared: dict) -> None:
-    tracking.TrackedRun(prepared["run_id"]).finish()
-    locks.release(lock_path(prepared["run_name"]))
+def finish(prepared: PreparedRun) -> None:
+    tracking.TrackedRun(prepared.run_id).finish()
+    locks.release(lock_path(prepared.run_name))
 
 
-def summary_line(prepared: dict, summary: dict, published: dict) -> str:
+def summary_line(prepared: PreparedRun, summary: dict, published: dict) -> str:
     model = (
         f"model {published['registered_model']} v{published['model_version']}"
         if published.get("registered_model")
         else "model not registered (--no-register-model)"
     )
-    return f"run {prepared['run_name']}: step {summary['step']}, {model}, grid {summary['grid']}"
-
-
-def loss_figure(run_id: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, keys, title in ((axes[0], ("loss_d", "loss_g"), "losses"), (axes[1], ("d_x", "d_g_z"), "D(x), D(G(z))")):
-        for key in keys:
-            points = sorted({m.step: m.value for m in tracking.metric_history(run_id, key)}.items())
-            if points:
-                ax.plot(*zip(*points), label=key)
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.legend()
-    fig.tight_layout()
-    return fig
-
-
-CURVES = (
-    ("detection_rate", "detection rate"),
-    ("frechet_ratio", "Fréchet ÷ noise floor"),
-    ("recall", "recall"),
-    ("precision", "precision"),
-)
-
-
-def curves_figure(run_id: str):
-    """The curve metrics logged every --score-every steps, against kimg (None when none)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    kimg = {m.step: m.value for m in tracking.metric_history(run_id, "kimg")}
-    series = {key: sorted({m.step: m.value for m in tracking.metric_history(run_id, key)}.items()) for key, _ in CURVES}
-    if not series["detection_rate"]:
-        return None
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    panels = ((axes[0], ("detection_rate",)), (axes[1], ("frechet_ratio",)), (axes[2], ("precision", "recall")))
-    labels = dict(CURVES)
-    for ax, keys in panels:
-        for key in keys:
-            points = [(kimg.get(step, float("nan")), value) for step, value in series[key]]
-            if points:
-                ax.plot(*zip(*points), marker="o", label=labels[key])
-        ax.set_xlabel("kimg (thousands of real images shown to D)")
-        ax.set_title(", ".join(labels[k] for k in keys))
-        ax.grid(alpha=0.3)
-        if len(keys) > 1:
-            ax.legend()
-    axes[1].axhline(1.0, color="grey", lw=0.8, ls="--")
-    fig.tight_layout()
-    return fig
+    return f"run {prepared.run_name}: step {summary['step']}, {model}, grid {summary['grid']}"
 
 
 def _requirements() -> list[str]:
@@ -261,14 +197,14 @@ def _requirements() -> list[str]:
     return pins
 
 
-def publish(cfg: TrainConfig, prepared: dict, summary: dict) -> dict:
+def publish(cfg: TrainConfig, prepared: PreparedRun, summary: dict) -> dict:
     """Log the final (EMA) generator as a file, an MLflow pytorch model (registered as
     facegan-<model>-<size>) and the loss curves. Returns {model_version, generator}."""
     import torch
 
     from facegan.tasks.training.trained_generators import load_generator
 
-    run_dir = Path(prepared["run_dir"])
+    run_dir = prepared.run_dir
     info = _read_json(run_dir / RUN_FILE)
     if info.get("published_step") == summary["step"]:  # a rerun of a finished run: nothing new
         return {
@@ -276,16 +212,16 @@ def publish(cfg: TrainConfig, prepared: dict, summary: dict) -> dict:
             "registered_model": info.get("registered_model"),
             "generator": str(run_dir / "generator.pt"),
         }
-    run = tracking.TrackedRun(prepared["run_id"])
+    run = tracking.TrackedRun(prepared.run_id)
     G, meta = load_generator(summary["checkpoint"], device="cpu")  # meta: the checkpoint's budget
-    meta.update(prepared["meta"])
+    meta.update(prepared.meta)
     gen_path = run_dir / "generator.pt"
     import matplotlib.pyplot as plt
 
-    fig = loss_figure(run.run_id)
+    fig = figures.loss_figure(run.run_id)
     run.log_figure(fig, "loss_curves.png")
     plt.close(fig)
-    fig = curves_figure(run.run_id)
+    fig = figures.curves_figure(run.run_id)
     if fig is not None:
         run.log_figure(fig, "realism_curves.png")
         plt.close(fig)
@@ -301,7 +237,7 @@ def publish(cfg: TrainConfig, prepared: dict, summary: dict) -> dict:
             "size": cfg.size,
             "kimg": round(summary["step"] * cfg.kimg_per_step, 2),
             "steps": summary["step"],
-            "dataset": prepared["meta"]["dataset"],
+            "dataset": prepared.meta["dataset"],
             "recipe": cfg.recipe,
         }
         tracking.describe_model_version(

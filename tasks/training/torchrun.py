@@ -20,15 +20,18 @@ from facegan.config.train import TrainConfig
 from facegan.tasks.common import tracking
 from facegan.tasks.training.collectives import init_from_env
 from facegan.tasks.training.loop import train_loop
+from facegan.tasks.training.prepared import PreparedRun
 
 
-def launch(config: TrainConfig, prepared: dict) -> dict:
+def launch(config: TrainConfig, prepared: PreparedRun) -> dict:
     """Run the training loop under torchrun with config.nproc processes; returns rank 0's summary."""
     with tempfile.TemporaryDirectory(prefix="facegan-ddp-") as tmp:
         job = Path(tmp) / "job.json"
         result = Path(tmp) / "summary.json"
         job.write_text(
-            json.dumps({"config": config.model_dump(mode="json"), "prepared": prepared, "result": str(result)})
+            json.dumps(
+                {"config": config.model_dump(mode="json"), "prepared": prepared.to_json(), "result": str(result)}
+            )
         )
         cmd = [
             sys.executable,
@@ -51,13 +54,13 @@ def launch(config: TrainConfig, prepared: dict) -> dict:
 def _worker(job_file: str) -> None:
     job = json.loads(Path(job_file).read_text())
     config = TrainConfig(**job["config"])
-    prepared = job["prepared"]
+    prepared = PreparedRun.from_json(job["prepared"])
     ranks = init_from_env()
     if config.threads is None:  # share the cores between the ranks
         config = config.model_copy(update={"threads": max(1, (os.cpu_count() or 1) // ranks.world)})
-    run = tracking.TrackedRun(prepared["run_id"]) if ranks.main else None
+    run = tracking.TrackedRun(prepared.run_id) if ranks.main else None
     try:
-        summary = train_loop(config, Path(prepared["dataset_path"]), Path(prepared["run_dir"]), prepared["meta"], run)
+        summary = train_loop(config, prepared.dataset_path, prepared.run_dir, prepared.meta, run)
         if ranks.main:
             Path(job["result"]).write_text(json.dumps(summary))
     except Exception as exc:  # the launcher turns the first rank's error into one line
