@@ -15,6 +15,8 @@ import re
 import numpy as np
 import pandas as pd
 
+from facegan.config.evaluate import EvaluateConfig
+
 MISSING = "—"  # a number not computed (too few detected faces, no reference images, ...)
 TITLE = "Table 1: face_recognition on generated faces"
 FACES_COLUMN, NOTE_COLUMN = "face-space N", "face-space note"
@@ -93,19 +95,13 @@ def split_counts(info: dict) -> str:
 
 
 def notes(
-    info: dict,
-    dataset: str,
-    size: int,
-    version_note: str,
-    held_out: float,
-    threshold: float,
-    k: int,
-    seed: int,
-    min_faces: int = 20,
-    face_counts: dict | None = None,
+    info: dict, where: tuple[str, int], version_note: str, config: EvaluateConfig, numbers: dict, face_counts: dict
 ) -> list[str]:
-    """The report's notes: what the real control is, the split, and how each column is computed."""
-    counts = face_counts or {}
+    """The report's notes: what the real control is, the split, and how each column is computed.
+    `where` is (dataset, size); `numbers` holds the memorisation threshold and the face minimum;
+    `face_counts` the detected faces of each real set."""
+    dataset, size = where
+    threshold, min_faces, counts = numbers["memorisation_threshold"], numbers["min_faces"], face_counts
     named = ", ".join(f"{name} {count}" for name, count in counts.items())
     memo = (
         f"than {threshold:.4f}, the 1st percentile of the real control's detected faces' nearest-training distances."
@@ -125,17 +121,17 @@ def notes(
         f"Real control: {info['n_real']} held-out crops of {dataset} ({size} px); every row "
         f"is compared with {info['n_real']} other held-out crops (reference set).",
         version_note,
-        f"Held-out split: {split_counts(info)}, fraction {held_out}; memorisation "
+        f"Held-out split: {split_counts(info)}, fraction {config.held_out}; memorisation "
         f"distances go to the {info['training_crops']} non-held-out (training) crops.",
         f"Memorised: share of detected faces closer to their nearest (detected) training face "
         f"(128-d face_recognition encoding) {memo}",
         "Fréchet noise floor: the same distance between the real control and the "
-        f"disjoint real reference set. Precision/recall: k-NN manifolds, k={k}.",
+        f"disjoint real reference set. Precision/recall: k-NN manifolds, k={config.k}.",
         "SWD: multi-scale sliced Wasserstein distance (Karras et al. 2018; 7x7 patches of a "
         "Laplacian pyramid down to 16 px) to the same reference set, x 1e3; the real "
         "control's SWD is its noise floor. Budget: generator steps / thousands of real "
         "images shown to D / CPU-minutes of training.",
-        f"Generated with seed {seed} (EMA generator when the run kept one).",
+        f"Generated with seed {config.seed} (EMA generator when the run kept one).",
     ]
 
 

@@ -190,14 +190,10 @@ def publish(
     counts = {name.removesuffix("_faces"): count for name, count in numbers.items() if name.endswith("_faces")}
     notes = report.notes(
         real.info,
-        dataset,
-        size,
+        (dataset, size),
         version["note"],
-        config.held_out,
-        numbers["memorisation_threshold"],
-        config.k,
-        config.seed,
-        numbers.get("min_faces", metrics.MIN_FACES),
+        config,
+        {"min_faces": metrics.MIN_FACES, **numbers},
         {f"real {k}": v for k, v in counts.items()},
     )
     heading = report.title(dataset, size)
