@@ -107,7 +107,6 @@ def run(argv: list[str] | None = None) -> Any:
 
     for note in check(command, config):  # bad input fails here: nothing heavy imported or started yet
         print(note, file=sys.stderr, flush=True)
-    _check_not_busy(command, config)
     runner = load(runner_spec)  # imports Prefect, which sets up its log handlers
     cli_errors.quiet_expected_errors()
     if command in FLOW_COMMANDS:
@@ -116,23 +115,6 @@ def run(argv: list[str] | None = None) -> Any:
         tracking.ensure_store()  # before a Prefect server starts: a full disk answers at once
         _start_temporary_server()
     return runner(config)
-
-
-def _check_not_busy(command: str, config) -> None:
-    """A second `train` of a run, or `crop` into a dataset, that another process is writing is
-    refused here, in one line, before a Prefect server starts (the flow takes the lock itself)."""
-    from facegan.tasks.common import locks
-
-    if command == "train":
-        from facegan.tasks.common.paths import resolve_dataset_path
-
-        name = config.run_name(resolve_dataset_path(config.dataset, config.size)[0])
-        locks.check_free(locks.run_lock(name), locks.training(name))
-    elif command == "crop":
-        from facegan.tasks.common.paths import resolve_raw
-
-        name = config.name or resolve_raw(config.raw)
-        locks.check_free(locks.dataset_lock(name), locks.cropping(name))
 
 
 # The commands that run Prefect flows: they track to MLflow and may start a temporary Prefect server.

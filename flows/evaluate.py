@@ -23,39 +23,26 @@ def evaluate(config: EvaluateConfig) -> dict:
     """Table 1 for the given training runs; returns {run_id, table (markdown), folder, rows}."""
     started = time.perf_counter()
     generated = [steps.sample_faces(ref, config.n, config.seed, config.device) for ref in config.run]
-    metas = [meta for _, meta in generated]
-    path, size = report.common_dataset(config, metas)
-    version = report.check_dataset_version(config, metas, path)  # before any MLflow run is opened
-    real = steps.load_real_sets(path, config.n, size, config.held_out, config.seed, config.max_training)
+    subject = report.subject_of(config, [meta for _, meta in generated])  # before any MLflow run opens
+    real = steps.load_real_sets(subject.path, config.n, subject.size, config.held_out, config.seed, config.max_training)
     with tracking.run(
         "evaluate",
-        run_name=config.name or f"evaluate-{report.dataset_label(metas, path)}-{size}",
-        params=report.run_params(config, metas, path, size, real, version),
+        run_name=config.name or f"evaluate-{subject.dataset}-{subject.size}",
+        params=report.run_params(config, subject, real),
         parent_run_id=config.parent_run_id,
-        tags=report.run_tags(metas),
+        tags=report.run_tags(subject.metas),
     ) as run:
         score = dict(detector=config.detector, workers=config.workers)
         rows = [
             Scored(label, images, *steps.score_images(images, label=label, **score), meta)
-            for label, (images, meta) in zip(row_labels(metas), generated)
+            for label, (images, meta) in zip(row_labels(subject.metas), generated)
         ]
         control = Scored(REAL_LABEL, real.control, *steps.score_images(real.control, label=REAL_LABEL, **score), {})
         reference = steps.score_images(real.reference, label="real reference", **score)
         training = steps.score_images(real.training, label="training faces", **score)
         table, numbers = steps.table_1(rows, control, reference, training, real, config)
-        result = steps.publish_report(
-            run,
-            table,
-            numbers,
-            [*rows, control],
-            real,
-            version,
-            metas,
-            path,
-            size,
-            config,
-            time.perf_counter() - started,
-        )
+        seconds = time.perf_counter() - started
+        result = steps.publish_report(run, table, numbers, [*rows, control], real, subject, config, seconds)
     print(f"Table 1 written to {result['folder']}")
     return result
 

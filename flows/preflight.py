@@ -27,16 +27,22 @@ def acquire(config) -> list[str]:
 
 
 def crop(config) -> list[str]:
+    from facegan.tasks.common import locks
     from facegan.tasks.cropping.request import check_request
 
     request = check_request(config)
+    # a crop into a dataset another process is writing: refused here (the flow takes the lock itself)
+    locks.check_free(locks.dataset_lock(request.name), locks.cropping(request.name))
     return [] if config.raw else [f"crop: raw set {request.raw!r} (the most recent; --raw NAME to pick another)"]
 
 
 def train(config) -> list[str]:
+    from facegan.tasks.common import locks
     from facegan.tasks.training.inputs import check_training_set
 
     checked = check_training_set(config)
+    run_name = config.run_name(checked.name)  # a run another process is training: refused here
+    locks.check_free(locks.run_lock(run_name), locks.training(run_name))
     notes = []
     if not config.dataset:
         notes.append(

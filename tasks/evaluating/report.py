@@ -8,6 +8,7 @@ also logged to that MLflow run under report/, with grids/ and, with --keep-pngs,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -98,16 +99,38 @@ def dataset_label(metas: list[dict], path: Path) -> str:
     return metas[0].get("dataset") or path.parent.name
 
 
-def run_params(config: EvaluateConfig, metas: list[dict], path: Path, size: int, real: RealSets, version: dict) -> dict:
+@dataclass(frozen=True)
+class Subject:
+    """What one evaluation compares: the runs (their checkpoint metas), the crop dataset they share
+    at one image size, and the dataset-version check (its params and its note for the report)."""
+
+    metas: list[dict]
+    path: Path
+    size: int
+    version: dict
+
+    @property
+    def dataset(self) -> str:
+        return dataset_label(self.metas, self.path)
+
+
+def subject_of(config: EvaluateConfig, metas: list[dict]) -> Subject:
+    """The runs' common dataset and size, checked against the version they trained on (before any
+    MLflow run is opened: a refused dataset leaves nothing behind)."""
+    path, size = common_dataset(config, metas)
+    return Subject(metas, path, size, check_dataset_version(config, metas, path))
+
+
+def run_params(config: EvaluateConfig, subject: Subject, real: RealSets) -> dict:
     """The evaluate run's MLflow params."""
     return {
         **config.model_dump(exclude={"parent_run_id", "run"}, mode="json"),
         "runs": config.run,
         "protocol": detection.PROTOCOL,
-        "size": size,
-        "dataset": dataset_label(metas, path),
+        "size": subject.size,
+        "dataset": subject.dataset,
         **real.info,
-        **version["params"],
+        **subject.version["params"],
     }
 
 
@@ -168,30 +191,20 @@ def write_files(folder: Path, texts: dict[str, str]) -> list[Path]:
 
 
 def publish(
-    run,
-    table,
-    numbers: dict,
-    scored: list[Scored],
-    real: RealSets,
-    version: dict,
-    metas: list[dict],
-    path: Path,
-    size: int,
-    config: EvaluateConfig,
-    seconds: float,
+    run, table, numbers: dict, scored: list[Scored], real: RealSets, subject: Subject, config: EvaluateConfig, seconds
 ) -> dict:
     """The report's files (evaluations/<run id>/), and everything logged to the evaluate run:
     report files, table JSON, bar chart, detection grids, optional PNGs, metrics and a Prefect
     table artifact. Returns {run_id, table (Markdown), folder, rows}."""
     from prefect.artifacts import create_table_artifact
 
-    dataset = dataset_label(metas, path)
+    dataset, size = subject.dataset, subject.size
     folder = evaluations_root() / run.run_id
     counts = {name.removesuffix("_faces"): count for name, count in numbers.items() if name.endswith("_faces")}
     notes = report.notes(
         real.info,
         (dataset, size),
-        version["note"],
+        subject.version["note"],
         config,
         {"min_faces": metrics.MIN_FACES, **numbers},
         {f"real {k}": v for k, v in counts.items()},
