@@ -124,7 +124,13 @@ GANS: dict[str, GAN] = {
         discriminator="facegan.models.projected:ProjectedDiscriminator",
         update="facegan.tasks.training.updates:dcgan_update",
         discriminator_args=dict(
-            size="size", input_size="d_input", width="d_width", seed="seed", balance_heads="d_balance"
+            size="size",
+            input_size="d_input",
+            width="d_width",
+            seed="seed",
+            balance_heads="d_balance",
+            pixel_weight="d_pixel",
+            features="features",
         ),
         defaults=dict(
             batch_size=64,
