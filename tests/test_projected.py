@@ -143,6 +143,7 @@ def test_a_pixel_discriminator_beside_the_heads_weighs_as_asked_and_learns(pretr
     """--d-pixel 1: a DCGAN D on the raw pixels, its logit repeated as often as all heads' together."""
     both = projected.ProjectedDiscriminator(64, width=0.25, pixel_weight=1.0)
     both.load_state_dict(pretrained_d.state_dict(), strict=False)
+    both.pixel.eval()  # no spectral-norm power iteration between the two calls below
     x = torch.rand(2, 3, 64, 64) * 2 - 1
     with torch.no_grad():
         plain, mixed = pretrained_d(x), both(x)
