@@ -97,7 +97,13 @@ GANS: dict[str, GAN] = {
         "pretrained ImageNet features (Sauer et al. 2021)",
         discriminator="facegan.models.projected:ProjectedDiscriminator",
         discriminator_args=dict(
-            size="size", input_size="d_input", width="d_width", seed="seed", balance_heads="d_balance"
+            size="size",
+            input_size="d_input",
+            width="d_width",
+            seed="seed",
+            balance_heads="d_balance",
+            pixel_weight="d_pixel",
+            features="features",
         ),
         defaults={
             **dict(batch_size=64, lr=2e-4, beta1=0.0, beta2=0.99, d_steps=1, z_dim=100, features=64, **NO_RECIPE),

@@ -62,6 +62,7 @@ RECIPE_FIELDS = (
     "d_input",
     "d_width",
     "d_balance",
+    "d_pixel",
     "mode_seeking",
 )
 
@@ -73,6 +74,7 @@ NAME_NEUTRAL = {
     "d_input": None,
     "d_width": None,
     "d_balance": False,
+    "d_pixel": 0.0,
     "mode_seeking": 0.0,
 }
 
@@ -170,6 +172,13 @@ class TrainConfig(StageConfig):
         False,
         description="projected: every feature scale's head weighs equally in D's loss (at 64 px the deepest, "
         "whole-face head has 1 of 76 patch logits)",
+    )
+    d_pixel: float = Field(
+        0.0,
+        ge=0,
+        le=16,
+        description="projected: also judge the pixels with a DCGAN discriminator trained from scratch (spectral "
+        "norm), weighted this much against the feature heads (0 = off; vision-aided GAN, Kumari et al. 2022)",
     )
     mode_seeking: float = Field(
         0.0,

@@ -10,6 +10,11 @@ network pretrained on ImageNet.
          LeakyReLU down to 8 px (or less), then a 4x4 conv: a map of patch logits per scale
       -> all logits concatenated: (B, L)
 
+With `pixel_weight` w > 0 a DCGAN discriminator (spectral norm, trained from scratch) also judges
+the raw pixels, as the vision-aided GAN (Kumari et al. 2022) keeps the original D beside the
+pretrained one: its one logit per image is repeated round(w * L) times beside the L patch logits,
+so it weighs w against all the heads together in the mean the losses take.
+
 At 64 px input the four heads give 25, 25, 25 and 1 patch logits: the deepest head, the one that
 sees the whole face, carries 1/76 of the loss. `balance_heads=True` repeats each head's logits up
 to the largest head's count, so every scale weighs (about) equally in the mean the losses take.
@@ -25,6 +30,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from facegan.models.dcgan import Discriminator
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -134,6 +141,8 @@ class ProjectedDiscriminator(nn.Module):
         pretrained: bool = True,
         seed: int = 0,
         balance_heads: bool = False,
+        pixel_weight: float = 0.0,
+        features: int = 64,
     ):
         super().__init__()
         self.size, self.input_size = size, input_size or size
@@ -150,6 +159,8 @@ class ProjectedDiscriminator(nn.Module):
         self.heads = nn.ModuleList(
             Head(c, r, width) for c, r in list(zip(self.projection.channels, resolutions))[:heads]
         )
+        self.pixel = Discriminator(size, features, norm="spectral") if pixel_weight > 0 else None
+        self.pixel_weight = pixel_weight
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.train()
@@ -171,12 +182,17 @@ class ProjectedDiscriminator(nn.Module):
 
     def requires_grad_(self, requires_grad: bool = True) -> ProjectedDiscriminator:
         self.heads.requires_grad_(requires_grad)  # the frozen parts stay frozen
+        if self.pixel is not None:
+            self.pixel.requires_grad_(requires_grad)
         return self
 
     def trainable_parameters(self):
-        return self.heads.parameters()
+        yield from self.heads.parameters()
+        if self.pixel is not None:
+            yield from self.pixel.parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pixels = x
         # the depthwise convs of the feature network run in float32 on the CPU: bf16 autocast
         # makes them ~10x slower there
         with torch.autocast(x.device.type, enabled=x.device.type != "cpu" and torch.is_autocast_enabled()):
@@ -193,4 +209,8 @@ class ProjectedDiscriminator(nn.Module):
         if self.balance_heads:
             most = max(x.shape[1] for x in logits)
             logits = [x.repeat_interleave(most // x.shape[1], dim=1) for x in logits]
-        return torch.cat(logits, dim=1)
+        logits = torch.cat(logits, dim=1)
+        if self.pixel is None:
+            return logits
+        repeats = max(1, round(self.pixel_weight * logits.shape[1]))
+        return torch.cat([logits, self.pixel(pixels).float()[:, None].expand(-1, repeats)], dim=1)

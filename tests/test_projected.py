@@ -137,3 +137,34 @@ def test_a_training_step_moves_g_and_the_heads_only(lfw_crops):
     # the optimizer holds the heads only
     optimised = {id(p) for group in parts.opt_d.param_groups for p in group["params"]}
     assert optimised == {id(p) for p in D.heads.parameters()}
+
+
+def test_a_pixel_discriminator_beside_the_heads_weighs_as_asked_and_learns(pretrained_d, lfw_crops):
+    """--d-pixel 1: a DCGAN D on the raw pixels, its logit repeated as often as all heads' together."""
+    both = projected.ProjectedDiscriminator(64, width=0.25, pixel_weight=1.0)
+    both.load_state_dict(pretrained_d.state_dict(), strict=False)
+    both.pixel.eval()  # no spectral-norm power iteration between the two calls below
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        plain, mixed = pretrained_d(x), both(x)
+        pixel = both.pixel(x)
+    assert plain.shape == (2, 76) and mixed.shape == (2, 152)
+    assert torch.equal(mixed[:, :76], plain)
+    assert torch.equal(mixed[:, 76:], pixel[:, None].expand(2, 76))
+    assert TrainConfig(dataset="d", model="projected", d_pixel=1.0).run_name("d") != TrainConfig(
+        dataset="d", model="projected"
+    ).run_name("d")
+
+    cfg = TrainConfig(
+        dataset=dataset_path(lfw_crops), model="projected", d_pixel=0.5, features=16, d_width=0.25, **TINY
+    )
+    ckpt.seed_everything(cfg.seed)
+    parts = build_parts(cfg, torch.device("cpu"))
+    before = {k: v.clone() for k, v in parts.D.pixel.state_dict().items()}
+    faces = load_faces(Path(dataset_path(lfw_crops)), 64)
+    data = FaceBatches(faces, cfg.batch_size, cfg.seed, torch.device("cpu"), torch.contiguous_format, 0, 1)
+    metrics = resolve(GANS["projected"].update)(parts, lambda: data.get(0))
+    assert all(math.isfinite(v) for v in metrics.values()), metrics
+    assert any(not torch.equal(before[k], v) for k, v in parts.D.pixel.state_dict().items())
+    optimised = {id(p) for group in parts.opt_d.param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in parts.D.heads.parameters()} | {id(p) for p in parts.D.pixel.parameters()}
