@@ -19,7 +19,7 @@ from facegan.tasks.training import checkpoints as ckpt
 from facegan.tasks.training import figures
 from facegan.tasks.training.data import dataset_fingerprint, dataset_info, display_path
 from facegan.tasks.training.inputs import check_training_set
-from facegan.tasks.training.prepared import PreparedRun
+from facegan.tasks.training.prepared import PreparedRun, TrainSummary
 from facegan.tasks.training.trained_generators import GENERATOR_ARTIFACT, META_ARTIFACT, RUN_DIR_TAG, generator_payload
 
 log = logging.getLogger("facegan.train")
@@ -137,7 +137,7 @@ def _prepare(cfg: TrainConfig, dataset: str, path: Path, crops: int, name: str, 
     return PreparedRun(run_id, name, run_dir, path, meta, resumed)
 
 
-def train(cfg: TrainConfig, prepared: PreparedRun) -> dict:
+def train(cfg: TrainConfig, prepared: PreparedRun) -> TrainSummary:
     """Train the prepared run to its budget (torchrun workers when nproc > 1); the MLflow run is
     marked FAILED when training stops with an error, KILLED on Ctrl-C (the KeyboardInterrupt then
     says at which step, and from which checkpoint the same command resumes). Returns the loop's
@@ -176,13 +176,13 @@ def finish(prepared: PreparedRun) -> None:
     locks.release(lock_path(prepared.run_name))
 
 
-def summary_line(prepared: PreparedRun, summary: dict, published: dict) -> str:
+def summary_line(prepared: PreparedRun, summary: TrainSummary, published: dict) -> str:
     model = (
         f"model {published['registered_model']} v{published['model_version']}"
         if published.get("registered_model")
         else "model not registered (--no-register-model)"
     )
-    return f"run {prepared.run_name}: step {summary['step']}, {model}, grid {summary['grid']}"
+    return f"run {prepared.run_name}: step {summary.step}, {model}, grid {summary.grid}"
 
 
 def _requirements() -> list[str]:
@@ -197,7 +197,7 @@ def _requirements() -> list[str]:
     return pins
 
 
-def publish(cfg: TrainConfig, prepared: PreparedRun, summary: dict) -> dict:
+def publish(cfg: TrainConfig, prepared: PreparedRun, summary: TrainSummary) -> dict:
     """Log the final (EMA) generator as a file, an MLflow pytorch model (registered as
     facegan-<model>-<size>) and the loss curves. Returns {model_version, generator}."""
     import torch
@@ -206,14 +206,14 @@ def publish(cfg: TrainConfig, prepared: PreparedRun, summary: dict) -> dict:
 
     run_dir = prepared.run_dir
     info = _read_json(run_dir / RUN_FILE)
-    if info.get("published_step") == summary["step"]:  # a rerun of a finished run: nothing new
+    if info.get("published_step") == summary.step:  # a rerun of a finished run: nothing new
         return {
             "model_version": info.get("model_version"),
             "registered_model": info.get("registered_model"),
             "generator": str(run_dir / "generator.pt"),
         }
     run = tracking.TrackedRun(prepared.run_id)
-    G, meta = load_generator(summary["checkpoint"], device="cpu")  # meta: the checkpoint's budget
+    G, meta = load_generator(summary.checkpoint, device="cpu")  # meta: the checkpoint's budget
     meta.update(prepared.meta)
     gen_path = run_dir / "generator.pt"
     import matplotlib.pyplot as plt
@@ -235,8 +235,8 @@ def publish(cfg: TrainConfig, prepared: PreparedRun, summary: dict) -> dict:
         tags = {
             "model": cfg.model,
             "size": cfg.size,
-            "kimg": round(summary["step"] * cfg.kimg_per_step, 2),
-            "steps": summary["step"],
+            "kimg": round(summary.step * cfg.kimg_per_step, 2),
+            "steps": summary.step,
             "dataset": prepared.meta["dataset"],
             "recipe": cfg.recipe,
         }
@@ -257,14 +257,14 @@ def publish(cfg: TrainConfig, prepared: PreparedRun, summary: dict) -> dict:
         with atomic_path(versioned) as tmp:
             torch.save(generator_payload(G.state_dict(), meta), tmp)
         run.log_artifact(versioned, f"{folder}/versions")
-    summary_metrics = {"final_step": summary["step"], "cpu_minutes_total": summary["cpu_seconds"] / 60}
-    run.log_metrics(summary_metrics, step=summary["step"])
+    summary_metrics = {"final_step": summary.step, "cpu_minutes_total": summary.cpu_seconds / 60}
+    run.log_metrics(summary_metrics, step=summary.step)
     run.set_tags({"facegan.model_version": version or "", "facegan.registered_model": name or ""})
     info = _read_json(run_dir / RUN_FILE)
     write_text(
         run_dir / RUN_FILE,
         json.dumps(
-            {**info, "model_version": version, "registered_model": name, "published_step": summary["step"]}, indent=2
+            {**info, "model_version": version, "registered_model": name, "published_step": summary.step}, indent=2
         ),
     )
     return {"model_version": version, "registered_model": name, "generator": str(gen_path)}

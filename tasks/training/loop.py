@@ -26,6 +26,7 @@ from facegan.tasks.training.callbacks import Checkpoints, FiniteCheck, Log, Samp
 from facegan.tasks.training.checkpoints import Counters
 from facegan.tasks.training.data import FaceBatches, load_faces
 from facegan.tasks.training.device import amp_dtype, memory_format, pick_device, precision_name, set_threads
+from facegan.tasks.training.prepared import TrainSummary
 from facegan.tasks.training.trained_generators import build_discriminator, build_generator, build_state, resolve
 from facegan.tasks.training.updates import Parts
 
@@ -176,7 +177,7 @@ def train_step(state: TrainState, update: Callable, fraction_done: float, ranks:
     return metrics
 
 
-def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, run) -> dict:
+def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, run) -> TrainSummary:
     """Train until the budget is reached; resumes from run_dir/checkpoints when possible.
     `run` is a facegan.tasks.common.tracking.TrackedRun (None on the other ranks of a distributed run: only
     rank 0 logs, samples and checkpoints). Returns the final counters and checkpoint path."""
@@ -215,8 +216,8 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
         if not (collectives.ranks_agree(parts.G) and collectives.ranks_agree(parts.D)):
             raise TrainingError(f"rank {ranks.rank}: the ranks' weights diverged (gradient averaging failed)")
         if not ranks.main:
-            return {**asdict(state.counters), "checkpoint": None, "grid": None, "world_size": ranks.world}
+            return TrainSummary(**asdict(state.counters), checkpoint=None, grid=None, world_size=ranks.world)
     for callback in reversed(callbacks):  # the final checkpoint, then the final grid
         callback.at_end(state)
     checkpoint, grid = str(state.last_checkpoint), str(state.grid)
-    return {**asdict(state.counters), "checkpoint": checkpoint, "grid": grid, "world_size": ranks.world}
+    return TrainSummary(**asdict(state.counters), checkpoint=checkpoint, grid=grid, world_size=ranks.world)

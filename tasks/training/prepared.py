@@ -1,5 +1,6 @@
-"""An opened training run, as the train task hands it to the loop, the torchrun workers and the
-publishing step (lifecycle.prepare_run makes it)."""
+"""A training run's two hand-overs: the opened run, as the train task hands it to the loop, the
+torchrun workers and the publishing step (lifecycle.prepare_run makes it), and the loop's summary
+of what it trained (loop.train_loop makes it)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,21 @@ class PreparedRun:
     @classmethod
     def from_json(cls, data: dict) -> PreparedRun:
         return cls(**{**data, "run_dir": Path(data["run_dir"]), "dataset_path": Path(data["dataset_path"])})
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """Where the training loop stopped: its counters (checkpoints.Counters), its last checkpoint
+    and sample grid (None on the ranks that write neither), and the number of ranks."""
+
+    step: int
+    batches: int
+    cpu_seconds: float
+    best_detection_rate: float | None
+    best_step: int | None
+    checkpoint: str | None
+    grid: str | None
+    world_size: int
+
+    def to_json(self) -> dict:
+        return asdict(self)

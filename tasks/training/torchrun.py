@@ -20,10 +20,10 @@ from facegan.config.train import TrainConfig
 from facegan.tasks.common import tracking
 from facegan.tasks.training.collectives import init_from_env
 from facegan.tasks.training.loop import train_loop
-from facegan.tasks.training.prepared import PreparedRun
+from facegan.tasks.training.prepared import PreparedRun, TrainSummary
 
 
-def launch(config: TrainConfig, prepared: PreparedRun) -> dict:
+def launch(config: TrainConfig, prepared: PreparedRun) -> TrainSummary:
     """Run the training loop under torchrun with config.nproc processes; returns rank 0's summary."""
     with tempfile.TemporaryDirectory(prefix="facegan-ddp-") as tmp:
         job = Path(tmp) / "job.json"
@@ -48,7 +48,7 @@ def launch(config: TrainConfig, prepared: PreparedRun) -> dict:
             errors = sorted(Path(tmp).glob("error-rank*.txt"))
             reason = errors[0].read_text().strip() if errors else f"exit code {proc.returncode}"
             raise TrainingError(f"torchrun with {config.nproc} processes failed: {reason}")
-        return json.loads(result.read_text())
+        return TrainSummary(**json.loads(result.read_text()))
 
 
 def _worker(job_file: str) -> None:
@@ -62,7 +62,7 @@ def _worker(job_file: str) -> None:
     try:
         summary = train_loop(config, prepared.dataset_path, prepared.run_dir, prepared.meta, run)
         if ranks.main:
-            Path(job["result"]).write_text(json.dumps(summary))
+            Path(job["result"]).write_text(json.dumps(summary.to_json()))
     except Exception as exc:  # the launcher turns the first rank's error into one line
         Path(job["result"]).with_name(f"error-rank{ranks.rank}.txt").write_text(f"rank {ranks.rank}: {exc}")
         raise

@@ -4,7 +4,7 @@ and sample.
     G, meta = load_generator("<mlflow run id>" | "runs/x/checkpoints/step-000500.pt" | "models:/facegan-dcgan-64/1")
     images = sample_images(G, meta, 1000, seed=0)      # uint8 (1000, size, size, 3) RGB
 
-meta: model ('dcgan' | 'wgan-gp' | 'began'), size, z_dim, features, dataset (name),
+meta: model (a key of facegan.config.gans.GANS), size, z_dim, features, dataset (name),
 dataset_path (relative to FACEGAN_HOME when inside it, else absolute), run_id, run_name, step,
 ema (whether the weights are the EMA generator's, which is preferred whenever it exists).
 """
