@@ -113,3 +113,13 @@ GANS: dict[str, GAN] = {
         nightly=False,
     ),
 }
+# The Projected GAN paper's own pairing: FastGAN's lite generator against the same discriminator.
+GANS["projected-fastgan"] = GAN(
+    **{
+        **GANS["projected"].__dict__,
+        "label": "Projected GAN (FastGAN G)",
+        "summary": "FastGAN's lite generator (skip-layer excitation) against the projected discriminator",
+        "generator": "facegan.models.fastgan:Generator",
+        "defaults": {**GANS["projected"].defaults, "features": 16},
+    }
+)
