@@ -8,10 +8,11 @@
     DCGAN + EMA whose BatchNorm statistics are recomputed + learning-rate ramp-down; bf16
     autocast, channels_last, faces.npy in memory, MLflow logging every 20 steps, grids,
     checkpoint), threads chosen by --threads auto.
-(c) the projected GAN (`--model projected`: the DCGAN generator against a discriminator on frozen
-    ImageNet features), the canonical recipe (`--recipe canonical`: the paper's DCGAN, no EMA), the augmented
-    recipe (spectral-norm hinge D, TTUR, DiffAugment, EMA) and WGAN-GP with one critic step and
-    the lazy gradient penalty, in the same trainer and threads: each one's step cost relative to
+(c) the projected GANs (`--model projected`: the DCGAN generator against a discriminator on frozen
+    ImageNet features; `--model projected-fastgan`: FastGAN's lite generator against it), the
+    canonical recipe (`--recipe canonical`: the paper's DCGAN, no EMA), the augmented recipe
+    (spectral-norm hinge D, TTUR, DiffAugment, EMA) and WGAN-GP with one critic step and the lazy
+    gradient penalty, in the same trainer and threads: each one's step cost relative to
     the canonical DCGAN step.
 
 All are timed in steady state over the same number of generator steps (after untimed warm-up
@@ -20,7 +21,7 @@ bf16 matrix-multiply roofline of this CPU (a 4096^3 bf16 matmul on the trainer's
 measured in the same run; the trainer's share of it = images/s x 2.48 GFLOP (one DCGAN-64 step
 per image: G forward + backward, D on real and fake, D again for G) / roofline. Without
 --dataset, 64 px crops are made from the LFW archive in ../shared/data (FACEGAN_SHARED_DATA).
-(d) at 128 px, the default recipe and the projected GAN (--steps-128 steps, one round).
+(d) at 128 px, the default recipe and both projected GANs (--steps-128 steps, one round).
 Prints images/s (and images per CPU-second) of each and, last, `ratio: X.XX` (b / a, images/s).
 
     .venv/bin/python bench/train_throughput.py [--dataset NAME|PATH] [--steps 30] [--warmup 10] [--rounds 2]
@@ -114,6 +115,7 @@ GFLOP_PER_IMAGE = 2.48  # one DCGAN-64 training step, per image
 COMPARED = {
     "canonical": dict(recipe="canonical"),
     "projected": dict(model="projected"),
+    "projected-fastgan": dict(model="projected-fastgan", diffaugment="color,translation"),
     "augmented": dict(recipe="augmented"),
     "wgan-gp, 1 critic step, lazy GP every 4": dict(model="wgan-gp", d_steps=1, lr_d=3e-4, gp_every=4),
 }
@@ -264,11 +266,12 @@ def main() -> None:
     if args.steps_128:
         folder_128 = crops_folder(args.crops // 3, 128)
         default_128 = facegan_images_per_sec(folder_128, args.steps_128, 3, threads, size=128)
-        projected_128 = facegan_images_per_sec(folder_128, args.steps_128, 3, threads, dict(model="projected"), 128)
-        print(
-            f"128 px: default recipe {default_128[0]:.1f} images/s, projected {projected_128[0]:.1f} images/s: "
-            f"projected step cost {default_128[0] / projected_128[0]:.2f}x the default's"
-        )
+        for name in ("projected", "projected-fastgan"):
+            other = facegan_images_per_sec(folder_128, args.steps_128, 3, threads, COMPARED[name], 128)
+            print(
+                f"128 px: default recipe {default_128[0]:.1f} images/s, {name} {other[0]:.1f} images/s: "
+                f"{name} step cost {default_128[0] / other[0]:.2f}x the default's"
+            )
     print(f"images/s: canonical {mean(canon, 0):.1f}, facegan {mean(ours, 0):.1f}")
     print(f"ratio: {mean(ours, 0) / mean(canon, 0):.2f}")
 
