@@ -120,6 +120,6 @@ GANS["projected-fastgan"] = GAN(
         "label": "Projected GAN (FastGAN G)",
         "summary": "FastGAN's lite generator (skip-layer excitation) against the projected discriminator",
         "generator": "facegan.models.fastgan:Generator",
-        "defaults": {**GANS["projected"].defaults, "features": 16},
+        "defaults": {**GANS["projected"].defaults, "features": 16, "diffaugment": "color,translation"},
     }
 )
