@@ -8,7 +8,7 @@ to, and the label of its Table 1 row. Adding a GAN = its model file + one entry 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -114,12 +114,10 @@ GANS: dict[str, GAN] = {
     ),
 }
 # The Projected GAN paper's own pairing: FastGAN's lite generator against the same discriminator.
-GANS["projected-fastgan"] = GAN(
-    **{
-        **GANS["projected"].__dict__,
-        "label": "Projected GAN (FastGAN G)",
-        "summary": "FastGAN's lite generator (skip-layer excitation) against the projected discriminator",
-        "generator": "facegan.models.fastgan:Generator",
-        "defaults": {**GANS["projected"].defaults, "features": 16, "diffaugment": "color,translation"},
-    }
+GANS["projected-fastgan"] = replace(
+    GANS["projected"],
+    label="Projected GAN (FastGAN G)",
+    summary="FastGAN's lite generator (skip-layer excitation) against the projected discriminator",
+    generator="facegan.models.fastgan:Generator",
+    defaults={**GANS["projected"].defaults, "features": 16, "diffaugment": "color,translation"},
 )
