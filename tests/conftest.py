@@ -267,3 +267,37 @@ def metric_history(run_id: str, key: str) -> dict[int, float]:
     from facegan.tasks.common import tracking
 
     return {m.step: m.value for m in sorted(tracking.metric_history(run_id, key), key=lambda m: m.timestamp)}
+
+
+def states(module) -> dict:
+    """A copy of a module's state_dict, to compare with after training steps."""
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def train_steps(cfg, steps: int, after_each=lambda parts: None):
+    """Build a run's parts from `cfg` (seeded, CPU) and run `steps` real updates of its GAN on the
+    lfw_crops fixture's faces; every update's metrics must be finite. Returns (parts, states of
+    G and D taken before the first update)."""
+    import math
+
+    import torch
+
+    from facegan.config.gans import GANS
+    from facegan.tasks.training import checkpoints as ckpt
+    from facegan.tasks.training.data import FaceBatches, load_faces
+    from facegan.tasks.training.loop import build_parts
+    from facegan.tasks.training.trained_generators import resolve
+
+    ckpt.seed_everything(cfg.seed)
+    cpu = torch.device("cpu")
+    parts = build_parts(cfg, cpu)
+    before = states(parts.G), states(parts.D)
+    faces = load_faces(Path(cfg.dataset), cfg.size)
+    data = FaceBatches(faces, cfg.batch_size, cfg.seed, cpu, torch.contiguous_format, 0, 1)
+    update = resolve(GANS[cfg.model].update)
+    batches = iter(range(steps))
+    for _ in range(steps):
+        metrics = update(parts, lambda: data.get(next(batches)))
+        assert all(math.isfinite(v) for v in metrics.values()), metrics
+        after_each(parts)
+    return parts, before
