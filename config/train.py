@@ -289,7 +289,7 @@ class TrainConfig(StageConfig):
         if self.name:
             return self.name
         named = {k: v for k, v in self.recipe_values(dataset).items() if NAME_NEUTRAL.get(k, object()) != v}
-        if named.get("precision") == "auto":  # runs named when bf16 was the default keep their names
-            named["precision"] = "bf16"
+        if named.get("precision") == "auto":  # runs named before auto was the default keep their names
+            named["precision"] = GANS[self.model].named_precision
         digest = hashlib.sha1(json.dumps(named, sort_keys=True).encode()).hexdigest()
         return f"{dataset}-{self.size}-{self.model}-{digest[:6]}"

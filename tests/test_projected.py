@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, dataset_path, error_lines
+from conftest import REPO, dataset_path, error_lines, train_steps
 from conftest import TRAIN_TINY as TINY
 
 from facegan.config.gans import GANS
@@ -113,20 +113,13 @@ def test_balanced_heads_give_the_whole_face_head_an_equal_share(pretrained_d):
 
 def test_a_training_step_moves_g_and_the_heads_only(lfw_crops):
     cfg = TrainConfig(dataset=dataset_path(lfw_crops), model="projected", steps=3, features=16, d_width=0.25, **TINY)
-    ckpt.seed_everything(cfg.seed)
-    parts = build_parts(cfg, torch.device("cpu"))
+
+    def frozen_parts_stay_frozen(parts):
+        assert not parts.D.features.training and not parts.D.projection.training  # eval mode throughout
+        assert all(not p.requires_grad for p in parts.D.features.parameters())
+
+    parts, (g_before, before) = train_steps(cfg, 3, frozen_parts_stay_frozen)
     D = parts.D
-    before = {k: v.clone() for k, v in D.state_dict().items()}
-    g_before = {k: v.clone() for k, v in parts.G.state_dict().items()}
-    faces = load_faces(Path(dataset_path(lfw_crops)), 64)
-    data = FaceBatches(faces, cfg.batch_size, cfg.seed, torch.device("cpu"), torch.contiguous_format, 0, 1)
-    update = resolve(GANS["projected"].update)
-    batches = iter(range(100))
-    for _ in range(3):
-        metrics = update(parts, lambda: data.get(next(batches)))
-        assert all(math.isfinite(v) for v in metrics.values()), metrics
-        assert not D.features.training and not D.projection.training  # eval mode throughout
-        assert all(not p.requires_grad for p in D.features.parameters())
     after = D.state_dict()
     frozen = [k for k in before if k.startswith(("features.", "projection."))]
     heads = [k for k in before if k.startswith("heads.") and before[k].is_floating_point()]
@@ -168,3 +161,14 @@ def test_a_pixel_discriminator_beside_the_heads_weighs_as_asked_and_learns(pretr
     assert any(not torch.equal(before[k], v) for k, v in parts.D.pixel.state_dict().items())
     optimised = {id(p) for group in parts.opt_d.param_groups for p in group["params"]}
     assert optimised == {id(p) for p in parts.D.heads.parameters()} | {id(p) for p in parts.D.pixel.parameters()}
+
+
+def test_projected_precision_defaults_to_auto_and_keeps_the_names_of_its_fp32_runs():
+    """The projected GANs were fp32 by default; auto (bf16 where the CPU or GPU has it) keeps their names."""
+    for model in ("projected", "projected-fastgan"):
+        default, old = TrainConfig(dataset="d", model=model), TrainConfig(dataset="d", model=model, precision="fp32")
+        assert default.precision == "auto"
+        assert default.run_name("d") == old.run_name("d")
+        assert TrainConfig(dataset="d", model=model, precision="bf16").run_name("d") != old.run_name("d")
+    dcgan = TrainConfig(dataset="d")
+    assert dcgan.run_name("d") == TrainConfig(dataset="d", precision="bf16").run_name("d")
