@@ -99,6 +99,7 @@ GANS: dict[str, GAN] = {
         summary="the DCGAN generator against a discriminator on frozen "
         "pretrained ImageNet features (Sauer et al. 2021)",
         discriminator="facegan.models.projected:ProjectedDiscriminator",
+        update="facegan.tasks.training.updates:projected_update",
         discriminator_args=dict(
             size="size",
             input_size="d_input",

@@ -191,8 +191,8 @@ class ProjectedDiscriminator(nn.Module):
         if self.pixel is not None:
             yield from self.pixel.parameters()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pixels = x
+    def project(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Images -> the frozen, randomly mixed feature maps the heads judge (one per scale)."""
         # the depthwise convs of the feature network run in float32 on the CPU: bf16 autocast
         # makes them ~10x slower there
         with torch.autocast(x.device.type, enabled=x.device.type != "cpu" and torch.is_autocast_enabled()):
@@ -204,7 +204,10 @@ class ProjectedDiscriminator(nn.Module):
             for part in self.features:
                 x = part(x)
                 taps.append(x)
-            mixed = self.projection(taps)
+            return self.projection(taps)
+
+    def judge(self, mixed: list[torch.Tensor], pixels: torch.Tensor) -> torch.Tensor:
+        """The trainable part: patch logits (B, L) of the heads on `project(pixels)`, plus the pixel D's."""
         logits = [head(m) for head, m in zip(self.heads, mixed)]
         if self.balance_heads:
             most = max(x.shape[1] for x in logits)
@@ -214,3 +217,6 @@ class ProjectedDiscriminator(nn.Module):
             return logits
         repeats = max(1, round(self.pixel_weight * logits.shape[1]))
         return torch.cat([logits, self.pixel(pixels).float()[:, None].expand(-1, repeats)], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.judge(self.project(x), x)

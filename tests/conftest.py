@@ -274,10 +274,11 @@ def states(module) -> dict:
     return {k: v.clone() for k, v in module.state_dict().items()}
 
 
-def train_steps(cfg, steps: int, after_each=lambda parts: None):
-    """Build a run's parts from `cfg` (seeded, CPU) and run `steps` real updates of its GAN on the
-    lfw_crops fixture's faces; every update's metrics must be finite. Returns (parts, states of
-    G and D taken before the first update)."""
+def train_steps(cfg, steps: int, after_each=lambda parts: None, update: str | None = None):
+    """Build a run's parts from `cfg` (seeded, CPU) and run `steps` real updates of its GAN (or of
+    the update function `update`, "module:function") on the lfw_crops fixture's faces; every
+    update's metrics must be finite. Returns (parts, states of G and D before the first update,
+    the last update's metrics)."""
     import math
 
     import torch
@@ -294,10 +295,10 @@ def train_steps(cfg, steps: int, after_each=lambda parts: None):
     before = states(parts.G), states(parts.D)
     faces = load_faces(Path(cfg.dataset), cfg.size)
     data = FaceBatches(faces, cfg.batch_size, cfg.seed, cpu, torch.contiguous_format, 0, 1)
-    update = resolve(GANS[cfg.model].update)
+    step = resolve(update or GANS[cfg.model].update)
     batches = iter(range(steps))
     for _ in range(steps):
-        metrics = update(parts, lambda: data.get(next(batches)))
+        metrics = step(parts, lambda: data.get(next(batches)))
         assert all(math.isfinite(v) for v in metrics.values()), metrics
         after_each(parts)
-    return parts, before
+    return parts, before, metrics

@@ -37,7 +37,7 @@ def test_images_of_every_size_in_range_and_the_coarse_map_gates_the_fine_ones(si
 def test_a_training_step_moves_g_and_the_heads_and_the_generator_loads_back(lfw_crops, tmp_path):
     cfg = TrainConfig(dataset=dataset_path(lfw_crops), model="projected-fastgan", d_width=0.25, features=4, **TINY)
     assert GANS["projected-fastgan"].generator == "facegan.models.fastgan:Generator"
-    parts, (g_before, d_before) = train_steps(cfg, 2)
+    parts, (g_before, d_before), _ = train_steps(cfg, 2)
     assert isinstance(parts.G, fastgan.Generator)
     d_after = parts.D.state_dict()
     assert any(not torch.equal(g_before[k], v) for k, v in parts.G.state_dict().items())

@@ -118,7 +118,7 @@ def test_a_training_step_moves_g_and_the_heads_only(lfw_crops):
         assert not parts.D.features.training and not parts.D.projection.training  # eval mode throughout
         assert all(not p.requires_grad for p in parts.D.features.parameters())
 
-    parts, (g_before, before) = train_steps(cfg, 3, frozen_parts_stay_frozen)
+    parts, (g_before, before), _ = train_steps(cfg, 3, frozen_parts_stay_frozen)
     D = parts.D
     after = D.state_dict()
     frozen = [k for k in before if k.startswith(("features.", "projection."))]
@@ -172,3 +172,29 @@ def test_projected_precision_defaults_to_auto_and_keeps_the_names_of_its_fp32_ru
         assert TrainConfig(dataset="d", model=model, precision="bf16").run_name("d") != old.run_name("d")
     dcgan = TrainConfig(dataset="d")
     assert dcgan.run_name("d") == TrainConfig(dataset="d", precision="bf16").run_name("d")
+
+
+def test_projected_update_is_the_dcgan_update_with_the_fake_features_computed_once(lfw_crops):
+    """Without augmentation (the only randomness whose order differs) both updates see the same
+    batches and compute the same losses and weights: projected_update only skips the frozen
+    network's second pass over the fakes."""
+    cfg = TrainConfig(
+        dataset=dataset_path(lfw_crops),
+        model="projected",
+        features=16,
+        d_width=0.25,
+        d_pixel=0.5,
+        diffaugment="",
+        precision="fp32",
+        mode_seeking=0.1,
+        **TINY,
+    )
+    assert GANS["projected"].update.endswith(":projected_update")
+    shared, _, shared_metrics = train_steps(cfg, 2)
+    twice, _, twice_metrics = train_steps(cfg, 2, update="facegan.tasks.training.updates:dcgan_update")
+    assert shared_metrics.keys() == twice_metrics.keys() and "mode_seeking" in shared_metrics
+    for key in shared_metrics:
+        assert shared_metrics[key] == pytest.approx(twice_metrics[key], rel=1e-4, abs=1e-5), key
+    for a, b in ((shared.G, twice.G), (shared.D, twice.D)):
+        after, other = a.state_dict(), b.state_dict()
+        assert all(torch.allclose(after[k].float(), other[k].float(), atol=1e-5) for k in after)

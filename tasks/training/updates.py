@@ -57,7 +57,7 @@ class Parts:
 
 
 def dcgan_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, float]:
-    d_loss, g_loss = dcgan_losses.LOSSES[p.loss]
+    d_loss, _ = dcgan_losses.LOSSES[p.loss]
     p.D.requires_grad_(True)
     for _ in range(p.d_steps):
         real = next_real()
@@ -71,8 +71,52 @@ def dcgan_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, f
     p.D.requires_grad_(False)  # no weight gradients for D during the G update
     with autocast(p.device, p.amp):
         gen_logits = p.D(p.aug(fake))
+    return _generator_update(p, gen_logits, fake, z, loss_d, real_logits, fake_logits)
+
+
+def projected_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, float]:
+    """dcgan_update for a projected discriminator (models/projected.py), whose frozen feature network
+    is most of D's cost: the last D update's fakes go through it once, with their graph; the heads
+    judge those features detached in D's update and again, updated, in G's (the same augmented
+    fakes), so G's gradient flows back through the features already computed."""
+    d_loss, _ = dcgan_losses.LOSSES[p.loss]
+    p.D.requires_grad_(True)
+    for i in range(p.d_steps):
+        real = next_real()
+        last = i == p.d_steps - 1
+        with autocast(p.device, p.amp):
+            z = p.noise(real.size(0))
+            with torch.set_grad_enabled(last):
+                raw = p.G(z)
+                fake = p.aug(raw)
+                fake_features = p.D.project(fake)
+            with torch.no_grad():
+                real = p.aug(real)
+                real_features = p.D.project(real)
+            real_logits = p.D.judge(real_features, real)
+            fake_logits = p.D.judge([f.detach() for f in fake_features], fake.detach())
+            loss_d = d_loss(real_logits.float(), fake_logits.float())
+        p.update(p.opt_d, loss_d)
+    p.D.requires_grad_(False)
+    with autocast(p.device, p.amp):
+        gen_logits = p.D.judge(fake_features, fake)
+    return _generator_update(p, gen_logits, raw, z, loss_d, real_logits, fake_logits)
+
+
+def _generator_update(
+    p: Parts,
+    gen_logits: torch.Tensor,
+    fake: torch.Tensor,
+    z: torch.Tensor,
+    loss_d: torch.Tensor,
+    real_logits: torch.Tensor,
+    fake_logits: torch.Tensor,
+) -> dict[str, float]:
+    """G's update from D's logits on its fakes (plus the mode-seeking term), and the DCGAN metrics."""
+    _, g_loss = dcgan_losses.LOSSES[p.loss]
+    extras = {}
+    with autocast(p.device, p.amp):
         loss_g = g_loss(gen_logits.float())
-        extras = {}
         if p.mode_seeking:
             ms = dcgan_losses.mode_seeking_loss(fake.float(), z)
             loss_g = loss_g + p.mode_seeking * ms
