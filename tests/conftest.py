@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -174,6 +175,11 @@ def facegan_result(capture, *argv, in_subprocess: bool = False) -> tuple[int, st
 def error_lines(err: str) -> list[str]:
     """The non-blank lines of a command's stderr (a rejected command must print exactly one)."""
     return [line for line in err.splitlines() if line.strip()]
+
+
+def file_digests(folder: Path) -> dict[Path, str]:
+    """Every file under folder with the SHA-256 of its bytes: equal before and after means untouched."""
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def env_without_servers(home: Path) -> dict:

@@ -121,7 +121,7 @@ def test_no_crops_from_face_free_video_frames(capfd):
     assert not any((dataset_dir("frames") / str(s) / "faces.npy").exists() for s in (48, 64, 128))
 
 
-from conftest import dlib_face_boxes, facegan_result, shared  # noqa: E402
+from conftest import dlib_face_boxes, facegan_result, file_digests, shared  # noqa: E402
 
 
 def _copy_raw(src_home, dst_home, name="lfw-sample"):
@@ -178,18 +178,12 @@ def test_crop_killed_midway_resumes_to_the_same_result(lfw_crops, facegan_home, 
 
 
 def test_bad_input_is_one_line_and_leaves_datasets_untouched(lfw_crops, facegan_home, capfd):
-    import hashlib
     import shutil
 
     _copy_raw(lfw_crops, facegan_home)
     shutil.copytree(lfw_crops / "datasets", facegan_home / "datasets")
 
-    def snapshot():
-        return {
-            p: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((facegan_home / "datasets").rglob("*"))
-            if p.is_file()
-        }
+    snapshot = lambda: file_digests(facegan_home / "datasets")  # noqa: E731
 
     before = snapshot()
     for args, message in [

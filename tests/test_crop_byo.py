@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import dlib_face_boxes, facegan_result, shared
+from conftest import dlib_face_boxes, facegan_result, file_digests, shared
 
 N_CHIPS = 200
 N_CELEBA = 200
@@ -300,7 +300,6 @@ def test_bad_input_counted_with_reasons_one_line_when_nothing_usable(facegan_hom
     """A folder of only non-images, a 1×1 image, a 20000×20000 PNG, a truncated JPEG among good
     photos and a text file named .jpg: each counted with its reason; one error line and exit 2 only
     when nothing at all is usable; existing datasets untouched."""
-    import hashlib
 
     from facegan.tasks.cropping.detect import read_image
 
@@ -335,12 +334,7 @@ def test_bad_input_counted_with_reasons_one_line_when_nothing_usable(facegan_hom
     assert why["truncated.jpg"].startswith("truncated image") and why["text.jpg"].startswith("not an image")
     assert (folder / "no_face_sheet.png").is_file()
 
-    def snapshot():
-        return {
-            p: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((facegan_home / "datasets").rglob("*"))
-            if p.is_file()
-        }
+    snapshot = lambda: file_digests(facegan_home / "datasets")  # noqa: E731
 
     before = snapshot()
     junk = tmp_path / "junk"

@@ -16,6 +16,18 @@ import pytest
 from conftest import REPO, env_without_servers, error_lines, extract_lfw_subset, run_facegan
 
 
+def _run(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    """The real command, in exactly this environment (conftest.run_cli adds the session's servers)."""
+    return subprocess.run(
+        [sys.executable, "-m", "facegan.flows.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def _start(args: list[str], env: dict, log: Path, preexec=None) -> subprocess.Popen:
     # output to a file, not a pipe: a server left behind would hold a pipe open and hang the test
     with open(log, "w") as out:
@@ -117,14 +129,7 @@ def test_a_first_command_killed_at_any_point_never_bricks_the_store(tmp_path):
     assert not (home / "mlflow.db").exists() and not partial()
 
     # then the same command succeeds
-    first = subprocess.run(
-        [sys.executable, "-m", "facegan.flows.cli", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    first = _run(args, env)
     assert first.returncode == 0, first.stderr[-3000:]
     finished = _store_runs(home, "FINISHED")
     assert len(finished) == 1
@@ -140,14 +145,7 @@ def test_a_first_command_killed_at_any_point_never_bricks_the_store(tmp_path):
     assert not _alive(server), f"the temporary Prefect server (pid {server}) outlived its killed command"
 
     # and again the same command succeeds; every run that completed is still in the store
-    again = subprocess.run(
-        [sys.executable, "-m", "facegan.flows.cli", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    again = _run(args, env)
     assert again.returncode == 0, again.stderr[-3000:]
     now = _store_runs(home, "FINISHED")
     assert finished < now and len(now) == 2
