@@ -193,18 +193,16 @@ class ProjectedDiscriminator(nn.Module):
 
     def project(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Images -> the frozen, randomly mixed feature maps the heads judge (one per scale)."""
-        # the depthwise convs of the feature network run in float32 on the CPU: bf16 autocast
-        # makes them ~10x slower there
-        with torch.autocast(x.device.type, enabled=x.device.type != "cpu" and torch.is_autocast_enabled()):
-            x = x.float() if x.device.type == "cpu" else x
-            if self.input_size != x.shape[-1]:
-                x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False)
-            x = ((x + 1) / 2 - self.mean) / self.std
-            taps = []
-            for part in self.features:
-                x = part(x)
-                taps.append(x)
-            return self.projection(taps)
+        # the caller's precision: bf16 autocast (--precision auto picks it only where the CPU or GPU
+        # has bf16 units; emulated, EfficientNet's depthwise convs are ~20x slower) or fp32
+        if self.input_size != x.shape[-1]:
+            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False)
+        x = ((x + 1) / 2 - self.mean) / self.std
+        taps = []
+        for part in self.features:
+            x = part(x)
+            taps.append(x)
+        return self.projection(taps)
 
     def judge(self, mixed: list[torch.Tensor], pixels: torch.Tensor) -> torch.Tensor:
         """The trainable part: patch logits (B, L) of the heads on `project(pixels)`, plus the pixel D's."""

@@ -198,3 +198,27 @@ def test_projected_update_is_the_dcgan_update_with_the_fake_features_computed_on
     for a, b in ((shared.G, twice.G), (shared.D, twice.D)):
         after, other = a.state_dict(), b.state_dict()
         assert all(torch.allclose(after[k].float(), other[k].float(), atol=1e-5) for k in after)
+
+
+def test_the_feature_network_follows_bf16_autocast_and_stays_close_to_fp32(pretrained_d, lfw_crops):
+    """Where --precision resolves to bf16 the frozen features run in bf16 too (on a Zen 4 EPYC that
+    made a `--d-input 128` step 1.8x cheaper); on real faces their maps stay within a few per cent of
+    fp32's, and the gradient that G gets through them is finite and points nearly the same way (bf16
+    keeps 8 bits of mantissa: cosine 0.92 on this batch, where broken features would give ~0)."""
+    faces = load_faces(Path(dataset_path(lfw_crops)), 64)
+    real = FaceBatches(faces, 16, 0, torch.device("cpu"), torch.contiguous_format, 0, 1).get(0)
+
+    def maps_and_grad(bf16: bool):
+        x = real.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            maps = pretrained_d.project(x)
+            sum(m.float().square().mean() for m in maps).backward()
+        return maps, x.grad
+
+    fp32, grad32 = maps_and_grad(False)
+    bf16, grad16 = maps_and_grad(True)
+    assert all(m.dtype == torch.float32 for m in fp32) and all(m.dtype == torch.bfloat16 for m in bf16)
+    for a, b in zip(fp32, bf16):
+        assert ((a - b.float()).norm() / a.norm()).item() < 0.05
+    assert torch.isfinite(grad16).all()
+    assert torch.nn.functional.cosine_similarity(grad32.flatten(), grad16.float().flatten(), dim=0) > 0.85
