@@ -183,9 +183,7 @@ def test_bad_input_is_one_line_and_leaves_datasets_untouched(lfw_crops, facegan_
     _copy_raw(lfw_crops, facegan_home)
     shutil.copytree(lfw_crops / "datasets", facegan_home / "datasets")
 
-    snapshot = lambda: file_digests(facegan_home / "datasets")  # noqa: E731
-
-    before = snapshot()
+    before = file_digests(facegan_home / "datasets")
     for args, message in [
         (["crop", "--sizes", "50"], "--sizes 50: Input should be 48, 64 or 128"),
         (["crop", "--raw", "no-such-set"], "unknown raw set 'no-such-set' (known: lfw-sample)"),
@@ -197,7 +195,7 @@ def test_bad_input_is_one_line_and_leaves_datasets_untouched(lfw_crops, facegan_
         lines = [ln for ln in err.splitlines() if ln.strip()]
         assert len(lines) == 1 and message in lines[0], (args, err)
         assert "Traceback" not in out + err
-    assert snapshot() == before
+    assert file_digests(facegan_home / "datasets") == before
 
 
 def test_odd_inputs_exif_grey_rgba_16bit_and_unreadable(facegan_home, tmp_path):

@@ -334,9 +334,7 @@ def test_bad_input_counted_with_reasons_one_line_when_nothing_usable(facegan_hom
     assert why["truncated.jpg"].startswith("truncated image") and why["text.jpg"].startswith("not an image")
     assert (folder / "no_face_sheet.png").is_file()
 
-    snapshot = lambda: file_digests(facegan_home / "datasets")  # noqa: E731
-
-    before = snapshot()
+    before = file_digests(facegan_home / "datasets")
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "a.jpg").write_text("not a photo")
@@ -355,4 +353,5 @@ def test_bad_input_counted_with_reasons_one_line_when_nothing_usable(facegan_hom
     assert code == 2 and len(lines) == 1, err[-2000:]
     assert lines[0].startswith("facegan: error: no faces found in 1 images") and "3 files skipped at import" in lines[0]
     assert "Traceback" not in err
-    assert snapshot() == before and not (facegan_home / "datasets" / "mixed" / ".work").exists()
+    assert file_digests(facegan_home / "datasets") == before
+    assert not (facegan_home / "datasets" / "mixed" / ".work").exists()
