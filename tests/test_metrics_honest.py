@@ -113,7 +113,7 @@ def test_curve_metrics_follow_the_same_rule(lfw64):
 
     faces = np.load(lfw64 / "faces.npy")
     scorer = CurveScorer(every=1, n=40, seed=0, dataset_path=lfw64, size=64, held_out=0.5)
-    assert scorer._prepare() and scorer._space.reference is not None
+    assert scorer.prepare() and scorer._space.reference is not None
     noise = scorer.score_images(np.random.default_rng(2).integers(0, 256, (40, 64, 64, 3), dtype=np.uint8))
     assert set(noise) == {"detection_rate", "face_space_n"}
     assert noise["detection_rate"] <= 0.05 and noise["face_space_n"] < metrics.MIN_FACES

@@ -65,7 +65,8 @@ class CurveScorer:
     def due(self, step: int) -> bool:
         return bool(self.every) and step % self.every == 0
 
-    def _prepare(self) -> bool:
+    def prepare(self) -> bool:
+        """Load face_recognition and score the real sets once; False when scoring is off."""
         if self._ready:
             return True
         try:
@@ -114,7 +115,7 @@ class CurveScorer:
         return scores
 
     def score(self, G: torch.nn.Module, meta: dict) -> dict[str, float] | None:
-        if not self._prepare():
+        if not self.prepare():
             return None
         from facegan.tasks.training.trained_generators import sample_images
 
