@@ -4,7 +4,8 @@ Each curve is either an MLflow training run (`--run LABEL=RUN_ID`, read from FAC
 tracking store: the N = 256 scores logged every --score-every steps with their kimg and
 cpu_minutes) or a CSV (`--table LABEL=FILE` with columns kimg, cpu_minutes, detection_rate,
 frechet_ratio, precision, recall: curves whose MLflow store is on another machine, copied from
-the docs' tables). Writes one figure (top row against kimg, bottom row against CPU-minutes) and
+the docs' tables; an empty cpu_minutes column for GPU runs). Writes one figure (top row against
+kimg, bottom row against CPU-minutes, left out when no curve has CPU-minutes) and
 prints the merged table as Markdown. CPU-minutes compare only within one machine: the figure's
 title should say which.
 
@@ -54,8 +55,10 @@ def figure(curves: dict[str, pd.DataFrame], title: str):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, len(PANELS), figsize=(15, 8))
-    for row, x in enumerate(("kimg", "cpu_minutes")):
+    timed = any(frame["cpu_minutes"].notna().any() for frame in curves.values())
+    xs = ("kimg", "cpu_minutes") if timed else ("kimg",)  # GPU curves: no CPU-minute row
+    fig, axes = plt.subplots(len(xs), len(PANELS), figsize=(15, 4 * len(xs)), squeeze=False)
+    for row, x in enumerate(xs):
         for ax, (key, label) in zip(axes[row], PANELS):
             for name, frame in curves.items():
                 points = frame[[x, key]].dropna()

@@ -10,6 +10,8 @@
 # facegan's dependencies (e.g. a machine without internet, with wheels installed beforehand).
 # Data: the LFW archive from FACEGAN_SHARED_DATA (default ../shared/data), cropped once into
 # FACEGAN_HOME (default a fresh temp folder) with one crop worker per core.
+# A GPU box with no package index (the lent H200, docs/results/gpu.md) cannot run this: use
+# bench/gpu_session.sh there (train only; the grids and generators are scored back home).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${MODEL:-dcgan}
