@@ -178,7 +178,7 @@ def export(args) -> None:
     import torch
 
     from facegan.tasks.training import checkpoints as ckpt
-    from facegan.tasks.training.trained_generators import _from_payload, budget_of, generator_payload, sample_images
+    from facegan.tasks.training.trained_generators import generator_payload, load_generator, sample_images
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     weights_at = {}
@@ -192,13 +192,14 @@ def export(args) -> None:
         found = ckpt.step_checkpoints(run_dir / "checkpoints")
         index = dest / f"index-{name}.jsonl"
         done = {r["step"] for r in read_jsonl(index)}
+        tags = [r["tags"] for r in read_jsonl(run_dir / "metrics.jsonl") if "config" in r.get("tags", {})]
+        seed = json.loads(tags[0]["config"])["seed"] if tags else 0
         for step, path in found:
             if step in done:
                 continue
-            payload = ckpt.load_checkpoint(path)
-            G, meta = _from_payload(payload, device)
-            budget = budget_of(payload)
-            images = sample_images(G, meta, CURVE_N, seed=payload["config"]["seed"] + 2)
+            G, meta = load_generator(str(path), device)  # the EMA weights; meta has the budget and "ema"
+            budget = {k: meta[k] for k in ("step", "kimg", "cpu_minutes", "recipe")}
+            images = sample_images(G, meta, CURVE_N, seed=seed + 2)  # the curve scorer's noise
             size = meta["size"]
             grid = (
                 images.reshape(GRID, GRID, size, size, 3).transpose(0, 2, 1, 3, 4).reshape(GRID * size, GRID * size, 3)
@@ -209,8 +210,7 @@ def export(args) -> None:
                 tmp.replace(dest / f"curve-{name}-{step:06d}.webp")
             if any(abs(budget["kimg"] - k) < args.weights_window for k in weights_at.get(name, [])):
                 state = {k: v.half() if v.is_floating_point() else v for k, v in G.state_dict().items()}
-                out = {**generator_payload(state, {**meta, **budget, "ema": payload.get("ema") is not None})}
-                torch.save(out, dest / f"gen-{name}-{step:06d}.tmp")
+                torch.save(generator_payload(state, meta), dest / f"gen-{name}-{step:06d}.tmp")
                 (dest / f"gen-{name}-{step:06d}.tmp").replace(dest / f"gen-{name}-{step:06d}.pt")
             record = {"run": name, "step": step, **budget, "wall_s": wall_at(run_dir, step)}
             with open(index, "a") as fh:
