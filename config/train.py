@@ -29,6 +29,12 @@ def parse_policy(policy: str) -> list[str]:
     return names
 
 
+# Intervals left unset are counted in images shown to D, not in steps, so a small batch does not
+# sample (an EMA sample recomputes its BatchNorm statistics over 1024 images), checkpoint or score
+# more often per image than a large one.
+EVERY_IMAGES = {"sample_every": 6_400, "checkpoint_every": 32_000, "score_every": 20_000}
+
+
 # Fields that define WHAT is trained. The default run name hashes them, so rerunning the same
 # command resumes the same run, and changing the recipe starts a new one.
 RECIPE_FIELDS = (
@@ -86,7 +92,15 @@ def kimg_of(batches: int, batch_size: int, ranks: int = 1) -> float:
 
 
 def _model_default(what: str) -> str:
-    return ", ".join(f"{m} {d[what]}" for m, d in MODEL_DEFAULTS.items())
+    """Each model's default for a field, its default recipe's where that sets it (DCGAN: the
+    `default` recipe's, with the other recipes' in brackets when they differ)."""
+    parts = []
+    for name, gan in GANS.items():
+        value = gan.recipes.get(gan.default_recipe, {}).get(what, gan.defaults[what])
+        others = {r: v.get(what, gan.defaults[what]) for r, v in gan.recipes.items() if r != gan.default_recipe}
+        differ = any(v != value for v in others.values())
+        parts.append(f"{name} {value}" + (f" ({', '.join(f'{r} {v}' for r, v in others.items())})" if differ else ""))
+    return ", ".join(parts)
 
 
 class TrainConfig(StageConfig):
@@ -231,14 +245,22 @@ class TrainConfig(StageConfig):
     )
     seed: int = Field(0, ge=0, description="random seed (runs are reproducible on CPU)")
     log_every: int = Field(20, ge=1, description="log losses, D(x), D(G(z)) to MLflow every N steps")
-    sample_every: int = Field(100, ge=1, description="save a fixed-noise 8x8 sample grid every N steps")
-    checkpoint_every: int = Field(500, ge=1, description="write a checkpoint every N steps (and at the end)")
+    sample_every: int | None = Field(
+        None,
+        ge=1,
+        description="save a fixed-noise 8x8 sample grid every N steps (default: every 6.4 kimg, 100 steps at batch 64)",
+    )
+    checkpoint_every: int | None = Field(
+        None,
+        ge=1,
+        description="write a checkpoint every N steps, and at the end (default: every 32 kimg, 500 steps at batch 64)",
+    )
     keep_checkpoints: int = Field(3, ge=1, description="how many step checkpoints to keep (plus best.pt)")
     score_every: int | None = Field(
         None,
         ge=0,
-        description=f"score realism (face_recognition detection rate) every N steps, 0 = off "
-        f"({_model_default('score_every')})",
+        description="score realism (face_recognition detection rate) every N steps, 0 = off "
+        "(dcgan: every 20 kimg, 313 steps at batch 64; others: off)",
     )
     score_samples: int = Field(256, ge=8, le=10000, description="samples per realism score")
     register_model: bool = Field(
@@ -252,6 +274,10 @@ class TrainConfig(StageConfig):
             gan = GANS.get(data.get("model") or DEFAULT_MODEL, GANS[DEFAULT_MODEL])
             defaults = {**gan.defaults, **gan.recipes.get(data.get("recipe") or gan.default_recipe, {})}
             data = {**data, **{k: v for k, v in defaults.items() if data.get(k) is None}}
+            images = data["batch_size"] * data["d_steps"] * (data.get("nproc") or 1)
+            for k, every in EVERY_IMAGES.items():
+                if data.get(k) is None:
+                    data[k] = max(1, int(every / images + 0.5))
         return data
 
     @model_validator(mode="after")

@@ -75,6 +75,20 @@ def test_recipes_resolve_to_their_ingredients():
         TrainConfig(d_norm="layer")  # LayerNorm is the WGAN-GP critic's (--critic-norm)
 
 
+@pytest.mark.no_prefect
+def test_unset_intervals_are_counted_in_images_not_steps():
+    # a small batch must not sample (a BatchNorm recompute of the EMA each time), checkpoint or score
+    # more often per image than batch 64 does; given values are kept as steps
+    for batch in (8, 16, 64):
+        cfg = TrainConfig(batch_size=batch)
+        for field, images in (("sample_every", 6_400), ("checkpoint_every", 32_000), ("score_every", 20_000)):
+            assert abs(getattr(cfg, field) * batch - images) <= batch / 2, (batch, field)
+    wgan = TrainConfig(model="wgan-gp")  # five critic batches per generator step
+    assert wgan.sample_every * wgan.batch_size * wgan.d_steps == 6_400 and wgan.score_every == 0
+    assert TrainConfig(batch_size=8, sample_every=3, score_every=0).sample_every == 3
+    assert TrainConfig(batch_size=8, score_every=0).score_every == 0
+
+
 @pytest.mark.parametrize("ingredient", sorted(INGREDIENTS))
 def test_each_recipe_ingredient_trains_on_real_crops(lfw_crops, facegan_home, ingredient):
     cfg = TrainConfig(dataset=dataset_path(lfw_crops), steps=4, **TINY, **INGREDIENTS[ingredient])
