@@ -260,7 +260,7 @@ class TrainConfig(StageConfig):
         None,
         ge=0,
         description="score realism (face_recognition detection rate) every N steps, 0 = off "
-        "(dcgan: every 20 kimg, 313 steps at batch 64; others: off)",
+        "(dcgan: every 20 kimg, 313 steps at batch 64, off for a --kimg budget under 40; others: off)",
     )
     score_samples: int = Field(256, ge=8, le=10000, description="samples per realism score")
     register_model: bool = Field(
@@ -275,6 +275,12 @@ class TrainConfig(StageConfig):
             defaults = {**gan.defaults, **gan.recipes.get(data.get("recipe") or gan.default_recipe, {})}
             data = {**data, **{k: v for k, v in defaults.items() if data.get(k) is None}}
             images = data["batch_size"] * data["d_steps"] * (data.get("nproc") or 1)
+            if (
+                data.get("score_every") is None
+                and data.get("kimg")
+                and data["kimg"] * 1000 < 2 * EVERY_IMAGES["score_every"]
+            ):
+                data["score_every"] = 0  # one point is no curve: the main job's 20 kimg goes straight to Table 1
             for k, every in EVERY_IMAGES.items():
                 if data.get(k) is None:
                     data[k] = max(1, int(every / images + 0.5))

@@ -87,6 +87,9 @@ def test_unset_intervals_are_counted_in_images_not_steps():
     assert wgan.sample_every * wgan.batch_size * wgan.d_steps == 6_400 and wgan.score_every == 0
     assert TrainConfig(batch_size=8, sample_every=3, score_every=0).sample_every == 3
     assert TrainConfig(batch_size=8, score_every=0).score_every == 0
+    # a curve needs two points: the main job's 20 kimg is not scored while training, 40 kimg is
+    assert TrainConfig(kimg=20).score_every == 0 and TrainConfig(kimg=40).score_every == 2500
+    assert TrainConfig(kimg=20, score_every=100).score_every == 100
 
 
 @pytest.mark.parametrize("ingredient", sorted(INGREDIENTS))
