@@ -91,6 +91,22 @@ def kimg_of(batches: int, batch_size: int, ranks: int = 1) -> float:
     return batches * batch_size * ranks / 1000
 
 
+def _intervals_in_images(data: dict[str, Any]) -> dict[str, int]:
+    """The unset EVERY_IMAGES intervals in steps for this batch (none while the batch, D steps or
+    ranks are invalid: field validation then says which)."""
+    try:
+        images = int(data["batch_size"]) * int(data["d_steps"]) * int(data.get("nproc") or 1)
+        kimg = float(data["kimg"]) if data.get("kimg") is not None else None
+    except (TypeError, ValueError):
+        return {}
+    if images <= 0:
+        return {}
+    out = {k: max(1, int(every / images + 0.5)) for k, every in EVERY_IMAGES.items() if data.get(k) is None}
+    if "score_every" in out and kimg is not None and kimg * 1000 < 2 * EVERY_IMAGES["score_every"]:
+        out["score_every"] = 0  # one point is no curve: the main job's 20 kimg goes straight to Table 1
+    return out
+
+
 def _model_default(what: str) -> str:
     """Each model's default for a field, its default recipe's where that sets it (DCGAN: the
     `default` recipe's, with the other recipes' in brackets when they differ)."""
@@ -274,16 +290,7 @@ class TrainConfig(StageConfig):
             gan = GANS.get(data.get("model") or DEFAULT_MODEL, GANS[DEFAULT_MODEL])
             defaults = {**gan.defaults, **gan.recipes.get(data.get("recipe") or gan.default_recipe, {})}
             data = {**data, **{k: v for k, v in defaults.items() if data.get(k) is None}}
-            images = data["batch_size"] * data["d_steps"] * (data.get("nproc") or 1)
-            if (
-                data.get("score_every") is None
-                and data.get("kimg")
-                and data["kimg"] * 1000 < 2 * EVERY_IMAGES["score_every"]
-            ):
-                data["score_every"] = 0  # one point is no curve: the main job's 20 kimg goes straight to Table 1
-            for k, every in EVERY_IMAGES.items():
-                if data.get(k) is None:
-                    data[k] = max(1, int(every / images + 0.5))
+            data = {**data, **_intervals_in_images(data)}
         return data
 
     @model_validator(mode="after")
