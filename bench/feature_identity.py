@@ -75,14 +75,7 @@ def network_features(images: np.ndarray, pretrained: bool, input_size: int) -> d
 
     torch.manual_seed(0)
     d = ProjectedDiscriminator(64, input_size=input_size, pretrained=pretrained).eval()
-    x = torch.as_tensor(images).permute(0, 3, 1, 2).float() / 127.5 - 1
-    if input_size != 64:
-        x = F.interpolate(x, size=input_size, mode="bilinear", align_corners=False)
-    x = ((x + 1) / 2 - d.mean) / d.std
-    taps = []
-    for part in d.features:
-        x = part(x)
-        taps.append(x)
+    taps = d.taps(torch.as_tensor(images).permute(0, 3, 1, 2).float() / 127.5 - 1)
     mixed = d.projection(taps)
     out = {}
     for i, t in enumerate(taps):

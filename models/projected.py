@@ -191,8 +191,8 @@ class ProjectedDiscriminator(nn.Module):
         if self.pixel is not None:
             yield from self.pixel.parameters()
 
-    def project(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Images -> the frozen, randomly mixed feature maps the heads judge (one per scale)."""
+    def taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Images in [-1, 1] -> the frozen network's four feature maps (strides 4, 8, 16, 32)."""
         # the caller's precision: bf16 autocast (--precision auto picks it only where the CPU or GPU
         # has bf16 units; emulated, EfficientNet's depthwise convs are ~20x slower) or fp32
         if self.input_size != x.shape[-1]:
@@ -202,7 +202,11 @@ class ProjectedDiscriminator(nn.Module):
         for part in self.features:
             x = part(x)
             taps.append(x)
-        return self.projection(taps)
+        return taps
+
+    def project(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Images -> the frozen, randomly mixed feature maps the heads judge (one per scale)."""
+        return self.projection(self.taps(x))
 
     def judge(self, mixed: list[torch.Tensor], pixels: torch.Tensor) -> torch.Tensor:
         """The trainable part: patch logits (B, L) of the heads on `project(pixels)`, plus the pixel D's."""
