@@ -10,9 +10,10 @@ from facegan.config.gans import DEFAULT_MODEL
 from facegan.config.train import Model
 
 # The main job's training budget per model when none is given. Images shown to D, not CPU time:
-# 20 kimg is 313 DCGAN steps on every CPU. At 15-20 kimg the detector starts finding the
-# default recipe's faces (docs/train.md, "Short budgets").
-DEFAULT_KIMG = 20.0
+# 60 kimg is 7,500 steps of the default recipe's batch 8 on every CPU. At 60 kimg the default
+# recipe's faces are detected like real ones and begin to vary (recall 0.1-0.2 at N = 300;
+# docs/results/width-and-lr.md).
+DEFAULT_KIMG = 60.0
 
 
 class PipelineConfig(StageConfig):
@@ -24,12 +25,12 @@ class PipelineConfig(StageConfig):
     refused), crop skips a dataset whose fingerprint matches, a finished training run with the
     same recipe and budget is reused, and so is a finished report for the same runs and N.
     Training stops at the first budget reached (--kimg, --steps, --cpu-minutes); with none given
-    each model trains 20 kimg (thousands of real images shown to D: the same work on any CPU).
-    The defaults (LFW, 64 px, DCGAN at batch 8, 20 kimg, N=300) took 6 min 46 s from scratch on a
-    2-core Xeon (bf16), and the detector found a face in 296 of 300 generated images (seeds 1, 2:
-    294, 296), varied faces but recall 0.01: a short run, not a finished GAN (raise --kimg, e.g.
-    --kimg 100 -n 1000: recall 0.22). At batch 64 the same took 8 min 19 s for 183 of 300 on a Xeon
-    and 21 min 50 s for 235 of 300 on a 2-core AMD EPYC without bf16 units (fp32)."""
+    each model trains 60 kimg (thousands of real images shown to D: the same work on any CPU).
+    The defaults are LFW, 64 px, DCGAN at batch 8 with 32 maps and lr 4e-4, 60 kimg, N=300. The
+    previous default (20 kimg of 64 maps at lr 2e-4) took 6 min 46 s from scratch on a 2-core Xeon
+    (bf16), and the detector found a face in 296 of 300 generated images (seeds 1, 2: 294, 296),
+    but recall was 0.01. At batch 64 the same took 8 min 19 s for 183 of 300 on a Xeon and
+    21 min 50 s for 235 of 300 on a 2-core AMD EPYC without bf16 units (fp32)."""
 
     source: str = Field(
         "lfw",

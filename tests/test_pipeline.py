@@ -159,7 +159,7 @@ def test_every_training_run_gets_the_pipelines_budget():
 
     (default,) = train_configs(PipelineConfig(), "lfw")  # no budget given: kimg, the same work on any CPU
     assert (default.kimg, default.steps, default.cpu_minutes) == (DEFAULT_KIMG, None, None)
-    assert Budget(default, per_epoch=200).steps == 2500  # 20 kimg at the default recipe's batch 8
+    assert Budget(default, per_epoch=200).steps == 7500  # 60 kimg at the default recipe's batch 8
     runs = train_configs(PipelineConfig(models=["dcgan", "wgan-gp"], sizes=[64, 128], steps=5, cpu_minutes=60), "x")
     assert [(c.model, c.size) for c in runs] == [("dcgan", 64), ("wgan-gp", 64), ("dcgan", 128), ("wgan-gp", 128)]
     assert {(c.kimg, c.steps, c.cpu_minutes) for c in runs} == {(None, 5, 60.0)}  # the first reached stops

@@ -87,7 +87,7 @@ def test_unset_intervals_are_counted_in_images_not_steps():
     assert wgan.sample_every * wgan.batch_size * wgan.d_steps == 6_400 and wgan.score_every == 0
     assert TrainConfig(batch_size=8, sample_every=3, score_every=0).sample_every == 3
     assert TrainConfig(batch_size=8, score_every=0).score_every == 0
-    # a curve needs two points: the main job's 20 kimg is not scored while training, 40 kimg is
+    # a curve needs two points: 20 kimg is not scored while training, 40 kimg is (the main job's 60: 3)
     assert TrainConfig(kimg=20).score_every == 0 and TrainConfig(kimg=40).score_every == 2500
     assert TrainConfig(kimg=20, score_every=100).score_every == 100
 
@@ -283,9 +283,10 @@ def test_learning_rate_ramps_down_to_zero_over_the_budgets_last_fraction(lfw_cro
     args = dict(dataset=dataset_path(lfw_crops), steps=8, **TINY)
     run_id = train(TrainConfig(lr_rampdown=0.5, name="rampdown", **args))
     lr = history(run_id, "lr")  # logged after step s: the rate of update s, with (s - 1) / 8 spent
-    assert [round(lr[s] / 2e-4, 6) for s in range(1, 9)] == [1, 1, 1, 1, 1, 0.75, 0.5, 0.25]
+    base = TrainConfig().lr  # the default recipe's 4e-4
+    assert [round(lr[s] / base, 6) for s in range(1, 9)] == [1, 1, 1, 1, 1, 0.75, 0.5, 0.25]
     state = ckpt.load_checkpoint(facegan_home / "runs" / "rampdown" / "checkpoints" / "step-000006.pt")
-    assert math.isclose(state["opt_d"]["param_groups"][0]["lr"], 0.75 * 2e-4)
+    assert math.isclose(state["opt_d"]["param_groups"][0]["lr"], 0.75 * base)
 
     # a CPU-time budget ramps by CPU time; the paper's step decay multiplies in
     cpu = TrainConfig(cpu_minutes=2, lr_decay=0.5, lr_decay_every=10)
