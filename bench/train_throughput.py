@@ -15,11 +15,13 @@
     gradient penalty, in the same trainer and threads: each one's step cost relative to
     the canonical DCGAN step.
 
-All are timed in steady state over the same number of generator steps (after untimed warm-up
-steps) on the same 64 px crops, alternating in rounds so a busy machine slows them alike. The
-bf16 matrix-multiply roofline of this CPU (a 4096^3 bf16 matmul on the trainer's threads) is
-measured in the same run; the trainer's share of it = images/s x 2.48 GFLOP (one DCGAN-64 step
-per image: G forward + backward, D on real and fake, D again for G) / roofline. Without
+All are timed in steady state over the same number of images (--steps of batch 64; a smaller
+batch takes proportionally more steps, after untimed warm-up steps) on the same 64 px crops,
+alternating in rounds so a busy machine slows them alike. The bf16 matrix-multiply roofline of
+this CPU (a 4096^3 bf16 matmul on the trainer's threads) is measured in the same run; the
+trainer's share of it = images/s x GFLOP per image (2.50 for a DCGAN-64 step at 64 maps, 0.64 at
+32, counted by FlopCounterMode: G forward + backward, D on real and fake, D again for G) /
+roofline. Without
 --dataset, 64 px crops are made from the LFW archive in ../shared/data (FACEGAN_SHARED_DATA).
 (d) at 128 px, the default recipe and both projected GANs (--steps-128 steps, one round).
 Prints images/s (and images per CPU-second) of each and, last, `ratio: X.XX` (b / a, images/s).
@@ -110,7 +112,25 @@ def canonical_images_per_sec(
         return images / (time.perf_counter() - start), images / (cpu_seconds() - cpu0)
 
 
-GFLOP_PER_IMAGE = 2.48  # one DCGAN-64 training step, per image
+def dcgan_step_gflop_per_image(features: int, size: int = 64) -> float:
+    """GFLOP of one DCGAN training step per image (2.50 at 64 maps, 0.64 at 32): the generator
+    forward + backward (3x its forward) and the discriminator on real and fake and again for G's
+    loss, each forward + backward (9x its forward), counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from facegan.models.dcgan import Discriminator, Generator
+
+    forward = {}
+    for name, model, x in (
+        ("G", Generator(size, z_dim=100, features=features), torch.randn(2, 100)),
+        ("D", Discriminator(size, features=features, norm="batch"), torch.randn(2, 3, size, size)),
+    ):
+        with FlopCounterMode(display=False) as counter:
+            model(x)
+        forward[name] = counter.get_total_flops() / 2 / 1e9
+    return 3 * forward["G"] + 9 * forward["D"]
+
+
 # recipes whose step cost is compared with the canonical DCGAN step in the same trainer
 COMPARED = {
     "canonical": dict(recipe="canonical"),
@@ -180,10 +200,15 @@ def facegan_images_per_sec(
     folder: Path, steps: int, warmup: int, threads: int, recipe: dict | None = None, size: int = 64
 ) -> tuple[float, float]:
     """Steady state: time(warmup + steps) - time(warmup), so start-up and the final checkpoint
-    and grid cancel out, as the canonical loop's untimed warm-up steps do."""
+    and grid cancel out, as the canonical loop's untimed warm-up steps do. `steps` are counted at
+    batch 64: a recipe with a smaller batch times as many images in proportionally more steps."""
+    from facegan.config.train import TrainConfig
+
+    batch = TrainConfig(**(recipe or {})).batch_size
+    steps = max(1, steps * 64 // batch)
     long_wall, long_cpu = _facegan_seconds(folder, warmup + steps, threads, recipe or {}, size)
     short_wall, short_cpu = _facegan_seconds(folder, warmup, threads, recipe or {}, size)
-    images = steps * 64
+    images = steps * batch
     return images / max(long_wall - short_wall, 1e-9), images / max(long_cpu - short_cpu, 1e-9)
 
 
@@ -201,6 +226,7 @@ def main() -> None:
     parser.add_argument("--steps-128", type=int, default=10, help="timed steps per 128 px measurement (0 = skip)")
     args = parser.parse_args()
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tempfile.mkdtemp(prefix='bench-mlflow-')}/mlflow.db"
+    from facegan.config.train import TrainConfig
     from facegan.tasks.common.paths import resolve_dataset_path
     from facegan.tasks.training.device import auto_threads
 
@@ -213,7 +239,8 @@ def main() -> None:
     n_png = sum(1 for _ in folder.glob("*.png"))
     print(
         f"dataset {name}: {folder} ({n_png} PNG crops), torch threads {torch.get_num_threads()}, "
-        f"{args.steps} steps x {args.rounds} rounds, batch 64"
+        f"{args.steps} steps of batch 64 (or as many images at a smaller batch) x {args.rounds} rounds; "
+        f"facegan's default recipe: batch {TrainConfig().batch_size}, {TrainConfig().features} maps"
     )
     canon, ours, roofs = [], [], []
     compared: dict[str, list[tuple[float, float]]] = {name: [] for name in COMPARED}
@@ -243,7 +270,9 @@ def main() -> None:
         print(f"round {r + 1}: bf16 matmul roofline on {threads} thread(s): {roofs[-1]:.0f} GFLOP/s", flush=True)
     mean = lambda rows, i: sum(row[i] for row in rows) / len(rows)  # noqa: E731
     roofline = sum(roofs) / len(roofs)
-    share = mean(ours, 0) * GFLOP_PER_IMAGE / roofline
+    default = TrainConfig()
+    gflop = dcgan_step_gflop_per_image(default.features)
+    share = mean(ours, 0) * gflop / roofline
     print(
         f"images per CPU-second: canonical {mean(canon, 1):.1f}, facegan {mean(ours, 1):.1f} "
         f"(ratio {mean(ours, 1) / mean(canon, 1):.2f})"
@@ -260,8 +289,8 @@ def main() -> None:
                 f"({mean(rows, 0):.1f} vs {mean(dcgan, 0):.1f} images/s)"
             )
     print(
-        f"roofline share: {share:.2f} ({mean(ours, 0):.1f} images/s x {GFLOP_PER_IMAGE} GFLOP = "
-        f"{mean(ours, 0) * GFLOP_PER_IMAGE:.0f} GFLOP/s of {roofline:.0f} GFLOP/s bf16 matmul)"
+        f"roofline share: {share:.2f} ({mean(ours, 0):.1f} images/s x {gflop:.2f} GFLOP at {default.features} maps = "
+        f"{mean(ours, 0) * gflop:.0f} GFLOP/s of {roofline:.0f} GFLOP/s bf16 matmul)"
     )
     if args.steps_128:
         folder_128 = crops_folder(args.crops // 3, 128)
