@@ -237,10 +237,11 @@ def main() -> None:
     # the bench's MLflow runs, checkpoints and grids go to a scratch home, never into the user's
     os.environ["FACEGAN_HOME"] = tempfile.mkdtemp(prefix="bench-train-home-")
     n_png = sum(1 for _ in folder.glob("*.png"))
+    default = TrainConfig()  # the recipe `facegan train` uses with no options
     print(
         f"dataset {name}: {folder} ({n_png} PNG crops), torch threads {torch.get_num_threads()}, "
         f"{args.steps} steps of batch 64 (or as many images at a smaller batch) x {args.rounds} rounds; "
-        f"facegan's default recipe: batch {TrainConfig().batch_size}, {TrainConfig().features} maps"
+        f"facegan's default recipe: batch {default.batch_size}, {default.features} maps"
     )
     canon, ours, roofs = [], [], []
     compared: dict[str, list[tuple[float, float]]] = {name: [] for name in COMPARED}
@@ -270,7 +271,6 @@ def main() -> None:
         print(f"round {r + 1}: bf16 matmul roofline on {threads} thread(s): {roofs[-1]:.0f} GFLOP/s", flush=True)
     mean = lambda rows, i: sum(row[i] for row in rows) / len(rows)  # noqa: E731
     roofline = sum(roofs) / len(roofs)
-    default = TrainConfig()
     gflop = dcgan_step_gflop_per_image(default.features)
     share = mean(ours, 0) * gflop / roofline
     print(

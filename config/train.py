@@ -103,7 +103,7 @@ def _intervals_in_images(data: dict[str, Any]) -> dict[str, int]:
         return {}
     out = {k: max(1, int(every / images + 0.5)) for k, every in EVERY_IMAGES.items() if data.get(k) is None}
     if "score_every" in out and kimg is not None and kimg * 1000 < 2 * EVERY_IMAGES["score_every"]:
-        out["score_every"] = 0  # one point is no curve: the main job's 20 kimg goes straight to Table 1
+        out["score_every"] = 0  # one point is no curve: a 20 kimg run goes straight to Table 1
     return out
 
 
