@@ -271,6 +271,12 @@ class TrainConfig(StageConfig):
         ge=1,
         description="write a checkpoint every N steps, and at the end (default: every 32 kimg, 500 steps at batch 64)",
     )
+    checkpoint_minutes: float = Field(
+        10.0,
+        ge=0,
+        description="also write a checkpoint once this many minutes have passed since the last one, "
+        "so a killed slow run loses at most that much (0 = only every --checkpoint-every steps)",
+    )
     keep_checkpoints: int = Field(3, ge=1, description="how many step checkpoints to keep (plus best.pt)")
     score_every: int | None = Field(
         None,

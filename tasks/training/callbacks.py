@@ -245,11 +245,18 @@ class Scores(Callback):
 
 
 class Checkpoints(Callback):
-    """checkpoints/step-NNNNNN.pt every --checkpoint-every steps and at the end, the newest
+    """checkpoints/step-NNNNNN.pt every --checkpoint-every steps, at the end, and whenever
+    --checkpoint-minutes of wall time have passed since the last one (a checkpoint draws no
+    training noise, so when they are written does not change the run); the newest
     --keep-checkpoints kept."""
 
+    def __init__(self) -> None:
+        self.since = time.monotonic()
+
     def on_step(self, state: TrainState) -> None:
-        if state.step % state.cfg.checkpoint_every == 0:
+        minutes = state.cfg.checkpoint_minutes
+        overdue = minutes > 0 and time.monotonic() - self.since >= 60 * minutes
+        if state.step % state.cfg.checkpoint_every == 0 or overdue:
             self.write(state)
 
     def at_end(self, state: TrainState) -> None:
@@ -259,3 +266,4 @@ class Checkpoints(Callback):
     def write(self, state: TrainState) -> None:
         state.last_checkpoint = state.save(ckpt.checkpoint_path(state.checkpoints, state.step))
         ckpt.prune(state.checkpoints, state.cfg.keep_checkpoints)
+        self.since = time.monotonic()
