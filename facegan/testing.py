@@ -200,3 +200,26 @@ def extract_lfw_subset(tgz, dest, limit: int, skip_people: int = 0):
             if taken >= limit:
                 break
     return dest
+
+
+def lfw_photos(tgz, n: int, skip: int = 400):
+    """(person, file stem, BGR image) of the `n` LFW photos after the first `skip` in the
+    published tgz (the first 300 are the tests' lfw_crops fixture)."""
+    import tarfile
+    from pathlib import Path
+
+    import cv2
+    import numpy as np
+
+    with tarfile.open(tgz, "r:gz") as tar:
+        seen = 0
+        for member in tar:
+            if not member.isfile() or not member.name.endswith(".jpg"):
+                continue
+            seen += 1
+            if seen <= skip:
+                continue
+            data = np.frombuffer(tar.extractfile(member).read(), np.uint8)
+            yield member.name.split("/")[-2], Path(member.name).stem, cv2.imdecode(data, cv2.IMREAD_COLOR)
+            if seen >= skip + n:
+                return
