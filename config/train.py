@@ -187,10 +187,10 @@ class TrainConfig(StageConfig):
     d_norm: Literal["batch", "spectral", "none"] | None = Field(
         None, description="DCGAN discriminator normalisation: batch (canonical, default) or spectral (augmented)"
     )
-    loss: Literal["bce", "hinge"] | None = Field(
+    loss: Literal["bce", "hinge", "rpgan"] | None = Field(
         None,
-        description="DCGAN loss: bce (non-saturating; canonical, default) or hinge (augmented); WGAN-GP and BEGAN "
-        "use their own",
+        description="DCGAN loss: bce (non-saturating; canonical, default), hinge (augmented) or rpgan (relativistic "
+        "pairing, R3GAN: each fake judged against a real); WGAN-GP and BEGAN use their own",
     )
     d_input: int | None = Field(
         None, ge=32, le=512, description="projected: image side fed to the frozen feature network (default: --size)"

@@ -119,8 +119,8 @@ def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor
     ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
 
 
-def g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """Non-saturating generator loss: BCE(D(G(z)), 1)."""
+def g_loss(fake_logits: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:
+    """Non-saturating generator loss: BCE(D(G(z)), 1) (the reals' logits are not used)."""
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
 
 
@@ -129,9 +129,21 @@ def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.
     return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
 
 
-def hinge_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """Hinge generator loss: -E[D(G(z))]."""
+def hinge_g_loss(fake_logits: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:
+    """Hinge generator loss: -E[D(G(z))] (the reals' logits are not used)."""
     return -fake_logits.mean()
+
+
+def rpgan_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Relativistic pairing loss (Jolicoeur-Martineau 2019; R3GAN, Huang et al. 2024): D must rank
+    each real above the fake it is paired with, E[softplus(D(G(z_i)) - D(x_i))]; unlike BCE it has
+    no mode-dropping optimum where a few fakes sit above every real."""
+    return F.softplus(fake_logits - real_logits).mean()
+
+
+def rpgan_g_loss(fake_logits: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:
+    """Relativistic pairing generator loss: E[softplus(D(x_i) - D(G(z_i)))]."""
+    return F.softplus(real_logits - fake_logits).mean()
 
 
 def mode_seeking_loss(images: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -143,4 +155,4 @@ def mode_seeking_loss(images: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) 
     return (1.0 / (image_gap / z_gap + eps)).mean()
 
 
-LOSSES = {"bce": (d_loss, g_loss), "hinge": (hinge_d_loss, hinge_g_loss)}
+LOSSES = {"bce": (d_loss, g_loss), "hinge": (hinge_d_loss, hinge_g_loss), "rpgan": (rpgan_d_loss, rpgan_g_loss)}

@@ -36,6 +36,7 @@ INGREDIENTS = {
     "diffaugment": dict(recipe="canonical", diffaugment="color,translation,cutout"),
     "sn-hinge": dict(recipe="canonical", d_norm="spectral", loss="hinge"),
     "ttur": dict(recipe="canonical", lr_d=4e-4),
+    "rpgan": dict(loss="rpgan"),
     "default": dict(recipe="default"),
     "augmented": dict(recipe="augmented"),
 }
@@ -116,6 +117,20 @@ def test_each_recipe_ingredient_trains_on_real_crops(lfw_crops, facegan_home, in
     spectral = any("parametrizations" in k for k in state["D"])
     assert spectral == (cfg.d_norm == "spectral")
     assert (state["ema"] is not None) == cfg.ema
+
+
+@pytest.mark.no_prefect
+def test_relativistic_pairing_loss_sees_only_each_pairs_gap():
+    from facegan.models.dcgan import LOSSES
+
+    d_loss, g_loss = LOSSES["rpgan"]
+    real, fake = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([0.0, -3.0, 1.5])
+    assert torch.allclose(d_loss(real + 7, fake + 7), d_loss(real, fake))  # a shift of all logits is no news
+    assert not torch.allclose(LOSSES["bce"][0](real + 7, fake + 7), LOSSES["bce"][0](real, fake))
+    assert torch.isclose(d_loss(real, real), torch.tensor(math.log(2)))  # every pair tied
+    assert d_loss(real, fake) < d_loss(fake, real)  # D gains when its reals rank above their fakes
+    assert g_loss(fake, real) > g_loss(real, fake)  # G pays when its fakes rank below their reals
+    assert not torch.allclose(d_loss(real, fake), d_loss(real, fake.flip(0)))  # pairs, not batch means
 
 
 @pytest.mark.no_prefect

@@ -112,11 +112,13 @@ def _generator_update(
     real_logits: torch.Tensor,
     fake_logits: torch.Tensor,
 ) -> dict[str, float]:
-    """G's update from D's logits on its fakes (plus the mode-seeking term), and the DCGAN metrics."""
+    """G's update from D's logits on its fakes (plus the mode-seeking term), and the DCGAN metrics.
+    A relativistic loss pairs them with D's logits on the reals from D's last update (one D
+    forward saved; D has moved one step since)."""
     _, g_loss = dcgan_losses.LOSSES[p.loss]
     extras = {}
     with autocast(p.device, p.amp):
-        loss_g = g_loss(gen_logits.float())
+        loss_g = g_loss(gen_logits.float(), real_logits.detach().float())
         if p.mode_seeking:
             ms = dcgan_losses.mode_seeking_loss(fake.float(), z)
             loss_g = loss_g + p.mode_seeking * ms
