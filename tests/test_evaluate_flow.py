@@ -131,6 +131,29 @@ def test_evaluate_writes_table_1_with_all_columns_and_logs_it(tiny_run, capfd, m
     assert metrics["dcgan.detection_rate"] == pytest.approx(dcgan["detection rate"], abs=1e-4)
 
 
+def test_two_checkpoints_of_one_run_get_their_own_rows_and_sample_folders(tiny_run, capfd, monkeypatch, tmp_path):
+    """Comparing checkpoints of one run (EMA against raw weights, or two steps): the rows, grids
+    and kept PNGs are told apart by file name instead of overwriting each other."""
+    import shutil
+
+    monkeypatch.setenv("FACEGAN_HOME", str(tiny_run["home"]))
+    last = tiny_run["home"] / "runs" / "eval-tiny" / "checkpoints" / "step-000003.pt"
+    again = shutil.copy(last, tmp_path / "again.pt")
+    args = ("--run", last, again, tiny_run["run_id"], "-n", N, "--max-training", "40")
+    code, out, err = facegan_result(capfd, "evaluate", *args, "--held-out", "0.5", "--keep-pngs")
+    assert code == 0, out[-3000:] + err[-3000:]
+    folder = tiny_run["home"] / "evaluations" / out.strip().splitlines()[-1].removeprefix("mlflow run: ").strip()
+    table = pd.read_csv(folder / "table1.csv", na_values=[MISSING], keep_default_na=False)
+    assert table["model"].tolist() == [
+        "DCGAN [eval-tiny] step-000003.pt",
+        "DCGAN [eval-tiny] again.pt",
+        "DCGAN [eval-tiny]",
+        "real control",
+    ]
+    kept = {p.name: len(list(p.glob("*.png"))) for p in (folder / "samples").iterdir() if p.name != "real-control"}
+    assert kept == {"dcgan-eval-tiny-step-000003-pt": N, "dcgan-eval-tiny-again-pt": N, "dcgan-eval-tiny": N}
+
+
 def test_evaluate_bad_input_gives_one_line(capfd, tiny_run, monkeypatch):
     monkeypatch.setenv("FACEGAN_HOME", str(tiny_run["home"]))
     for args, expected in (

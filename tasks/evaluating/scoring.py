@@ -121,7 +121,8 @@ def sample_faces(ref: str, n: int, seed: int, device: str = "auto") -> tuple[np.
 def row_labels(metas: list[dict]) -> list[str]:
     """The registry's label (DCGAN, WGAN-GP, BEGAN, Projected GAN), with the recipe when it is
     not the model's default one ("DCGAN (canonical)"), suffixed with the run name (else id) when
-    a label appears twice."""
+    a label appears twice, and then with the checkpoint's file name when one run's checkpoints
+    appear twice: labels name the rows' grids and sample folders, which must not collide."""
 
     def base(meta: dict) -> str:
         gan = GANS.get(meta.get("model"))
@@ -131,8 +132,12 @@ def row_labels(metas: list[dict]) -> list[str]:
         return f"{gan.label} ({recipe})" if gan.recipes and recipe and recipe != gan.default_recipe else gan.label
 
     labels = [base(m) for m in metas]
-    return [
+    labels = [
         f"{b} [{m.get('run_name') or str(m.get('run_id') or m.get('ref'))[:8]}]" if labels.count(b) > 1 else b
+        for b, m in zip(labels, metas)
+    ]
+    return [
+        f"{b} {Path(str(m.get('ref'))).name}" if labels.count(b) > 1 and str(m.get("ref")).endswith(".pt") else b
         for b, m in zip(labels, metas)
     ]
 
