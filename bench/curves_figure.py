@@ -80,13 +80,15 @@ def main() -> None:
     parser.add_argument("--run", action="append", default=[], help="LABEL=MLFLOW_RUN_ID (repeatable)")
     parser.add_argument("--table", action="append", default=[], help="LABEL=CSV (repeatable)")
     parser.add_argument("--title", default="realism curves (N = 256 per point)")
+    parser.add_argument("--max-kimg", type=float, help="leave out the points past this many kimg")
     args = parser.parse_args()
     curves: dict[str, pd.DataFrame] = {}
     for spec, load in [(s, run_curve) for s in args.run] + [(s, table_curve) for s in args.table]:
         label, sep, source = spec.partition("=")
         if not sep:
             raise SystemExit(f"error: expected LABEL=SOURCE, got {spec!r}")
-        curves[label] = load(source)
+        curve = load(source)
+        curves[label] = curve if args.max_kimg is None else curve[curve["kimg"] <= args.max_kimg + 1e-6]
     if not curves:
         raise SystemExit("error: give at least one --run or --table")
     fig = figure(curves, args.title)
