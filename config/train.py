@@ -277,7 +277,11 @@ class TrainConfig(StageConfig):
         description="also write a checkpoint once this many minutes have passed since the last one, "
         "so a killed slow run loses at most that much (0 = only every --checkpoint-every steps)",
     )
-    keep_checkpoints: int = Field(3, ge=1, description="how many step checkpoints to keep (plus best.pt)")
+    keep_checkpoints: int = Field(
+        3,
+        ge=1,
+        description="how many checkpoints of the --checkpoint-every interval to keep (plus best.pt and the newest)",
+    )
     score_every: int | None = Field(
         None,
         ge=0,

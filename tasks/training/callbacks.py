@@ -247,8 +247,8 @@ class Scores(Callback):
 class Checkpoints(Callback):
     """checkpoints/step-NNNNNN.pt every --checkpoint-every steps, at the end, and whenever
     --checkpoint-minutes of wall time have passed since the last one (a checkpoint draws no
-    training noise, so when they are written does not change the run); the newest
-    --keep-checkpoints kept."""
+    training noise, so when they are written does not change the run). Kept: the newest
+    --keep-checkpoints of the step interval, and the newest of all (ckpt.prune)."""
 
     def __init__(self) -> None:
         self.since = time.monotonic()
@@ -265,5 +265,5 @@ class Checkpoints(Callback):
 
     def write(self, state: TrainState) -> None:
         state.last_checkpoint = state.save(ckpt.checkpoint_path(state.checkpoints, state.step))
-        ckpt.prune(state.checkpoints, state.cfg.keep_checkpoints)
+        ckpt.prune(state.checkpoints, state.cfg.keep_checkpoints, state.cfg.checkpoint_every)
         self.since = time.monotonic()

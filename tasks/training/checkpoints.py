@@ -98,10 +98,17 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
         raise InputError(f"cannot read checkpoint {path}: {exc}") from None
 
 
-def prune(folder: Path, keep: int) -> None:
-    """Keep the `keep` newest step checkpoints (best.pt is never pruned)."""
-    for _, path in step_checkpoints(folder)[:-keep]:
-        path.unlink(missing_ok=True)
+def prune(folder: Path, keep: int, every: int) -> None:
+    """Keep the `keep` newest checkpoints of the step interval `every`, and the newest one of all
+    (best.pt is never pruned). A checkpoint off the interval (one written because time had passed,
+    or a final one) stands in for the work since the last interval one: it does not push interval
+    checkpoints out, and goes when a newer checkpoint is written."""
+    found = step_checkpoints(folder)
+    on_interval = [path for step, path in found if step % every == 0]
+    kept = set(on_interval[-keep:]) | {path for _, path in found[-1:]}
+    for _, path in found:
+        if path not in kept:
+            path.unlink(missing_ok=True)
 
 
 def rng_state() -> dict:
