@@ -210,12 +210,11 @@ class TrainConfig(StageConfig):
         description="projected: also judge the pixels with a DCGAN discriminator trained from scratch (spectral "
         "norm), weighted this much against the feature heads (0 = off; vision-aided GAN, Kumari et al. 2022)",
     )
-    mode_seeking: float = Field(
-        0.0,
+    mode_seeking: float | None = Field(
+        None,
         ge=0,
         description="weight of the mode-seeking term in the generator's loss (MSGAN: penalises images that differ "
-        "less than "
-        "their latents); DCGAN and projected",
+        f"less than their latents; DCGAN and projected) ({_model_default('mode_seeking')})",
     )
     critic_norm: Literal["layer", "none"] = Field("layer", description="WGAN-GP critic normalisation")
     gp_lambda: float = Field(10.0, ge=0, description="WGAN-GP gradient-penalty weight")

@@ -148,8 +148,11 @@ def rpgan_g_loss(fake_logits: torch.Tensor, real_logits: torch.Tensor) -> torch.
 
 def mode_seeking_loss(images: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Mode-seeking term (Mao et al. 2019, MSGAN): pairs the batch's two halves and penalises
-    images that differ less than their latents, 1 / (mean|G(z1) - G(z2)| / mean|z1 - z2|)."""
+    images that differ less than their latents, 1 / (mean|G(z1) - G(z2)| / mean|z1 - z2|).
+    A batch of one has no pair: 0."""
     half = images.size(0) // 2
+    if half == 0:
+        return images.new_zeros(())
     image_gap = (images[:half] - images[half : 2 * half]).abs().flatten(1).mean(1)
     z_gap = (z[:half] - z[half : 2 * half]).abs().flatten(1).mean(1)
     return (1.0 / (image_gap / z_gap + eps)).mean()

@@ -123,3 +123,16 @@ def test_ema_warmup_forgets_the_initial_weights_in_short_runs():
     for step in range(1, 1501):
         ema.update(G, step)
     assert ema.model.weight.item() > 0.99  # plain 0.999 decay would leave 1 - 0.999**1500 = 0.78
+
+
+def test_mode_seeking_term_rewards_images_that_differ_as_their_latents_do():
+    z = torch.randn(4, 100)
+    alike = torch.zeros(4, 3, 8, 8) + torch.randn(1, 3, 8, 8)  # every z, nearly one image
+    alike[:2] += 0.01
+    varied = torch.randn(4, 3, 8, 8)
+    assert dcgan.mode_seeking_loss(alike, z) > 10 * dcgan.mode_seeking_loss(varied, z)
+    # the pairs are (0, 2) and (1, 3): 1 / (mean|x0 - x2| / mean|z0 - z2|), averaged over pairs
+    gaps = [(varied[i] - varied[i + 2]).abs().mean() / (z[i] - z[i + 2]).abs().mean() for i in (0, 1)]
+    expected = sum(1 / (g + 1e-5) for g in gaps) / 2
+    assert torch.isclose(dcgan.mode_seeking_loss(varied, z), expected)
+    assert dcgan.mode_seeking_loss(varied[:1], z[:1]) == 0  # a batch of one has no pair (--batch-size 1)
