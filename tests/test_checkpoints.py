@@ -1,11 +1,12 @@
-"""Which checkpoints a run writes and keeps: the step interval, the wall-clock one
-(--checkpoint-minutes) and pruning (--keep-checkpoints). Real trainings and real files."""
+"""Which checkpoints a run writes, keeps and resumes: the step interval, the wall-clock one
+(--checkpoint-minutes), pruning (--keep-checkpoints), and a run whose recipe default changed since.
+Real trainings and real files."""
 
 from __future__ import annotations
 
 import torch
 from conftest import TRAIN_TINY as TINY
-from conftest import dataset_path
+from conftest import dataset_path, error_lines, facegan_result
 from conftest import metric_history as history
 
 from facegan.config.train import TrainConfig
@@ -57,3 +58,20 @@ def test_wall_clock_checkpoints_do_not_push_out_interval_ones(lfw_crops, tmp_pat
     ]
     assert seen[0] == [[]] * 3 + [[4]] * 4 + [[4, 8]] * 4 + [[8, 12]] * 2
     assert ckpt.load_checkpoint(tmp_path / "1e-09" / "checkpoints" / "step-000013.pt")["step"] == 13
+
+
+def test_a_run_of_an_older_default_names_the_options_that_continue_it(lfw_crops, facegan_home, capfd):
+    """Session 38 changed the default recipe (beta1 0.5 -> 0, mode-seeking 0 -> 0.25): rerunning a
+    named run of the old default is refused in one line that names the flags continuing it."""
+    base = dict(dataset=dataset_path(lfw_crops), features=8, register_model=False, name="old-default", **TINY)
+    run_id = train(TrainConfig(beta1=0.5, mode_seeking=0.0, steps=2, **base))
+    args = ["train", "--dataset", base["dataset"], "--features", "8", "--name", "old-default", "--steps", "4"]
+    args += ["--batch-size", "8", "--threads", "1", "--score-every", "0", "--no-register-model"]
+    code, _, err = facegan_result(capfd, *args)
+    assert code != 0 and len(error_lines(err)) == 1, err
+    assert "different beta1 (0.5; now 0.0), mode_seeking (0.0; now 0.25)" in err
+    assert "--beta1 0.5 --mode-seeking 0.0 continues it, or pass a new --name" in err
+    assert kept_steps(facegan_home / "runs" / "old-default" / "checkpoints") == [2]  # nothing lost
+    code, out, err = facegan_result(capfd, *args, "--beta1", "0.5", "--mode-seeking", "0.0")
+    assert code == 0, err[-2000:]
+    assert out.strip().splitlines()[-1] == run_id and history(run_id, "resumed_from_step") == {2: 2}

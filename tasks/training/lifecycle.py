@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,20 @@ def busy_message(name: str) -> str:
     return locks.training(name)
 
 
+def _continue_hint(saved: dict) -> str:
+    """The options that continue a run trained with other values (a recipe default changed since)."""
+    if any(v is None or k == "dataset" for k, v in saved.items()):
+        return ""
+    flags = []
+    for key, value in saved.items():
+        flag = key.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            flags.append(f"--{flag} {shlex.quote(str(value))}")
+    return " ".join(flags) + " continues it, or "
+
+
 def _prepare(cfg: TrainConfig, dataset: str, path: Path, crops: int, name: str, run_dir: Path) -> PreparedRun:
     info = _read_json(run_dir / RUN_FILE)
     latest = ckpt.latest_checkpoint(run_dir / "checkpoints")
@@ -74,8 +89,9 @@ def _prepare(cfg: TrainConfig, dataset: str, path: Path, crops: int, name: str, 
         changed = [k for k in RECIPE_FIELDS if k in saved_recipe and saved_recipe[k] != recipe[k]]
         if changed:
             raise InputError(
-                f"run {name!r} was trained with a different {', '.join(changed)}: "
-                "pass a new --name to start another run"
+                f"run {name!r} was trained with a different "
+                + ", ".join(f"{k} ({saved_recipe[k]}; now {recipe[k]})" for k in changed)
+                + f": {_continue_hint({k: saved_recipe[k] for k in changed})}pass a new --name to start another run"
             )
     run_id = info.get("run_id")
     if run_id:
