@@ -26,15 +26,14 @@ the generators carry that dataset's fingerprint and `facegan evaluate` needs
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import re
 import tarfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from gpu_faces import pack_faces, unpack_faces  # bench/ is on sys.path for a script
 from PIL import Image
 
 GRID = 16  # 16 x 16 = 256 faces per curve grid
@@ -42,48 +41,6 @@ CURVE_N = GRID * GRID
 # the curve's kimg: every 20 to 200, then sparser (each grid is ~1.5 MiB at 64 px, 4 at 128)
 COARSE = (20, 60, 100, 200, 300, 400, 600, 800, 1000, 1400, 2000)
 CURVE_AT = [*range(20, 201, 20), *range(240, 401, 40), *range(500, 1001, 100), *range(1200, 4001, 200)]
-
-
-def pack_faces(dataset: Path, out: Path, quality: int, subsampling: int) -> None:
-    """A crop dataset's faces.npy as JPEGs in one .npz (bytes + offsets + the source fingerprint)."""
-    from facegan.tasks.training.data import dataset_fingerprint
-
-    faces = np.load(dataset / "faces.npy", mmap_mode="r")
-
-    def encode(face: np.ndarray) -> bytes:
-        buf = io.BytesIO()
-        Image.fromarray(np.asarray(face)).save(buf, "JPEG", quality=quality, subsampling=subsampling)
-        return buf.getvalue()
-
-    with ThreadPoolExecutor() as pool:
-        blobs = list(pool.map(encode, faces, chunksize=256))
-    offsets = np.cumsum([0] + [len(b) for b in blobs])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.npz")
-    np.savez(tmp, jpeg=np.frombuffer(b"".join(blobs), np.uint8), offsets=offsets, source=dataset_fingerprint(dataset))
-    tmp.replace(out)
-    print(f"{out}: {len(blobs)} faces {faces.shape[1]} px, {offsets[-1] / 2**20:.1f} MiB (JPEG q{quality})")
-
-
-def unpack_faces(packed: Path, folder: Path) -> str:
-    """The packed faces decoded into folder/faces.npy (once, whichever of several trainings started
-    together gets there first); returns the source dataset's fingerprint."""
-    import tempfile
-
-    data = np.load(packed)
-    if not (folder / "faces.npy").is_file():
-        jpeg, off = data["jpeg"].tobytes(), data["offsets"]
-
-        def decode(i: int) -> np.ndarray:
-            return np.asarray(Image.open(io.BytesIO(jpeg[off[i] : off[i + 1]])).convert("RGB"))
-
-        with ThreadPoolExecutor() as pool:
-            faces = np.stack(list(pool.map(decode, range(len(off) - 1))))
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as fh:
-            np.save(fh, faces)
-        Path(fh.name).replace(folder / "faces.npy")
-    return str(data["source"])
 
 
 class LocalRun:
