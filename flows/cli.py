@@ -175,7 +175,6 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # A busy machine can take longer than Prefect's default 20 s to start the ephemeral server.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    import shlex
     import signal
     import threading
 
@@ -196,14 +195,13 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt as exc:
         if os.environ.get("FACEGAN_DEBUG"):
             raise
-        cli_errors.cancel_interrupted_flow_runs()
-        how = cli_errors.TERMINATED if isinstance(exc, cli_errors.Interrupted) else "interrupted"
-        where = str(exc) if exc.args and str(exc) != cli_errors.TERMINATED else ""
-        resume = f"; resume with: facegan {shlex.join(argv)}" if command in FLOW_COMMANDS else ""
-        print(f"facegan: {how}{' ' + where if where else ''}{resume}", file=sys.stderr)
-        sys.exit(143 if isinstance(exc, cli_errors.Interrupted) else 130)
+        _exit_interrupted(exc, argv, command)
     except Exception as exc:
-        if os.environ.get("FACEGAN_DEBUG") or not cli_errors.is_disk_error(exc):
+        if os.environ.get("FACEGAN_DEBUG"):
+            raise
+        if (interrupt := cli_errors.wrapped_interrupt(exc)) is not None:
+            _exit_interrupted(interrupt, argv, command)
+        if not cli_errors.is_disk_error(exc):
             raise
         print(f"facegan: error: {cli_errors.disk_error_line(exc)}", file=sys.stderr)
         sys.exit(2)
@@ -212,6 +210,18 @@ def main(argv: list[str] | None = None) -> None:
             signal.signal(signal.SIGTERM, previous)
     if result is not None:
         print(result)
+
+
+def _exit_interrupted(exc: KeyboardInterrupt, argv: list[str], command: str | None) -> None:
+    """One line for a Ctrl-C (exit 130) or SIGTERM (143), with the command that resumes."""
+    import shlex
+
+    cli_errors.cancel_interrupted_flow_runs()
+    how = cli_errors.TERMINATED if isinstance(exc, cli_errors.Interrupted) else "interrupted"
+    where = str(exc) if exc.args and str(exc) != cli_errors.TERMINATED else ""
+    resume = f"; resume with: facegan {shlex.join(argv)}" if command in FLOW_COMMANDS else ""
+    print(f"facegan: {how}{' ' + where if where else ''}{resume}", file=sys.stderr)
+    sys.exit(143 if isinstance(exc, cli_errors.Interrupted) else 130)
 
 
 if __name__ == "__main__":

@@ -90,6 +90,23 @@ def raise_interrupted(signum, frame) -> None:
     raise Interrupted(TERMINATED)
 
 
+def wrapped_interrupt(exc: BaseException) -> KeyboardInterrupt | None:
+    """A Ctrl-C or SIGTERM that a library caught and re-raised as its own error: in a chained
+    exception, or in the message of pydantic-core's serializer, which turns one raised while it
+    runs (Prefect's settings are dumped as it is imported) into PydanticSerializationError
+    "Error calling function `...`: KeyboardInterrupt: "."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    if type(exc).__name__ != "PydanticSerializationError":
+        return None
+    if f"Interrupted: {TERMINATED}" in str(exc):
+        return Interrupted(TERMINATED)
+    return KeyboardInterrupt() if "KeyboardInterrupt" in str(exc) else None
+
+
 def cancel_interrupted_flow_runs() -> None:
     """Mark the flow runs a Ctrl-C crashed as Cancelled (best effort: the server may be gone)."""
     if not _INTERRUPTED_FLOW_RUNS:

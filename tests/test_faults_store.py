@@ -173,3 +173,41 @@ def test_a_half_made_store_of_an_older_facegan_is_rebuilt(capsys, tmp_path, face
     )
     assert code == 0, err
     assert len(_store_runs(facegan_home, "FINISHED")) == 1
+
+
+@pytest.mark.no_prefect
+def test_an_interrupt_wrapped_by_pydantic_while_prefect_imports_is_still_an_interrupt():
+    """Ctrl-C or SIGTERM during Prefect's import lands inside pydantic-core's serializer (Prefect
+    dumps its settings), which re-raises it as PydanticSerializationError: the CLI must still
+    answer in one line (a killed first command printed a 40-line traceback under load)."""
+    from pydantic import BaseModel, model_serializer
+
+    from facegan.flows import cli_errors
+
+    def serialised_while(raising: BaseException) -> Exception:
+        class Settings(BaseModel):
+            value: int = 1
+
+            @model_serializer(mode="wrap")
+            def _dump(self, handler):
+                raise raising
+
+        try:
+            Settings().model_dump()
+        except Exception as exc:  # what reaches the CLI: not a KeyboardInterrupt any more
+            assert not isinstance(exc, KeyboardInterrupt)
+            return exc
+        raise AssertionError("pydantic did not raise")
+
+    ctrl_c = cli_errors.wrapped_interrupt(serialised_while(KeyboardInterrupt()))
+    assert type(ctrl_c) is KeyboardInterrupt
+    sigterm = cli_errors.wrapped_interrupt(serialised_while(cli_errors.Interrupted(cli_errors.TERMINATED)))
+    assert isinstance(sigterm, cli_errors.Interrupted) and str(sigterm) == cli_errors.TERMINATED
+    assert cli_errors.wrapped_interrupt(serialised_while(ValueError("a real bug"))) is None
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as inner:
+            raise RuntimeError("cleanup failed") from inner
+    except RuntimeError as chained:
+        assert type(cli_errors.wrapped_interrupt(chained)) is KeyboardInterrupt
