@@ -95,12 +95,14 @@ def wrapped_interrupt(exc: BaseException) -> KeyboardInterrupt | None:
     exception, or in the message of pydantic-core's serializer, which turns one raised while it
     runs (Prefect's settings are dumped as it is imported) into PydanticSerializationError
     "Error calling function `...`: KeyboardInterrupt: "."""
+    from pydantic_core import PydanticSerializationError
+
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, KeyboardInterrupt):
             return seen
         seen = seen.__cause__ or seen.__context__
-    if type(exc).__name__ != "PydanticSerializationError":
+    if not isinstance(exc, PydanticSerializationError):
         return None
     if f"Interrupted: {TERMINATED}" in str(exc):
         return Interrupted(TERMINATED)

@@ -57,10 +57,11 @@ def busy_message(name: str) -> str:
     return locks.training(name)
 
 
-def _continue_hint(saved: dict) -> str:
-    """The options that continue a run trained with other values (a recipe default changed since)."""
+def _continue_flags(saved: dict) -> str | None:
+    """The options that continue a run trained with other values (a recipe default changed since),
+    or None where no option can say it (a value of None, another dataset)."""
     if any(v is None or k == "dataset" for k, v in saved.items()):
-        return ""
+        return None
     flags = []
     for key, value in saved.items():
         flag = key.replace("_", "-")
@@ -68,7 +69,7 @@ def _continue_hint(saved: dict) -> str:
             flags.append(f"--{flag}" if value else f"--no-{flag}")
         else:
             flags.append(f"--{flag} {shlex.quote(str(value))}")
-    return " ".join(flags) + " continues it, or "
+    return " ".join(flags)
 
 
 def _prepare(cfg: TrainConfig, dataset: str, path: Path, crops: int, name: str, run_dir: Path) -> PreparedRun:
@@ -88,10 +89,11 @@ def _prepare(cfg: TrainConfig, dataset: str, path: Path, crops: int, name: str, 
             recipe["precision"] = saved_recipe.get("precision", "auto")
         changed = [k for k in RECIPE_FIELDS if k in saved_recipe and saved_recipe[k] != recipe[k]]
         if changed:
+            values = ", ".join(f"{k} ({saved_recipe[k]}; now {recipe[k]})" for k in changed)
+            flags = _continue_flags({k: saved_recipe[k] for k in changed})
+            again = f"{flags} continues it, or " if flags else ""
             raise InputError(
-                f"run {name!r} was trained with a different "
-                + ", ".join(f"{k} ({saved_recipe[k]}; now {recipe[k]})" for k in changed)
-                + f": {_continue_hint({k: saved_recipe[k] for k in changed})}pass a new --name to start another run"
+                f"run {name!r} was trained with a different {values}: {again}pass a new --name to start another run"
             )
     run_id = info.get("run_id")
     if run_id:
