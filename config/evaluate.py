@@ -21,7 +21,7 @@ class EvaluateConfig(StageConfig):
     run: list[str] = Field(
         ...,
         min_length=1,
-        description="training runs: MLflow run ids, checkpoint "
+        description="training runs: names (facegan train --name), MLflow run ids, checkpoint "
         "paths or registered models models:/name/version (all on the same dataset)",
     )
     n: int = Field(

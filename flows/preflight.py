@@ -53,7 +53,12 @@ def train(config) -> list[str]:
 
 
 def check_generator_ref(ref: str, flag: str = "--run") -> None:
-    """A checkpoint/generator file must exist; run ids and models:/ URIs are checked by MLflow."""
+    """A checkpoint/generator file must exist and a bare word must be a training run's name or
+    look like an MLflow run id (32 hex digits); run ids and models:/ URIs are checked by MLflow."""
+    import re
+
+    from facegan.tasks.common.paths import named_run_id, run_names, runs_root
+
     ref = ref.strip()
     if ref.startswith("models:/"):
         name, _, version = ref[len("models:/") :].partition("/")
@@ -64,6 +69,12 @@ def check_generator_ref(ref: str, flag: str = "--run") -> None:
     if ref.endswith(".pt") or "/" in ref:
         if not path.is_file():
             raise NotFoundError(f"{flag} {ref!r}: no such checkpoint file" + _best_hint(path))
+    elif named_run_id(ref) is None and not re.fullmatch(r"[0-9a-f]{32}", ref) and not path.is_file():
+        names = run_names()
+        known = f"the newest: {', '.join(names[-5:])}" if names else "none yet"
+        raise NotFoundError(
+            f"{flag} {ref!r}: no training run of that name under {runs_root()} ({known}) and not an MLflow run id"
+        )
 
 
 def _best_hint(path: Path) -> str:

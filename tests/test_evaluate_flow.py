@@ -133,13 +133,14 @@ def test_evaluate_writes_table_1_with_all_columns_and_logs_it(tiny_run, capfd, m
 
 def test_two_checkpoints_of_one_run_get_their_own_rows_and_sample_folders(tiny_run, capfd, monkeypatch, tmp_path):
     """Comparing checkpoints of one run (EMA against raw weights, or two steps): the rows, grids
-    and kept PNGs are told apart by file name instead of overwriting each other."""
+    and kept PNGs are told apart by file name instead of overwriting each other. The run itself
+    is named as `facegan train --name` named it (its MLflow run's generator, not a file)."""
     import shutil
 
     monkeypatch.setenv("FACEGAN_HOME", str(tiny_run["home"]))
     last = tiny_run["home"] / "runs" / "eval-tiny" / "checkpoints" / "step-000003.pt"
     again = shutil.copy(last, tmp_path / "again.pt")
-    args = ("--run", last, again, tiny_run["run_id"], "-n", N, "--max-training", "40")
+    args = ("--run", last, again, "eval-tiny", "-n", N, "--max-training", "40")  # a run by its name
     code, out, err = facegan_result(capfd, "evaluate", *args, "--held-out", "0.5", "--keep-pngs")
     assert code == 0, out[-3000:] + err[-3000:]
     folder = tiny_run["home"] / "evaluations" / out.strip().splitlines()[-1].removeprefix("mlflow run: ").strip()
@@ -158,6 +159,7 @@ def test_evaluate_bad_input_gives_one_line(capfd, tiny_run, monkeypatch):
     monkeypatch.setenv("FACEGAN_HOME", str(tiny_run["home"]))
     for args, expected in (
         (["--run", "0123456789abcdef0123456789abcdef"], "no MLflow run"),
+        (["--run", "eval-tiny2"], "no training run of that name under"),
         (["--run", tiny_run["run_id"], "-n", "5"], "--n"),
         (["--run", tiny_run["run_id"], "--dataset", "no-such-set"], "unknown crop dataset"),
         (["--run", tiny_run["run_id"], "--inception-weights", "/nonexistent.pt"], "no such file"),

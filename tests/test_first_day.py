@@ -40,6 +40,7 @@ BAD_COMMANDS = [
     (["generate", "--run", "models:/facegan-dcgan-64/first"], "models:/<name>/<version>", False),
     (["generate", "--run", "{tmp}/runs/x/checkpoints/best.pt", "--out", "{tmp}/a-file"], "no such checkpoint", False),
     (["evaluate", "--run", "{tmp}/nope.pt"], "no such checkpoint file", True),
+    (["evaluate", "--run", "my-run"], "--run 'my-run': no training run of that name", False),
 ]
 
 

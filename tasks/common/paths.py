@@ -8,6 +8,7 @@ mlflow.db                   MLflow tracking store (unless MLFLOW_TRACKING_URI is
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from facegan.config.errors import NotFoundError
 
 MANIFEST = "manifest.parquet"
 FACES_ARRAY = "faces.npy"
+RUN_FILE = "run.json"  # runs/<run>/run.json: the MLflow run id of a training run and its meta
 
 
 def data_home() -> Path:
@@ -41,6 +43,29 @@ def dataset_dir(name: str, size: int | None = None) -> Path:
 
 def runs_root() -> Path:
     return data_home() / "runs"
+
+
+def named_run_id(name: str) -> str | None:
+    """The MLflow run id of the training run called `name` (`facegan train --name`) in this home,
+    or None when there is none."""
+    if not name or "/" in name or name.startswith("."):
+        return None
+    try:
+        run_id = json.loads((runs_root() / name / RUN_FILE).read_text())["run_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return run_id if isinstance(run_id, str) and run_id else None
+
+
+def run_names() -> list[str]:
+    """Training runs of this home by name, the most recent last."""
+    found = []
+    for path in runs_root().glob(f"*/{RUN_FILE}"):
+        try:
+            found.append((path.stat().st_mtime, path.parent.name))
+        except OSError:  # removed meanwhile
+            continue
+    return [name for _, name in sorted(found) if not name.startswith(".")]
 
 
 def _complete_sets(root: Path, marker: str) -> list[Path]:

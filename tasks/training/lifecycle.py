@@ -15,7 +15,7 @@ from facegan.config.errors import InputError, NotFoundError
 from facegan.config.train import NAME_NEUTRAL, RECIPE_FIELDS, TrainConfig
 from facegan.tasks.common import locks, tracking
 from facegan.tasks.common.atomic import atomic_path, write_text
-from facegan.tasks.common.paths import runs_root
+from facegan.tasks.common.paths import RUN_FILE, runs_root
 from facegan.tasks.training import checkpoints as ckpt
 from facegan.tasks.training import figures
 from facegan.tasks.training.data import dataset_fingerprint, dataset_info, display_path
@@ -24,7 +24,6 @@ from facegan.tasks.training.prepared import PreparedRun, TrainSummary
 from facegan.tasks.training.trained_generators import GENERATOR_ARTIFACT, META_ARTIFACT, RUN_DIR_TAG, generator_payload
 
 log = logging.getLogger("facegan.train")
-RUN_FILE = "run.json"
 
 
 def _read_json(path: Path) -> dict:

@@ -1,7 +1,8 @@
 """Trained generators: build, save, load (from a run id, a checkpoint or a registered model)
 and sample.
 
-    G, meta = load_generator("<mlflow run id>" | "runs/x/checkpoints/step-000500.pt" | "models:/facegan-dcgan-64/1")
+    G, meta = load_generator("<run name>" | "<mlflow run id>" | "runs/x/checkpoints/step-000500.pt"
+                             | "models:/facegan-dcgan-64/1")
     images = sample_images(G, meta, 1000, seed=0)      # uint8 (1000, size, size, 3) RGB
 
 meta: model (a key of facegan.config.gans.GANS), size, z_dim, features, dataset (name),
@@ -22,6 +23,7 @@ from torch import nn
 from facegan.config.errors import NotFoundError
 from facegan.config.gans import GANS
 from facegan.config.train import kimg_of
+from facegan.tasks.common.paths import named_run_id
 
 GENERATOR_ARTIFACT = "generator/generator.pt"
 META_ARTIFACT = "generator/meta.json"
@@ -147,7 +149,7 @@ def load_generator(ref: str, device="cpu") -> tuple[nn.Module, dict]:
         if not path.is_file():
             raise NotFoundError(f"checkpoint {path} does not exist")
         return _load_file(path, device)
-    return _load_run(ref, device)
+    return _load_run(named_run_id(ref) or ref, device)
 
 
 @torch.no_grad()
