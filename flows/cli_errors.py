@@ -73,10 +73,20 @@ def disk_error_line(exc: BaseException) -> str:
     while cause is not None and path is None:
         path = getattr(cause, "filename", None)
         cause = cause.__cause__ or cause.__context__
-    if path is None:
-        uri = store.tracking_uri()
-        path = store.sqlite_file(uri) or os.environ.get("FACEGAN_HOME") or "facegan-data"
+    if path is None and _from_the_store(exc):
+        path = store.sqlite_file(store.tracking_uri())
+    if path is None:  # a write that names no file (numpy's short write): where facegan writes
+        path = os.environ.get("FACEGAN_HOME") or "facegan-data"
     return f"cannot write {path}: the disk is full or a file size limit is set ({store.disk_message(Path(path))})"
+
+
+def _from_the_store(exc: BaseException | None) -> bool:
+    """Whether the MLflow store's database raised the error (sqlite's "database or disk is full")."""
+    while exc is not None:
+        if "database" in str(exc).lower() or type(exc).__module__.split(".")[0] in ("sqlite3", "sqlalchemy"):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 class Interrupted(KeyboardInterrupt):

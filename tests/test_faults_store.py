@@ -5,6 +5,7 @@ Prefect server and MLflow store (env_without_servers), as a user's first command
 
 from __future__ import annotations
 
+import os
 import resource
 import signal
 import subprocess
@@ -211,3 +212,85 @@ def test_an_interrupt_wrapped_by_pydantic_while_prefect_imports_is_still_an_inte
             raise RuntimeError("cleanup failed") from inner
     except RuntimeError as chained:
         assert type(cli_errors.wrapped_interrupt(chained)) is KeyboardInterrupt
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_a_dataset_is_assembled_is_one_line_and_the_rerun_completes(tmp_path):
+    """The disk fills up while `facegan crop` writes a dataset's faces.npy (here a file size
+    limit: numpy's short write raises an OSError without an errno, which used to end in a
+    traceback and exit 1): one line naming the disk, nothing half-written under the dataset's
+    name, and the same command, with room again, completes the dataset from the shards it had."""
+    import numpy as np
+
+    photos = extract_lfw_subset(tmp_path / "photos" / "lfw-60", 60)
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # a store in home
+    env["FACEGAN_HOME"] = str(home)
+    acquired = _run(["acquire", "--path", str(photos), "--name", "sixty", "--workers", "1", "--no-progress"], env)
+    assert acquired.returncode == 0, acquired.stderr[-3000:]
+    assert (home / "mlflow.db").stat().st_size < 1536 * 1024  # the limit below leaves the store room
+
+    crop = ["crop", "--raw", "sixty", "--sizes", "128", "--largest-only", "--workers", "1"]
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1536 * 1024, 1536 * 1024))  # noqa: E731
+    proc = _start(crop, env, tmp_path / "full.log", preexec=limit)
+    assert proc.wait(timeout=600) == 2
+    log = (tmp_path / "full.log").read_text()
+    assert "Traceback" not in log, log[-3000:]
+    lines = [line for line in error_lines(log) if line.startswith("facegan:")]
+    assert len(lines) == 1 and lines[0].startswith(
+        f"facegan: error: cannot write {home}: the disk is full or a file size limit is set ("
+    ), log[-3000:]
+    assert "1536 KiB (ulimit -f)" in lines[0] and "free on the disk mounted at" in lines[0]
+    dataset = home / "datasets" / "sixty"
+    assert not (dataset / "128").exists() and not list(dataset.rglob(".*.part"))
+
+    again = _run(crop, env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    faces = np.load(dataset / "128" / "faces.npy", mmap_mode="r")
+    assert faces.shape[1:] == (128, 128, 3) and len(faces) >= 50  # one per photo, where Haar found it
+    assert faces.nbytes > 1536 * 1024 and len(list((dataset / "128").glob("[0-9]*.png"))) == len(faces)
+    assert sorted(p.name for p in dataset.iterdir()) == ["128"]  # no staging or shard folders left
+
+
+@pytest.mark.slow
+def test_a_run_whose_command_was_killed_is_marked_killed_by_the_next_command(tmp_path):
+    """SIGKILL leaves no chance to close the MLflow run: it stayed RUNNING for ever in the UI. The
+    next command on this host finds its process gone and marks it KILLED, saying why; a run of a
+    live process is left alone."""
+    from facegan.tasks.common.tracking.owners import ENDED_TAG, ORPHAN_NOTE, PROCESS_TAG, is_alive
+
+    photos = extract_lfw_subset(tmp_path / "photos" / "lfw-40", 40)
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # a store in home
+    env["FACEGAN_HOME"] = str(home)
+    args = ["acquire", "--path", str(photos), "--name", "forty", "--workers", "1", "--no-progress"]
+    first = _run(args, env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    finished = _store_runs(home, "FINISHED")
+
+    proc = _start([*args[:4], "again", *args[5:]], env, tmp_path / "killed.log")
+    running = _wait_for(lambda: _store_runs(home, "RUNNING"), proc, 300, "a RUNNING run")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert _store_runs(home, "RUNNING") == running  # what SIGKILL leaves
+
+    live = _start(args, env, tmp_path / "live.log")  # a run of a live process meanwhile (paused)
+    alive = _wait_for(lambda: _store_runs(home, "RUNNING") - running, live, 300, "a second RUNNING run")
+    live.send_signal(signal.SIGSTOP)
+    again = _run([*args[:4], "again", *args[5:]], env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _store_runs(home, "RUNNING") == alive
+    live.send_signal(signal.SIGCONT)
+    assert live.wait(timeout=300) == 0
+    assert _store_runs(home, "KILLED") == running and finished < _store_runs(home, "FINISHED")
+    assert alive <= _store_runs(home, "FINISHED")  # the live one was not touched: it finished
+
+    import sqlite3
+
+    con = sqlite3.connect(home / "mlflow.db")
+    try:
+        tags = dict(con.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (next(iter(running)),)))
+    finally:
+        con.close()
+    assert tags[ENDED_TAG] == ORPHAN_NOTE and tags[PROCESS_TAG].startswith(f"{proc.pid}:")
+    assert not is_alive(tags[PROCESS_TAG]) and is_alive(f"{os.getpid()}:")

@@ -20,6 +20,7 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from facegan.tasks.common.paths import data_home
+from facegan.tasks.common.tracking.owners import ENDED_TAG, end_orphans, owner_tags
 from facegan.tasks.common.tracking.registry import log_pytorch_model
 from facegan.tasks.common.tracking.store import _client, tracking_uri
 
@@ -146,12 +147,12 @@ def start_run(
     tags: Mapping[str, Any] | None = None,
 ) -> TrackedRun:
     client = _client()
-    all_tags = {STAGE_TAG: stage, **(tags or {})}
+    all_tags = {STAGE_TAG: stage, **owner_tags(), **(tags or {})}
     if parent_run_id:
         all_tags[PARENT_TAG] = parent_run_id
-    run = client.create_run(
-        _experiment_id(client), run_name=run_name or stage, tags={k: str(v) for k, v in all_tags.items()}
-    )
+    experiment_id = _experiment_id(client)
+    end_orphans(client, experiment_id)
+    run = client.create_run(experiment_id, run_name=run_name or stage, tags={k: str(v) for k, v in all_tags.items()})
     tracked = TrackedRun(run.info.run_id)
     if params:
         tracked.log_params(params)
@@ -160,7 +161,13 @@ def start_run(
 
 def resume_run(run_id: str) -> TrackedRun:
     client = _client()
+    run = client.get_run(run_id)
+    for key, value in owner_tags().items():  # this process owns it now
+        client.set_tag(run_id, key, value)
+    if ENDED_TAG in run.data.tags:  # ended as an orphan before: running again
+        client.delete_tag(run_id, ENDED_TAG)
     client.update_run(run_id, status="RUNNING")
+    end_orphans(client, run.info.experiment_id)
     return TrackedRun(run_id)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 from pathlib import Path
 
 import mlflow
@@ -17,6 +18,15 @@ from facegan.tasks.common.paths import data_home
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _not_a_disk_error(record: logging.LogRecord) -> bool:
+    """MLflow logs a full disk's SQLAlchemy error with a 150-line traceback before raising it;
+    the command that gets the error reports it in one line (flows/cli_errors.py)."""
+    return not (record.exc_info and is_disk_error(record.exc_info[1]))
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_not_a_disk_error)
 
 
 def tracking_uri() -> str:
@@ -45,6 +55,8 @@ class StoreError(FaceganError):
 _STORES_READY: set[str] = set()
 DISK_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 DISK_MESSAGES = ("disk i/o error", "database or disk is full", "no space left", "file too large")
+# numpy's ndarray.tofile (np.save) on a short write: an OSError with no errno
+SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
 
 
 def sqlite_file(uri: str) -> Path | None:
@@ -83,7 +95,7 @@ def is_disk_error(exc: BaseException | None) -> bool:
     while exc is not None and seen < 20:
         if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
             return True
-        if any(m in str(exc).lower() for m in DISK_MESSAGES):
+        if any(m in str(exc).lower() for m in DISK_MESSAGES) or SHORT_WRITE.search(str(exc)):
             return True
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return False
