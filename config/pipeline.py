@@ -27,12 +27,13 @@ class PipelineConfig(StageConfig):
     Training stops at the first budget reached (--kimg, --steps, --cpu-minutes); with none given
     each model trains 60 kimg (thousands of real images shown to D: the same work on any CPU).
     The defaults (LFW, 64 px, DCGAN at batch 8 with 32 maps, lr 4e-4, Adam beta1 0 and
-    mode-seeking 0.25, 60 kimg, N=300) took 7 min 31 s from scratch on a 2-core Xeon (bf16): 295
-    of 300 generated faces detected (seeds 1, 2: 299, 298; the real control 297-299), recall 0.26
-    (0.19, 0.27): varied faces, a short run, not a finished GAN (--kimg 100 -n 1000: recall
-    0.24-0.29). With beta1 0.5 and no mode-seeking (session 36) the same gave recall 0.16-0.18;
-    the 20 kimg default before it recall 0.01; at batch 64 20 kimg took 8 min 19 s for 183 of 300
-    on a Xeon and 21 min 50 s for 235 of 300 on a 2-core AMD EPYC without bf16 units (fp32)."""
+    mode-seeking 1.0, 60 kimg, N=300) took 7 min 14 s from scratch on a 2-core Xeon (bf16): 300
+    of 300 generated faces detected (seeds 1, 2: 296, 298; the real control 297-299), recall 0.27
+    (0.23, 0.25): varied faces, a short run, not a finished GAN (--kimg 100 -n 1000: recall
+    0.26-0.31). With mode-seeking 0.25 (session 38) the same gave recall 0.19-0.27, with beta1 0.5
+    and none (session 36) 0.16-0.18, the 20 kimg default before it 0.01; at batch 64 20 kimg took
+    8 min 19 s for 183 of 300 on a Xeon and 21 min 50 s for 235 of 300 on a 2-core AMD EPYC
+    without bf16 units (fp32)."""
 
     source: str = Field(
         "lfw",

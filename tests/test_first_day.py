@@ -288,7 +288,7 @@ def test_config_reference_and_pipeline_help_state_true_things(capsys):
     assert "15 minutes" not in flat
     readme = " ".join((REPO / "README.md").read_text().split())
     # the help states the README's measurements
-    for measured in ("7 min 31 s", "8 min 19 s", "183 of 300", "21 min 50 s", "235 of 300"):
+    for measured in ("7 min 14 s", "8 min 19 s", "183 of 300", "21 min 50 s", "235 of 300"):
         assert measured in flat and measured in readme, measured
     from facegan.config.pipeline import DEFAULT_KIMG
 

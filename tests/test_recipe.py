@@ -69,8 +69,8 @@ def test_recipes_resolve_to_their_ingredients():
     )
     assert (augmented.d_norm, augmented.loss, augmented.ema, augmented.ema_decay) == ("spectral", "hinge", True, 0.995)
     assert augmented.diffaugment == "color,translation,cutout" and augmented.lr_d == 2 * augmented.lr
-    # the default's Adam beta1 0 and mode-seeking term (session 38); the paper's DCGAN keeps 0.5 and none
-    assert (default.beta1, default.mode_seeking, canonical.beta1, canonical.mode_seeking) == (0.0, 0.25, 0.5, 0.0)
+    # the default's Adam beta1 0 (session 38) and mode-seeking 1.0 (session 39); the paper's DCGAN: 0.5, none
+    assert (default.beta1, default.mode_seeking, canonical.beta1, canonical.mode_seeking) == (0.0, 1.0, 0.5, 0.0)
     assert TrainConfig(model="wgan-gp").mode_seeking == TrainConfig(model="began").mode_seeking == 0.0
     # a single option overrides its recipe; the run name changes with the recipe
     assert TrainConfig(recipe="canonical", loss="hinge").loss == "hinge"
