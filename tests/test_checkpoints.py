@@ -61,15 +61,17 @@ def test_wall_clock_checkpoints_do_not_push_out_interval_ones(lfw_crops, tmp_pat
 
 
 def test_a_run_of_an_older_default_names_the_options_that_continue_it(lfw_crops, facegan_home, capfd):
-    """Session 38 changed the default recipe (beta1 0.5 -> 0, mode-seeking 0 -> 0.25): rerunning a
-    named run of the old default is refused in one line that names the flags continuing it."""
+    """Session 38 changed the default recipe (beta1 0.5 -> 0, mode-seeking 0 -> 0.25; 1.0 since
+    session 39): rerunning a named run of the old default is refused in one line that names the
+    flags continuing it."""
     base = dict(dataset=dataset_path(lfw_crops), features=8, register_model=False, name="old-default", **TINY)
     run_id = train(TrainConfig(beta1=0.5, mode_seeking=0.0, steps=2, **base))
     args = ["train", "--dataset", base["dataset"], "--features", "8", "--name", "old-default", "--steps", "4"]
     args += ["--batch-size", "8", "--threads", "1", "--score-every", "0", "--no-register-model"]
     code, _, err = facegan_result(capfd, *args)
     assert code != 0 and len(error_lines(err)) == 1, err
-    assert "different beta1 (0.5; now 0.0), mode_seeking (0.0; now 0.25)" in err
+    now = TrainConfig().mode_seeking
+    assert now > 0 and f"different beta1 (0.5; now 0.0), mode_seeking (0.0; now {now})" in err
     assert "--beta1 0.5 --mode-seeking 0.0 continues it, or pass a new --name" in err
     assert kept_steps(facegan_home / "runs" / "old-default" / "checkpoints") == [2]  # nothing lost
     code, out, err = facegan_result(capfd, *args, "--beta1", "0.5", "--mode-seeking", "0.0")
