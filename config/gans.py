@@ -93,7 +93,7 @@ GANS: dict[str, GAN] = {
         label="DCGAN",
         summary="DCGAN (Radford et al. 2016)",
         discriminator="facegan.models.dcgan:Discriminator",
-        discriminator_args=dict(size="size", features="features", norm="d_norm"),
+        discriminator_args=dict(size="size", features="features", norm="d_norm", mbstd="d_mbstd"),
         defaults=dict(
             batch_size=64, lr=2e-4, beta1=0.5, beta2=0.999, d_steps=1, z_dim=100, features=64, mode_seeking=0.0
         ),

@@ -70,6 +70,7 @@ RECIPE_FIELDS = (
     "d_balance",
     "d_pixel",
     "mode_seeking",
+    "d_mbstd",
 )
 
 # Recipe fields added after runs were first named: at these values they leave the name unchanged,
@@ -82,6 +83,7 @@ NAME_NEUTRAL = {
     "d_balance": False,
     "d_pixel": 0.0,
     "mode_seeking": 0.0,
+    "d_mbstd": 0,
 }
 
 
@@ -215,6 +217,13 @@ class TrainConfig(StageConfig):
         ge=0,
         description="weight of the mode-seeking term in the generator's loss (MSGAN: penalises images that differ "
         f"less than their latents; DCGAN and projected) ({_model_default('mode_seeking')})",
+    )
+    d_mbstd: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="DCGAN: give D a minibatch standard-deviation channel over groups of this many images "
+        "(ProGAN; 0 = off)",
     )
     critic_norm: Literal["layer", "none"] = Field("layer", description="WGAN-GP critic normalisation")
     gp_lambda: float = Field(10.0, ge=0, description="WGAN-GP gradient-penalty weight")

@@ -14,6 +14,10 @@ weight by its largest singular value instead (Miyato et al. 2018, one power iter
 a 1-Lipschitz D without BatchNorm coupling the samples of a batch, the default recipe's D. The
 WGAN-GP critic reuses it with "layer" or "none" (a gradient penalty is per-sample).
 
+`mbstd` > 0 appends ProGAN's minibatch standard deviation (Karras et al. 2018) before the last
+conv: one channel holding how much the features vary across each group of `mbstd` images, so D
+can tell a batch of near-identical fakes from a batch of varied reals.
+
 Losses: the non-saturating BCE of the paper, or the hinge loss (Lim & Ye 2017; SNGAN, BigGAN).
 """
 
@@ -89,8 +93,9 @@ def _norm(kind: str, channels: int) -> nn.Module:
 class Discriminator(nn.Module):
     """Returns raw logits (B,); apply a sigmoid for D(x) as a probability."""
 
-    def __init__(self, size: int = 64, features: int = 64, channels: int = 3, norm: str = "batch"):
+    def __init__(self, size: int = 64, features: int = 64, channels: int = 3, norm: str = "batch", mbstd: int = 0):
         super().__init__()
+        self.mbstd = mbstd
         start, stages = geometry(size)
         maps = [features * 2**i for i in range(stages)]  # 64 px: 64, 128, 256, 512
         layers: list[nn.Module] = [nn.Conv2d(channels, maps[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
@@ -100,7 +105,7 @@ class Discriminator(nn.Module):
                 _norm(norm, c_out),
                 nn.LeakyReLU(0.2, inplace=True),
             ]
-        layers += [nn.Conv2d(maps[-1], 1, start, 1, 0, bias=False)]
+        layers += [nn.Conv2d(maps[-1] + (1 if mbstd else 0), 1, start, 1, 0, bias=False)]
         self.main = nn.Sequential(*layers)
         self.apply(init_weights)
         if norm == "spectral":
@@ -109,7 +114,24 @@ class Discriminator(nn.Module):
                     nn.utils.parametrizations.spectral_norm(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.main(x).flatten()
+        if not self.mbstd:
+            return self.main(x).flatten()
+        features = self.main[:-1](x)
+        return self.main[-1](minibatch_stddev(features, self.mbstd)).flatten()
+
+
+def minibatch_stddev(x: torch.Tensor, group: int) -> torch.Tensor:
+    """x (B, C, H, W) with one channel more: the standard deviation of every feature over a group
+    of images (i, i + B/g, ...), averaged over features and positions, broadcast to the group. The
+    group shrinks to a divisor of B (a batch of one gets 0)."""
+    b, _, h, w = x.shape
+    g = min(group, b)
+    while b % g:
+        g -= 1
+    y = x.float().reshape(g, -1, *x.shape[1:])
+    std = (y.var(0, unbiased=False) + 1e-8).sqrt().mean((1, 2, 3))  # (B/g,)
+    channel = std.repeat(g).to(x.dtype)[:, None, None, None].expand(b, 1, h, w)
+    return torch.cat([x, channel], 1)
 
 
 def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:

@@ -136,3 +136,24 @@ def test_mode_seeking_term_rewards_images_that_differ_as_their_latents_do():
     expected = sum(1 / (g + 1e-5) for g in gaps) / 2
     assert torch.isclose(dcgan.mode_seeking_loss(varied, z), expected)
     assert dcgan.mode_seeking_loss(varied[:1], z[:1]) == 0  # a batch of one has no pair (--batch-size 1)
+
+
+def test_minibatch_stddev_lets_d_see_a_batch_of_one_face():
+    varied = torch.randn(8, 16, 4, 4)
+    one_face = torch.randn(1, 16, 4, 4).expand(8, 16, 4, 4)
+    out = dcgan.minibatch_stddev(varied, 4)
+    assert out.shape == (8, 17, 4, 4) and torch.equal(out[:, :16], varied)
+    # groups are images (i, i + 2, i + 4, i + 6): group 0 holds the even images
+    expected = varied[0::2].var(0, unbiased=False).add(1e-8).sqrt().mean()
+    assert torch.isclose(out[0, 16, 0, 0], expected) and torch.allclose(out[0::2, 16], expected)
+    assert dcgan.minibatch_stddev(one_face, 4)[:, 16].max() < 1e-3 < out[:, 16].min()
+    assert dcgan.minibatch_stddev(varied[:6], 4)[:, 16].unique().numel() == 2  # 6 images: groups of 3
+    D = dcgan.Discriminator(64, 8, mbstd=4)
+    assert D(torch.randn(5, 3, 64, 64)).shape == (5,)  # a batch no group size divides
+    assert D.main[-1].in_channels == 8 * 8 + 1
+    face = torch.randn(1, 3, 64, 64)
+    alike, varied_batch = face.expand(4, 3, 64, 64), torch.cat([face, torch.randn(3, 3, 64, 64)])
+    plain = dcgan.Discriminator(64, 8).eval()
+    with torch.no_grad():  # eval mode: BatchNorm no longer couples the batch, the new channel does
+        assert torch.allclose(plain(alike)[0], plain(varied_batch)[0])
+        assert not torch.allclose(D.eval()(alike)[0], D(varied_batch)[0])
