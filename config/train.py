@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from facegan.config.base import Device, Size, StageConfig, check_name
 from facegan.config.gans import DCGAN_RECIPES, DEFAULT_MODEL, GANS
+from facegan.config.recipe import NAME_NEUTRAL, RECIPE_FIELDS, intervals_in_images, kimg_of, parse_policy
 
 Model = Literal[tuple(GANS)]  # type: ignore[valid-type]
 
@@ -17,96 +18,6 @@ Model = Literal[tuple(GANS)]  # type: ignore[valid-type]
 # registry (config/gans.py); the resolved values are what is logged to MLflow.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {name: gan.defaults for name, gan in GANS.items()}
 Recipe = Literal[tuple(DCGAN_RECIPES)]  # type: ignore[valid-type]
-DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
-
-
-def parse_policy(policy: str) -> list[str]:
-    """A DiffAugment policy "color,translation,cutout" as a list of known names."""
-    names = [p.strip() for p in policy.split(",") if p.strip()]
-    unknown = [p for p in names if p not in DIFFAUGMENT_POLICIES]
-    if unknown:
-        raise ValueError(f"unknown DiffAugment policy {unknown}: use a comma list of {DIFFAUGMENT_POLICIES}")
-    return names
-
-
-# Intervals left unset are counted in images shown to D, not in steps, so a small batch does not
-# sample (an EMA sample recomputes its BatchNorm statistics over 1024 images), checkpoint or score
-# more often per image than a large one.
-EVERY_IMAGES = {"sample_every": 6_400, "checkpoint_every": 32_000, "score_every": 20_000}
-
-
-# Fields that define WHAT is trained. The default run name hashes them, so rerunning the same
-# command resumes the same run, and changing the recipe starts a new one.
-RECIPE_FIELDS = (
-    "dataset",
-    "size",
-    "model",
-    "recipe",
-    "batch_size",
-    "lr",
-    "lr_d",
-    "beta1",
-    "beta2",
-    "d_steps",
-    "z_dim",
-    "features",
-    "d_norm",
-    "loss",
-    "critic_norm",
-    "gp_lambda",
-    "gp_every",
-    "gamma",
-    "lambda_k",
-    "ema",
-    "ema_decay",
-    "diffaugment",
-    "lr_decay",
-    "lr_decay_every",
-    "lr_rampdown",
-    "precision",
-    "seed",
-    "d_input",
-    "d_width",
-    "d_balance",
-    "d_pixel",
-    "mode_seeking",
-    "d_mbstd",
-)
-
-# Recipe fields added after runs were first named: at these values they leave the name unchanged,
-# so the commands of existing runs still resume them.
-NAME_NEUTRAL = {
-    "gp_every": 1,
-    "lr_rampdown": 0.0,
-    "d_input": None,
-    "d_width": None,
-    "d_balance": False,
-    "d_pixel": 0.0,
-    "mode_seeking": 0.0,
-    "d_mbstd": 0,
-}
-
-
-def kimg_of(batches: int, batch_size: int, ranks: int = 1) -> float:
-    """Thousands of real images shown to D: real batches drawn (d_steps per generator step), on
-    every rank. The one kimg formula: budgets, logs and checkpoints all use it."""
-    return batches * batch_size * ranks / 1000
-
-
-def _intervals_in_images(data: dict[str, Any]) -> dict[str, int]:
-    """The unset EVERY_IMAGES intervals in steps for this batch (none while the batch, D steps or
-    ranks are invalid: field validation then says which)."""
-    try:
-        images = int(data["batch_size"]) * int(data["d_steps"]) * int(data.get("nproc") or 1)
-        kimg = float(data["kimg"]) if data.get("kimg") is not None else None
-    except (TypeError, ValueError):
-        return {}
-    if images <= 0:
-        return {}
-    out = {k: max(1, int(every / images + 0.5)) for k, every in EVERY_IMAGES.items() if data.get(k) is None}
-    if "score_every" in out and kimg is not None and kimg * 1000 < 2 * EVERY_IMAGES["score_every"]:
-        out["score_every"] = 0  # one point is no curve: a 20 kimg run goes straight to Table 1
-    return out
 
 
 def _model_default(what: str) -> str:
@@ -308,7 +219,7 @@ class TrainConfig(StageConfig):
             gan = GANS.get(data.get("model") or DEFAULT_MODEL, GANS[DEFAULT_MODEL])
             defaults = {**gan.defaults, **gan.recipes.get(data.get("recipe") or gan.default_recipe, {})}
             data = {**data, **{k: v for k, v in defaults.items() if data.get(k) is None}}
-            data = {**data, **_intervals_in_images(data)}
+            data = {**data, **intervals_in_images(data)}
         return data
 
     @model_validator(mode="after")

@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from facegan.config.errors import TrainingError
-from facegan.config.train import TrainConfig, kimg_of
+from facegan.config.recipe import kimg_of
+from facegan.config.train import TrainConfig
 from facegan.tasks.training import checkpoints as ckpt
 from facegan.tasks.training.data import FaceBatches
 from facegan.tasks.training.device import autocast

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from facegan.config.errors import InputError, NotFoundError
-from facegan.config.train import NAME_NEUTRAL, RECIPE_FIELDS, TrainConfig
+from facegan.config.recipe import NAME_NEUTRAL, RECIPE_FIELDS
+from facegan.config.train import TrainConfig
 from facegan.tasks.common import locks, tracking
 from facegan.tasks.common.atomic import atomic_path, write_text
 from facegan.tasks.common.paths import RUN_FILE, runs_root

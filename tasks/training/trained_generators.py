@@ -22,7 +22,7 @@ from torch import nn
 
 from facegan.config.errors import NotFoundError
 from facegan.config.gans import GANS
-from facegan.config.train import kimg_of
+from facegan.config.recipe import kimg_of
 from facegan.tasks.common.paths import named_run_id
 
 GENERATOR_ARTIFACT = "generator/generator.pt"
