@@ -150,3 +150,13 @@ GANS["projected-fastgan"] = replace(
     generator="facegan.models.fastgan:Generator",
     defaults={**GANS["projected"].defaults, "features": 16, "diffaugment": "color,translation"},
 )
+# The same FastGAN generator against the DCGAN discriminator, with DCGAN's recipes: is the DCGAN
+# generator what limits how fast faces vary (issue 23)? At the default recipe's 32 maps its
+# stages are 512, 256, 128, 64, 64 wide (DCGAN's: 256, 128, 64, 32).
+GANS["dcgan-fastgan"] = replace(
+    GANS["dcgan"],
+    label="DCGAN (FastGAN G)",
+    summary="FastGAN's lite generator (skip-layer excitation) against the DCGAN discriminator, with DCGAN's recipes",
+    generator="facegan.models.fastgan:Generator",
+    nightly=False,
+)

@@ -1,6 +1,7 @@
-"""FastGAN's lite generator (models/fastgan.py) and `--model projected-fastgan`: images of every size
-in [-1, 1], per-sample skip-layer gates, a real tiny training against the projected discriminator,
-and a saved generator that loads back by its model name."""
+"""FastGAN's lite generator (models/fastgan.py), `--model projected-fastgan` and `--model
+dcgan-fastgan`: images of every size in [-1, 1], per-sample skip-layer gates, real tiny trainings
+against the projected and the DCGAN discriminators, and a saved generator that loads back by its
+model name."""
 
 from __future__ import annotations
 
@@ -52,3 +53,15 @@ def test_a_training_step_moves_g_and_the_heads_and_the_generator_loads_back(lfw_
     z = torch.randn(3, cfg.z_dim)
     with torch.no_grad():
         assert torch.allclose(G(z), parts.G.eval()(z), atol=1e-6)  # parts.G may be channels_last
+
+
+def test_the_fastgan_generator_trains_against_the_dcgan_discriminator_with_dcgans_recipe(lfw_crops):
+    cfg = TrainConfig(dataset=dataset_path(lfw_crops), model="dcgan-fastgan", features=4, **TINY)
+    default = TrainConfig(dataset=dataset_path(lfw_crops), **TINY)
+    recipe = ("lr", "beta1", "mode_seeking", "ema", "lr_rampdown", "loss", "d_norm")
+    assert [getattr(cfg, k) for k in recipe] == [getattr(default, k) for k in recipe]  # DCGAN's default recipe
+    parts, (g_before, d_before), _ = train_steps(cfg, 2)  # every update's metrics finite
+    assert isinstance(parts.G, fastgan.Generator) and type(parts.D).__name__ == "Discriminator"
+    for before, module in ((g_before, parts.G), (d_before, parts.D)):
+        assert any(not torch.equal(before[k], v) for k, v in module.state_dict().items())
+    assert not GANS["dcgan-fastgan"].nightly  # a comparison model, not a nightly Table 1 row
