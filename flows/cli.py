@@ -192,10 +192,6 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"facegan: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt as exc:
-        if os.environ.get("FACEGAN_DEBUG"):
-            raise
-        _exit_interrupted(exc, argv, command)
     except Exception as exc:
         if os.environ.get("FACEGAN_DEBUG"):
             raise
@@ -205,6 +201,10 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"facegan: error: {cli_errors.disk_error_line(exc)}", file=sys.stderr)
         sys.exit(2)
+    except BaseException as exc:  # Ctrl-C, SIGTERM (ours, or Prefect's TerminationSignal); SystemExit passes
+        if (interrupt := cli_errors.as_interrupt(exc)) is None or os.environ.get("FACEGAN_DEBUG"):
+            raise
+        _exit_interrupted(interrupt, argv, command)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from facegan.config.errors import TERMINATED, Interrupted, as_interrupt
+
 
 def quiet_expected_errors() -> None:
     """Prefect logs a flow's exception with its traceback; for errors the user can fix we keep
@@ -89,13 +91,6 @@ def _from_the_store(exc: BaseException | None) -> bool:
     return False
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: the same cleanup (runs marked KILLED, servers stopped)."""
-
-
-TERMINATED = "terminated (SIGTERM)"
-
-
 def raise_interrupted(signum, frame) -> None:
     raise Interrupted(TERMINATED)
 
@@ -109,8 +104,8 @@ def wrapped_interrupt(exc: BaseException) -> KeyboardInterrupt | None:
 
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, KeyboardInterrupt):
-            return seen
+        if (interrupt := as_interrupt(seen)) is not None:
+            return interrupt
         seen = seen.__cause__ or seen.__context__
     if not isinstance(exc, PydanticSerializationError):
         return None

@@ -1,6 +1,6 @@
 """Issue 25 items 2 and 3: one writer per training run and per crop dataset (the second gets one
 line naming the first's pid, exit 2; a killed writer's lock is taken over), and Ctrl-C: one line
-saying where it stopped and how to resume, the MLflow run KILLED, the Prefect flow run
+(and SIGTERM) saying where it stopped and how to resume, the MLflow run KILLED, the Prefect flow run
 Cancelled, exit 130, no "Crash detected". `facegan serve` stops on SIGTERM without an unawaited
 coroutine. The real `facegan` command: in subprocesses where signals and concurrency are what is
 tested, in-process through the CLI otherwise; 120 LFW photos, 48 px, 8 features."""
@@ -155,6 +155,21 @@ def test_one_trainer_per_run_and_ctrl_c_stops_it_in_one_line(home, tmp_path, cap
     run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
     assert tracking.get_run(run_id).info.status == "KILLED"
     assert _cancelled_flow_runs("train", since)
+
+    # SIGTERM (kill, a scheduler, a container stop) lands in Prefect's own handler while the flow
+    # runs (its TerminationSignal, not a KeyboardInterrupt): still KILLED, where it stopped, exit 143
+    termed = _start([*TRAIN, "--steps", "100000"], home, tmp_path / "termed.log")
+    before = _steps(run_dir)[-1]
+    _wait_for(lambda: _steps(run_dir)[-1] > before, termed, tmp_path / "termed.log", "a checkpoint of the resumed run")
+    termed.send_signal(signal.SIGTERM)
+    assert termed.wait(timeout=300) == 143
+    log = (tmp_path / "termed.log").read_text()
+    assert "Traceback" not in log, log[-3000:]
+    assert re.fullmatch(
+        r"facegan: terminated \(SIGTERM\) at step \d+ of run race \(resumes from step (\d+)\); resume with: facegan .*",
+        error_lines(log)[-1],
+    ), log[-3000:]
+    assert tracking.get_run(run_id).info.status == "KILLED"  # it was FAILED before session 40
 
     # a trainer killed outright (SIGKILL) leaves a stale lock: the next one takes it over
     killed = _start([*TRAIN, "--steps", "100000"], home, tmp_path / "killed.log")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facegan.config.errors import InputError, NotFoundError
+from facegan.config.errors import InputError, NotFoundError, as_interrupt
 from facegan.config.recipe import NAME_NEUTRAL, RECIPE_FIELDS
 from facegan.config.train import TrainConfig
 from facegan.tasks.common import locks, tracking
@@ -167,14 +167,13 @@ def train(cfg: TrainConfig, prepared: PreparedRun) -> TrainSummary:
         if cfg.nproc > 1:
             return torchrun.launch(cfg, prepared)
         return loop.train_loop(cfg, prepared.dataset_path, prepared.run_dir, prepared.meta, run)
-    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: KILLED, and where it stopped
-        run.finish("KILLED")
+    except BaseException as exc:  # Ctrl-C or SIGTERM: KILLED, and where it stopped; else FAILED
+        interrupt = as_interrupt(exc)
+        run.finish("FAILED" if interrupt is None else "KILLED")
         locks.release(lock_path(prepared.run_name))
-        raise type(exc)(interrupted_at(prepared, run)) from None
-    except BaseException:
-        run.finish("FAILED")
-        locks.release(lock_path(prepared.run_name))
-        raise
+        if interrupt is None:
+            raise
+        raise type(interrupt)(interrupted_at(prepared, run)) from None
 
 
 def interrupted_at(prepared: PreparedRun, run) -> str:

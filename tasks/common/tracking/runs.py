@@ -19,9 +19,11 @@ import mlflow
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
+from facegan.config.errors import as_interrupt
 from facegan.tasks.common.paths import data_home
 from facegan.tasks.common.tracking.owners import ENDED_TAG, end_orphans, owner_tags
 from facegan.tasks.common.tracking.registry import log_pytorch_model
+from facegan.tasks.common.tracking.signals import uninterrupted
 from facegan.tasks.common.tracking.store import _client, tracking_uri
 
 EXPERIMENT = os.environ.get("FACEGAN_EXPERIMENT", "facegan")
@@ -89,12 +91,14 @@ class TrackedRun:
         self.run_id = run_id
         self.client = _client()
 
+    @uninterrupted
     def log_params(self, params: Mapping[str, Any]) -> None:
         existing = self.client.get_run(self.run_id).data.params
         fresh = [Param(k, v) for k, v in _flat(params).items() if k not in existing]
         for i in range(0, len(fresh), 100):
             self.client.log_batch(self.run_id, params=fresh[i : i + 100])
 
+    @uninterrupted
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         import time
 
@@ -107,6 +111,7 @@ class TrackedRun:
         """The highest step logged for a metric (0 if none)."""
         return max((m.step for m in self.client.get_metric_history(self.run_id, key)), default=0)
 
+    @uninterrupted
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, str(value))
@@ -131,6 +136,7 @@ class TrackedRun:
     def log_table(self, df, artifact_file: str) -> None:
         self.client.log_table(self.run_id, df, artifact_file)
 
+    @uninterrupted
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
 
@@ -178,11 +184,8 @@ def run(stage: str, **options: Any) -> Iterator[TrackedRun]:
     tracked = start_run(stage, **options)
     try:
         yield tracked
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM
-        tracked.finish(RunStatus.to_string(RunStatus.KILLED))
-        raise
-    except BaseException:
-        tracked.finish(RunStatus.to_string(RunStatus.FAILED))
+    except BaseException as exc:  # Ctrl-C or SIGTERM (Prefect's TerminationSignal in a flow): KILLED
+        tracked.finish(RunStatus.to_string(RunStatus.FAILED if as_interrupt(exc) is None else RunStatus.KILLED))
         raise
     tracked.finish()
 
