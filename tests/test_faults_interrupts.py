@@ -48,3 +48,31 @@ def test_a_signal_inside_a_store_write_lands_after_it_and_the_run_is_marked_kill
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_an_artifact_write_is_held_too_as_mlflow_records_it_in_a_run_tag(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACEGAN_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    import pandas as pd
+
+    from facegan.tasks.common import tracking
+
+    run = tracking.start_run("evaluate", run_name="interrupted-table")
+    engine = run.client._tracking_client.store.engine
+    fired: list[str] = []
+
+    def ctrl_c_inside(conn, cursor, statement, *args):  # the table's tag row, not yet committed
+        if statement.lstrip().upper().startswith(("INSERT INTO TAGS", "UPDATE TAGS")) and not fired:
+            fired.append(statement)
+            signal.raise_signal(signal.SIGINT)
+
+    event.listen(engine, "after_cursor_execute", ctrl_c_inside)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run.log_table(pd.DataFrame({"model": ["DCGAN"], "detection rate": [0.99]}), "table1.json")
+    finally:
+        event.remove(engine, "after_cursor_execute", ctrl_c_inside)
+    assert fired, "log_table wrote no run tag"
+    run.finish("KILLED")
+    got = tracking.get_run(run.run_id)
+    assert got.info.status == "KILLED" and "table1.json" in got.data.tags["mlflow.loggedArtifacts"]

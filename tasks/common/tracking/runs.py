@@ -85,7 +85,8 @@ def _flat(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 class TrackedRun:
-    """A handle on one MLflow run, usable from any thread."""
+    """A handle on one MLflow run, usable from any thread. Every write takes a Ctrl-C or SIGTERM
+    after it returns (tracking/signals.py): artifacts too, as MLflow records them in run tags."""
 
     def __init__(self, run_id: str):
         self.run_id = run_id
@@ -116,6 +117,7 @@ class TrackedRun:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, str(value))
 
+    @uninterrupted
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         path = Path(path)
         if path.is_dir():
@@ -123,16 +125,20 @@ class TrackedRun:
         else:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    @uninterrupted
     def log_dict(self, data: dict, artifact_file: str) -> None:
         self.client.log_dict(self.run_id, data, artifact_file)
 
+    @uninterrupted
     def log_image(self, image, artifact_file: str) -> None:
         """`image`: a PIL image or an HxWx3 uint8 array."""
         self.client.log_image(self.run_id, image, artifact_file)
 
+    @uninterrupted
     def log_figure(self, figure, artifact_file: str) -> None:
         self.client.log_figure(self.run_id, figure, artifact_file)
 
+    @uninterrupted
     def log_table(self, df, artifact_file: str) -> None:
         self.client.log_table(self.run_id, df, artifact_file)
 

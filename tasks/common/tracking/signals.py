@@ -50,7 +50,7 @@ def signals_after() -> Iterator[None]:
         yield
     finally:
         restore()
-        if caught and len(caught) == 1:
+        if len(caught) == 1:  # a second one was delivered already
             signal.raise_signal(caught[0])
 
 
