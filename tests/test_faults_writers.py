@@ -1,6 +1,6 @@
 """Issue 25 items 2 and 3: one writer per training run and per crop dataset (the second gets one
-line naming the first's pid, exit 2; a killed writer's lock is taken over), and Ctrl-C: one line
-(and SIGTERM) saying where it stopped and how to resume, the MLflow run KILLED, the Prefect flow run
+line naming the first's pid, exit 2; a killed writer's lock is taken over), and Ctrl-C or SIGTERM:
+one line saying where it stopped and how to resume, the MLflow run KILLED, the Prefect flow run
 Cancelled, exit 130, no "Crash detected". `facegan serve` stops on SIGTERM without an unawaited
 coroutine. The real `facegan` command: in subprocesses where signals and concurrency are what is
 tested, in-process through the CLI otherwise; 120 LFW photos, 48 px, 8 features."""
