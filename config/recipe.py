@@ -59,6 +59,8 @@ RECIPE_FIELDS = (
     "d_pixel",
     "mode_seeking",
     "d_mbstd",
+    "r1",
+    "r2",
 )
 
 # Recipe fields added after runs were first named: at these values they leave the name unchanged,
@@ -72,6 +74,8 @@ NAME_NEUTRAL = {
     "d_pixel": 0.0,
     "mode_seeking": 0.0,
     "d_mbstd": 0,
+    "r1": 0.0,
+    "r2": 0.0,
 }
 
 

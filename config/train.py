@@ -136,6 +136,16 @@ class TrainConfig(StageConfig):
         description="DCGAN: give D a minibatch standard-deviation channel over groups of this many images "
         "(ProGAN; 0 = off)",
     )
+    r1: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="DCGAN: gamma of the R1 penalty, gamma/2 * E||grad D(x)||^2 on the reals in D's loss "
+        "(Mescheder et al. 2018; 0 = off)",
+    )
+    r2: float = Field(
+        0.0, ge=0, le=1000, description="DCGAN: gamma of the R2 penalty, the same on the fakes (R3GAN; 0 = off)"
+    )
     critic_norm: Literal["layer", "none"] = Field("layer", description="WGAN-GP critic normalisation")
     gp_lambda: float = Field(10.0, ge=0, description="WGAN-GP gradient-penalty weight")
     gp_every: int = Field(
@@ -229,6 +239,14 @@ class TrainConfig(StageConfig):
         for wheel in GANS[self.model].requires:
             if importlib.util.find_spec(wheel) is None:
                 raise ValueError(f"--model {self.model} needs the wheel {wheel.replace('_', '-')}: run ./setup.sh")
+        return self
+
+    @model_validator(mode="after")
+    def _penalties_need_dcgan_update(self) -> TrainConfig:
+        if (self.r1 or self.r2) and not GANS[self.model].update.endswith(":dcgan_update"):
+            raise ValueError(
+                f"--r1 and --r2 need the DCGAN discriminator (--model dcgan or dcgan-fastgan), not {self.model}"
+            )
         return self
 
     @property

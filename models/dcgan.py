@@ -180,4 +180,12 @@ def mode_seeking_loss(images: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) 
     return (1.0 / (image_gap / z_gap + eps)).mean()
 
 
+def gradient_norm_penalty(logits: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """E[||grad_x D(x)||^2] at the images D judged (which require grad): R1 on reals (Mescheder
+    et al. 2018), R2 on fakes (R3GAN). Zero-centred, unlike WGAN-GP's one-centred penalty: it damps
+    D's gradient where the data is instead of holding it at 1. Keeps the graph (D's loss uses it)."""
+    (grad,) = torch.autograd.grad(logits.float().sum(), images, create_graph=True)
+    return grad.float().square().flatten(1).sum(1).mean()
+
+
 LOSSES = {"bce": (d_loss, g_loss), "hinge": (hinge_d_loss, hinge_g_loss), "rpgan": (rpgan_d_loss, rpgan_g_loss)}

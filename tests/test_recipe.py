@@ -37,6 +37,7 @@ INGREDIENTS = {
     "sn-hinge": dict(recipe="canonical", d_norm="spectral", loss="hinge"),
     "ttur": dict(recipe="canonical", lr_d=4e-4),
     "rpgan": dict(loss="rpgan"),
+    "r3gan": dict(loss="rpgan", r1=0.1, r2=0.1),
     "default": dict(recipe="default"),
     "augmented": dict(recipe="augmented"),
 }
@@ -134,6 +135,39 @@ def test_relativistic_pairing_loss_sees_only_each_pairs_gap():
     assert d_loss(real, fake) < d_loss(fake, real)  # D gains when its reals rank above their fakes
     assert g_loss(fake, real) > g_loss(real, fake)  # G pays when its fakes rank below their reals
     assert not torch.allclose(d_loss(real, fake), d_loss(real, fake.flip(0)))  # pairs, not batch means
+
+
+@pytest.mark.no_prefect
+def test_r1_r2_penalise_ds_gradient_at_the_images_it_judged(lfw_crops):
+    """R1 / R2: gamma/2 * E||grad_x D(x)||^2 at the reals / fakes, added to D's own loss: exact on
+    a linear D (the gradient is its weight), and in the update the only difference to a run
+    without it, from the same weights, noise and batch; other discriminators refuse them."""
+    from pydantic import ValidationError
+
+    from facegan.models.dcgan import gradient_norm_penalty
+    from facegan.tasks.training.updates import dcgan_update
+
+    w = torch.tensor([1.0, -2.0, 3.0])
+    x = torch.randn(4, 3, requires_grad=True)
+    assert torch.isclose(gradient_norm_penalty(x @ w, x), w.square().sum())
+
+    faces = np.load(Path(dataset_path(lfw_crops)) / "faces.npy")[:8]
+    real = torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1
+    metrics = {}
+    for r1, r2 in ((0.0, 0.0), (2.0, 0.0), (0.0, 3.0)):
+        cfg = TrainConfig(features=8, z_dim=16, precision="fp32", r1=r1, r2=r2)
+        ckpt.seed_everything(0)
+        p = build_parts(cfg, torch.device("cpu"))
+        metrics[r1, r2] = dcgan_update(p, lambda: real)
+    plain, with_r1, with_r2 = metrics.values()
+    assert "r1" not in plain and "r2" not in plain and "r2" not in with_r1 and "r1" not in with_r2
+    assert with_r1["r1"] > 0 and with_r2["r2"] > 0
+    assert math.isclose(with_r1["loss_d"] - plain["loss_d"], 2.0 / 2 * with_r1["r1"], rel_tol=1e-4)
+    assert math.isclose(with_r2["loss_d"] - plain["loss_d"], 3.0 / 2 * with_r2["r2"], rel_tol=1e-4)
+    assert with_r1["loss_g"] != plain["loss_g"]  # D moved differently, so G's next judgement differs
+    with pytest.raises(ValidationError, match="--r1 and --r2 need the DCGAN discriminator"):
+        TrainConfig(model="wgan-gp", r1=1.0)
+    assert TrainConfig(r1=0.0).run_name("lfw") == TrainConfig().run_name("lfw")  # off: old names resume
 
 
 @pytest.mark.no_prefect

@@ -59,6 +59,8 @@ def build_parts(cfg: TrainConfig, device: torch.device) -> Parts:
         gp_every=cfg.gp_every,
         loss=cfg.loss or "bce",
         mode_seeking=cfg.mode_seeking,
+        r1=cfg.r1,
+        r2=cfg.r2,
         equilibrium=build_state(cfg),
     )
 

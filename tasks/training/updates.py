@@ -39,6 +39,8 @@ class Parts:
     step: int = 0  # generator updates done before this one (set by the loop)
     loss: str = "bce"
     mode_seeking: float = 0.0  # weight of the mode-seeking term in G's loss (MSGAN)
+    r1: float = 0.0  # gamma of the zero-centred gradient penalty on reals (D's loss += gamma/2 * R1)
+    r2: float = 0.0  # the same on fakes
     equilibrium: began_losses.Equilibrium | None = None
     sync: Callable[[torch.optim.Optimizer], None] | None = None  # averages gradients across ranks
 
@@ -64,14 +66,30 @@ def dcgan_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, f
         with autocast(p.device, p.amp):
             z = p.noise(real.size(0))
             fake = p.G(z)
-            real_logits = p.D(p.aug(real))
-            fake_logits = p.D(p.aug(fake.detach()))
+            # the penalties differentiate D's own logits with respect to the images it judged
+            real_in = _differentiable(p.aug(real), p.r1 > 0)
+            fake_in = _differentiable(p.aug(fake.detach()), p.r2 > 0)
+            real_logits = p.D(real_in)
+            fake_logits = p.D(fake_in)
             loss_d = d_loss(real_logits.float(), fake_logits.float())
+            penalties = {}
+            if p.r1:
+                penalties["r1"] = dcgan_losses.gradient_norm_penalty(real_logits, real_in)
+            if p.r2:
+                penalties["r2"] = dcgan_losses.gradient_norm_penalty(fake_logits, fake_in)
+            for name, penalty in penalties.items():
+                loss_d = loss_d + getattr(p, name) / 2 * penalty
         p.update(p.opt_d, loss_d)
     p.D.requires_grad_(False)  # no weight gradients for D during the G update
     with autocast(p.device, p.amp):
         gen_logits = p.D(p.aug(fake))
-    return _generator_update(p, gen_logits, fake, z, loss_d, real_logits, fake_logits)
+    metrics = _generator_update(p, gen_logits, fake, z, loss_d, real_logits, fake_logits)
+    return {**metrics, **{name: penalty.item() for name, penalty in penalties.items()}}
+
+
+def _differentiable(images: torch.Tensor, wanted: bool) -> torch.Tensor:
+    """The images as a leaf that requires grad, when a penalty needs D's gradient at them."""
+    return images.detach().requires_grad_() if wanted else images
 
 
 def projected_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, float]:
