@@ -93,7 +93,10 @@ GANS: dict[str, GAN] = {
         label="DCGAN",
         summary="DCGAN (Radford et al. 2016)",
         discriminator="facegan.models.dcgan:Discriminator",
-        discriminator_args=dict(size="size", features="features", norm="d_norm", mbstd="d_mbstd"),
+        discriminator_args=dict(
+            size="size", features="features", norm="d_norm", mbstd="d_mbstd", attention="attention"
+        ),
+        generator_args=dict(size="size", z_dim="z_dim", features="features", attention="attention"),
         defaults=dict(
             batch_size=64, lr=2e-4, beta1=0.5, beta2=0.999, d_steps=1, z_dim=100, features=64, mode_seeking=0.0
         ),
@@ -158,5 +161,6 @@ GANS["dcgan-fastgan"] = replace(
     label="DCGAN (FastGAN G)",
     summary="FastGAN's lite generator (skip-layer excitation) against the DCGAN discriminator, with DCGAN's recipes",
     generator="facegan.models.fastgan:Generator",
+    generator_args=GANS["projected"].generator_args,
     nightly=False,
 )

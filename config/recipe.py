@@ -61,6 +61,7 @@ RECIPE_FIELDS = (
     "d_mbstd",
     "r1",
     "r2",
+    "attention",
 )
 
 # Recipe fields added after runs were first named: at these values they leave the name unchanged,
@@ -76,6 +77,7 @@ NAME_NEUTRAL = {
     "d_mbstd": 0,
     "r1": 0.0,
     "r2": 0.0,
+    "attention": 0,
 }
 
 

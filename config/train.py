@@ -136,6 +136,13 @@ class TrainConfig(StageConfig):
         description="DCGAN: give D a minibatch standard-deviation channel over groups of this many images "
         "(ProGAN; 0 = off)",
     )
+    attention: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="DCGAN: SAGAN self-attention in G and D at their feature maps this many px wide "
+        "(8, 16 or 32 at 64 px; 0 = off)",
+    )
     r1: float = Field(
         0.0,
         ge=0,
@@ -246,6 +253,20 @@ class TrainConfig(StageConfig):
         if (self.r1 or self.r2) and not GANS[self.model].update.endswith(":dcgan_update"):
             raise ValueError(
                 f"--r1 and --r2 need the DCGAN discriminator (--model dcgan or dcgan-fastgan), not {self.model}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _attention_where_both_networks_have_that_map(self) -> TrainConfig:
+        if not self.attention:
+            return self
+        if self.model != "dcgan":
+            raise ValueError(f"--attention needs --model dcgan, not {self.model}")
+        start = 3 if self.size % 3 == 0 else 4  # models/dcgan.geometry's first map
+        sides = [start * 2**k for k in range(1, 8) if start * 2**k < self.size]
+        if self.attention not in sides:
+            raise ValueError(
+                f"--attention {self.attention}: at {self.size} px use one of {sides} (px of a feature map)"
             )
         return self
 

@@ -178,8 +178,8 @@ def generator_file(tmp_path_factory) -> Path:
     from facegan.tasks.training.trained_generators import build_generator, generator_payload
 
     torch.manual_seed(0)
-    G = build_generator("dcgan", 48, 16, 8)
     meta = {"model": "dcgan", "size": 48, "z_dim": 16, "features": 8, "dataset": "none", "run_name": "tiny"}
+    G = build_generator("dcgan", meta)
     path = tmp_path_factory.mktemp("gen") / "runs" / "tiny" / "generator.pt"
     path.parent.mkdir(parents=True)
     torch.save(generator_payload(G.state_dict(), meta), path)

@@ -157,3 +157,32 @@ def test_minibatch_stddev_lets_d_see_a_batch_of_one_face():
     with torch.no_grad():  # eval mode: BatchNorm no longer couples the batch, the new channel does
         assert torch.allclose(plain(alike)[0], plain(varied_batch)[0])
         assert not torch.allclose(D.eval()(alike)[0], D(varied_batch)[0])
+
+
+def test_self_attention_starts_as_the_dcgan_and_lets_far_pixels_talk():
+    """--attention: one SAGAN block in G and one in D at the feature maps that wide. With gamma at 0
+    (as built) the networks compute exactly the plain DCGAN's; once gamma moves, a feature at one
+    corner changes the output at the opposite one, which no single 4x4 convolution can do."""
+    block = dcgan.SelfAttention(16)
+    x = torch.randn(2, 16, 8, 8)
+    assert torch.equal(block(x), x)
+    with torch.no_grad():
+        block.gamma.fill_(1.0)
+    poked = x.clone()
+    poked[:, :, 0, 0] += 5
+    assert not torch.allclose(block(poked)[:, :, 7, 7], block(x)[:, :, 7, 7])
+
+    for net, plain, channels in (
+        (dcgan.Generator(64, 16, 8, attention=16), dcgan.Generator(64, 16, 8), 16),  # G: 32, 16, 8 maps
+        (dcgan.Discriminator(64, 8, attention=16), dcgan.Discriminator(64, 8), 16),  # D: 8, 16, 32
+    ):
+        blocks = [m for m in net.modules() if isinstance(m, dcgan.SelfAttention)]
+        assert len(blocks) == 1 and blocks[0].value.in_channels == channels
+        others = [m for m in net.main if not isinstance(m, dcgan.SelfAttention)]
+        assert len(others) == len(plain.main)
+        for mine, theirs in zip(others, plain.main):
+            mine.load_state_dict(theirs.state_dict())
+        inputs = torch.randn(4, 16) if isinstance(net, dcgan.Generator) else torch.randn(4, 3, 64, 64)
+        net.eval(), plain.eval()
+        with torch.no_grad():
+            assert torch.allclose(net(inputs), plain(inputs), atol=1e-6)

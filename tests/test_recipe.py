@@ -14,11 +14,12 @@ import torch
 from facegan.config.train import TrainConfig
 from facegan.evaluation.metrics import MIN_FACES
 from facegan.flows.train import train
-from facegan.models.dcgan import Discriminator, Generator
+from facegan.models.dcgan import Discriminator, Generator, SelfAttention
 from facegan.models.ema import EMA, batchnorm_layers
 from facegan.tasks.common import tracking
 from facegan.tasks.training import checkpoints as ckpt
 from facegan.tasks.training.loop import Budget, build_parts
+from facegan.tasks.training.trained_generators import load_generator
 
 TINY = dict(
     batch_size=8,
@@ -38,6 +39,7 @@ INGREDIENTS = {
     "ttur": dict(recipe="canonical", lr_d=4e-4),
     "rpgan": dict(loss="rpgan"),
     "r3gan": dict(loss="rpgan", r1=0.1, r2=0.1),
+    "attention": dict(attention=16),
     "default": dict(recipe="default"),
     "augmented": dict(recipe="augmented"),
 }
@@ -121,6 +123,9 @@ def test_each_recipe_ingredient_trains_on_real_crops(lfw_crops, facegan_home, in
     spectral = any("parametrizations" in k for k in state["D"])
     assert spectral == (cfg.d_norm == "spectral")
     assert (state["ema"] is not None) == cfg.ema
+    G, meta = load_generator(run_id)  # what evaluate and generate build from the run's generator file
+    assert meta.get("attention", 0) == cfg.attention
+    assert any(isinstance(m, SelfAttention) for m in G.modules()) == bool(cfg.attention)
 
 
 @pytest.mark.no_prefect
@@ -168,6 +173,18 @@ def test_r1_r2_penalise_ds_gradient_at_the_images_it_judged(lfw_crops):
     with pytest.raises(ValidationError, match="--r1 and --r2 need the DCGAN discriminator"):
         TrainConfig(model="wgan-gp", r1=1.0)
     assert TrainConfig(r1=0.0).run_name("lfw") == TrainConfig().run_name("lfw")  # off: old names resume
+
+
+@pytest.mark.no_prefect
+def test_attention_only_where_both_networks_have_a_map_that_wide():
+    from pydantic import ValidationError
+
+    assert TrainConfig(size=48, attention=12).attention == 12 and TrainConfig(size=128, attention=64).attention == 64
+    for size, side, why in ((64, 4, r"at 64 px use one of \[8, 16, 32\]"), (48, 16, r"\[6, 12, 24\]")):
+        with pytest.raises(ValidationError, match=why):
+            TrainConfig(size=size, attention=side)
+    with pytest.raises(ValidationError, match="--attention needs --model dcgan"):
+        TrainConfig(model="projected", attention=16)
 
 
 @pytest.mark.no_prefect

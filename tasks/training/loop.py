@@ -36,7 +36,7 @@ DEFAULT_STEPS = 3000
 
 def build_parts(cfg: TrainConfig, device: torch.device) -> Parts:
     """Fresh models and optimizers for a recipe (seeded by the caller)."""
-    G = build_generator(cfg.model, cfg.size, cfg.z_dim, cfg.features)
+    G = build_generator(cfg.model, cfg.model_dump())
     D = build_discriminator(cfg)
     fmt = memory_format(cfg.channels_last and device.type != "mps")
     G, D = G.to(device, memory_format=fmt), D.to(device, memory_format=fmt)

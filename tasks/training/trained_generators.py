@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import importlib
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,10 +38,13 @@ def resolve(target: str):
     return getattr(importlib.import_module(module), attribute)
 
 
-def build_generator(model: str, size: int, z_dim: int, features: int) -> nn.Module:
+def build_generator(model: str, values: Mapping[str, Any]) -> nn.Module:
+    """The generator of `model` from the values its registry entry names (a TrainConfig dumped, or
+    a generator file's meta; one written before an argument existed gets its default)."""
     if model not in GANS:
         raise NotFoundError(f"unknown model {model!r}: use one of {', '.join(GANS)}")
-    return resolve(GANS[model].generator)(size=size, z_dim=z_dim, features=features)
+    args = {arg: values[name] for arg, name in GANS[model].generator_args.items() if name in values}
+    return resolve(GANS[model].generator)(**args)
 
 
 def build_discriminator(cfg) -> nn.Module:
@@ -84,7 +89,7 @@ def _from_payload(payload: dict, device) -> tuple[nn.Module, dict]:
         meta["ema"] = payload.get("ema") is not None
     else:
         raise NotFoundError("not a facegan checkpoint or generator file")
-    G = build_generator(meta["model"], meta["size"], meta["z_dim"], meta["features"])
+    G = build_generator(meta["model"], meta)
     G.load_state_dict(state)
     return G.to(device).eval(), meta
 
