@@ -61,6 +61,7 @@ RECIPE_FIELDS = (
     "d_mbstd",
     "r1",
     "r2",
+    "r_every",
     "attention",
 )
 
@@ -77,6 +78,7 @@ NAME_NEUTRAL = {
     "d_mbstd": 0,
     "r1": 0.0,
     "r2": 0.0,
+    "r_every": 1,
     "attention": 0,
 }
 

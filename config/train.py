@@ -153,6 +153,13 @@ class TrainConfig(StageConfig):
     r2: float = Field(
         0.0, ge=0, le=1000, description="DCGAN: gamma of the R2 penalty, the same on the fakes (R3GAN; 0 = off)"
     )
+    r_every: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="DCGAN: compute R1/R2 on every Nth discriminator update only, weighted N x (lazy "
+        "regularisation, StyleGAN2; 1 = every update)",
+    )
     critic_norm: Literal["layer", "none"] = Field("layer", description="WGAN-GP critic normalisation")
     gp_lambda: float = Field(10.0, ge=0, description="WGAN-GP gradient-penalty weight")
     gp_every: int = Field(

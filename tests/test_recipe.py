@@ -146,7 +146,8 @@ def test_relativistic_pairing_loss_sees_only_each_pairs_gap():
 def test_r1_r2_penalise_ds_gradient_at_the_images_it_judged(lfw_crops):
     """R1 / R2: gamma/2 * E||grad_x D(x)||^2 at the reals / fakes, added to D's own loss: exact on
     a linear D (the gradient is its weight), and in the update the only difference to a run
-    without it, from the same weights, noise and batch; other discriminators refuse them."""
+    without it, from the same weights, noise and batch; lazily every Nth D update, N times the
+    weight; other discriminators refuse them."""
     from pydantic import ValidationError
 
     from facegan.models.dcgan import gradient_norm_penalty
@@ -170,6 +171,19 @@ def test_r1_r2_penalise_ds_gradient_at_the_images_it_judged(lfw_crops):
     assert math.isclose(with_r1["loss_d"] - plain["loss_d"], 2.0 / 2 * with_r1["r1"], rel_tol=1e-4)
     assert math.isclose(with_r2["loss_d"] - plain["loss_d"], 3.0 / 2 * with_r2["r2"], rel_tol=1e-4)
     assert with_r1["loss_g"] != plain["loss_g"]  # D moved differently, so G's next judgement differs
+    # lazy (--r-every 3): on D updates 0, 3, ... weighted 3 x gamma / 2, the others without it
+    ckpt.seed_everything(0)
+    lazy = build_parts(TrainConfig(features=8, z_dim=16, precision="fp32", r1=2.0, r_every=3), torch.device("cpu"))
+    for step in range(5):
+        lazy.step = step
+        m = dcgan_update(lazy, lambda: real)
+        assert ("r1" in m) == (step % 3 == 0), step
+    ckpt.seed_everything(0)
+    first = dcgan_update(
+        build_parts(TrainConfig(features=8, z_dim=16, precision="fp32", r1=2.0, r_every=3), torch.device("cpu")),
+        lambda: real,
+    )
+    assert math.isclose(first["loss_d"] - plain["loss_d"], 3 * 2.0 / 2 * first["r1"], rel_tol=1e-4)
     with pytest.raises(ValidationError, match="--r1 and --r2 need the DCGAN discriminator"):
         TrainConfig(model="wgan-gp", r1=1.0)
     assert TrainConfig(r1=0.0).run_name("lfw") == TrainConfig().run_name("lfw")  # off: old names resume

@@ -61,6 +61,7 @@ def build_parts(cfg: TrainConfig, device: torch.device) -> Parts:
         mode_seeking=cfg.mode_seeking,
         r1=cfg.r1,
         r2=cfg.r2,
+        r_every=cfg.r_every,
         equilibrium=build_state(cfg),
     )
 

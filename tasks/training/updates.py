@@ -41,6 +41,7 @@ class Parts:
     mode_seeking: float = 0.0  # weight of the mode-seeking term in G's loss (MSGAN)
     r1: float = 0.0  # gamma of the zero-centred gradient penalty on reals (D's loss += gamma/2 * R1)
     r2: float = 0.0  # the same on fakes
+    r_every: int = 1  # R1/R2 on every Nth D update only, weighted N x (lazy, as gp_every)
     equilibrium: began_losses.Equilibrium | None = None
     sync: Callable[[torch.optim.Optimizer], None] | None = None  # averages gradients across ranks
 
@@ -61,24 +62,25 @@ class Parts:
 def dcgan_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, float]:
     d_loss, _ = dcgan_losses.LOSSES[p.loss]
     p.D.requires_grad_(True)
-    for _ in range(p.d_steps):
+    for i in range(p.d_steps):
         real = next_real()
+        penalised = (p.step * p.d_steps + i) % p.r_every == 0
         with autocast(p.device, p.amp):
             z = p.noise(real.size(0))
             fake = p.G(z)
             # the penalties differentiate D's own logits with respect to the images it judged
-            real_in = _differentiable(p.aug(real), p.r1 > 0)
-            fake_in = _differentiable(p.aug(fake.detach()), p.r2 > 0)
+            real_in = _differentiable(p.aug(real), p.r1 > 0 and penalised)
+            fake_in = _differentiable(p.aug(fake.detach()), p.r2 > 0 and penalised)
             real_logits = p.D(real_in)
             fake_logits = p.D(fake_in)
             loss_d = d_loss(real_logits.float(), fake_logits.float())
             penalties = {}
-            if p.r1:
+            if p.r1 and penalised:
                 penalties["r1"] = dcgan_losses.gradient_norm_penalty(real_logits, real_in)
-            if p.r2:
+            if p.r2 and penalised:
                 penalties["r2"] = dcgan_losses.gradient_norm_penalty(fake_logits, fake_in)
             for name, penalty in penalties.items():
-                loss_d = loss_d + getattr(p, name) / 2 * penalty
+                loss_d = loss_d + getattr(p, name) / 2 * p.r_every * penalty
         p.update(p.opt_d, loss_d)
     p.D.requires_grad_(False)  # no weight gradients for D during the G update
     with autocast(p.device, p.amp):
