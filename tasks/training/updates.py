@@ -64,23 +64,24 @@ def dcgan_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, f
     p.D.requires_grad_(True)
     for i in range(p.d_steps):
         real = next_real()
-        penalised = (p.step * p.d_steps + i) % p.r_every == 0
+        penalised = (p.step * p.d_steps + i) % p.r_every == 0  # lazy: every r_every-th D update
+        with_r1, with_r2 = penalised and p.r1 > 0, penalised and p.r2 > 0
         with autocast(p.device, p.amp):
             z = p.noise(real.size(0))
             fake = p.G(z)
             # the penalties differentiate D's own logits with respect to the images it judged
-            real_in = _differentiable(p.aug(real), p.r1 > 0 and penalised)
-            fake_in = _differentiable(p.aug(fake.detach()), p.r2 > 0 and penalised)
+            real_in = _differentiable(p.aug(real), with_r1)
+            fake_in = _differentiable(p.aug(fake.detach()), with_r2)
             real_logits = p.D(real_in)
             fake_logits = p.D(fake_in)
             loss_d = d_loss(real_logits.float(), fake_logits.float())
             penalties = {}
-            if p.r1 and penalised:
+            if with_r1:
                 penalties["r1"] = dcgan_losses.gradient_norm_penalty(real_logits, real_in)
-            if p.r2 and penalised:
+                loss_d = loss_d + p.r1 / 2 * p.r_every * penalties["r1"]
+            if with_r2:
                 penalties["r2"] = dcgan_losses.gradient_norm_penalty(fake_logits, fake_in)
-            for name, penalty in penalties.items():
-                loss_d = loss_d + getattr(p, name) / 2 * p.r_every * penalty
+                loss_d = loss_d + p.r2 / 2 * p.r_every * penalties["r2"]
         p.update(p.opt_d, loss_d)
     p.D.requires_grad_(False)  # no weight gradients for D during the G update
     with autocast(p.device, p.amp):
