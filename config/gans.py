@@ -94,7 +94,12 @@ GANS: dict[str, GAN] = {
         summary="DCGAN (Radford et al. 2016)",
         discriminator="facegan.models.dcgan:Discriminator",
         discriminator_args=dict(
-            size="size", features="features", norm="d_norm", mbstd="d_mbstd", attention="attention"
+            size="size",
+            features="features",
+            norm="d_norm",
+            mbstd="d_mbstd",
+            attention="attention",
+            pack="d_pack",
         ),
         generator_args=dict(size="size", z_dim="z_dim", features="features", attention="attention"),
         defaults=dict(

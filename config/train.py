@@ -136,6 +136,13 @@ class TrainConfig(StageConfig):
         description="DCGAN: give D a minibatch standard-deviation channel over groups of this many images "
         "(ProGAN; 0 = off)",
     )
+    d_pack: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="DCGAN: D judges packs of this many images stacked along the channels, one logit per pack "
+        "(PacGAN; 1 = off; divides --batch-size)",
+    )
     attention: int = Field(
         0,
         ge=0,
@@ -256,11 +263,13 @@ class TrainConfig(StageConfig):
         return self
 
     @model_validator(mode="after")
-    def _penalties_need_dcgan_update(self) -> TrainConfig:
-        if (self.r1 or self.r2) and not GANS[self.model].update.endswith(":dcgan_update"):
-            raise ValueError(
-                f"--r1 and --r2 need the DCGAN discriminator (--model dcgan or dcgan-fastgan), not {self.model}"
-            )
+    def _options_of_the_dcgan_discriminator(self) -> TrainConfig:
+        dcgan_d = GANS[self.model].update.endswith(":dcgan_update")
+        for flags, used in (("--r1 and --r2 need", self.r1 or self.r2), ("--d-pack needs", self.d_pack > 1)):
+            if used and not dcgan_d:
+                raise ValueError(f"{flags} the DCGAN discriminator (--model dcgan or dcgan-fastgan), not {self.model}")
+        if self.batch_size % self.d_pack:
+            raise ValueError(f"--d-pack {self.d_pack} must divide --batch-size {self.batch_size}")
         return self
 
     @model_validator(mode="after")

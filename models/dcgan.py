@@ -18,6 +18,11 @@ WGAN-GP critic reuses it with "layer" or "none" (a gradient penalty is per-sampl
 conv: one channel holding how much the features vary across each group of `mbstd` images, so D
 can tell a batch of near-identical fakes from a batch of varied reals.
 
+`pack` > 1 makes D judge packs of that many images at once (PacGAN, Lin et al. 2018): each pack's
+images are stacked along the channels of one input, all real or all fake, for one logit. A pack of
+near-copies is easier to call fake than any one of them, so D penalises a generator that drops
+modes; D's convolutions past the first see 1/pack as many inputs.
+
 `attention` > 0 adds SAGAN's self-attention (Zhang et al. 2019) to both networks where their
 feature maps are that many pixels wide: every position of the map can look at every other, so
 the two eyes of a face are drawn (and judged) together rather than by convolutions that see a few
@@ -131,12 +136,14 @@ class Discriminator(nn.Module):
         norm: str = "batch",
         mbstd: int = 0,
         attention: int = 0,
+        pack: int = 1,
     ):
         super().__init__()
-        self.mbstd = mbstd
+        self.mbstd, self.pack = mbstd, pack
         start, stages = geometry(size)
         maps = [features * 2**i for i in range(stages)]  # 64 px: 64, 128, 256, 512
-        layers: list[nn.Module] = [nn.Conv2d(channels, maps[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+        first = nn.Conv2d(channels * pack, maps[0], 4, 2, 1, bias=False)
+        layers: list[nn.Module] = [first, nn.LeakyReLU(0.2, inplace=True)]
         side = size // 2
         for c_in, c_out in zip(maps, maps[1:]):
             if side == attention:
@@ -156,6 +163,11 @@ class Discriminator(nn.Module):
                     nn.utils.parametrizations.spectral_norm(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B / pack,): images i*pack .. i*pack + pack - 1 form pack i."""
+        if self.pack > 1:
+            last = x.is_contiguous(memory_format=torch.channels_last)
+            x = x.reshape(-1, self.pack * x.size(1), *x.shape[2:])
+            x = x.contiguous(memory_format=torch.channels_last) if last else x
         if not self.mbstd:
             return self.main(x).flatten()
         features = self.main[:-1](x)

@@ -1,5 +1,6 @@
 """The loss terms a recipe can add to the DCGAN and WGAN-GP updates: the relativistic pairing loss,
-R1/R2 (every update or lazily), WGAN-GP's lazy penalty, and where self-attention may sit."""
+R1/R2 (every update or lazily), WGAN-GP's lazy penalty, where self-attention may sit, and PacGAN's
+packed discriminator."""
 
 from __future__ import annotations
 
@@ -89,6 +90,47 @@ def test_attention_only_where_both_networks_have_a_map_that_wide():
             TrainConfig(size=size, attention=side)
     with pytest.raises(ValidationError, match="--attention needs --model dcgan"):
         TrainConfig(model="projected", attention=16)
+
+
+@pytest.mark.no_prefect
+def test_packed_discriminator_judges_each_pack_of_images_stacked_along_the_channels(lfw_crops):
+    """--d-pack 2: one logit per two images, which is a one-pack D's logit on those two images'
+    channels stacked (so a pack's logit moves with its own images only); in a real update G and D
+    train with finite losses; the pack must divide the batch and needs the DCGAN D."""
+    from pydantic import ValidationError
+
+    from facegan.models.dcgan import Discriminator
+    from facegan.tasks.training.updates import dcgan_update
+
+    faces = np.load(Path(dataset_path(lfw_crops)) / "faces.npy")[:8]
+    real = torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1
+    torch.manual_seed(0)
+    packed = Discriminator(64, 8, norm="none", pack=2).eval()
+    stacked = Discriminator(64, 8, channels=6, norm="none").eval()
+    stacked.load_state_dict(packed.state_dict())
+    logits = packed(real.contiguous(memory_format=torch.channels_last))
+    assert logits.shape == (4,)
+    assert torch.allclose(logits, stacked(real.reshape(4, 6, 64, 64)), atol=1e-6)
+    poked = real.clone()
+    poked[5] = poked[5].flip(-1)  # image 5 is in pack 2
+    moved = (packed(poked) - logits).abs() > 1e-6
+    assert moved.tolist() == [False, False, True, False]
+
+    cfg = TrainConfig(features=8, z_dim=16, precision="fp32", d_pack=2, r1=0.1)
+    ckpt.seed_everything(0)
+    p = build_parts(cfg, torch.device("cpu"))
+    before = [[t.detach().clone() for t in net.parameters()] for net in (p.G, p.D)]
+    for step in range(3):
+        p.step = step
+        m = dcgan_update(p, lambda: real)
+        assert all(math.isfinite(m[k]) for k in ("loss_d", "loss_g", "d_x", "d_g_z", "r1"))
+    for old, net in zip(before, (p.G, p.D)):
+        assert any(not torch.equal(a, b) for a, b in zip(old, net.parameters()))
+    with pytest.raises(ValidationError, match="--d-pack 3 must divide --batch-size 8"):
+        TrainConfig(d_pack=3)
+    with pytest.raises(ValidationError, match="--d-pack needs the DCGAN discriminator"):
+        TrainConfig(model="projected", d_pack=2)
+    assert TrainConfig(d_pack=1).run_name("lfw") == TrainConfig().run_name("lfw")  # off: old names resume
 
 
 def test_lazy_gradient_penalty_every_nth_critic_update_weighted_n(lfw_crops, facegan_home):
