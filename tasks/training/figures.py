@@ -20,7 +20,8 @@ def loss_figure(run_id: str):
                 ax.plot(*zip(*points), label=key)
         ax.set_title(title)
         ax.set_xlabel("step")
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # a run too short to log has no lines to name
+            ax.legend()
     fig.tight_layout()
     return fig
 
@@ -55,7 +56,7 @@ def curves_figure(run_id: str):
         ax.set_xlabel("kimg (thousands of real images shown to D)")
         ax.set_title(", ".join(labels[k] for k in keys))
         ax.grid(alpha=0.3)
-        if len(keys) > 1:
+        if len(keys) > 1 and ax.get_legend_handles_labels()[0]:  # no faces detected: no precision, recall
             ax.legend()
     axes[1].axhline(1.0, color="grey", lw=0.8, ls="--")
     fig.tight_layout()
