@@ -169,3 +169,15 @@ GANS["dcgan-fastgan"] = replace(
     generator_args=GANS["projected"].generator_args,
     nightly=False,
 )
+
+
+def defaults_text(what: str) -> str:
+    """Each model's default for a field as --help text: its default recipe's where that sets it (DCGAN: the
+    `default` recipe's, with the other recipes' in brackets when they differ)."""
+    parts = []
+    for name, gan in GANS.items():
+        value = gan.recipes.get(gan.default_recipe, {}).get(what, gan.defaults[what])
+        others = {r: v.get(what, gan.defaults[what]) for r, v in gan.recipes.items() if r != gan.default_recipe}
+        differ = any(v != value for v in others.values())
+        parts.append(f"{name} {value}" + (f" ({', '.join(f'{r} {v}' for r, v in others.items())})" if differ else ""))
+    return ", ".join(parts)

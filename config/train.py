@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from facegan.config.base import Device, Size, StageConfig, check_name
-from facegan.config.gans import DCGAN_RECIPES, DEFAULT_MODEL, GANS
+from facegan.config.gans import DCGAN_RECIPES, DEFAULT_MODEL, GANS, defaults_text
 from facegan.config.recipe import NAME_NEUTRAL, RECIPE_FIELDS, intervals_in_images, kimg_of, parse_policy
 
 Model = Literal[tuple(GANS)]  # type: ignore[valid-type]
@@ -18,18 +18,6 @@ Model = Literal[tuple(GANS)]  # type: ignore[valid-type]
 # registry (config/gans.py); the resolved values are what is logged to MLflow.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {name: gan.defaults for name, gan in GANS.items()}
 Recipe = Literal[tuple(DCGAN_RECIPES)]  # type: ignore[valid-type]
-
-
-def _model_default(what: str) -> str:
-    """Each model's default for a field, its default recipe's where that sets it (DCGAN: the
-    `default` recipe's, with the other recipes' in brackets when they differ)."""
-    parts = []
-    for name, gan in GANS.items():
-        value = gan.recipes.get(gan.default_recipe, {}).get(what, gan.defaults[what])
-        others = {r: v.get(what, gan.defaults[what]) for r, v in gan.recipes.items() if r != gan.default_recipe}
-        differ = any(v != value for v in others.values())
-        parts.append(f"{name} {value}" + (f" ({', '.join(f'{r} {v}' for r, v in others.items())})" if differ else ""))
-    return ", ".join(parts)
 
 
 class TrainConfig(StageConfig):
@@ -50,8 +38,7 @@ class TrainConfig(StageConfig):
     recipe: Recipe = Field(
         "default",
         description="DCGAN recipe: default (the paper's DCGAN + generator EMA + a learning-rate ramp-down to 0 over "
-        "the last "
-        "quarter of the budget, --lr-rampdown 0.25), canonical (the paper's DCGAN, constant learning rate) or "
+        "the last quarter of the budget, --lr-rampdown 0.25), canonical (the paper's DCGAN, constant learning rate) or "
         "augmented (spectral-norm hinge D, TTUR, DiffAugment, EMA, constant learning rate); see docs/train.md. "
         "Single options below override it",
     )
@@ -63,7 +50,7 @@ class TrainConfig(StageConfig):
     )
     epochs: float | None = Field(None, gt=0, description="passes over the dataset to train for")
     cpu_minutes: float | None = Field(None, gt=0, description="CPU-time budget of the training steps, in minutes")
-    batch_size: int | None = Field(None, ge=1, le=4096, description=f"batch size ({_model_default('batch_size')})")
+    batch_size: int | None = Field(None, ge=1, le=4096, description=f"batch size ({defaults_text('batch_size')})")
     device: Device = Field("auto", description="device: auto picks CUDA, then MPS, then CPU")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto",
@@ -83,20 +70,20 @@ class TrainConfig(StageConfig):
     )
     resume: bool = Field(False, description="require an existing checkpoint and continue from it")
     name: str | None = Field(None, description="run name (default: <dataset>-<size>-<model>-<recipe hash>)")
-    lr: float | None = Field(None, gt=0, lt=1, description=f"Adam learning rate ({_model_default('lr')})")
+    lr: float | None = Field(None, gt=0, lt=1, description=f"Adam learning rate ({defaults_text('lr')})")
     lr_d: float | None = Field(
         None, gt=0, lt=1, description="discriminator learning rate when it differs from --lr (TTUR; default: --lr)"
     )
-    beta1: float | None = Field(None, ge=0, lt=1, description=f"Adam beta1 ({_model_default('beta1')})")
-    beta2: float | None = Field(None, ge=0, lt=1, description=f"Adam beta2 ({_model_default('beta2')})")
+    beta1: float | None = Field(None, ge=0, lt=1, description=f"Adam beta1 ({defaults_text('beta1')})")
+    beta2: float | None = Field(None, ge=0, lt=1, description=f"Adam beta2 ({defaults_text('beta2')})")
     d_steps: int | None = Field(
         None,
         ge=1,
         le=100,
-        description=f"discriminator/critic updates per generator update ({_model_default('d_steps')})",
+        description=f"discriminator/critic updates per generator update ({defaults_text('d_steps')})",
     )
-    z_dim: int | None = Field(None, ge=1, le=4096, description=f"latent size ({_model_default('z_dim')})")
-    features: int | None = Field(None, ge=4, le=1024, description=f"base feature maps ({_model_default('features')})")
+    z_dim: int | None = Field(None, ge=1, le=4096, description=f"latent size ({defaults_text('z_dim')})")
+    features: int | None = Field(None, ge=4, le=1024, description=f"base feature maps ({defaults_text('features')})")
     d_norm: Literal["batch", "spectral", "none"] | None = Field(
         None, description="DCGAN discriminator normalisation: batch (canonical, default) or spectral (augmented)"
     )
@@ -127,7 +114,7 @@ class TrainConfig(StageConfig):
         None,
         ge=0,
         description="weight of the mode-seeking term in the generator's loss (MSGAN: penalises images that differ "
-        f"less than their latents; DCGAN and projected) ({_model_default('mode_seeking')})",
+        f"less than their latents; DCGAN and projected) ({defaults_text('mode_seeking')})",
     )
     d_mbstd: int = Field(
         0,
