@@ -251,9 +251,13 @@ class TrainConfig(StageConfig):
 
     @model_validator(mode="after")
     def _options_of_the_dcgan_discriminator(self) -> TrainConfig:
-        dcgan_d = GANS[self.model].update.endswith(":dcgan_update")
-        for flags, used in (("--r1 and --r2 need", self.r1 or self.r2), ("--d-pack needs", self.d_pack > 1)):
-            if used and not dcgan_d:
+        gan = GANS[self.model]
+        needs = (
+            ("--r1 and --r2 need", self.r1 or self.r2, gan.update.endswith(":dcgan_update")),  # it computes them
+            ("--d-pack needs", self.d_pack > 1, "d_pack" in gan.discriminator_args.values()),  # its D takes it
+        )
+        for flags, used, supported in needs:
+            if used and not supported:
                 raise ValueError(f"{flags} the DCGAN discriminator (--model dcgan or dcgan-fastgan), not {self.model}")
         if self.batch_size % self.d_pack:
             raise ValueError(f"--d-pack {self.d_pack} must divide --batch-size {self.batch_size}")

@@ -19,6 +19,12 @@ from tests.conftest import TRAIN_TINY, dataset_path
 from tests.conftest import metric_history as history
 
 
+def first_crops(home: Path, n: int = 8) -> torch.Tensor:
+    """The sample dataset's first n 64 px crops as a batch in [-1, 1]."""
+    faces = np.load(Path(dataset_path(home)) / "faces.npy")[:n]
+    return torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
 @pytest.mark.no_prefect
 def test_relativistic_pairing_loss_sees_only_each_pairs_gap():
     from facegan.models.dcgan import LOSSES
@@ -48,8 +54,7 @@ def test_r1_r2_penalise_ds_gradient_at_the_images_it_judged(lfw_crops):
     x = torch.randn(4, 3, requires_grad=True)
     assert torch.isclose(gradient_norm_penalty(x @ w, x), w.square().sum())
 
-    faces = np.load(Path(dataset_path(lfw_crops)) / "faces.npy")[:8]
-    real = torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1
+    real = first_crops(lfw_crops)
     metrics = {}
     for r1, r2 in ((0.0, 0.0), (2.0, 0.0), (0.0, 3.0)):
         cfg = TrainConfig(features=8, z_dim=16, precision="fp32", r1=r1, r2=r2)
@@ -102,8 +107,7 @@ def test_packed_discriminator_judges_each_pack_of_images_stacked_along_the_chann
     from facegan.models.dcgan import Discriminator
     from facegan.tasks.training.updates import dcgan_update
 
-    faces = np.load(Path(dataset_path(lfw_crops)) / "faces.npy")[:8]
-    real = torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1
+    real = first_crops(lfw_crops)
     torch.manual_seed(0)
     packed = Discriminator(64, 8, norm="none", pack=2).eval()
     stacked = Discriminator(64, 8, channels=6, norm="none").eval()
@@ -139,8 +143,7 @@ def test_lazy_gradient_penalty_every_nth_critic_update_weighted_n(lfw_crops, fac
     steps that computed one (so a run resumed between two penalties logs no NaN)."""
     from facegan.tasks.training.updates import wgan_gp_update
 
-    faces = np.load(Path(dataset_path(lfw_crops)) / "faces.npy")[:8]
-    real = torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1
+    real = first_crops(lfw_crops)
     for every in (1, 3):
         cfg = TrainConfig(model="wgan-gp", d_steps=1, gp_every=every, features=8, batch_size=8, z_dim=16)
         ckpt.seed_everything(0)

@@ -41,7 +41,7 @@ def build_parts(cfg: TrainConfig, device: torch.device) -> Parts:
     fmt = memory_format(cfg.channels_last and device.type != "mps")
     G, D = G.to(device, memory_format=fmt), D.to(device, memory_format=fmt)
     # one fused kernel per optimizer step where torch has one (CPU, CUDA): on a CPU Adam's
-    # per-tensor loop was ~9% of a default-recipe step at batch 8
+    # per-tensor loop was ~5% of a default-recipe step at batch 8 (docs/results/throughput.md)
     adam = partial(torch.optim.Adam, betas=(cfg.beta1, cfg.beta2), fused=device.type in ("cpu", "cuda") or None)
     opt_g = adam(G.parameters(), lr=cfg.lr)
     trainable = D.trainable_parameters() if hasattr(D, "trainable_parameters") else D.parameters()
