@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from facegan.config.train import TrainConfig
 from facegan.models import began, dcgan, wgan_gp
 from facegan.models.diffaugment import diff_augment, parse_policy
 from facegan.models.ema import EMA
@@ -123,6 +124,27 @@ def test_ema_warmup_forgets_the_initial_weights_in_short_runs():
     for step in range(1, 1501):
         ema.update(G, step)
     assert ema.model.weight.item() > 0.99  # plain 0.999 decay would leave 1 - 0.999**1500 = 0.78
+
+
+def test_the_default_recipes_longer_ema_changes_nothing_before_its_warmup_ends():
+    # session 43 raised the default recipe's decay from 0.999 to 0.9997: the warm-up
+    # (1+t)/(10+t) stays under 0.999 until step 8990 (72 kimg at batch 8), so every shorter run,
+    # the main job's 60 kimg among them, keeps exactly the EMA it had; only longer runs average longer
+    G = torch.nn.Linear(4, 4)
+    old, new = EMA(G, decay=0.999), EMA(G, decay=TrainConfig().ema_decay)
+    assert new.decay == 0.9997
+    torch.manual_seed(0)
+    for step in (0, 1, 100, 7_500, 8_980):
+        with torch.no_grad():
+            for p in G.parameters():
+                p.add_(torch.randn_like(p))
+        old.update(G, step), new.update(G, step)
+        assert all(torch.equal(a, b) for a, b in zip(old.model.parameters(), new.model.parameters()))
+    with torch.no_grad():
+        G.weight.add_(1.0)
+    old.update(G, 30_000), new.update(G, 30_000)  # past the warm-up: 0.999 against 0.9997
+    gap = (G.weight - new.model.weight).abs().mean() / (G.weight - old.model.weight).abs().mean()
+    assert gap.item() == pytest.approx(0.9997 / 0.999, rel=1e-3)
 
 
 def test_mode_seeking_term_rewards_images_that_differ_as_their_latents_do():
