@@ -51,7 +51,8 @@ DEFAULT_MODEL = "dcgan"
 # Its EMA decay is 0.9997 since session 43 (0.999 before): with the warm-up of models/ema.py the
 # two are the same up to ~72 kimg (the main job) and at the end of a 400 kimg budget, after the
 # ramp-down, the longer average (half-life 18.5 kimg at batch 8 instead of 5.5) is closer to real
-# faces on every seed measured (docs/results/long-runs.md#the-emas-length-at-batch-8-session-43).
+# faces on two seeds of three and level on the third
+# (docs/results/long-runs.md#the-emas-length-at-batch-8-session-43).
 # "augmented" is the small-data recipe under test (docs/results/recipe-ablation.md): a spectrally
 # normalised D with the hinge loss and twice G's learning rate (TTUR), DiffAugment on real and
 # fake, and a ~9 kimg EMA half-life. At 100 kimg on LFW it detects more faces but
