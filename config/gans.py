@@ -105,8 +105,9 @@ GANS: dict[str, GAN] = {
             mbstd="d_mbstd",
             attention="attention",
             pack="d_pack",
+            classes="clusters",
         ),
-        generator_args=dict(size="size", z_dim="z_dim", features="features", attention="attention"),
+        generator_args=dict(size="size", z_dim="z_dim", features="features", attention="attention", classes="clusters"),
         defaults=dict(
             batch_size=64, lr=2e-4, beta1=0.5, beta2=0.999, d_steps=1, z_dim=100, features=64, mode_seeking=0.0
         ),

@@ -64,6 +64,7 @@ RECIPE_FIELDS = (
     "r2",
     "r_every",
     "attention",
+    "clusters",
 )
 
 # Recipe fields added after runs were first named: at these values they leave the name unchanged,
@@ -82,6 +83,7 @@ NAME_NEUTRAL = {
     "r2": 0.0,
     "r_every": 1,
     "attention": 0,
+    "clusters": 0,
 }
 
 

@@ -137,6 +137,13 @@ class TrainConfig(StageConfig):
         description="DCGAN: SAGAN self-attention in G and D at their feature maps this many px wide "
         "(8, 16 or 32 at 64 px; 0 = off)",
     )
+    clusters: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="DCGAN: condition G and D on this many k-means clusters of the training faces' frozen ImageNet "
+        "features; G draws them in the data's proportions (a cluster-conditioned GAN; 0 = off)",
+    )
     r1: float = Field(
         0.0,
         ge=0,
@@ -258,6 +265,8 @@ class TrainConfig(StageConfig):
         for flags, used, supported in needs:
             if used and not supported:
                 raise ValueError(f"{flags} the DCGAN discriminator (--model dcgan or dcgan-fastgan), not {self.model}")
+        if self.clusters and (self.model != "dcgan" or self.d_pack > 1):
+            raise ValueError("--clusters needs --model dcgan with one image per D logit (--d-pack 1)")
         if self.batch_size % self.d_pack:
             raise ValueError(f"--d-pack {self.d_pack} must divide --batch-size {self.batch_size}")
         return self

@@ -29,6 +29,15 @@ the two eyes of a face are drawn (and judged) together rather than by convolutio
 pixels each. Its output starts at zero weight (gamma 0): at the first step the networks are the
 DCGAN's.
 
+`classes` > 0 makes both networks class-conditional on that many clusters of the training faces
+(a cluster-conditioned GAN, as Liu et al. 2020's self-conditioned GAN and Lucic et al. 2019): G
+concatenates a learned embedding of its class to z, and D adds a projection term (Miyato & Koyama
+2018), the inner product of the class's embedding with its pooled last features, to its logit. G
+draws the class from z itself, by the inverse of the classes' cumulative shares applied to
+Phi(z[0]), so G(z) alone samples the clusters in their real proportions: a sampler that only knows
+z gets every cluster as often as the data has it. D's embedding starts at zero: at the first step
+D is the unconditional DCGAN's.
+
 Losses: the non-saturating BCE of the paper, or the hinge loss (Lim & Ye 2017; SNGAN, BigGAN).
 """
 
@@ -83,14 +92,29 @@ class SelfAttention(nn.Module):
         return x + self.gamma * out.reshape(b, h, w, c).permute(0, 3, 1, 2)  # a channels_last view
 
 
+CLASS_EMBEDDING = 32  # width of the generator's class embedding, concatenated to z
+
+
 class Generator(nn.Module):
-    def __init__(self, size: int = 64, z_dim: int = 100, features: int = 64, channels: int = 3, attention: int = 0):
+    def __init__(
+        self,
+        size: int = 64,
+        z_dim: int = 100,
+        features: int = 64,
+        channels: int = 3,
+        attention: int = 0,
+        classes: int = 0,
+    ):
         super().__init__()
-        self.size, self.z_dim = size, z_dim
+        self.size, self.z_dim, self.classes = size, z_dim, classes
         start, stages = geometry(size)
         maps = [features * 2**i for i in reversed(range(stages))]  # 64 px: 512, 256, 128, 64
+        if classes:
+            self.embed = nn.Embedding(classes, CLASS_EMBEDDING)
+            # cumulative class shares: uniform until set_class_shares gives the data's
+            self.register_buffer("class_cdf", torch.arange(1, classes + 1, dtype=torch.float32) / classes)
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(z_dim, maps[0], start, 1, 0, bias=False),
+            nn.ConvTranspose2d(z_dim + (CLASS_EMBEDDING if classes else 0), maps[0], start, 1, 0, bias=False),
             nn.BatchNorm2d(maps[0]),
             nn.ReLU(True),
         ]
@@ -106,9 +130,24 @@ class Generator(nn.Module):
         self.main = nn.Sequential(*layers)
         self.apply(init_weights)
 
+    def set_class_shares(self, shares: torch.Tensor) -> None:
+        """How often G draws each class: the clusters' shares of the training faces."""
+        shares = torch.as_tensor(shares, dtype=torch.float32).clamp(min=0)
+        if shares.shape != (self.classes,) or not shares.sum() > 0:
+            raise ValueError(f"need {self.classes} non-negative class shares, got shape {tuple(shares.shape)}")
+        self.class_cdf.copy_(torch.cumsum(shares / shares.sum(), 0))
+
+    def labels(self, z: torch.Tensor) -> torch.Tensor:
+        """The class G draws for each latent: the inverse of the classes' cumulative shares at
+        Phi(z[0]), which is uniform on (0, 1) for z ~ N(0, I)."""
+        u = torch.special.ndtr(z.reshape(len(z), -1)[:, 0].float()).contiguous()
+        return torch.searchsorted(self.class_cdf, u, right=True).clamp_(max=self.classes - 1)
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if z.dim() == 2:
             z = z[:, :, None, None]
+        if self.classes:
+            z = torch.cat([z, self.embed(self.labels(z))[:, :, None, None].to(z.dtype)], 1)
         return self.main(z)
 
 
@@ -137,9 +176,12 @@ class Discriminator(nn.Module):
         mbstd: int = 0,
         attention: int = 0,
         pack: int = 1,
+        classes: int = 0,
     ):
         super().__init__()
-        self.mbstd, self.pack = mbstd, pack
+        if classes and pack > 1:
+            raise ValueError("a class-conditional D judges one image per logit: use pack 1")
+        self.mbstd, self.pack, self.classes = mbstd, pack, classes
         start, stages = geometry(size)
         maps = [features * 2**i for i in range(stages)]  # 64 px: 64, 128, 256, 512
         first = nn.Conv2d(channels * pack, maps[0], 4, 2, 1, bias=False)
@@ -157,21 +199,30 @@ class Discriminator(nn.Module):
         layers += [nn.Conv2d(maps[-1] + (1 if mbstd else 0), 1, start, 1, 0, bias=False)]
         self.main = nn.Sequential(*layers)
         self.apply(init_weights)
+        if classes:  # the projection's class embeddings, zero: D starts unconditional
+            self.embed = nn.Embedding(classes, maps[-1])
+            nn.init.zeros_(self.embed.weight)
         if norm == "spectral":
             for layer in self.main:
                 if isinstance(layer, nn.Conv2d):
                     nn.utils.parametrizations.spectral_norm(layer)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (B / pack,): images i*pack .. i*pack + pack - 1 form pack i."""
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B / pack,): images i*pack .. i*pack + pack - 1 form pack i. A class-conditional
+        D (classes > 0) needs each image's class."""
         if self.pack > 1:
             last = x.is_contiguous(memory_format=torch.channels_last)
             x = x.reshape(-1, self.pack * x.size(1), *x.shape[2:])
             x = x.contiguous(memory_format=torch.channels_last) if last else x
-        if not self.mbstd:
+        if not (self.mbstd or self.classes):
             return self.main(x).flatten()
         features = self.main[:-1](x)
-        return self.main[-1](minibatch_stddev(features, self.mbstd)).flatten()
+        logits = self.main[-1](minibatch_stddev(features, self.mbstd) if self.mbstd else features).flatten()
+        if self.classes:
+            if labels is None:
+                raise ValueError("a class-conditional discriminator needs the images' classes")
+            logits = logits + (self.embed(labels) * features.float().sum((2, 3))).sum(1)
+        return logits
 
 
 def minibatch_stddev(x: torch.Tensor, group: int) -> torch.Tensor:

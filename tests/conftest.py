@@ -286,25 +286,28 @@ def train_steps(cfg, steps: int, after_each=lambda parts: None, update: str | No
     update's metrics must be finite. Returns (parts, states of G and D before the first update,
     the last update's metrics)."""
     import math
+    from functools import partial
 
     import torch
 
     from facegan.config.gans import GANS
     from facegan.tasks.training import checkpoints as ckpt
+    from facegan.tasks.training.clusters import class_shares, cluster_faces
     from facegan.tasks.training.data import FaceBatches, load_faces
-    from facegan.tasks.training.loop import build_parts
+    from facegan.tasks.training.loop import build_parts, next_real
     from facegan.tasks.training.trained_generators import resolve
 
+    faces = load_faces(Path(cfg.dataset), cfg.size)
+    labels = torch.from_numpy(cluster_faces(faces, cfg.clusters, cfg.seed)) if cfg.clusters else None
     ckpt.seed_everything(cfg.seed)
     cpu = torch.device("cpu")
-    parts = build_parts(cfg, cpu)
+    parts = build_parts(cfg, cpu, None if labels is None else class_shares(labels, cfg.clusters))
     before = states(parts.G), states(parts.D)
-    faces = load_faces(Path(cfg.dataset), cfg.size)
-    data = FaceBatches(faces, cfg.batch_size, cfg.seed, cpu, torch.contiguous_format, 0, 1)
+    data = FaceBatches(faces, cfg.batch_size, cfg.seed, cpu, torch.contiguous_format, 0, 1, labels)
     step = resolve(update or GANS[cfg.model].update)
-    batches = iter(range(steps))
+    counters = ckpt.Counters()
     for _ in range(steps):
-        metrics = step(parts, lambda: data.get(next(batches)))
+        metrics = step(parts, partial(next_real, data, counters))
         assert all(math.isfinite(v) for v in metrics.values()), metrics
         after_each(parts)
     return parts, before, metrics

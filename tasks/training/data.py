@@ -56,7 +56,8 @@ def dataset_info(path: Path) -> dict:
 
 
 class FaceBatches:
-    """Batches of real faces in [-1, 1] (float32, on `device`), drop-last epochs."""
+    """Batches of real faces in [-1, 1] (float32, on `device`), drop-last epochs; with `labels`
+    (a cluster-conditioned GAN) each batch's labels too."""
 
     def __init__(
         self,
@@ -67,6 +68,7 @@ class FaceBatches:
         memory_format=torch.contiguous_format,
         rank: int = 0,
         world: int = 1,
+        labels: torch.Tensor | None = None,
     ):
         if batch_size * world > len(faces):
             raise InputError(
@@ -75,21 +77,33 @@ class FaceBatches:
         self.faces, self.batch_size, self.seed = faces, batch_size, seed
         self.device, self.memory_format = torch.device(device), memory_format
         self.rank, self.world = rank, world
+        self.labels = labels  # (N,) cluster of each face, or None
         self.per_epoch = len(faces) // (batch_size * world)  # this rank's batches per epoch
         self._epoch, self._perm = -1, None
 
     def epoch_of(self, batch_index: int) -> int:
         return batch_index // self.per_epoch
 
-    def get(self, batch_index: int) -> torch.Tensor:
-        """This rank's batch number `batch_index` (0-based, counted over all epochs). With several
-        ranks, every epoch's permutation is shared and rank r takes every world-th batch of it."""
+    def indices(self, batch_index: int) -> torch.Tensor:
+        """Which faces this rank's batch number `batch_index` (0-based, counted over all epochs)
+        holds. With several ranks, every epoch's permutation is shared and rank r takes every
+        world-th batch of it."""
         epoch, i = divmod(batch_index, self.per_epoch)
         i = i * self.world + self.rank
         if epoch != self._epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self._epoch, self._perm = epoch, torch.randperm(len(self.faces), generator=g)
-        idx = self._perm[i * self.batch_size : (i + 1) * self.batch_size]
+        return self._perm[i * self.batch_size : (i + 1) * self.batch_size]
+
+    def labels_of(self, batch_index: int) -> torch.Tensor:
+        """The cluster labels of batch `batch_index`'s faces (a cluster-conditioned GAN)."""
+        if self.labels is None:
+            raise ValueError("these batches have no labels")
+        return self.labels[self.indices(batch_index)].to(self.device)
+
+    def get(self, batch_index: int) -> torch.Tensor:
+        """This rank's batch number `batch_index`, flipped at random (seeded by its number)."""
+        idx = self.indices(batch_index)
         batch = self.faces[idx]
         flip = (
             torch.rand(

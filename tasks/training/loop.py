@@ -24,6 +24,7 @@ from facegan.tasks.training import checkpoints as ckpt
 from facegan.tasks.training import collectives
 from facegan.tasks.training.callbacks import Checkpoints, FiniteCheck, Log, SampleGrids, Scores, TrainState
 from facegan.tasks.training.checkpoints import Counters
+from facegan.tasks.training.clusters import class_shares, run_clusters
 from facegan.tasks.training.data import FaceBatches, load_faces
 from facegan.tasks.training.device import amp_dtype, memory_format, pick_device, precision_name, set_threads
 from facegan.tasks.training.prepared import TrainSummary
@@ -34,9 +35,12 @@ log = logging.getLogger("facegan.train")
 DEFAULT_STEPS = 3000
 
 
-def build_parts(cfg: TrainConfig, device: torch.device) -> Parts:
-    """Fresh models and optimizers for a recipe (seeded by the caller)."""
+def build_parts(cfg: TrainConfig, device: torch.device, class_shares: torch.Tensor | None = None) -> Parts:
+    """Fresh models and optimizers for a recipe (seeded by the caller); a cluster-conditioned
+    generator draws its classes in `class_shares` (the clusters' shares of the data)."""
     G = build_generator(cfg.model, cfg.model_dump())
+    if class_shares is not None:
+        G.set_class_shares(class_shares)
     D = build_discriminator(cfg)
     fmt = memory_format(cfg.channels_last and device.type != "mps")
     G, D = G.to(device, memory_format=fmt), D.to(device, memory_format=fmt)
@@ -64,6 +68,7 @@ def build_parts(cfg: TrainConfig, device: torch.device) -> Parts:
         r1=cfg.r1,
         r2=cfg.r2,
         r_every=cfg.r_every,
+        classes=cfg.clusters,
         equilibrium=build_state(cfg),
     )
 
@@ -158,11 +163,13 @@ def join_ranks(p: Parts, ranks: collectives.Ranks, seed: int, step: int) -> None
         torch.manual_seed(seed * 1_000_003 + 7_919 * ranks.rank + step)
 
 
-def next_real(data: FaceBatches, c: Counters) -> torch.Tensor:
-    """The next batch of real faces; the batch counter says which one it is."""
+def next_real(data: FaceBatches, c: Counters, labelled: bool = False):
+    """The next batch of real faces (and, when `labelled`, their cluster labels); the batch
+    counter says which one it is."""
     batch = data.get(c.batches)
+    labels = data.labels_of(c.batches) if labelled else None
     c.batches += 1
-    return batch
+    return (batch, labels) if labelled else batch
 
 
 def train_step(state: TrainState, update: Callable, fraction_done: float, ranks: collectives.Ranks) -> dict:
@@ -191,10 +198,11 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
     if ranks.main:  # what autocast really uses here ("auto" resolved)
         run.set_tags({"facegan.precision": precision_name(amp_dtype(device, cfg.precision))})
     faces = load_faces(dataset_path, cfg.size)
+    labels = run_clusters(run_dir, faces, cfg.clusters, cfg.seed, write=ranks.main) if cfg.clusters else None
     ckpt.seed_everything(cfg.seed)
-    parts = build_parts(cfg, device)
+    parts = build_parts(cfg, device, None if labels is None else class_shares(labels, cfg.clusters))
     fmt = memory_format(cfg.channels_last and device.type != "mps")
-    data = FaceBatches(faces, cfg.batch_size, cfg.seed, device, fmt, ranks.rank, ranks.world)
+    data = FaceBatches(faces, cfg.batch_size, cfg.seed, device, fmt, ranks.rank, ranks.world, labels)
     budget = Budget(cfg, data.per_epoch)
     state = TrainState(cfg, parts, Counters(), data, run, meta, run_dir, ranks.world)
     logged_through = resume(state, ranks.main)

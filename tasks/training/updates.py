@@ -42,6 +42,7 @@ class Parts:
     r1: float = 0.0  # gamma of the zero-centred gradient penalty on reals (D's loss += gamma/2 * R1)
     r2: float = 0.0  # the same on fakes
     r_every: int = 1  # R1/R2 on every Nth D update only, weighted N x (lazy, as gp_every)
+    classes: int = 0  # a cluster-conditioned G and D: next_real(labelled=True) gives the reals' clusters
     equilibrium: began_losses.Equilibrium | None = None
     sync: Callable[[torch.optim.Optimizer], None] | None = None  # averages gradients across ranks
 
@@ -63,17 +64,20 @@ def dcgan_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, f
     d_loss, _ = dcgan_losses.LOSSES[p.loss]
     p.D.requires_grad_(True)
     for i in range(p.d_steps):
-        real = next_real()
+        # a cluster-conditioned D judges each image with its class: the reals' clusters, the
+        # classes G drew for its latents (None: unconditional)
+        real, real_y = next_real(labelled=True) if p.classes else (next_real(), None)
         penalised = (p.step * p.d_steps + i) % p.r_every == 0  # lazy: every r_every-th D update
         with_r1, with_r2 = penalised and p.r1 > 0, penalised and p.r2 > 0
         with autocast(p.device, p.amp):
             z = p.noise(real.size(0))
             fake = p.G(z)
+            fake_y = p.G.labels(z) if p.classes else None
             # the penalties differentiate D's own logits with respect to the images it judged
             real_in = _differentiable(p.aug(real), with_r1)
             fake_in = _differentiable(p.aug(fake.detach()), with_r2)
-            real_logits = p.D(real_in)
-            fake_logits = p.D(fake_in)
+            real_logits = p.D(real_in, real_y)
+            fake_logits = p.D(fake_in, fake_y)
             loss_d = d_loss(real_logits.float(), fake_logits.float())
             penalties = {}
             if with_r1:
@@ -85,7 +89,7 @@ def dcgan_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, f
         p.update(p.opt_d, loss_d)
     p.D.requires_grad_(False)  # no weight gradients for D during the G update
     with autocast(p.device, p.amp):
-        gen_logits = p.D(p.aug(fake))
+        gen_logits = p.D(p.aug(fake), fake_y)
     metrics = _generator_update(p, gen_logits, fake, z, loss_d, real_logits, fake_logits)
     return {**metrics, **{name: penalty.item() for name, penalty in penalties.items()}}
 
