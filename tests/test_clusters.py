@@ -76,6 +76,8 @@ def test_clusters_of_real_faces_are_reproducible_and_kept_with_the_run(lfw_crops
     np.save(tmp_path / CLUSTERS_FILE, kept.numpy()[:10])  # labels of another dataset: clustered again
     assert torch.equal(run_clusters(tmp_path, faces, 4, seed=0), kept)
     assert len(np.load(tmp_path / CLUSTERS_FILE)) == 96
+    (tmp_path / CLUSTERS_FILE).write_bytes(b"")  # unreadable: clustered again, not a crash
+    assert torch.equal(run_clusters(tmp_path, faces, 4, seed=0), kept)
     assert not list(tmp_path.glob("*.part"))
 
 

@@ -15,7 +15,7 @@ would give today.
 
 from __future__ import annotations
 
-import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,6 @@ import torch.nn.functional as F
 
 from facegan.tasks.common.atomic import write_npy
 
-log = logging.getLogger("facegan.train")
 CLUSTERS_FILE = "clusters.npy"
 TAP = 3  # EfficientNet-lite0's parts up to stride 16
 COMPONENTS = 64
@@ -69,19 +68,34 @@ def cluster_faces(faces: torch.Tensor, k: int, seed: int = 0) -> np.ndarray:
 def run_clusters(run_dir: Path, faces: torch.Tensor, k: int, seed: int, write: bool = True) -> torch.Tensor:
     """The run's cluster labels (N,): the ones in run_dir/clusters.npy when they fit these faces
     and k, else computed (and, with `write`, saved there)."""
+    from facegan.tasks.training.callbacks import run_logger
+
+    logger = run_logger()
     path = Path(run_dir) / CLUSTERS_FILE
     if path.is_file():
         try:
             labels = np.load(path)
             if labels.shape == (len(faces),) and 0 <= labels.min() and labels.max() < k:
                 return torch.from_numpy(labels.astype(np.int64))
-            log.warning("%s does not fit %d faces in %d clusters: clustering again", path, len(faces), k)
-        except (OSError, ValueError) as exc:
-            log.warning("cannot read %s (%s): clustering again", path, exc)
-    log.info("clustering %d training faces into %d clusters (ImageNet features, k-means)", len(faces), k)
+            logger.warning("%s does not fit %d faces in %d clusters: clustering again", path, len(faces), k)
+        except (OSError, ValueError, EOFError) as exc:
+            logger.warning("cannot read %s (%s): clustering again", path, exc)
+    logger.info(
+        "clustering %d training faces into %d clusters (once per run: ImageNet features, k-means)", len(faces), k
+    )
+    started = time.monotonic()
     labels = cluster_faces(faces, k, seed)
     if write:
         write_npy(labels, path)
+    sizes = np.bincount(labels, minlength=k)
+    logger.info(
+        "%d clusters of %d to %d faces in %.0f s, kept in %s",
+        k,
+        sizes.min(),
+        sizes.max(),
+        time.monotonic() - started,
+        path,
+    )
     return torch.from_numpy(labels)
 
 
