@@ -222,6 +222,7 @@ def test_one_dataset_check_answers_for_the_preflight_and_the_train_task(tmp_path
     assert check_training_set(TrainConfig(**base, batch_size=3)) == TrainingSet("tiny", folder.resolve(), 3)
     cases = [
         (TrainConfig(**base, batch_size=4), "--batch-size 4 is larger than dataset 'tiny' at 48 px (3 crops)"),
+        (TrainConfig(**base, batch_size=2, clusters=4), "--clusters 4: dataset 'tiny' at 48 px has 3 crops, too few"),
         (TrainConfig(**{**base, "size": 64}, batch_size=2), "expected uint8 (N, 64, 64, 3): wrong --size"),
     ]
     for config, message in cases:

@@ -39,7 +39,8 @@ def open_faces(path: Path, size: int, mmap: bool = True) -> np.ndarray:
 
 
 def check_training_set(config) -> TrainingSet:
-    """The dataset a TrainConfig trains on (--dataset, --size), checked against --batch-size x --nproc."""
+    """The dataset a TrainConfig trains on (--dataset, --size), checked against --batch-size x --nproc
+    and --clusters."""
     name, path = resolve_dataset_path(config.dataset, config.size)
     crops = len(open_faces(path, config.size))
     if crops == 0:
@@ -49,5 +50,10 @@ def check_training_set(config) -> TrainingSet:
         raise InputError(
             f"--batch-size {config.batch_size}{per} is larger than dataset {name!r} at "
             f"{config.size} px ({crops} crops): lower --batch-size or crop more images"
+        )
+    if config.clusters > crops:
+        raise InputError(
+            f"--clusters {config.clusters}: dataset {name!r} at {config.size} px has {crops} crops, "
+            "too few for that many clusters"
         )
     return TrainingSet(name, path, crops)
