@@ -89,6 +89,10 @@ def test_a_tiny_cluster_conditioned_update_trains_both_embeddings(lfw_crops):
     assert not torch.equal(parts.D.embed.weight, d_before["embed.weight"])
     assert d_before["embed.weight"].abs().max() == 0 and parts.D.embed.weight.abs().max() > 0
     assert {"loss_d", "loss_g", "r1", "mode_seeking"} <= set(metrics)
+    # the mode-seeking term compares the batch's halves: each pair is drawn from one class
+    for _ in range(5):
+        z = parts.noise(8)
+        assert torch.equal(parts.G.labels(z[:4]), parts.G.labels(z[4:])) and not torch.equal(z[:4], z[4:])
 
 
 def test_a_cluster_conditioned_run_resumes_on_its_clusters_and_samples_from_z(lfw_crops, facegan_home):

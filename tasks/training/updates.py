@@ -47,7 +47,13 @@ class Parts:
     sync: Callable[[torch.optim.Optimizer], None] | None = None  # averages gradients across ranks
 
     def noise(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.z_dim, device=self.device)
+        z = torch.randn(n, self.z_dim, device=self.device)
+        if self.classes and self.mode_seeking:
+            # the mode-seeking pairs (the batch's two halves) share their class (G draws it from
+            # z[0]): pairs of two classes differ anyway, and the term would ask nothing of z within one
+            half = n // 2
+            z[half : 2 * half, 0] = z[:half, 0]
+        return z
 
     def aug(self, x: torch.Tensor) -> torch.Tensor:
         return diff_augment(x, self.augment) if self.augment else x
