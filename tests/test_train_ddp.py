@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from conftest import TRAIN_TINY as TINY
 from conftest import dataset_path
@@ -19,8 +20,16 @@ from facegan.tasks.training.data import FaceBatches, load_faces
 
 
 def test_two_gloo_processes_train_one_run(lfw_crops, facegan_home):
+    # with --clusters: rank 0 clusters the faces, and the ranks' weights stay equal (checked at the end)
     cfg = TrainConfig(
-        dataset=dataset_path(lfw_crops), model="dcgan", steps=4, features=16, nproc=2, name="ddp-dcgan", **TINY
+        dataset=dataset_path(lfw_crops),
+        model="dcgan",
+        steps=4,
+        features=16,
+        nproc=2,
+        clusters=3,
+        name="ddp-dcgan",
+        **TINY,
     )
     run_id = train(cfg)
 
@@ -36,6 +45,7 @@ def test_two_gloo_processes_train_one_run(lfw_crops, facegan_home):
     state = ckpt.load_checkpoint(facegan_home / "runs" / "ddp-dcgan" / "checkpoints" / "step-000004.pt")
     assert state["step"] == 4 and state["batches"] == 4  # per-rank batches: 2 ranks x 4 x 8 images seen
     assert run.data.tags.get("facegan.registered_model") == "facegan-dcgan-64"
+    assert sorted(set(np.load(facegan_home / "runs" / "ddp-dcgan" / "clusters.npy").tolist())) == [0, 1, 2]
 
 
 def test_wgan_gp_double_backward_works_across_ranks(lfw_crops, facegan_home):

@@ -66,9 +66,9 @@ def cluster_faces(faces: torch.Tensor, k: int, seed: int = 0) -> np.ndarray:
     return KMeans(k, n_init=4, random_state=seed).fit_predict(reduced).astype(np.int64)
 
 
-def run_clusters(run_dir: Path, faces: torch.Tensor, k: int, seed: int, write: bool = True) -> torch.Tensor:
+def run_clusters(run_dir: Path, faces: torch.Tensor, k: int, seed: int) -> torch.Tensor:
     """The run's cluster labels (N,): the ones in run_dir/clusters.npy when they fit these faces
-    and k, else computed (and, with `write`, saved there)."""
+    and k, else computed and saved there."""
     from facegan.tasks.training.callbacks import run_logger
 
     logger = run_logger()
@@ -86,8 +86,7 @@ def run_clusters(run_dir: Path, faces: torch.Tensor, k: int, seed: int, write: b
     )
     started = time.monotonic()
     labels = cluster_faces(faces, k, seed)
-    if write:
-        write_npy(labels, path)
+    write_npy(labels, path)
     sizes = np.bincount(labels, minlength=k)
     logger.info(
         "%d clusters of %d to %d faces in %.0f s, kept in %s",

@@ -59,6 +59,13 @@ def broadcast_module(module: nn.Module) -> None:
         dist.broadcast(tensor.data, src=0)
 
 
+def from_main(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Rank 0's value of `tensor` on every rank (sent through `device`: NCCL sends GPU tensors)."""
+    sent = tensor.to(device)
+    dist.broadcast(sent, src=0)
+    return sent.to(tensor.device)
+
+
 def average_gradients(optimizer: torch.optim.Optimizer) -> None:
     """Average, over all ranks, the gradients of the parameters this optimizer is about to step."""
     world = dist.get_world_size()

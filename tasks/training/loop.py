@@ -35,12 +35,12 @@ log = logging.getLogger("facegan.train")
 DEFAULT_STEPS = 3000
 
 
-def build_parts(cfg: TrainConfig, device: torch.device, class_shares: torch.Tensor | None = None) -> Parts:
+def build_parts(cfg: TrainConfig, device: torch.device, shares: torch.Tensor | None = None) -> Parts:
     """Fresh models and optimizers for a recipe (seeded by the caller); a cluster-conditioned
-    generator draws its classes in `class_shares` (the clusters' shares of the data)."""
+    generator draws its classes in `shares` (the clusters' shares of the data)."""
     G = build_generator(cfg.model, cfg.model_dump())
-    if class_shares is not None:
-        G.set_class_shares(class_shares)
+    if shares is not None:
+        G.set_class_shares(shares)
     D = build_discriminator(cfg)
     fmt = memory_format(cfg.channels_last and device.type != "mps")
     G, D = G.to(device, memory_format=fmt), D.to(device, memory_format=fmt)
@@ -163,6 +163,21 @@ def join_ranks(p: Parts, ranks: collectives.Ranks, seed: int, step: int) -> None
         torch.manual_seed(seed * 1_000_003 + 7_919 * ranks.rank + step)
 
 
+def training_clusters(
+    cfg: TrainConfig, run_dir: Path, faces: torch.Tensor, ranks: collectives.Ranks, device: torch.device
+) -> torch.Tensor:
+    """The faces' cluster labels (--clusters): rank 0 clusters them (or reads them back from the
+    run folder) and every other rank receives rank 0's."""
+    if not ranks.active:
+        return run_clusters(run_dir, faces, cfg.clusters, cfg.seed)
+    mine = (
+        run_clusters(run_dir, faces, cfg.clusters, cfg.seed)
+        if ranks.main
+        else torch.zeros(len(faces), dtype=torch.int64)
+    )
+    return collectives.from_main(mine, device)
+
+
 def next_real(data: FaceBatches, c: Counters, labelled: bool = False):
     """The next batch of real faces (and, when `labelled`, their cluster labels); the batch
     counter says which one it is."""
@@ -198,7 +213,7 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
     if ranks.main:  # what autocast really uses here ("auto" resolved)
         run.set_tags({"facegan.precision": precision_name(amp_dtype(device, cfg.precision))})
     faces = load_faces(dataset_path, cfg.size)
-    labels = run_clusters(run_dir, faces, cfg.clusters, cfg.seed, write=ranks.main) if cfg.clusters else None
+    labels = training_clusters(cfg, run_dir, faces, ranks, device) if cfg.clusters else None
     ckpt.seed_everything(cfg.seed)
     parts = build_parts(cfg, device, None if labels is None else class_shares(labels, cfg.clusters))
     fmt = memory_format(cfg.channels_last and device.type != "mps")
