@@ -82,8 +82,8 @@ def dcgan_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, f
             # the penalties differentiate D's own logits with respect to the images it judged
             real_in = _differentiable(p.aug(real), with_r1)
             fake_in = _differentiable(p.aug(fake.detach()), with_r2)
-            real_logits = p.D(real_in, real_y)
-            fake_logits = p.D(fake_in, fake_y)
+            real_logits = _judge(p, real_in, real_y)
+            fake_logits = _judge(p, fake_in, fake_y)
             loss_d = d_loss(real_logits.float(), fake_logits.float())
             penalties = {}
             if with_r1:
@@ -95,9 +95,15 @@ def dcgan_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, f
         p.update(p.opt_d, loss_d)
     p.D.requires_grad_(False)  # no weight gradients for D during the G update
     with autocast(p.device, p.amp):
-        gen_logits = p.D(p.aug(fake), fake_y)
+        gen_logits = _judge(p, p.aug(fake), fake_y)
     metrics = _generator_update(p, gen_logits, fake, z, loss_d, real_logits, fake_logits)
     return {**metrics, **{name: penalty.item() for name, penalty in penalties.items()}}
+
+
+def _judge(p: Parts, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """D's logits; a cluster-conditioned D also gets the images' classes (any other D, the
+    projected one included, only the images)."""
+    return p.D(images) if labels is None else p.D(images, labels)
 
 
 def _differentiable(images: torch.Tensor, wanted: bool) -> torch.Tensor:
