@@ -22,7 +22,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facegan.config.errors import InputError
 from facegan.tasks.common.atomic import write_npy
 
 CLUSTERS_FILE = "clusters.npy"
@@ -58,7 +57,7 @@ def cluster_faces(faces: torch.Tensor, k: int, seed: int = 0) -> np.ndarray:
     from sklearn.decomposition import PCA
 
     if not 0 < k <= len(faces):
-        raise InputError(f"--clusters {k}: the dataset has {len(faces)} faces, too few for {k} clusters")
+        raise ValueError(f"cannot make {k} clusters of {len(faces)} faces")  # the preflight says it to users
     features = imagenet_features(faces)
     features -= features.mean(0)
     features /= np.linalg.norm(features, axis=1, keepdims=True) + 1e-8

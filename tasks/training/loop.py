@@ -168,14 +168,12 @@ def training_clusters(
 ) -> torch.Tensor:
     """The faces' cluster labels (--clusters): rank 0 clusters them (or reads them back from the
     run folder) and every other rank receives rank 0's."""
-    if not ranks.active:
-        return run_clusters(run_dir, faces, cfg.clusters, cfg.seed)
-    mine = (
+    labels = (
         run_clusters(run_dir, faces, cfg.clusters, cfg.seed)
         if ranks.main
         else torch.zeros(len(faces), dtype=torch.int64)
     )
-    return collectives.from_main(mine, device)
+    return collectives.from_main(labels, device) if ranks.active else labels
 
 
 def next_real(data: FaceBatches, c: Counters, labelled: bool = False):
