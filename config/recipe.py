@@ -65,6 +65,9 @@ RECIPE_FIELDS = (
     "r_every",
     "attention",
     "clusters",
+    "coverage",
+    "coverage_every",
+    "coverage_pool",
 )
 
 # Recipe fields added after runs were first named: at these values they leave the name unchanged,
@@ -79,6 +82,9 @@ NAME_NEUTRAL = {
     "mode_seeking": 0.0,
     "d_mbstd": 0,
     "d_pack": 1,
+    "coverage": 0.0,
+    "coverage_every": 4,
+    "coverage_pool": 32,
     "r1": 0.0,
     "r2": 0.0,
     "r_every": 1,

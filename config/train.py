@@ -144,6 +144,19 @@ class TrainConfig(StageConfig):
         description="DCGAN: condition G and D on this many k-means clusters of the training faces' frozen ImageNet "
         "features; G draws them in the data's proportions (a cluster-conditioned GAN; 0 = off)",
     )
+    coverage: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="DCGAN: weight of a coverage term in G's loss: each real face's nearest of --coverage-pool "
+        "generated faces, in frozen ImageNet features, is pulled towards it (IMLE, Inclusive GAN; 0 = off)",
+    )
+    coverage_every: int = Field(
+        4, ge=1, le=64, description="DCGAN: the coverage term on every Nth generator update only, weighted N x (lazy)"
+    )
+    coverage_pool: int = Field(
+        32, ge=1, le=1024, description="DCGAN: generated faces each real face's nearest is drawn from (coverage term)"
+    )
     r1: float = Field(
         0.0,
         ge=0,
@@ -261,6 +274,7 @@ class TrainConfig(StageConfig):
         needs = (
             ("--r1 and --r2 need", self.r1 or self.r2, gan.update.endswith(":dcgan_update")),  # it computes them
             ("--d-pack needs", self.d_pack > 1, "d_pack" in gan.discriminator_args.values()),  # its D takes it
+            ("--coverage needs", self.coverage, gan.update.endswith(":dcgan_update")),  # it computes it
         )
         for flags, used, supported in needs:
             if used and not supported:

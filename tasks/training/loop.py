@@ -19,6 +19,7 @@ import torch
 from facegan.config.errors import TrainingError
 from facegan.config.gans import GANS
 from facegan.config.train import TrainConfig
+from facegan.models.coverage import FeatureSpace
 from facegan.models.ema import EMA
 from facegan.tasks.training import checkpoints as ckpt
 from facegan.tasks.training import collectives
@@ -69,6 +70,10 @@ def build_parts(cfg: TrainConfig, device: torch.device, shares: torch.Tensor | N
         r2=cfg.r2,
         r_every=cfg.r_every,
         classes=cfg.clusters,
+        coverage=cfg.coverage,
+        coverage_every=cfg.coverage_every,
+        coverage_pool=cfg.coverage_pool,
+        feature_space=FeatureSpace().to(device) if cfg.coverage else None,
         equilibrium=build_state(cfg),
     )
 

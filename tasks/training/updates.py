@@ -17,6 +17,7 @@ from torch import nn
 from facegan.models import began as began_losses
 from facegan.models import dcgan as dcgan_losses
 from facegan.models import wgan_gp as wgan_losses
+from facegan.models.coverage import coverage_loss
 from facegan.models.diffaugment import diff_augment
 from facegan.models.ema import EMA
 from facegan.tasks.training.device import autocast
@@ -43,6 +44,10 @@ class Parts:
     r2: float = 0.0  # the same on fakes
     r_every: int = 1  # R1/R2 on every Nth D update only, weighted N x (lazy, as gp_every)
     classes: int = 0  # a cluster-conditioned G and D: next_real(labelled=True) gives the reals' clusters
+    coverage: float = 0.0  # weight of the coverage (IMLE) term in G's loss (models/coverage.py)
+    coverage_every: int = 1  # the term on every Nth G update only, weighted N x (lazy)
+    coverage_pool: int = 32  # generated faces each real face picks its nearest from
+    feature_space: nn.Module | None = None  # the coverage term's frozen features
     equilibrium: began_losses.Equilibrium | None = None
     sync: Callable[[torch.optim.Optimizer], None] | None = None  # averages gradients across ranks
 
@@ -96,7 +101,7 @@ def dcgan_update(p: Parts, next_real: Callable[[], torch.Tensor]) -> dict[str, f
     p.D.requires_grad_(False)  # no weight gradients for D during the G update
     with autocast(p.device, p.amp):
         gen_logits = _judge(p, p.aug(fake), fake_y)
-    metrics = _generator_update(p, gen_logits, fake, z, loss_d, real_logits, fake_logits)
+    metrics = _generator_update(p, gen_logits, fake, z, loss_d, real_logits, fake_logits, real)
     return {**metrics, **{name: penalty.item() for name, penalty in penalties.items()}}
 
 
@@ -148,8 +153,10 @@ def _generator_update(
     loss_d: torch.Tensor,
     real_logits: torch.Tensor,
     fake_logits: torch.Tensor,
+    real: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """G's update from D's logits on its fakes (plus the mode-seeking term), and the DCGAN metrics.
+    """G's update from D's logits on its fakes (plus the mode-seeking term, and on every
+    coverage_every-th update the coverage term for D's last real batch), and the DCGAN metrics.
     A relativistic loss pairs them with D's logits on the reals from D's last update (one D
     forward saved; D has moved one step since)."""
     _, g_loss = dcgan_losses.LOSSES[p.loss]
@@ -160,6 +167,11 @@ def _generator_update(
             ms = dcgan_losses.mode_seeking_loss(fake.float(), z)
             loss_g = loss_g + p.mode_seeking * ms
             extras["mode_seeking"] = ms.item()
+        if p.coverage and real is not None and p.step % p.coverage_every == 0:
+            pool = p.G(p.noise(p.coverage_pool))
+            term, _ = coverage_loss(p.feature_space, real, pool)
+            loss_g = loss_g + p.coverage * p.coverage_every * term
+            extras["coverage"] = term.item()
     p.update(p.opt_g, loss_g)
     return {
         **extras,
