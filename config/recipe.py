@@ -84,7 +84,7 @@ NAME_NEUTRAL = {
     "d_pack": 1,
     "coverage": 0.0,
     "coverage_every": 4,
-    "coverage_pool": 32,
+    "coverage_pool": 1024,
     "r1": 0.0,
     "r2": 0.0,
     "r_every": 1,

@@ -148,14 +148,19 @@ class TrainConfig(StageConfig):
         0.0,
         ge=0,
         le=100,
-        description="DCGAN: weight of a coverage term in G's loss: each real face's nearest of --coverage-pool "
-        "generated faces, in frozen ImageNet features, is pulled towards it (IMLE, Inclusive GAN; 0 = off)",
+        description="DCGAN: weight of a coverage term in G's loss: each real face's nearest of the last "
+        "--coverage-pool generated faces, in frozen ImageNet features, is pulled towards it (IMLE, Inclusive GAN; "
+        "0 = off)",
     )
     coverage_every: int = Field(
         4, ge=1, le=64, description="DCGAN: the coverage term on every Nth generator update only, weighted N x (lazy)"
     )
     coverage_pool: int = Field(
-        32, ge=1, le=1024, description="DCGAN: generated faces each real face's nearest is drawn from (coverage term)"
+        1024,
+        ge=1,
+        le=65536,
+        description="DCGAN: the coverage term picks each real face's nearest among the generator's last this many "
+        "faces (their latents, kept in a bank)",
     )
     r1: float = Field(
         0.0,

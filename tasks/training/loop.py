@@ -19,7 +19,7 @@ import torch
 from facegan.config.errors import TrainingError
 from facegan.config.gans import GANS
 from facegan.config.train import TrainConfig
-from facegan.models.coverage import FeatureSpace
+from facegan.models.coverage import FeatureSpace, LatentBank
 from facegan.models.ema import EMA
 from facegan.tasks.training import checkpoints as ckpt
 from facegan.tasks.training import collectives
@@ -72,8 +72,8 @@ def build_parts(cfg: TrainConfig, device: torch.device, shares: torch.Tensor | N
         classes=cfg.clusters,
         coverage=cfg.coverage,
         coverage_every=cfg.coverage_every,
-        coverage_pool=cfg.coverage_pool,
         feature_space=FeatureSpace().to(device) if cfg.coverage else None,
+        bank=LatentBank(cfg.coverage_pool) if cfg.coverage else None,
         equilibrium=build_state(cfg),
     )
 

@@ -17,7 +17,7 @@ from torch import nn
 from facegan.models import began as began_losses
 from facegan.models import dcgan as dcgan_losses
 from facegan.models import wgan_gp as wgan_losses
-from facegan.models.coverage import coverage_loss
+from facegan.models.coverage import LatentBank, coverage_loss
 from facegan.models.diffaugment import diff_augment
 from facegan.models.ema import EMA
 from facegan.tasks.training.device import autocast
@@ -46,8 +46,8 @@ class Parts:
     classes: int = 0  # a cluster-conditioned G and D: next_real(labelled=True) gives the reals' clusters
     coverage: float = 0.0  # weight of the coverage (IMLE) term in G's loss (models/coverage.py)
     coverage_every: int = 1  # the term on every Nth G update only, weighted N x (lazy)
-    coverage_pool: int = 32  # generated faces each real face picks its nearest from
     feature_space: nn.Module | None = None  # the coverage term's frozen features
+    bank: LatentBank | None = None  # the coverage term's candidates: the latents of G's last fakes
     equilibrium: began_losses.Equilibrium | None = None
     sync: Callable[[torch.optim.Optimizer], None] | None = None  # averages gradients across ranks
 
@@ -167,11 +167,13 @@ def _generator_update(
             ms = dcgan_losses.mode_seeking_loss(fake.float(), z)
             loss_g = loss_g + p.mode_seeking * ms
             extras["mode_seeking"] = ms.item()
-        if p.coverage and real is not None and p.step % p.coverage_every == 0:
-            pool = p.G(p.noise(p.coverage_pool))
-            term, _ = coverage_loss(p.feature_space, real, pool)
-            loss_g = loss_g + p.coverage * p.coverage_every * term
-            extras["coverage"] = term.item()
+        if p.bank is not None and real is not None:
+            with torch.no_grad():
+                p.bank.add(z, p.feature_space(fake.detach()))
+            if p.step % p.coverage_every == 0:
+                term = coverage_loss(p.feature_space, real, p.G, p.bank)
+                loss_g = loss_g + p.coverage * p.coverage_every * term
+                extras["coverage"] = term.item()
     p.update(p.opt_g, loss_g)
     return {
         **extras,
