@@ -102,6 +102,11 @@ def test_evaluate_writes_table_1_with_all_columns_and_logs_it(tiny_run, capfd, m
     assert f"of {N} faces detected (fewer than {MIN_FACES})" in dcgan[NOTE_COLUMN]
     assert (folder / "table1.md").read_text().count("|") > 20 and (folder / "table1.html").is_file()
     assert len(list((folder / "samples" / "dcgan").glob("*.png"))) == N
+    for slug, row in (("dcgan", dcgan), ("real-control", real)):  # which file the protocol found a face in
+        found = pd.read_csv(folder / "samples" / slug / "detections.csv")
+        assert found["file"].tolist() == [f"{i:06d}.png" for i in range(row["N"])]
+        assert found["file"].tolist() == sorted(p.name for p in (folder / "samples" / slug).glob("*.png"))
+        assert int(found["face_detected"].sum()) == int(row["face detected"].split("/")[0])
 
     artifacts = set(tracking.list_artifacts(report_run, "report")) | set(tracking.list_artifacts(report_run, "grids"))
     for name in (
@@ -115,6 +120,7 @@ def test_evaluate_writes_table_1_with_all_columns_and_logs_it(tiny_run, capfd, m
         "grids/real-control_not_detected.png",
     ):
         assert name in artifacts, f"{name} missing from {sorted(artifacts)}"
+    assert "samples/dcgan/detections.csv" in tracking.list_artifacts(report_run, "samples/dcgan")
     metrics = run.data.metrics
     for key in (
         "dcgan.detection_rate",

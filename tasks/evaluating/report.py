@@ -228,7 +228,8 @@ def publish(
             run.log_image(grid, f"grids/{report.slug(row.label)}_{key}.png")
         if config.keep_pngs:
             run.log_artifact(
-                save_pngs(row.images, folder / "samples" / report.slug(row.label)), f"samples/{report.slug(row.label)}"
+                save_pngs(row.images, folder / "samples" / report.slug(row.label), row.detected),
+                f"samples/{report.slug(row.label)}",
             )
     run.log_metrics(report.metric_values(table))
     run.log_metrics({**{k: v for k, v in numbers.items() if np.isfinite(v)}, "seconds": seconds})

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from facegan.config.errors import InputError, NotFoundError
@@ -20,13 +21,14 @@ from facegan.config.gans import GANS
 from facegan.evaluation import detection, embeddings, metrics, swd
 from facegan.evaluation.real_sets import RealSets, real_sets
 from facegan.evaluation.report import budget_text
-from facegan.tasks.common.atomic import atomic_path
+from facegan.tasks.common.atomic import atomic_path, write_text
 from facegan.tasks.common.paths import data_home
 from facegan.tasks.cropping.dataset import load_dataset
 
 SCORE_VERSION = "1"
 BLOCK = 500
 REAL_LABEL = "real control"
+DETECTIONS_FILE = "detections.csv"
 
 
 @dataclass
@@ -142,13 +144,18 @@ def row_labels(metas: list[dict]) -> list[str]:
     ]
 
 
-def save_pngs(images: np.ndarray, folder: Path) -> Path:
-    """Keep a row's images as NNNNNN.png (atomic writes; existing identical files are kept)."""
+def save_pngs(images: np.ndarray, folder: Path, detected: np.ndarray | None = None) -> Path:
+    """Keep a row's images as NNNNNN.png (atomic writes; existing identical files are kept) and,
+    given the row's detections, detections.csv: each file and whether the protocol found a face
+    in it (the misses are the faces to look at)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for i, image in enumerate(images):
-        target = folder / f"{i:06d}.png"
-        with atomic_path(target) as tmp:
+    files = [f"{i:06d}.png" for i in range(len(images))]
+    for name, image in zip(files, images):
+        with atomic_path(folder / name) as tmp:
             Image.fromarray(image).save(tmp, format="PNG")
+    if detected is not None:
+        table = pd.DataFrame({"file": files, "face_detected": np.asarray(detected, bool)})
+        write_text(folder / DETECTIONS_FILE, table.to_csv(index=False))
     return folder
 
 
