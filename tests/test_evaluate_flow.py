@@ -107,6 +107,15 @@ def test_evaluate_writes_table_1_with_all_columns_and_logs_it(tiny_run, capfd, m
         assert found["file"].tolist() == [f"{i:06d}.png" for i in range(row["N"])]
         assert found["file"].tolist() == sorted(p.name for p in (folder / "samples" / slug).glob("*.png"))
         assert int(found["face_detected"].sum()) == int(row["face detected"].split("/")[0])
+    # and each line is its own file's: detecting a few PNGs again (misses first) gives the same answers
+    import numpy as np
+    from PIL import Image
+
+    from facegan.evaluation.detection import face_counts
+
+    some = pd.concat([found[~found["face_detected"]].head(3), found[found["face_detected"]].head(3)])
+    pngs = np.stack([np.asarray(Image.open(folder / "samples" / "real-control" / f)) for f in some["file"]])
+    assert [c > 0 for c in face_counts(pngs, workers=1)] == some["face_detected"].tolist()
 
     artifacts = set(tracking.list_artifacts(report_run, "report")) | set(tracking.list_artifacts(report_run, "grids"))
     for name in (
