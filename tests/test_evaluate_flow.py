@@ -4,10 +4,13 @@ process); the report's columns, counts and MLflow contents."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import facegan_result
+from PIL import Image
 
+from facegan.evaluation.detection import face_counts
 from facegan.evaluation.metrics import MIN_FACES
 from facegan.evaluation.report import COLUMNS, FACES_COLUMN, INCEPTION_COLUMN, MISSING, NOTE_COLUMN
 from facegan.tasks.common import tracking
@@ -108,11 +111,6 @@ def test_evaluate_writes_table_1_with_all_columns_and_logs_it(tiny_run, capfd, m
         assert found["file"].tolist() == sorted(p.name for p in (folder / "samples" / slug).glob("*.png"))
         assert int(found["face_detected"].sum()) == int(row["face detected"].split("/")[0])
     # and each line is its own file's: detecting a few PNGs again (misses first) gives the same answers
-    import numpy as np
-    from PIL import Image
-
-    from facegan.evaluation.detection import face_counts
-
     some = pd.concat([found[~found["face_detected"]].head(3), found[found["face_detected"]].head(3)])
     pngs = np.stack([np.asarray(Image.open(folder / "samples" / "real-control" / f)) for f in some["file"]])
     assert [c > 0 for c in face_counts(pngs, workers=1)] == some["face_detected"].tolist()
