@@ -33,9 +33,16 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), as torch's own probes say."""
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), as torch's own probes say,
+    and its kernels may use those units: with them capped to an older instruction set
+    (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY, to run as an AVX2-only CPU would), bf16 is emulated
+    and a convolution ran ~5x slower than in fp32 (measured, session 47)."""
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+    if not any(getattr(torch.cpu, probe, lambda: False)() for probe in probes):
+        return False
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).upper()
+    onednn_bf16 = isa == "ALL" or any(unit in isa for unit in ("BF16", "AMX", "FP16", "AVX10"))
+    return onednn_bf16 and torch.backends.cpu.get_cpu_capability() == "AVX512"
 
 
 def amp_dtype(device: torch.device, precision: str) -> torch.dtype | None:
