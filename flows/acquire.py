@@ -22,9 +22,11 @@ def acquire(config: AcquireConfig) -> stage.AcquireResult:
     """Acquire images into raw/<name>; returns name, raw dir, counts and the MLflow run id."""
     log = get_run_logger().info
     config, name = stage.check_request(config)  # a bad source fails before any run starts or folder is made
-    with tracking.run(
-        "acquire", run_name=f"acquire-{name}", params=stage.run_params(config, name), parent_run_id=config.parent_run_id
-    ) as tracked:
+    params, parent = stage.run_params(config, name), config.parent_run_id
+    with (
+        stage.writing_raw_set(name),  # one acquire per raw set at a time
+        tracking.run("acquire", run_name=f"acquire-{name}", params=params, parent_run_id=parent) as tracked,
+    ):
         if config.path and config.path.is_dir():
             result = steps.import_folder(config.path, name, **stage.import_options(config, log))
         else:

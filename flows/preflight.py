@@ -21,8 +21,10 @@ from facegan.config.errors import InputError, NotFoundError
 
 def acquire(config) -> list[str]:
     from facegan.tasks.acquisition.sources import check_acquire
+    from facegan.tasks.common import locks
 
-    check_acquire(config)
+    name = check_acquire(config)  # a raw set another process is acquiring into: refused here
+    locks.check_free(locks.raw_lock(name), locks.acquiring(name))
     return []
 
 
@@ -109,8 +111,10 @@ def evaluate(config) -> list[str]:
 
 def pipeline(config) -> list[str]:
     from facegan.tasks.acquisition.sources import check_pipeline_source
+    from facegan.tasks.common import locks
 
-    check_pipeline_source(config)
+    name, _ = check_pipeline_source(config)
+    locks.check_free(locks.raw_lock(name), locks.acquiring(name))
     return []
 
 

@@ -1,4 +1,4 @@
-"""Process locks for one writer at a time (a training run, a crop dataset, the MLflow store's
+"""Process locks for one writer at a time (a raw set, a training run, a crop dataset, the MLflow store's
 creation): `flock` on a small lock file that records the holder's pid.
 
 The kernel drops an flock lock when its process ends, however it ends (Ctrl-C, SIGKILL, the OOM
@@ -32,6 +32,13 @@ def run_lock(name: str) -> Path:
     return runs_root() / ".locks" / f"{name}.lock"
 
 
+def raw_lock(name: str) -> Path:
+    """The lock of a raw set (held by an acquire from opening the raw set to its manifest)."""
+    from facegan.tasks.common.paths import raw_root
+
+    return raw_root() / ".locks" / f"{name}.lock"
+
+
 def dataset_lock(name: str) -> Path:
     """The lock of a crop dataset (held from planning to the swap-in of its sizes)."""
     from facegan.tasks.common.paths import datasets_root
@@ -45,6 +52,10 @@ def training(name: str) -> str:
 
 def cropping(name: str) -> str:
     return f"dataset {name!r} is being cropped"
+
+
+def acquiring(name: str) -> str:
+    return f"raw set {name!r} is being acquired"
 
 
 def check_free(path: str | Path, doing: str) -> None:
