@@ -131,3 +131,42 @@ def test_archive_download_killed_midway_resumes_with_a_range_request(tmp_path, f
     assert result.ok == 120 and result.name == "faces"
     df = pd.read_parquet(raw / "manifest.parquet")
     assert df["identity"].nunique() == 6 and not list(raw.rglob("*.part"))
+
+
+def test_an_archive_imported_incompletely_is_extracted_again_on_a_rerun(tmp_path, facegan_home):
+    """A rerun of a whole import does nothing; one whose images went missing, or whose members
+    failed to read (what an extraction cut short or disturbed leaves: two imports at once once
+    left 7,305 such rows), extracts the archive again instead of saying "nothing to do"."""
+    import zipfile
+
+    from facegan.config.acquire import AcquireConfig
+    from facegan.flows.acquire import acquire
+    from facegan.tasks.acquisition import manifest
+
+    archive = tmp_path / "faces.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i, data in enumerate(_distinct_flowers(30)):
+            zf.writestr(f"faces/Person_{i % 3}/Person_{i % 3}_{i:04d}.jpg", data)
+    config, raw = AcquireConfig(path=archive, name="kept", progress=False), facegan_home / "raw" / "kept"
+
+    def images() -> dict[str, int]:
+        rows = manifest.read(raw)
+        assert (rows["status"] == "ok").all(), rows[rows["status"] != "ok"]
+        return {p: os.stat(p).st_ino for p in rows["path"]}
+
+    assert acquire(config).ok == 30
+    first = images()
+    assert acquire(config).ok == 30 and images() == first  # whole: nothing extracted again
+
+    gone = sorted(first)[:2]
+    for path in gone:
+        os.unlink(path)
+    assert acquire(config).ok == 30 and all(os.path.isfile(p) for p in images())
+
+    rows = manifest.read(raw)
+    broken = rows.index[:5]
+    for i in broken:
+        os.unlink(rows.at[i, "path"])
+    rows.loc[broken, ["status", "reason", "path"]] = ["failed", "unreadable: No such file or directory", None]
+    manifest.write(rows, raw)
+    assert acquire(config).ok == 30 and len(images()) == 30

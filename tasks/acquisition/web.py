@@ -82,15 +82,24 @@ def local_workers(config: AcquireConfig) -> int:
     return min(config.workers, default_workers())
 
 
+def acquired_whole(raw: Path, url: str) -> bool:
+    """Whether the image or archive at `url` is in the raw set already, whole: images recorded,
+    every one still on disk, and no member that failed with a read error (an extraction cut short
+    or disturbed leaves those). Anything less is fetched or extracted again on a rerun."""
+    known = store.known_rows(raw)
+    mine = known[(known["url"] == url) | (known["source_page"] == url)]
+    ok = mine[mine["status"] == "ok"]
+    unreadable = (mine["status"] == "failed") & mine["reason"].fillna("").str.startswith("unreadable")
+    return len(ok) > 0 and ok["path"].map(lambda p: bool(p) and Path(p).is_file()).all() and not unreadable.any()
+
+
 def acquire_url(
     url: str, raw: Path, config: AcquireConfig, checksum: tuple[str, str] | None, log: Log = lambda _m: None
 ) -> list[dict]:
     """Fetch one URL into `raw`: an image is stored, an archive is verified and extracted
     safely. Returns its manifest rows. Any failure raises DownloadError and keeps the raw set as
     it was (this is the whole request)."""
-    known = store.known_rows(raw)
-    mine = known[(known["url"] == url) | (known["source_page"] == url)]
-    if ((mine["status"] == "ok") & mine["path"].map(lambda p: bool(p) and Path(p).is_file())).any():
+    if acquired_whole(raw, url):
         log(f"{url} was acquired before: nothing to download")
         return []
     downloads = raw / ".downloads"
@@ -143,9 +152,7 @@ def import_archive_file(raw: Path, config: AcquireConfig, log: Log = lambda _m: 
     """A local zip/tar given to --path: extracted like a downloaded archive (once)."""
     path = config.path
     url = Path(path).resolve().as_uri()
-    known = store.known_rows(raw)
-    mine = known[known["source_page"] == url]
-    if ((mine["status"] == "ok") & mine["path"].map(lambda p: bool(p) and Path(p).is_file())).any():
+    if acquired_whole(raw, url):
         log(f"{path} was imported before: nothing to do")
         return []
     return ingest_archive(Path(path), url, raw, config, log)
