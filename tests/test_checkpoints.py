@@ -4,9 +4,15 @@ Real trainings and real files."""
 
 from __future__ import annotations
 
+import json
+import os
+import resource
+import subprocess
+import sys
+
 import torch
+from conftest import REPO, dataset_path, error_lines, facegan_result
 from conftest import TRAIN_TINY as TINY
-from conftest import dataset_path, error_lines, facegan_result
 from conftest import metric_history as history
 
 from facegan.config.train import TrainConfig
@@ -77,3 +83,38 @@ def test_a_run_of_an_older_default_names_the_options_that_continue_it(lfw_crops,
     code, out, err = facegan_result(capfd, *args, "--beta1", "0.5", "--mode-seeking", "0.0")
     assert code == 0, err[-2000:]
     assert out.strip().splitlines()[-1] == run_id and history(run_id, "resumed_from_step") == {2: 2}
+
+
+def test_a_full_disk_while_a_checkpoint_is_written_is_one_line_and_the_rerun_completes(lfw_crops, tmp_path):
+    """A disk that fills up while a checkpoint is written (here a file size limit under the
+    checkpoint's size): torch's own file writer used to turn it into "iostream error" and a
+    traceback (exit 1), and marking the MLflow run FAILED, on the same full disk, replaced even
+    that. Now: one line naming the checkpoint, no partial file, the run FAILED, and the same
+    command with room again trains to the end."""
+    from mlflow.tracking import MlflowClient
+
+    home = tmp_path / "home"  # its own small MLflow store: the limit must not catch the store's writes
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"FACEGAN_HOME": str(home)}
+    command = [sys.executable, "-m", "facegan.flows.cli", "train", "--dataset", dataset_path(lfw_crops)]
+    command += ["--name", "full", "--features", "16", "--steps", "4", "--no-register-model"]
+    command += [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    limit = 4 << 20  # a checkpoint at 16 maps is ~6.5 MB, the store ~1 MB
+
+    def run(preexec=None) -> subprocess.CompletedProcess:
+        return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, preexec_fn=preexec)
+
+    full = run(lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    checkpoints = home / "runs" / "full" / "checkpoints"
+    assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr[-3000:]
+    [line] = [line for line in error_lines(full.stderr) if line.startswith("facegan:")]
+    assert line.startswith(
+        f"facegan: error: cannot write {checkpoints / 'step-000002.pt'}: the disk is full or a file size limit is set ("
+    ), line
+    assert line.endswith(f"; this shell limits files to {limit >> 10} KiB (ulimit -f))"), line
+    assert list(checkpoints.iterdir()) == []  # no partial checkpoint under any name
+    run_id = json.loads((home / "runs" / "full" / "run.json").read_text())["run_id"]
+    assert MlflowClient(f"sqlite:///{home / 'mlflow.db'}").get_run(run_id).info.status == "FAILED"
+
+    again = run()
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert kept_steps(checkpoints) == [2, 4] and torch.load(checkpoints / "step-000004.pt", weights_only=False)["G"]

@@ -86,8 +86,16 @@ def load_state(p: Parts, state: dict) -> Counters:
 
 
 def save_checkpoint(state: dict, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """torch.save through a Python file: torch's own file writer turns a full disk into "iostream
+    error" / "unexpected pos"; through Python its OSError (ENOSPC, EFBIG) survives, and names the file."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        try:
+            torch.save(state, fh)
+        except RuntimeError as exc:
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, OSError):
+                raise OSError(cause.errno, cause.strerror, str(path)) from exc
+            raise
     return Path(path)
 
 

@@ -171,7 +171,7 @@ def train(cfg: TrainConfig, prepared: PreparedRun) -> TrainSummary:
         return loop.train_loop(cfg, prepared.dataset_path, prepared.run_dir, prepared.meta, run)
     except BaseException as exc:  # Ctrl-C or SIGTERM: KILLED, and where it stopped; else FAILED
         interrupt = as_interrupt(exc)
-        run.finish("FAILED" if interrupt is None else "KILLED")
+        run.finish_after_error("FAILED" if interrupt is None else "KILLED")
         locks.release(lock_path(prepared.run_name))
         if interrupt is None:
             raise

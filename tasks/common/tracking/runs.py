@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -26,6 +27,7 @@ from facegan.tasks.common.tracking.registry import log_pytorch_model
 from facegan.tasks.common.tracking.signals import uninterrupted
 from facegan.tasks.common.tracking.store import _client, tracking_uri
 
+log = logging.getLogger("facegan.tracking")
 EXPERIMENT = os.environ.get("FACEGAN_EXPERIMENT", "facegan")
 PARENT_TAG = "mlflow.parentRunId"
 STAGE_TAG = "facegan.stage"
@@ -146,6 +148,15 @@ class TrackedRun:
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
 
+    def finish_after_error(self, status: str) -> None:
+        """finish(status) while an error propagates: a store that cannot take the status (the
+        disk that just filled up holds it too) must not replace that error with its own. The
+        run is then left RUNNING, and the next command marks it KILLED (end_orphans)."""
+        try:
+            self.finish(status)
+        except Exception as exc:  # noqa: BLE001 - whatever the store raised, the first error is the one to report
+            log.debug("could not mark MLflow run %s %s: %s", self.run_id, status, exc)
+
     def log_pytorch_model(self, model, artifact_path: str, **options: Any) -> str | None:
         """tracking.registry.log_pytorch_model for this run: the registered version, or None."""
         return log_pytorch_model(self.run_id, model, artifact_path, **options)
@@ -191,7 +202,8 @@ def run(stage: str, **options: Any) -> Iterator[TrackedRun]:
     try:
         yield tracked
     except BaseException as exc:  # Ctrl-C or SIGTERM (Prefect's TerminationSignal in a flow): KILLED
-        tracked.finish(RunStatus.to_string(RunStatus.FAILED if as_interrupt(exc) is None else RunStatus.KILLED))
+        status = RunStatus.FAILED if as_interrupt(exc) is None else RunStatus.KILLED
+        tracked.finish_after_error(RunStatus.to_string(status))
         raise
     tracked.finish()
 

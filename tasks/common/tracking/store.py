@@ -113,7 +113,8 @@ def disk_message(path: Path) -> str:
     while not os.path.ismount(mount):
         mount = mount.parent
     free = shutil.disk_usage(folder).free
-    text = f"{free / 2**30:.1f} GiB free on the disk mounted at {mount}"
+    room = f"{free / 2**30:.1f} GiB" if free >= 2**30 else f"{free / 2**20:.0f} MiB"
+    text = f"{room} free on the disk mounted at {mount}"
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     if limit != resource.RLIM_INFINITY:
         text += f"; this shell limits files to {limit // 1024} KiB (ulimit -f)"
