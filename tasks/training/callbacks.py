@@ -75,7 +75,7 @@ class TrainState:
     def save(self, path: Path) -> Path:
         """A checkpoint of the run as it is now (the EMA's BatchNorm statistics up to date)."""
         self.sampler()
-        return ckpt.save_checkpoint(ckpt.state_dict(self.parts, self.cfg, self.meta, self.counters), path)
+        return ckpt.save_torch_file(ckpt.state_dict(self.parts, self.cfg, self.meta, self.counters), path)
 
 
 class Callback:

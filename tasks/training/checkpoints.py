@@ -85,9 +85,10 @@ def load_state(p: Parts, state: dict) -> Counters:
     return Counters(**{f.name: state[f.name] for f in fields(Counters)})
 
 
-def save_checkpoint(state: dict, path: Path) -> Path:
-    """torch.save through a Python file: torch's own file writer turns a full disk into "iostream
-    error" / "unexpected pos"; through Python its OSError (ENOSPC, EFBIG) survives, and names the file."""
+def save_torch_file(state: dict, path: Path) -> Path:
+    """torch.save to `path` atomically (temp file + rename), through a Python file: torch's own
+    file writer turns a full disk into "iostream error" / "unexpected pos"; through Python its
+    OSError (ENOSPC, EFBIG) survives, and names the file. Checkpoints and generator files."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         try:
             torch.save(state, fh)

@@ -15,7 +15,7 @@ from facegan.config.errors import InputError, NotFoundError, as_interrupt
 from facegan.config.recipe import NAME_NEUTRAL, RECIPE_FIELDS
 from facegan.config.train import TrainConfig
 from facegan.tasks.common import locks, tracking
-from facegan.tasks.common.atomic import atomic_path, write_text
+from facegan.tasks.common.atomic import write_text
 from facegan.tasks.common.paths import RUN_FILE, runs_root
 from facegan.tasks.training import checkpoints as ckpt
 from facegan.tasks.training import figures
@@ -219,7 +219,6 @@ def _requirements() -> list[str]:
 def publish(cfg: TrainConfig, prepared: PreparedRun, summary: TrainSummary) -> dict:
     """Log the final (EMA) generator as a file, an MLflow pytorch model (registered as
     facegan-<model>-<size>) and the loss curves. Returns {model_version, generator}."""
-    import torch
 
     from facegan.tasks.training.trained_generators import load_generator
 
@@ -265,16 +264,14 @@ def publish(cfg: TrainConfig, prepared: PreparedRun, summary: TrainSummary) -> d
             "{model} at {size} px, {kimg} kimg ({steps} steps) on dataset {dataset}, recipe {recipe}".format(**tags),
             tags,
         )
-    with atomic_path(gen_path) as tmp:
-        torch.save(generator_payload(G.state_dict(), meta), tmp)
+    ckpt.save_torch_file(generator_payload(G.state_dict(), meta), gen_path)
     folder = GENERATOR_ARTIFACT.rsplit("/", 1)[0]
     run.log_artifact(gen_path, folder)  # the run's newest generator
     run.log_dict(meta, META_ARTIFACT)
     if version:  # and one per registered version, so models:/name/N stays that version
         versioned = run_dir / "generators" / f"version-{version}.pt"
         versioned.parent.mkdir(exist_ok=True)
-        with atomic_path(versioned) as tmp:
-            torch.save(generator_payload(G.state_dict(), meta), tmp)
+        ckpt.save_torch_file(generator_payload(G.state_dict(), meta), versioned)
         run.log_artifact(versioned, f"{folder}/versions")
     summary_metrics = {"final_step": summary.step, "cpu_minutes_total": summary.cpu_seconds / 60}
     run.log_metrics(summary_metrics, step=summary.step)
