@@ -91,7 +91,9 @@ def test_failure_injection_url_list(tmp_path, facegan_home):
     stored = [p for p in _all_files(raw / "images")]
     assert sorted(_sha(p.read_bytes()) for p in stored) == sorted(_sha(b) for b in good)
     ours = [p for p in _all_files(facegan_home) if "mlartifacts" not in p.parts]  # MLflow's own store
-    assert {p.name for p in ours} == {p.name for p in stored} | {"manifest.parquet", "source.json"}
+    lock = facegan_home / "raw" / ".locks" / "inject.lock"  # the raw set's one-writer lock (kept, empty)
+    assert {p.name for p in ours} == {p.name for p in stored} | {"manifest.parquet", "source.json", lock.name}
+    assert lock.read_text() == ""
     ok = df[df["status"] == "ok"]
     assert all(_sha(Path(p).read_bytes()) == s for p, s in zip(ok["path"], ok["sha256"]))
     assert set(df["identity"]) == {"person"}
