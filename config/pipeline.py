@@ -9,11 +9,14 @@ from facegan.config.base import Device, Size, StageConfig, check_name, default_w
 from facegan.config.gans import DEFAULT_MODEL
 from facegan.config.train import Model
 
-# The main job's training budget per model when none is given. Images shown to D, not CPU time:
-# 60 kimg is 7,500 steps of the default recipe's batch 8 on every CPU. At 60 kimg the default
-# recipe's faces are detected like real ones and begin to vary (recall 0.1-0.2 at N = 300;
-# docs/results/width-and-lr.md).
+# The main job's training budget per model when none is given: 60 kimg (7,500 steps of the default
+# recipe's batch 8), at which its faces are detected like real ones and begin to vary (recall
+# 0.23-0.28 at N = 300; docs/results/main-job.md), or DEFAULT_MINUTES of training steps if those
+# come first: the bound that keeps the main job near ten minutes on a CPU that trains slower (a
+# 2-core AMD EPYC without bf16 units trains ~120 images/s, 60 kimg in ~8.5 minutes; a 2-core Xeon
+# with AMX ~300). Wall time of the updates only: CPU time would grow with the cores of a larger machine.
 DEFAULT_KIMG = 60.0
+DEFAULT_MINUTES = 5.0
 
 
 class PipelineConfig(StageConfig):
@@ -24,8 +27,9 @@ class PipelineConfig(StageConfig):
     reused (--reacquire to fetch again; a raw set of that --name holding another source is
     refused), crop skips a dataset whose fingerprint matches, a finished training run with the
     same recipe and budget is reused, and so is a finished report for the same runs and N.
-    Training stops at the first budget reached (--kimg, --steps, --cpu-minutes); with none given
-    each model trains 60 kimg (thousands of real images shown to D: the same work on any CPU).
+    Training stops at the first budget reached (--kimg, --steps, --cpu-minutes, --minutes); with
+    none given each model trains 60 kimg (thousands of real images shown to D), or 5 minutes of
+    training steps on a CPU too slow for 60 kimg in that time.
     The defaults (LFW, 64 px, DCGAN at batch 8 with 32 maps, lr 4e-4, Adam beta1 0 and
     mode-seeking 1.0, 60 kimg, N=300) took 7 min 14 s from scratch on a 2-core Xeon (bf16): 300
     of 300 generated faces detected (seeds 1, 2: 296, 298; the real control 297-299), recall 0.27
@@ -57,6 +61,18 @@ class PipelineConfig(StageConfig):
         None,
         gt=0,
         description="training budget per model in CPU-minutes (the same time buys more steps on a faster CPU)",
+    )
+    minutes: float | None = Field(
+        None,
+        gt=0,
+        description="training budget per model in wall-clock minutes of training steps "
+        f"(default {DEFAULT_MINUTES:g} with the default --kimg when no budget is given)",
+    )
+    score_every: int = Field(
+        0,
+        ge=0,
+        description="also score the detection rate while training, every N steps (0: off; the Table 1 report "
+        "after training scores the final generators)",
     )
     batch_size: int | None = Field(None, ge=1, le=4096, description="batch size (none: each model's default)")
     features: int | None = Field(None, ge=4, le=1024, description="base feature maps (none: each model's default)")
@@ -97,8 +113,8 @@ class PipelineConfig(StageConfig):
 
     @model_validator(mode="after")
     def _budget(self):
-        if self.kimg is None and self.steps is None and self.cpu_minutes is None:
-            self.kimg = DEFAULT_KIMG
+        if self.kimg is None and self.steps is None and self.cpu_minutes is None and self.minutes is None:
+            self.kimg, self.minutes = DEFAULT_KIMG, DEFAULT_MINUTES
         return self
 
     def source_kind(self) -> str:

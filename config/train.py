@@ -23,10 +23,11 @@ Recipe = Literal[tuple(DCGAN_RECIPES)]  # type: ignore[valid-type]
 class TrainConfig(StageConfig):
     """Train a GAN (DCGAN, WGAN-GP, BEGAN or Projected GAN) on one crop dataset and log it to MLflow.
 
-    Training stops at the first budget reached: --steps, --epochs or --cpu-minutes (CPU time of
-    the training steps, cumulative over resumes; for equal-budget comparisons). Rerunning the same
-    command resumes the same run from its latest checkpoint (same step, same MLflow run);
-    --name picks a run explicitly. Prints the MLflow run id."""
+    Training stops at the first budget reached: --steps, --kimg, --epochs, --cpu-minutes (CPU time
+    of the training steps, cumulative over resumes; for equal-budget comparisons) or --minutes
+    (their wall-clock time: a bound on the wait). Rerunning the same command resumes the same run
+    from its latest checkpoint (same step, same MLflow run); --name picks a run explicitly. Prints
+    the MLflow run id."""
 
     dataset: str | None = Field(
         None, description="crop dataset name or path (default: the only or most recent dataset)"
@@ -50,6 +51,12 @@ class TrainConfig(StageConfig):
     )
     epochs: float | None = Field(None, gt=0, description="passes over the dataset to train for")
     cpu_minutes: float | None = Field(None, gt=0, description="CPU-time budget of the training steps, in minutes")
+    minutes: float | None = Field(
+        None,
+        gt=0,
+        description="wall-clock budget of the training steps, in minutes (a bound on the wait: a slower or "
+        "busier machine trains fewer images in it)",
+    )
     batch_size: int | None = Field(None, ge=1, le=4096, description=f"batch size ({defaults_text('batch_size')})")
     device: Device = Field("auto", description="device: auto picks CUDA, then MPS, then CPU")
     precision: Literal["auto", "bf16", "fp32"] = Field(

@@ -255,11 +255,29 @@ def test_learning_rate_ramps_down_to_zero_over_the_budgets_last_fraction(lfw_cro
     assert lr_factor(cpu, 5, budget.fraction(Counters(step=5, cpu_seconds=60))) == 1.0
     assert math.isclose(lr_factor(cpu, 25, budget.fraction(Counters(step=25, cpu_seconds=105))), 0.25 * 0.5)
     assert lr_factor(cpu, 30, budget.fraction(Counters(step=30, cpu_seconds=120))) == 0.0
+    # a wall-clock budget (--minutes) ramps and stops by the updates' wall time, whichever comes first
+    wall = TrainConfig(minutes=2, kimg=60)
+    budget = Budget(wall, per_epoch=100)
+    assert budget.steps == 7500 and not budget.done(Counters(step=100, wall_seconds=119))
+    assert math.isclose(lr_factor(wall, 100, budget.fraction(Counters(step=100, wall_seconds=105))), 0.5)
+    assert budget.done(Counters(step=100, wall_seconds=120)) and budget.done(Counters(step=7500, wall_seconds=1))
     canonical = TrainConfig(recipe="canonical", lr_decay=0.5, lr_decay_every=10)
     assert canonical.lr_rampdown == 0.0 and lr_factor(canonical, 29, 0.99) == 0.25
 
     run_id = train(TrainConfig(name="constant", recipe="canonical", **args))
     assert set(history(run_id, "lr").values()) == {2e-4}
+
+    # a real run with a wall-clock budget stops on it, long before its steps, and resumes counting
+    timed = dict(args, steps=100_000, minutes=0.02, log_every=10, sample_every=10_000, checkpoint_every=10_000)
+    run_id = train(TrainConfig(name="timed", **timed))
+    final = tracking.get_run(run_id).data.metrics
+    steps, minutes = int(final["final_step"]), final["wall_minutes_total"]
+    assert 0 < steps < 100_000 and 0.02 <= minutes < 0.02 + 0.01, (steps, minutes)
+    assert history(run_id, "lr")[steps] < base  # ramped down by wall time, not by steps
+    train(TrainConfig(name="timed", **dict(timed, minutes=0.04)))  # a larger budget continues the run
+    assert int(tracking.get_run(run_id).data.metrics["final_step"]) > steps
+    state = ckpt.load_checkpoint(ckpt.latest_checkpoint(facegan_home / "runs" / "timed" / "checkpoints"))
+    assert 0.04 * 60 <= state["wall_seconds"] < 0.05 * 60
     path = facegan_home / "runs" / "constant" / "checkpoints" / "step-000008.pt"
     old = ckpt.load_checkpoint(path)
     del old["config"]["lr_rampdown"]  # as written before the option existed

@@ -167,7 +167,7 @@ class Log(Callback):
             kimg = state.progress()["kimg"]
             run_logger().warning(
                 f"budget reached at step {state.step} ({kimg:.1f} kimg): nothing to train; "
-                f"pass --steps > {state.step} or --kimg > {kimg:.1f} to continue"
+                f"pass --steps > {state.step}, --kimg > {kimg:.1f} or a larger time budget to continue"
             )
 
     def on_step(self, state: TrainState) -> None:
@@ -187,6 +187,7 @@ class Log(Callback):
             epoch=state.data.epoch_of(c.batches),
             images_per_sec=(c.batches - self.window[1]) * state.cfg.batch_size * state.world / max(elapsed, 1e-9),
             cpu_minutes=c.cpu_seconds / 60,
+            wall_minutes=c.wall_seconds / 60,
             **state.progress(),
         )
         if step > self.logged_through:

@@ -51,6 +51,7 @@ class Counters:
     step: int = 0  # generator updates done
     batches: int = 0  # real batches drawn (d_steps per step)
     cpu_seconds: float = 0.0  # CPU time of the updates, all ranks, cumulative over resumes
+    wall_seconds: float = 0.0  # wall-clock time of the updates (mean over ranks), cumulative over resumes
     best_detection_rate: float | None = None
     best_step: int | None = None
 
@@ -82,7 +83,7 @@ def load_state(p: Parts, state: dict) -> Counters:
     if p.equilibrium is not None and state.get("k_t") is not None:
         p.equilibrium.k = state["k_t"]
     set_rng_state(state["rng"])
-    return Counters(**{f.name: state[f.name] for f in fields(Counters)})
+    return Counters(**{f.name: state[f.name] for f in fields(Counters) if f.name in state})  # older: fewer
 
 
 def save_torch_file(state: dict, path: Path) -> Path:

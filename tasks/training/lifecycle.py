@@ -273,7 +273,11 @@ def publish(cfg: TrainConfig, prepared: PreparedRun, summary: TrainSummary) -> d
         versioned.parent.mkdir(exist_ok=True)
         ckpt.save_torch_file(generator_payload(G.state_dict(), meta), versioned)
         run.log_artifact(versioned, f"{folder}/versions")
-    summary_metrics = {"final_step": summary.step, "cpu_minutes_total": summary.cpu_seconds / 60}
+    summary_metrics = {
+        "final_step": summary.step,
+        "cpu_minutes_total": summary.cpu_seconds / 60,
+        "wall_minutes_total": summary.wall_seconds / 60,
+    }
     run.log_metrics(summary_metrics, step=summary.step)
     run.set_tags({"facegan.model_version": version or "", "facegan.registered_model": name or ""})
     info = _read_json(run_dir / RUN_FILE)

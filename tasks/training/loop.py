@@ -1,6 +1,6 @@
 """The training loop, read top to bottom in train_loop: build the parts, resume, then one
-training step after another until the budget (steps / kimg / epochs / CPU minutes) is reached,
-each followed by the callbacks (tasks/training/callbacks.py: the NaN guard, logging, samples,
+training step after another until the budget (steps / kimg / epochs / CPU or wall minutes) is
+reached, each followed by the callbacks (tasks/training/callbacks.py: the NaN guard, logging, samples,
 realism scores, checkpoints). Plain functions; flows/train.py wires them.
 """
 
@@ -96,17 +96,19 @@ def set_learning_rates(p: Parts, cfg: TrainConfig, factor: float) -> None:
 
 
 class Budget:
-    """The first of --steps, --kimg, --epochs, --cpu-minutes reached stops training. kimg counts
-    real images shown to D (all ranks), so it converts to steps exactly."""
+    """The first of --steps, --kimg, --epochs, --cpu-minutes, --minutes reached stops training. kimg
+    counts real images shown to D (all ranks), so it converts to steps exactly; the two time budgets
+    count only the updates (not sampling, scoring or checkpoints)."""
 
     def __init__(self, cfg: TrainConfig, per_epoch: int):
-        steps = cfg.steps or (None if (cfg.epochs or cfg.cpu_minutes or cfg.kimg) else DEFAULT_STEPS)
+        steps = cfg.steps or (None if (cfg.epochs or cfg.cpu_minutes or cfg.minutes or cfg.kimg) else DEFAULT_STEPS)
         if cfg.kimg:
             kimg_steps = math.ceil(cfg.kimg / cfg.kimg_per_step - 1e-9)
             steps = min(steps, kimg_steps) if steps else kimg_steps
         self.steps = steps
         self.batches = math.ceil(cfg.epochs * per_epoch) if cfg.epochs else None
         self.cpu_seconds = cfg.cpu_minutes * 60 if cfg.cpu_minutes else None
+        self.wall_seconds = cfg.minutes * 60 if cfg.minutes else None
         totals = [t for t in (steps, self.batches and math.ceil(self.batches / cfg.d_steps)) if t]
         self.total = min(totals) if totals else None
 
@@ -116,6 +118,7 @@ class Budget:
             c.step / self.steps if self.steps else 0.0,
             c.batches / self.batches if self.batches else 0.0,
             c.cpu_seconds / self.cpu_seconds if self.cpu_seconds else 0.0,
+            c.wall_seconds / self.wall_seconds if self.wall_seconds else 0.0,
         )
 
     def done(self, c: Counters) -> bool:
@@ -123,6 +126,7 @@ class Budget:
             (self.steps and c.step >= self.steps)
             or (self.batches and c.batches >= self.batches)
             or (self.cpu_seconds and c.cpu_seconds >= self.cpu_seconds)
+            or (self.wall_seconds and c.wall_seconds >= self.wall_seconds)
         )
 
 
@@ -195,12 +199,13 @@ def train_step(state: TrainState, update: Callable, fraction_done: float, ranks:
     update) at this step's learning rates, the generator EMA, the counters. Returns the update's
     metrics."""
     p, c, cfg = state.parts, state.counters, state.cfg
-    t0 = time.process_time()
+    t0, wall0 = time.process_time(), time.perf_counter()
     p.step = c.step
     set_learning_rates(p, cfg, lr_factor(cfg, c.step, fraction_done))
     metrics = update(p, partial(next_real, state.data, c))
-    spent = time.process_time() - t0
+    spent, waited = time.process_time() - t0, time.perf_counter() - wall0
     c.cpu_seconds += collectives.total(spent) if ranks.active else spent
+    c.wall_seconds += collectives.total(waited) / ranks.world if ranks.active else waited
     c.step += 1
     if p.ema:
         p.ema.update(p.G, c.step)

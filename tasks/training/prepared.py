@@ -36,6 +36,7 @@ class TrainSummary:
     step: int
     batches: int
     cpu_seconds: float
+    wall_seconds: float
     best_detection_rate: float | None
     best_step: int | None
     checkpoint: str | None
