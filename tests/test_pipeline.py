@@ -74,6 +74,33 @@ def test_pipeline_nests_stage_runs_and_reuses_current_outputs(pipeline_run, monk
     assert "report/48px/table1.md" in tracking.list_artifacts(second["pipeline_run_id"], "report/48px")
 
 
+def test_a_rerun_repairs_a_damaged_archive_import_instead_of_skipping_acquire(tmp_path, monkeypatch, prefect_server):
+    """The pipeline skips acquire only when the raw set holds its archive whole: with images of
+    it deleted since, the rerun extracts it again (and the run after that skips it)."""
+    import os
+    import zipfile
+
+    from facegan.tasks.acquisition import manifest
+
+    monkeypatch.setenv("FACEGAN_HOME", str(tmp_path / "home"))
+    photos = extract_lfw_subset(tmp_path / "src", 12)
+    archive = tmp_path / "faces.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for photo in sorted(photos.rglob("*.jpg")):
+            zf.write(photo, photo.relative_to(photos.parent))
+    config = PipelineConfig(source=str(archive), **dict(TINY, steps=1), skip_evaluate=True)
+    assert face_pipeline(config)["skipped"] == []
+    raw = tmp_path / "home" / "raw" / "faces"
+    images = sorted(manifest.read(raw)["path"])
+    assert len(images) == 12
+    for path in images[:2]:
+        os.unlink(path)
+
+    repaired = face_pipeline(config)
+    assert "acquire" not in repaired["skipped"] and all(os.path.isfile(p) for p in images)
+    assert "acquire" in face_pipeline(config)["skipped"]
+
+
 def test_pipeline_cli_bad_source_is_one_line(capfd, tmp_path):
     # in-process (test_first_day runs pipeline's own process)
     code, _, err = facegan_result(capfd, "pipeline", "--source", str(tmp_path / "nope"))

@@ -22,9 +22,10 @@ from facegan.config.evaluate import EvaluateConfig
 from facegan.config.pipeline import PipelineConfig
 from facegan.config.train import TrainConfig
 from facegan.evaluation.report import REPORT_FILES
-from facegan.tasks.acquisition import sources
+from facegan.tasks.acquisition import sources, web
 from facegan.tasks.acquisition.stage import OFFLINE_HINT as ACQUIRE_OFFLINE_HINT
 from facegan.tasks.common import tracking
+from facegan.tasks.common.paths import raw_dir
 from facegan.tasks.cropping.results import CropResult
 
 STEPS_TAG = "facegan.evaluated_steps"
@@ -44,8 +45,14 @@ def stage_config(cls: type[Stage], cfg: PipelineConfig, **values) -> Stage:
 
 def check_source(cfg: PipelineConfig) -> tuple[str, bool]:
     """Fail before anything starts on a source that is not there, or on a raw set of that name
-    holding another source's images. Returns (raw set name, whether it holds this source)."""
-    return sources.check_pipeline_source(cfg)
+    holding another source's images. Returns (raw set name, whether it holds this source whole):
+    an archive or image whose import was cut short or damaged since (images missing, members
+    unreadable) is acquired again, which repairs it; a folder is imported in place."""
+    name, holds = sources.check_pipeline_source(cfg)
+    kind, what, _ = sources.pipeline_source(cfg)
+    if holds and not (kind == "path" and Path(what).is_dir()):
+        holds = web.acquired_whole(raw_dir(name), what)
+    return name, holds
 
 
 def acquire_config(cfg: PipelineConfig, name: str | None = None, parent: str | None = None) -> AcquireConfig:
