@@ -288,11 +288,13 @@ def test_config_reference_and_pipeline_help_state_true_things(capsys):
     assert "15 minutes" not in flat
     readme = " ".join((REPO / "README.md").read_text().split())
     # the help states the README's measurements
-    for measured in ("7 min 14 s", "8 min 19 s", "183 of 300", "21 min 50 s", "235 of 300"):
+    for measured in ("9 min 04 s", "13 min 53 s", "7 min 14 s"):
         assert measured in flat and measured in readme, measured
-    from facegan.config.pipeline import DEFAULT_KIMG
+    from facegan.config.pipeline import DEFAULT_KIMG, DEFAULT_MINUTES
 
-    assert f"trains {DEFAULT_KIMG:g} kimg" in flat and f"{DEFAULT_KIMG:g} kimg" in readme
+    assert f"trains {DEFAULT_KIMG:g} kimg" in flat and f"**{DEFAULT_KIMG:g} kimg**" in readme
+    bound = f"{DEFAULT_MINUTES:g} minutes of training steps"
+    assert bound in flat and bound in readme
     assert "15 minutes" not in (REPO / "docs" / "pipeline.md").read_text()
 
 
