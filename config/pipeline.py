@@ -29,15 +29,15 @@ class PipelineConfig(StageConfig):
     same recipe and budget is reused, and so is a finished report for the same runs and N.
     Training stops at the first budget reached (--kimg, --steps, --cpu-minutes, --minutes); with
     none given each model trains 60 kimg (thousands of real images shown to D), or 5 minutes of
-    training steps on a CPU too slow for 60 kimg in that time.
-    The defaults (LFW, 64 px, DCGAN at batch 8 with 32 maps, lr 4e-4, Adam beta1 0 and
-    mode-seeking 1.0, 60 kimg, N=300) took 7 min 14 s from scratch on a 2-core Xeon (bf16): 300
-    of 300 generated faces detected (seeds 1, 2: 296, 298; the real control 297-299), recall 0.27
-    (0.23, 0.25): varied faces, a short run, not a finished GAN (--kimg 100 -n 1000: recall
-    0.26-0.31). With mode-seeking 0.25 (session 38) the same gave recall 0.19-0.27, with beta1 0.5
-    and none (session 36) 0.16-0.18, the 20 kimg default before it 0.01; at batch 64 20 kimg took
-    8 min 19 s for 183 of 300 on a Xeon and 21 min 50 s for 235 of 300 on a 2-core AMD EPYC
-    without bf16 units (fp32)."""
+    training steps on a CPU too slow for 60 kimg in that time. The defaults (LFW, 64 px, DCGAN at
+    batch 8 with 32 maps, lr 4e-4, Adam beta1 0 and mode-seeking 1.0, N=300) took 9 min 04 s from
+    scratch on a 2-core AMD EPYC without bf16 units (Zen 3, fp32; the 5 minutes reached at 41.4
+    kimg): 295 of 300 generated faces detected (the real control 297), recall 0.18; on a 2-core
+    Xeon (bf16) the 60 kimg took 7 min 14 s: 300 of 300 (seeds 1, 2: 296, 298; the control
+    297-299), recall 0.27 (0.23, 0.25): varied faces, a short run, not a finished GAN (--kimg 100
+    -n 1000: recall 0.26-0.31). Without the 5-minute bound that AMD took 13 min 53 s (296 of 300,
+    recall 0.26). Earlier defaults: at batch 64 20 kimg took 8 min 19 s for 183 of 300 on a Xeon
+    and 21 min 50 s for 235 of 300 on a 2-core AMD EPYC (Zen 2, fp32)."""
 
     source: str = Field(
         "lfw",
