@@ -261,6 +261,10 @@ def test_learning_rate_ramps_down_to_zero_over_the_budgets_last_fraction(lfw_cro
     assert budget.steps == 7500 and not budget.done(Counters(step=100, wall_seconds=119))
     assert math.isclose(lr_factor(wall, 100, budget.fraction(Counters(step=100, wall_seconds=105))), 0.5)
     assert budget.done(Counters(step=100, wall_seconds=120)) and budget.done(Counters(step=7500, wall_seconds=1))
+    assert budget.time_ended(Counters(step=100, wall_seconds=120)) == (
+        "its 2 minutes of training steps (--minutes) at step 100 of 7500"  # logged: a larger budget trains on
+    )
+    assert budget.time_ended(Counters(step=7500, wall_seconds=120)) is None  # the kimg were all trained
     canonical = TrainConfig(recipe="canonical", lr_decay=0.5, lr_decay_every=10)
     assert canonical.lr_rampdown == 0.0 and lr_factor(canonical, 29, 0.99) == 0.25
 

@@ -23,7 +23,7 @@ from facegan.models.coverage import FeatureSpace, LatentBank
 from facegan.models.ema import EMA
 from facegan.tasks.training import checkpoints as ckpt
 from facegan.tasks.training import collectives
-from facegan.tasks.training.callbacks import Checkpoints, FiniteCheck, Log, SampleGrids, Scores, TrainState
+from facegan.tasks.training.callbacks import Checkpoints, FiniteCheck, Log, SampleGrids, Scores, TrainState, run_logger
 from facegan.tasks.training.checkpoints import Counters
 from facegan.tasks.training.clusters import class_shares, run_clusters
 from facegan.tasks.training.data import FaceBatches, load_faces
@@ -128,6 +128,19 @@ class Budget:
             or (self.cpu_seconds and c.cpu_seconds >= self.cpu_seconds)
             or (self.wall_seconds and c.wall_seconds >= self.wall_seconds)
         )
+
+    def time_ended(self, c: Counters) -> str | None:
+        """When a time budget (--cpu-minutes, --minutes) ended training before the step budget
+        (--steps, --kimg): which one, and how far the steps got; else None."""
+        if not self.steps or c.step >= self.steps:
+            return None
+        for spent, limit, what in (
+            (c.wall_seconds, self.wall_seconds, "minutes of training steps (--minutes)"),
+            (c.cpu_seconds, self.cpu_seconds, "CPU-minutes (--cpu-minutes)"),
+        ):
+            if limit and spent >= limit:
+                return f"its {limit / 60:g} {what} at step {c.step} of {self.steps}"
+        return None
 
 
 def training_device(cfg: TrainConfig, ranks: collectives.Ranks) -> torch.device:
@@ -255,5 +268,12 @@ def train_loop(cfg: TrainConfig, dataset_path: Path, run_dir: Path, meta: dict, 
             return TrainSummary(**asdict(state.counters), checkpoint=None, grid=None, world_size=ranks.world)
     for callback in reversed(callbacks):  # the final checkpoint, then the final grid
         callback.at_end(state)
+    ended = budget.time_ended(state.counters)
+    if ended:
+        run_logger().info(
+            "training ended at %s (%.1f kimg): a larger time budget, or --kimg alone, trains on",
+            ended,
+            state.progress()["kimg"],
+        )
     checkpoint, grid = str(state.last_checkpoint), str(state.grid)
     return TrainSummary(**asdict(state.counters), checkpoint=checkpoint, grid=grid, world_size=ranks.world)
