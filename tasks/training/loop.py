@@ -1,7 +1,7 @@
 """The training loop, read top to bottom in train_loop: build the parts, resume, then one
 training step after another until the budget (steps / kimg / epochs / CPU or wall minutes) is
-reached, each followed by the callbacks (tasks/training/callbacks.py: the NaN guard, logging, samples,
-realism scores, checkpoints). Plain functions; flows/train.py wires them.
+reached, each followed by the callbacks (tasks/training/callbacks.py: the NaN guard, logging,
+samples, realism scores, checkpoints). Plain functions; flows/train.py wires them.
 """
 
 from __future__ import annotations
