@@ -76,11 +76,12 @@ def average_gradients(optimizer: torch.optim.Optimizer) -> None:
                 param.grad.div_(world)
 
 
-def total(value: float) -> float:
-    """Sum of a number over all ranks (for the CPU-time budget: every rank stops at the same step)."""
-    tensor = torch.tensor([value], dtype=torch.float64)
+def totals(*values: float) -> list[float]:
+    """Sums of numbers over all ranks, in one all-reduce (for the time budgets: every rank stops at
+    the same step)."""
+    tensor = torch.tensor(values, dtype=torch.float64)
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return float(tensor.item())
+    return tensor.tolist()
 
 
 def checksum(module: nn.Module) -> float:

@@ -217,8 +217,10 @@ def train_step(state: TrainState, update: Callable, fraction_done: float, ranks:
     set_learning_rates(p, cfg, lr_factor(cfg, c.step, fraction_done))
     metrics = update(p, partial(next_real, state.data, c))
     spent, waited = time.process_time() - t0, time.perf_counter() - wall0
-    c.cpu_seconds += collectives.total(spent) if ranks.active else spent
-    c.wall_seconds += collectives.total(waited) / ranks.world if ranks.active else waited
+    if ranks.active:  # CPU time of all ranks; wall time as their mean
+        spent, waited = collectives.totals(spent, waited / ranks.world)
+    c.cpu_seconds += spent
+    c.wall_seconds += waited
     c.step += 1
     if p.ema:
         p.ema.update(p.G, c.step)
